@@ -1,0 +1,79 @@
+// CloudClient: the device's HTTP link to the knowcache cloud tier.
+//
+// Protocol (served by `knowcache serve`):
+//   POST /v1/{task}/infer           body: raw little-endian tensor bytes,
+//        headers X-Knowcache-Dtype: float32, X-Knowcache-Shape: 1,16000
+//        -> {"label", "index", "confidence", "partition_hint",
+//            "model_version", "server_ms"}
+//   GET  /v1/{task}/manifest        -> manifest JSON (see manifest.h)
+//   GET  /v1/{task}/partitions/{id} -> .pte bytes, ETag = sha256
+//
+// Built on cpp-httplib with keep-alive connections. Thread-safe: concurrent
+// calls each borrow a connection from a small pool.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "knowcache/manifest.h"
+#include "knowcache/status.h"
+#include "knowcache/tensor.h"
+
+namespace knowcache {
+
+struct CloudAnswer {
+  std::string label;
+  int index = -1;
+  float confidence = 0.0f;
+  std::string partition_hint;  // empty when the cloud has no hint
+  std::string model_version;
+  double server_ms = 0.0;
+  int64_t uplink_bytes = 0;    // request body bytes sent
+};
+
+/// What the engine needs from a cloud. CloudClient is the HTTP
+/// implementation; tests substitute scripted ones.
+class CloudBackend {
+ public:
+  virtual ~CloudBackend() = default;
+  virtual StatusOr<CloudAnswer> Infer(const std::string& task,
+                                      const TensorView& input) = 0;
+  virtual StatusOr<Manifest> FetchManifest(const std::string& task) = 0;
+  virtual StatusOr<std::vector<uint8_t>> FetchPartition(
+      const std::string& task, const std::string& id) = 0;
+};
+
+struct CloudClientConfig {
+  std::string base_url;  // "http://127.0.0.1:8000"; empty disables the cloud
+  std::string token;     // bearer token, empty for none
+  int connect_timeout_ms = 1000;
+  int read_timeout_ms = 5000;
+  int64_t max_response_bytes = 256ll << 20;  // refuse larger downloads
+  int max_idle_connections = 4;
+
+  Status Validate() const;
+  std::string ToString() const;  // never prints the token
+};
+
+class CloudClientImpl;
+
+class CloudClient final : public CloudBackend {
+ public:
+  static StatusOr<std::unique_ptr<CloudClient>> Create(CloudClientConfig config);
+  ~CloudClient() override;
+
+  StatusOr<CloudAnswer> Infer(const std::string& task,
+                              const TensorView& input) override;
+  StatusOr<Manifest> FetchManifest(const std::string& task) override;
+  StatusOr<std::vector<uint8_t>> FetchPartition(const std::string& task,
+                                                const std::string& id) override;
+  const CloudClientConfig& config() const;
+
+ private:
+  explicit CloudClient(std::unique_ptr<CloudClientImpl> impl);
+  std::unique_ptr<CloudClientImpl> impl_;
+};
+
+}  // namespace knowcache

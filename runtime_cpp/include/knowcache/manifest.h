@@ -1,0 +1,74 @@
+// The manifest: what partitions exist for a task and how to check them.
+//
+// A manifest is JSON written by `knowcache export` next to the .pte files and
+// served by the cloud at GET /v1/{task}/manifest. Schema (version 1):
+//
+//   {"schema_version": 1, "task": "kws", "version": 3,
+//    "labels": ["backward", "bed", ...],            // the task's full label set
+//    "partitions": [{
+//       "id": "cached", "version": 1, "role": "cached",
+//       "file": "cached.pte", "labels": ["yes", "no", ..., "other"],
+//       "other_label": "other",                     // optional
+//       "input": {"dtype": "float32", "shape": [1, 16000], "sample_rate": 16000},
+//       "threshold": 0.35, "bytes": 123456, "sha256": "<64 hex>"}]}
+//
+// Parsing validates every field and says which one is wrong; unknown fields
+// are ignored so newer writers stay readable.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "knowcache/status.h"
+#include "knowcache/tensor.h"
+
+namespace knowcache {
+
+constexpr int kManifestSchemaVersion = 1;
+
+struct InputSpec {
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> shape;
+  int sample_rate = 0;   // audio tasks; 0 when not audio
+  int image_height = 0;  // image tasks; 0 when not an image
+  int image_width = 0;
+  int image_channels = 0;
+
+  /// InvalidArgument naming the mismatch when `view` does not fit this spec.
+  Status Check(const TensorView& view) const;
+};
+
+struct PartitionInfo {
+  std::string id;
+  int version = 1;
+  std::string role;  // full | cached | partition | generic
+  std::string file;  // relative to the manifest's directory
+  std::vector<std::string> labels;
+  int other_index = -1;  // index of the "other" label, -1 if none
+  InputSpec input;
+  float threshold = 0.5f;  // normalized entropy at or below which we accept
+  int64_t bytes = 0;
+  std::string sha256;  // lowercase hex
+};
+
+struct Manifest {
+  int schema_version = kManifestSchemaVersion;
+  std::string task;
+  int version = 1;
+  std::vector<std::string> labels;
+  std::vector<PartitionInfo> partitions;
+  std::string directory;  // where `file` entries resolve; empty when fetched
+
+  static StatusOr<Manifest> Parse(const std::string& json_text);
+  static StatusOr<Manifest> Load(const std::string& path);
+
+  /// nullptr if no partition has that id.
+  const PartitionInfo* Find(const std::string& id) const;
+  /// Index of `label` in the task label set, -1 if absent.
+  int LabelIndex(const std::string& label) const;
+  /// Absolute or manifest-relative path of a partition's file.
+  std::string PathOf(const PartitionInfo& info) const;
+};
+
+}  // namespace knowcache

@@ -1,0 +1,218 @@
+#include "knowcache/cloud_client.h"
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <mutex>
+
+#include "knowcache/log.h"
+
+namespace knowcache {
+
+using nlohmann::json;
+
+Status CloudClientConfig::Validate() const {
+  if (base_url.rfind("http://", 0) != 0 && base_url.rfind("https://", 0) != 0) {
+    return InvalidArgument("cloud URL '" + base_url +
+                           "' must start with http:// or https://");
+  }
+  if (connect_timeout_ms <= 0 || read_timeout_ms <= 0) {
+    return InvalidArgument("cloud timeouts must be positive milliseconds");
+  }
+  if (max_response_bytes <= 0) return InvalidArgument("max_response_bytes must be > 0");
+  if (max_idle_connections < 0) return InvalidArgument("max_idle_connections must be >= 0");
+  return Status::Ok();
+}
+
+std::string CloudClientConfig::ToString() const {
+  return "CloudClientConfig(base_url=" + base_url + ", token=" + (token.empty() ? "none" : "***") +
+         ", connect_timeout_ms=" + std::to_string(connect_timeout_ms) +
+         ", read_timeout_ms=" + std::to_string(read_timeout_ms) + ")";
+}
+
+class CloudClientImpl {
+ public:
+  explicit CloudClientImpl(CloudClientConfig c) : config(std::move(c)) {
+    // "http://host:port/prefix" -> origin "http://host:port", prefix "/prefix".
+    auto scheme_end = config.base_url.find("://") + 3;
+    auto slash = config.base_url.find('/', scheme_end);
+    origin = config.base_url.substr(0, slash);
+    if (slash != std::string::npos) prefix = config.base_url.substr(slash);
+    while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+  }
+
+  // A connection from the pool, or a new one. Returned by Release.
+  std::unique_ptr<httplib::Client> Acquire() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!idle.empty()) {
+        auto c = std::move(idle.back());
+        idle.pop_back();
+        return c;
+      }
+    }
+    auto c = std::make_unique<httplib::Client>(origin);
+    c->set_connection_timeout(std::chrono::milliseconds(config.connect_timeout_ms));
+    c->set_read_timeout(std::chrono::milliseconds(config.read_timeout_ms));
+    c->set_write_timeout(std::chrono::milliseconds(config.read_timeout_ms));
+    c->set_keep_alive(true);
+    if (!config.token.empty()) c->set_bearer_token_auth(config.token);
+    return c;
+  }
+
+  void Release(std::unique_ptr<httplib::Client> c) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (static_cast<int>(idle.size()) < config.max_idle_connections) idle.push_back(std::move(c));
+  }
+
+  std::string Url(const std::string& path) const { return origin + prefix + path; }
+
+  Status TransportError(httplib::Error err, const std::string& path) const {
+    std::string what = "cloud request " + Url(path) + " failed: " + httplib::to_string(err);
+    switch (err) {
+      case httplib::Error::ConnectionTimeout:
+        return DeadlineExceeded(what + " (connect timeout " +
+                                std::to_string(config.connect_timeout_ms) + " ms)");
+      case httplib::Error::Read:
+        return DeadlineExceeded(what + " (no complete answer within " +
+                                std::to_string(config.read_timeout_ms) + " ms)");
+      default:
+        return Unavailable(what);
+    }
+  }
+
+  static Status HttpError(const httplib::Response& res, const std::string& url) {
+    std::string detail;
+    json body = json::parse(res.body, nullptr, false);
+    if (!body.is_discarded() && body.is_object() && body.contains("detail")) {
+      detail = body["detail"].is_string() ? body["detail"].get<std::string>()
+                                          : body["detail"].dump();
+    } else {
+      detail = res.body.substr(0, 200);
+    }
+    std::string what = "cloud answered HTTP " + std::to_string(res.status) + " for " + url +
+                       (detail.empty() ? "" : ": " + detail);
+    if (res.status == 401 || res.status == 403) {
+      return FailedPrecondition(what + " (check the bearer token)");
+    }
+    if (res.status == 404) return NotFound(what);
+    if (res.status == 400 || res.status == 413 || res.status == 415 || res.status == 422) {
+      return InvalidArgument(what);
+    }
+    return Unavailable(what);
+  }
+
+  // GET with a size cap; the body lands in *out.
+  Status Get(const std::string& path, std::string* out, httplib::Headers* headers_out) {
+    auto client = Acquire();
+    bool too_big = false;
+    out->clear();
+    auto res = client->Get(
+        (prefix + path).c_str(), httplib::Headers{},
+        [&](const char* data, size_t n) {
+          if (static_cast<int64_t>(out->size() + n) > config.max_response_bytes) {
+            too_big = true;
+            return false;
+          }
+          out->append(data, n);
+          return true;
+        });
+    if (too_big) {
+      return ResourceExhausted("cloud response for " + Url(path) + " exceeds " +
+                               std::to_string(config.max_response_bytes) + " bytes");
+    }
+    if (!res) return TransportError(res.error(), path);
+    Release(std::move(client));
+    if (res->status != 200) {
+      res->body = *out;
+      return HttpError(*res, Url(path));
+    }
+    if (headers_out) *headers_out = res->headers;
+    return Status::Ok();
+  }
+
+  CloudClientConfig config;
+  std::string origin;
+  std::string prefix;
+  std::mutex mu;
+  std::vector<std::unique_ptr<httplib::Client>> idle;
+};
+
+CloudClient::CloudClient(std::unique_ptr<CloudClientImpl> impl) : impl_(std::move(impl)) {}
+CloudClient::~CloudClient() = default;
+
+StatusOr<std::unique_ptr<CloudClient>> CloudClient::Create(CloudClientConfig config) {
+  KC_RETURN_IF_ERROR(config.Validate());
+  return std::unique_ptr<CloudClient>(
+      new CloudClient(std::make_unique<CloudClientImpl>(std::move(config))));
+}
+
+const CloudClientConfig& CloudClient::config() const { return impl_->config; }
+
+StatusOr<CloudAnswer> CloudClient::Infer(const std::string& task, const TensorView& input) {
+  KC_RETURN_IF_ERROR(input.Validate());
+  const std::string path = "/v1/" + task + "/infer";
+  httplib::Headers headers = {{"X-Knowcache-Dtype", DTypeName(input.dtype)},
+                              {"X-Knowcache-Shape", ShapeToString(input.shape, ',')}};
+  auto client = impl_->Acquire();
+  auto res = client->Post((impl_->prefix + path).c_str(), headers,
+                          static_cast<const char*>(input.data), input.nbytes,
+                          "application/octet-stream");
+  if (!res) return impl_->TransportError(res.error(), path);
+  impl_->Release(std::move(client));
+  if (res->status != 200) return CloudClientImpl::HttpError(*res, impl_->Url(path));
+
+  json body = json::parse(res->body, nullptr, false);
+  const std::string where = "cloud answer from " + impl_->Url(path);
+  if (body.is_discarded() || !body.is_object()) {
+    return ProtocolError(where + " is not a JSON object");
+  }
+  CloudAnswer a;
+  a.uplink_bytes = static_cast<int64_t>(input.nbytes);
+  auto label = body.find("label");
+  auto index = body.find("index");
+  auto conf = body.find("confidence");
+  if (label == body.end() || !label->is_string()) return ProtocolError(where + " lacks a string 'label'");
+  if (index == body.end() || !index->is_number_integer()) return ProtocolError(where + " lacks an integer 'index'");
+  if (conf == body.end() || !conf->is_number()) return ProtocolError(where + " lacks a numeric 'confidence'");
+  a.label = label->get<std::string>();
+  a.index = index->get<int>();
+  a.confidence = conf->get<float>();
+  auto hint = body.find("partition_hint");
+  if (hint != body.end() && hint->is_string()) a.partition_hint = hint->get<std::string>();
+  auto version = body.find("model_version");
+  if (version != body.end()) {
+    a.model_version = version->is_string() ? version->get<std::string>() : version->dump();
+  }
+  auto server_ms = body.find("server_ms");
+  if (server_ms != body.end() && server_ms->is_number()) a.server_ms = server_ms->get<double>();
+  return a;
+}
+
+StatusOr<Manifest> CloudClient::FetchManifest(const std::string& task) {
+  std::string body;
+  const std::string path = "/v1/" + task + "/manifest";
+  KC_RETURN_IF_ERROR(impl_->Get(path, &body, nullptr));
+  auto manifest = Manifest::Parse(body);
+  if (!manifest.ok()) {
+    return ProtocolError("manifest from " + impl_->Url(path) + " is invalid: " +
+                         manifest.status().message());
+  }
+  return manifest;
+}
+
+StatusOr<std::vector<uint8_t>> CloudClient::FetchPartition(const std::string& task,
+                                                           const std::string& id) {
+  std::string body;
+  httplib::Headers headers;
+  const std::string path = "/v1/" + task + "/partitions/" + id;
+  KC_RETURN_IF_ERROR(impl_->Get(path, &body, &headers));
+  auto etag = headers.find("ETag");
+  if (etag != headers.end()) {
+    KC_LOG(kDebug, "fetched %s: %zu bytes, ETag %s", path.c_str(), body.size(),
+           etag->second.c_str());
+  }
+  return std::vector<uint8_t>(body.begin(), body.end());
+}
+
+}  // namespace knowcache

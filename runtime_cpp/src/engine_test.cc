@@ -1,0 +1,268 @@
+// The engine's decision logic against scripted models and a scripted cloud.
+// End-to-end behaviour with real .pte files and HTTP is tested from Python.
+#include "knowcache/engine.h"
+
+#include <gtest/gtest.h>
+
+#include "test_doubles.h"
+
+namespace knowcache {
+namespace {
+
+using testing::MakeInfo;
+using testing::ScriptedCloud;
+using testing::ScriptedModel;
+
+// Model whose logits are the input itself: tests choose confidence by input.
+std::shared_ptr<ScriptedModel> Echo(const std::string& id, std::vector<std::string> labels,
+                                    int other_index = -1, float threshold = 0.5f) {
+  return std::make_shared<ScriptedModel>(
+      MakeInfo(id, std::move(labels), 100, threshold, other_index),
+      [](const float* x) { return std::vector<float>(x, x + 4); });
+}
+
+struct Input {
+  float data[4];
+  TensorView view() const { return {DType::kFloat32, {1, 4}, data, sizeof(data)}; }
+};
+const Input kConfidentA{{20.f, 0.f, 0.f, 0.f}};
+const Input kUnsure{{0.f, 0.f, 0.f, 0.f}};
+const Input kOther{{0.f, 0.f, 0.f, 20.f}};
+
+std::unique_ptr<Engine> MakeEngine(std::shared_ptr<CloudBackend> cloud, int slots = 2,
+                                   ModelFactory factory = nullptr) {
+  EngineConfig cfg;
+  cfg.task = "kws";
+  cfg.cache.num_slots = slots;
+  auto e = Engine::Create(cfg, std::move(cloud), std::move(factory));
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  return std::move(e).value();
+}
+
+ModelFactory EchoFactory() {
+  return [](const PartitionInfo& info, std::shared_ptr<const std::vector<uint8_t>>)
+             -> StatusOr<std::shared_ptr<CachedModel>> {
+    return std::shared_ptr<CachedModel>(std::make_shared<ScriptedModel>(
+        info, [](const float* x) { return std::vector<float>(x, x + 4); }));
+  };
+}
+
+TEST(Engine, ConfigValidation) {
+  EngineConfig cfg;
+  EXPECT_FALSE(Engine::Create(cfg).ok());  // no task
+  cfg.task = "kws";
+  cfg.cloud.base_url = "ftp://x";
+  EXPECT_EQ(Engine::Create(cfg).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(Engine, AcceptsConfidentLocalAnswerWithoutCloud) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  auto engine = MakeEngine(cloud);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  auto r = engine->Infer(kConfidentA.view());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->source, AnswerSource::kLocal);
+  EXPECT_EQ(r->label, "a");
+  EXPECT_EQ(r->partition_id, "p0");
+  EXPECT_EQ(cloud->infers, 0);
+  EXPECT_EQ(engine->Stats().local, 1);
+}
+
+TEST(Engine, UnsureAnswerGoesToCloudAndFetchesHint) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->manifest.task = "kws";
+  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
+  cloud->answer.label = "f";
+  cloud->answer.index = 5;
+  cloud->answer.confidence = 0.9f;
+  cloud->answer.partition_hint = "p1";
+  auto engine = MakeEngine(cloud, 2, EchoFactory());
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+
+  auto r = engine->Infer(kUnsure.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kCloud);
+  EXPECT_EQ(r->label, "f");
+  EXPECT_EQ(r->index, 5);
+  EXPECT_EQ(r->partition_hint, "p1");
+  EXPECT_EQ(r->uplink_bytes, 16);
+  ASSERT_TRUE(engine->WaitForFetches(5000));
+  EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p1", "p0"}));
+  EXPECT_EQ(engine->ActiveId(), "p1");
+  auto s = engine->Stats();
+  EXPECT_EQ(s.fetches, 1);
+  EXPECT_EQ(s.fetched_bytes, 64);
+  EXPECT_EQ(cloud->manifest_fetches, 1);  // the engine had no manifest entry
+
+  // The next similar input is answered by the new partition, locally.
+  auto r2 = engine->Infer(kConfidentA.view());
+  ASSERT_TRUE(r2.ok());
+  EXPECT_EQ(r2->source, AnswerSource::kLocal);
+  EXPECT_EQ(r2->partition_id, "p1");
+  EXPECT_EQ(r2->label, "e");
+}
+
+TEST(Engine, OtherAlwaysForwardsEvenWhenConfident) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->answer.label = "zebra";
+  auto engine = MakeEngine(cloud);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "other"}, 3, 1.0f)).ok());
+  auto r = engine->Infer(kOther.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kCloud);
+  EXPECT_EQ(r->label, "zebra");
+}
+
+TEST(Engine, CloudDownGivesDegradedLocalAnswer) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->infer_status = Unavailable("connection refused");
+  auto engine = MakeEngine(cloud);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  auto r = engine->Infer(kUnsure.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kDegraded);
+  EXPECT_NE(r->degraded_reason.find("connection refused"), std::string::npos);
+  EXPECT_EQ(engine->Stats().degraded, 1);
+  EXPECT_EQ(engine->Stats().cloud_errors, 1);
+}
+
+TEST(Engine, DegradedOtherHasNoTaskIndex) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->infer_status = DeadlineExceeded("slow");
+  auto engine = MakeEngine(cloud);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "other"}, 3)).ok());
+  auto r = engine->Infer(kOther.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kDegraded);
+  EXPECT_EQ(r->label, "other");
+  EXPECT_EQ(r->index, -1);
+}
+
+TEST(Engine, NoPartitionAndNoCloudIsAnError) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->infer_status = Unavailable("down");
+  auto engine = MakeEngine(cloud);
+  auto r = engine->Infer(kUnsure.view());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  auto device_only = MakeEngine(nullptr);
+  EXPECT_EQ(device_only->Infer(kUnsure.view()).status().code(),
+            StatusCode::kFailedPrecondition);
+}
+
+TEST(Engine, EmptyCacheAnswersThroughCloud) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->answer.label = "b";
+  auto engine = MakeEngine(cloud);
+  auto r = engine->Infer(kConfidentA.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kCloud);
+  EXPECT_EQ(r->local_attempts, 0);
+}
+
+TEST(Engine, BadInputIsRejectedBeforeTheCloud) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  auto engine = MakeEngine(cloud);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  float x[3] = {};
+  auto r = engine->Infer({DType::kFloat32, {1, 3}, x, sizeof(x)});
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  r = engine->Infer({DType::kFloat32, {1, 4}, x, sizeof(x)});  // nbytes mismatch
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(cloud->infers, 0);
+}
+
+TEST(Engine, CorruptDownloadIsNotInstalled) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->manifest.task = "kws";
+  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
+  cloud->blobs["p1"][10] ^= 1;  // flip a bit after the hash was recorded
+  cloud->answer.partition_hint = "p1";
+  auto engine = MakeEngine(cloud, 2, EchoFactory());
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());
+  ASSERT_TRUE(engine->WaitForFetches(5000));
+  EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p0"}));
+  auto s = engine->Stats();
+  EXPECT_EQ(s.fetch_failures, 1);
+  EXPECT_NE(s.last_fetch_error.find("sha256"), std::string::npos) << s.last_fetch_error;
+}
+
+TEST(Engine, HintForCachedPartitionActivatesItWithoutFetching) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->answer.partition_hint = "p0";
+  auto engine = MakeEngine(cloud);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  ASSERT_TRUE(engine->Install(Echo("p1", {"e", "f", "g", "h"})).ok());
+  EXPECT_EQ(engine->ActiveId(), "p1");
+  ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());
+  EXPECT_EQ(engine->ActiveId(), "p0");
+  EXPECT_TRUE(engine->WaitForFetches(1000));
+  EXPECT_EQ(cloud->partition_fetches, 0);
+}
+
+TEST(Engine, RepeatedHintsFetchOnce) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->manifest.task = "kws";
+  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
+  cloud->answer.partition_hint = "p1";
+  cloud->fetch_delay_ms = 100;
+  auto engine = MakeEngine(cloud, 2, EchoFactory());
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());
+  ASSERT_TRUE(engine->WaitForFetches(5000));
+  EXPECT_EQ(cloud->partition_fetches, 1);
+}
+
+TEST(Engine, MaxLocalAttemptsTriesOtherSlots) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  EngineConfig cfg;
+  cfg.task = "kws";
+  cfg.max_local_attempts = 2;
+  auto engine = std::move(Engine::Create(cfg, cloud).value());
+  // p0 is confident on input 0; p1 (active) echoes a rotated input and is unsure.
+  auto rotated = std::make_shared<ScriptedModel>(
+      MakeInfo("p1", {"e", "f", "g", "h"}),
+      [](const float*) { return std::vector<float>{0, 0, 0, 0}; });
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  ASSERT_TRUE(engine->Install(rotated).ok());
+  auto r = engine->Infer(kConfidentA.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kLocal);
+  EXPECT_EQ(r->partition_id, "p0");
+  EXPECT_EQ(r->local_attempts, 2);
+  EXPECT_EQ(cloud->infers, 0);
+}
+
+TEST(Engine, ThresholdOverrideApplies) {
+  EngineConfig cfg;
+  cfg.task = "kws";
+  cfg.threshold_override = 1.0f;  // accept everything that is not "other"
+  auto engine = std::move(Engine::Create(cfg).value());
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"}, -1, 0.0f)).ok());
+  auto r = engine->Infer(kUnsure.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kLocal);
+}
+
+TEST(Engine, ConcurrentInfersAreConsistent) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->answer.label = "c";
+  auto engine = MakeEngine(cloud);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 500; ++i) {
+        auto r = engine->Infer(((i + t) % 2 ? kUnsure : kConfidentA).view());
+        ASSERT_TRUE(r.ok());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  auto s = engine->Stats();
+  EXPECT_EQ(s.queries, 2000);
+  EXPECT_EQ(s.local + s.cloud + s.degraded, 2000);
+  EXPECT_EQ(s.local, 1000);
+}
+
+}  // namespace
+}  // namespace knowcache

@@ -1,0 +1,227 @@
+#include "knowcache/manifest.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+#include "knowcache/sha256.h"
+
+namespace knowcache {
+namespace {
+
+using nlohmann::json;
+
+// Field readers that report the JSON path of what is wrong; nlohmann's own
+// accessors would throw, and the core does not.
+Status ReadString(const json& obj, const char* key, const std::string& where,
+                  std::string* out, bool required = true) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) {
+    return required ? InvalidArgument(where + "." + key + " is missing") : Status::Ok();
+  }
+  if (!it->is_string()) return InvalidArgument(where + "." + key + " must be a string");
+  *out = it->get<std::string>();
+  return Status::Ok();
+}
+
+Status ReadInt(const json& obj, const char* key, const std::string& where, int64_t* out,
+               bool required = true) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) {
+    return required ? InvalidArgument(where + "." + key + " is missing") : Status::Ok();
+  }
+  if (!it->is_number_integer()) {
+    return InvalidArgument(where + "." + key + " must be an integer");
+  }
+  *out = it->get<int64_t>();
+  return Status::Ok();
+}
+
+Status ReadLabels(const json& obj, const char* key, const std::string& where,
+                  std::vector<std::string>* out, bool required) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) {
+    return required ? InvalidArgument(where + "." + key + " is missing") : Status::Ok();
+  }
+  if (!it->is_array()) return InvalidArgument(where + "." + key + " must be a list of strings");
+  std::set<std::string> seen;
+  for (const auto& v : *it) {
+    if (!v.is_string() || v.get<std::string>().empty()) {
+      return InvalidArgument(where + "." + key + " must hold non-empty strings");
+    }
+    if (!seen.insert(v.get<std::string>()).second) {
+      return InvalidArgument(where + "." + key + " repeats '" + v.get<std::string>() + "'");
+    }
+    out->push_back(v.get<std::string>());
+  }
+  return Status::Ok();
+}
+
+bool IsSha256Hex(const std::string& s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return std::isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'f');
+         });
+}
+
+Status ParseInput(const json& obj, const std::string& where, InputSpec* spec) {
+  if (!obj.is_object()) return InvalidArgument(where + " must be an object");
+  std::string dtype = "float32";
+  KC_RETURN_IF_ERROR(ReadString(obj, "dtype", where, &dtype));
+  KC_ASSIGN_OR_RETURN(spec->dtype, ParseDType(dtype));
+  auto shape = obj.find("shape");
+  if (shape == obj.end() || !shape->is_array() || shape->empty()) {
+    return InvalidArgument(where + ".shape must be a non-empty list of positive integers");
+  }
+  for (const auto& d : *shape) {
+    if (!d.is_number_integer() || d.get<int64_t>() <= 0) {
+      return InvalidArgument(where + ".shape must be a non-empty list of positive integers");
+    }
+    spec->shape.push_back(d.get<int64_t>());
+  }
+  int64_t v = 0;
+  KC_RETURN_IF_ERROR(ReadInt(obj, "sample_rate", where, &v, false));
+  spec->sample_rate = static_cast<int>(v);
+  auto image = obj.find("image_size");
+  if (image != obj.end() && !image->is_null()) {
+    if (!image->is_array() || image->size() != 3 ||
+        !std::all_of(image->begin(), image->end(),
+                     [](const json& x) { return x.is_number_integer() && x.get<int64_t>() > 0; })) {
+      return InvalidArgument(where + ".image_size must be [channels, height, width]");
+    }
+    spec->image_channels = (*image)[0].get<int>();
+    spec->image_height = (*image)[1].get<int>();
+    spec->image_width = (*image)[2].get<int>();
+  }
+  return Status::Ok();
+}
+
+Status ParsePartition(const json& obj, const std::string& where, PartitionInfo* p) {
+  if (!obj.is_object()) return InvalidArgument(where + " must be an object");
+  KC_RETURN_IF_ERROR(ReadString(obj, "id", where, &p->id));
+  if (p->id.empty() || p->id.find_first_of("/\\ ") != std::string::npos) {
+    return InvalidArgument(where + ".id must be non-empty without '/', '\\' or spaces");
+  }
+  const std::string at = where + "(" + p->id + ")";
+  int64_t version = 1;
+  KC_RETURN_IF_ERROR(ReadInt(obj, "version", at, &version, false));
+  p->version = static_cast<int>(version);
+  KC_RETURN_IF_ERROR(ReadString(obj, "role", at, &p->role));
+  static const std::set<std::string> kRoles = {"full", "cached", "partition", "generic"};
+  if (!kRoles.count(p->role)) {
+    return InvalidArgument(at + ".role is '" + p->role +
+                           "'; expected full, cached, partition or generic");
+  }
+  KC_RETURN_IF_ERROR(ReadString(obj, "file", at, &p->file));
+  KC_RETURN_IF_ERROR(ReadLabels(obj, "labels", at, &p->labels, true));
+  if (p->labels.size() < 2) return InvalidArgument(at + ".labels needs at least 2 labels");
+  std::string other;
+  KC_RETURN_IF_ERROR(ReadString(obj, "other_label", at, &other, false));
+  if (!other.empty()) {
+    auto it = std::find(p->labels.begin(), p->labels.end(), other);
+    if (it == p->labels.end()) {
+      return InvalidArgument(at + ".other_label '" + other + "' is not in its labels");
+    }
+    p->other_index = static_cast<int>(it - p->labels.begin());
+  }
+  auto input = obj.find("input");
+  if (input == obj.end()) return InvalidArgument(at + ".input is missing");
+  KC_RETURN_IF_ERROR(ParseInput(*input, at + ".input", &p->input));
+  auto thr = obj.find("threshold");
+  if (thr == obj.end() || !thr->is_number()) {
+    return InvalidArgument(at + ".threshold must be a number in [0, 1]");
+  }
+  double t = thr->get<double>();
+  if (!(t >= 0.0 && t <= 1.0)) return InvalidArgument(at + ".threshold must be in [0, 1]");
+  p->threshold = static_cast<float>(t);
+  KC_RETURN_IF_ERROR(ReadInt(obj, "bytes", at, &p->bytes));
+  if (p->bytes <= 0) return InvalidArgument(at + ".bytes must be positive");
+  KC_RETURN_IF_ERROR(ReadString(obj, "sha256", at, &p->sha256));
+  std::transform(p->sha256.begin(), p->sha256.end(), p->sha256.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  if (!IsSha256Hex(p->sha256)) return InvalidArgument(at + ".sha256 must be 64 hex digits");
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<Manifest> Manifest::Parse(const std::string& json_text) {
+  json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) return InvalidArgument("manifest is not valid JSON");
+  if (!root.is_object()) return InvalidArgument("manifest must be a JSON object");
+  Manifest m;
+  int64_t schema = 0;
+  KC_RETURN_IF_ERROR(ReadInt(root, "schema_version", "manifest", &schema));
+  if (schema != kManifestSchemaVersion) {
+    return InvalidArgument("manifest schema_version " + std::to_string(schema) +
+                           " is not supported; this runtime reads version " +
+                           std::to_string(kManifestSchemaVersion) +
+                           " (re-export with a matching knowcache)");
+  }
+  m.schema_version = static_cast<int>(schema);
+  KC_RETURN_IF_ERROR(ReadString(root, "task", "manifest", &m.task));
+  int64_t version = 1;
+  KC_RETURN_IF_ERROR(ReadInt(root, "version", "manifest", &version, false));
+  m.version = static_cast<int>(version);
+  KC_RETURN_IF_ERROR(ReadLabels(root, "labels", "manifest", &m.labels, false));
+  auto parts = root.find("partitions");
+  if (parts == root.end() || !parts->is_array()) {
+    return InvalidArgument("manifest.partitions must be a list");
+  }
+  std::set<std::string> ids;
+  for (size_t i = 0; i < parts->size(); ++i) {
+    PartitionInfo p;
+    KC_RETURN_IF_ERROR(
+        ParsePartition((*parts)[i], "manifest.partitions[" + std::to_string(i) + "]", &p));
+    if (!ids.insert(p.id).second) {
+      return InvalidArgument("manifest repeats partition id '" + p.id + "'");
+    }
+    m.partitions.push_back(std::move(p));
+  }
+  return m;
+}
+
+StatusOr<Manifest> Manifest::Load(const std::string& path) {
+  KC_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadFileBytes(path));
+  auto parsed = Parse(std::string(bytes.begin(), bytes.end()));
+  if (!parsed.ok()) {
+    return Status(parsed.status().code(), path + ": " + parsed.status().message());
+  }
+  Manifest m = std::move(parsed).value();
+  auto slash = path.find_last_of('/');
+  m.directory = slash == std::string::npos ? "." : path.substr(0, slash);
+  return m;
+}
+
+const PartitionInfo* Manifest::Find(const std::string& id) const {
+  for (const auto& p : partitions) {
+    if (p.id == id) return &p;
+  }
+  return nullptr;
+}
+
+int Manifest::LabelIndex(const std::string& label) const {
+  auto it = std::find(labels.begin(), labels.end(), label);
+  return it == labels.end() ? -1 : static_cast<int>(it - labels.begin());
+}
+
+std::string Manifest::PathOf(const PartitionInfo& info) const {
+  if (!info.file.empty() && info.file[0] == '/') return info.file;
+  return (directory.empty() ? std::string(".") : directory) + "/" + info.file;
+}
+
+Status InputSpec::Check(const TensorView& view) const {
+  KC_RETURN_IF_ERROR(view.Validate());
+  if (view.dtype != dtype) {
+    return InvalidArgument(std::string("input dtype is ") + DTypeName(view.dtype) +
+                           " but the model expects " + DTypeName(dtype));
+  }
+  if (view.shape != shape) {
+    return InvalidArgument("input shape is " + ShapeToString(view.shape) +
+                           " but the model expects " + ShapeToString(shape));
+  }
+  return Status::Ok();
+}
+
+}  // namespace knowcache

@@ -1,0 +1,68 @@
+"""Gate threshold calibration on held-out data.
+
+The device accepts a local answer when its normalized entropy is at or below
+the partition's threshold (and the answer is not "other"). We pick the
+largest threshold at which the accepted answers agree with the full model at
+least ``target`` of the time, so the cache trades no more than 1 - target of
+fidelity for its local rate. Entropies come from the runtime's own gate
+(`knowcache._runtime.gate_evaluate`), so host and device agree exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from knowcache import _runtime
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    accept_rate: float   # fraction of held-out inputs accepted at the threshold
+    agreement: float     # agreement with the full model among accepted answers
+    samples: int
+
+
+def gate_entropies(logits: np.ndarray, other_index: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(entropy, argmax, is_other) per row, computed by the C++ gate."""
+    ent, arg, other = [], [], []
+    for row in np.asarray(logits, dtype=np.float32):
+        d = _runtime.gate_evaluate(row, 1.0, other_index)
+        ent.append(d.entropy)
+        arg.append(d.index)
+        other.append(d.is_other)
+    return np.array(ent), np.array(arg), np.array(other, dtype=bool)
+
+
+def calibrate_threshold(logits: np.ndarray, reference: np.ndarray, *, other_index: int = -1,
+                        target: float = 0.99) -> Calibration:
+    """Largest threshold whose accepted answers agree with ``reference`` >= ``target``.
+
+    ``reference`` holds, per row, the index (in this partition's label space)
+    the full model answers, with answers outside the partition mapped to
+    ``other_index``. Returns threshold 0 and accept rate 0 when no threshold
+    reaches the target.
+    """
+    logits = np.asarray(logits)
+    reference = np.asarray(reference)
+    if logits.ndim != 2 or len(logits) != len(reference) or len(logits) == 0:
+        raise ValueError("logits must be (N, C) and reference (N,), with N > 0")
+    if not 0.0 < target <= 1.0:
+        raise ValueError("target agreement must be in (0, 1]")
+    ent, arg, is_other = gate_entropies(logits, other_index)
+    candidates = ~is_other
+    order = np.argsort(ent[candidates], kind="stable")
+    ent_c = ent[candidates][order]
+    agree_c = (arg[candidates] == reference[candidates])[order]
+    best = Calibration(0.0, 0.0, 1.0, len(logits))
+    agreed = 0
+    for k, (e, ok) in enumerate(zip(ent_c, agree_c), start=1):
+        agreed += int(ok)
+        # Only cut between distinct entropies: every answer at or below e is accepted.
+        if k < len(ent_c) and ent_c[k] == e:
+            continue
+        if agreed / k >= target:
+            best = Calibration(float(min(e, 1.0)), k / len(logits), agreed / k, len(logits))
+    return best

@@ -1,0 +1,159 @@
+"""The knowcache device runtime for Python: a thin layer over ``knowcache._runtime``.
+
+Everything here runs in the C++ core (ExecuTorch partitions, LRU slot cache,
+entropy gate, HTTP cloud fallback); this module only turns keyword arguments
+into the core's config structs. Inputs are NumPy arrays; errors are
+``KnowcacheError`` subclasses (``InvalidInputError`` is also a ``ValueError``,
+``NotFoundError`` also a ``LookupError``).
+
+    from knowcache.runtime import Engine
+    engine = Engine.from_models_dir("models/kws", cloud_url="http://127.0.0.1:8000")
+    result = engine.infer(waveform[None, :].astype("float32"))
+    print(result.label, result.source, result.total_us)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Optional
+
+from knowcache import _runtime as _rt
+from knowcache._runtime import (  # noqa: F401  (re-exported)
+    CachedModel,
+    CloudAnswer,
+    CloudTimeoutError,
+    CloudUnavailableError,
+    CorruptPartitionError,
+    EngineStats,
+    FailedPreconditionError,
+    GateDecision,
+    InferenceResult,
+    InputSpec,
+    InvalidInputError,
+    KnowcacheError,
+    Manifest,
+    NotFoundError,
+    Partition,
+    PartitionInfo,
+    ProtocolError,
+    ResourceExhaustedError,
+    SlotCacheStats,
+    gate_evaluate,
+    sha256_hex,
+)
+
+__all__ = [
+    "CloudClient", "Engine", "Manifest", "Partition", "SlotCache", "gate_evaluate",
+    "sha256_hex", "KnowcacheError", "InvalidInputError", "NotFoundError",
+    "CorruptPartitionError", "CloudUnavailableError", "CloudTimeoutError",
+    "ResourceExhaustedError", "FailedPreconditionError", "ProtocolError",
+]
+
+DEFAULT_BUDGET_BYTES = 64 << 20
+
+
+def _cloud_config(url: Optional[str], token: Optional[str], connect_timeout_ms: int,
+                  read_timeout_ms: int) -> "_rt.CloudClientConfig":
+    return _rt.CloudClientConfig(
+        base_url=url or "", token=token or "",
+        connect_timeout_ms=connect_timeout_ms, read_timeout_ms=read_timeout_ms)
+
+
+class SlotCache(_rt.SlotCache):
+    """LRU cache of partitions with a slot count and a byte budget."""
+
+    def __init__(self, slots: int = 2, budget_bytes: int = DEFAULT_BUDGET_BYTES):
+        super().__init__(_rt.SlotCacheConfig(slots, budget_bytes))
+
+
+class CloudClient(_rt.CloudClient):
+    """HTTP client for ``knowcache serve`` (POST infer, GET manifest and partitions)."""
+
+    def __init__(self, url: str, *, token: Optional[str] = None, connect_timeout_ms: int = 1000,
+                 read_timeout_ms: int = 5000):
+        super().__init__(_cloud_config(url, token, connect_timeout_ms, read_timeout_ms))
+
+
+class Engine:
+    """Two-stage inference: cached partitions on the device, the cloud for the rest.
+
+    ``infer`` never fails because the cloud is down or slow: it then returns
+    the local answer with ``source == "degraded"``. It raises only for bad
+    input, or when no partition is cached and no cloud answers.
+    """
+
+    def __init__(self, task: str, *, slots: int = 2, budget_bytes: int = DEFAULT_BUDGET_BYTES,
+                 cloud_url: Optional[str] = None, token: Optional[str] = None,
+                 connect_timeout_ms: int = 1000, read_timeout_ms: int = 5000,
+                 fetch_hints: bool = True, max_local_attempts: int = 1,
+                 threshold: Optional[float] = None, manifest: Optional[Manifest] = None):
+        config = _rt.EngineConfig(
+            task=task,
+            cache=_rt.SlotCacheConfig(slots, budget_bytes),
+            cloud=_cloud_config(cloud_url, token, connect_timeout_ms, read_timeout_ms),
+            fetch_hints=fetch_hints,
+            max_local_attempts=max_local_attempts,
+            threshold_override=-1.0 if threshold is None else float(threshold),
+        )
+        self._engine = _rt.Engine(config)
+        self.manifest: Optional[Manifest] = None
+        if manifest is not None:
+            self.set_manifest(manifest)
+
+    @classmethod
+    def from_models_dir(cls, models_dir: str | os.PathLike, *, install: Iterable[str] = (),
+                        pin: bool = True, **kwargs) -> "Engine":
+        """An engine for the task in ``models_dir/manifest.json``.
+
+        ``install`` lists partition ids to load now (pinned unless ``pin`` is
+        False); by default the ``cached`` role's partitions are installed.
+        """
+        manifest = Manifest.load(os.path.join(os.fspath(models_dir), "manifest.json"))
+        engine = cls(manifest.task, manifest=manifest, **kwargs)
+        ids = list(install) or [p.id for p in manifest.partitions if p.role == "cached"]
+        for pid in ids:
+            engine.install_from_manifest(pid, pinned=pin)
+        return engine
+
+    def set_manifest(self, manifest: Manifest) -> None:
+        self._engine.set_manifest(manifest)
+        self.manifest = manifest
+
+    def install_from_manifest(self, partition_id: str, *, pinned: bool = False) -> None:
+        """Loads a partition named in the manifest from disk into a slot."""
+        self._engine.install_from_manifest(partition_id, pinned)
+
+    def install(self, model: CachedModel, *, pinned: bool = False) -> None:
+        self._engine.install(model, pinned)
+
+    def activate(self, partition_id: str) -> None:
+        self._engine.activate(partition_id)
+
+    def infer(self, x) -> InferenceResult:
+        """Classifies one input (a NumPy array matching the partitions' input spec)."""
+        return self._engine.infer(x)
+
+    def wait_for_fetches(self, timeout_s: float = 10.0) -> bool:
+        """Blocks until background partition downloads finish; False on timeout."""
+        return self._engine.wait_for_fetches(int(timeout_s * 1000))
+
+    def cached_ids(self) -> list[str]:
+        return self._engine.cached_ids()
+
+    def active_id(self) -> str:
+        return self._engine.active_id()
+
+    def stats(self) -> EngineStats:
+        return self._engine.stats()
+
+    @property
+    def config(self) -> "_rt.EngineConfig":
+        return self._engine.config
+
+
+def result_to_dict(result: InferenceResult) -> dict:
+    """A JSON-ready dict of an InferenceResult."""
+    keys = ("label", "index", "confidence", "entropy", "source", "partition_id", "partition_hint",
+            "degraded_reason", "local_attempts", "local_us", "network_us", "total_us",
+            "uplink_bytes")
+    return {k: getattr(result, k) for k in keys}

@@ -1,0 +1,116 @@
+#include <pybind11/stl.h>
+
+#include "errors.h"
+#include "knowcache/engine.h"
+#include "knowcache/partition.h"
+#include "tensor_py.h"
+
+namespace py = pybind11;
+
+namespace knowcache::python {
+
+void PybindEngine(py::module_* m) {
+  py::class_<EngineConfig>(*m, "EngineConfig")
+      .def(py::init([](std::string task, const SlotCacheConfig& cache,
+                       const CloudClientConfig& cloud, bool fetch_hints, int max_local_attempts,
+                       float threshold_override) {
+             EngineConfig c;
+             c.task = std::move(task);
+             c.cache = cache;
+             c.cloud = cloud;
+             c.fetch_hints = fetch_hints;
+             c.max_local_attempts = max_local_attempts;
+             c.threshold_override = threshold_override;
+             return c;
+           }),
+           py::arg("task"), py::arg("cache") = SlotCacheConfig{},
+           py::arg("cloud") = CloudClientConfig{}, py::arg("fetch_hints") = true,
+           py::arg("max_local_attempts") = 1, py::arg("threshold_override") = -1.0f)
+      .def_readwrite("task", &EngineConfig::task)
+      .def_readwrite("cache", &EngineConfig::cache)
+      .def_readwrite("cloud", &EngineConfig::cloud)
+      .def_readwrite("fetch_hints", &EngineConfig::fetch_hints)
+      .def_readwrite("max_local_attempts", &EngineConfig::max_local_attempts)
+      .def_readwrite("threshold_override", &EngineConfig::threshold_override)
+      .def("__repr__", &EngineConfig::ToString);
+
+  py::class_<InferenceResult>(*m, "InferenceResult")
+      .def_readonly("label", &InferenceResult::label)
+      .def_readonly("index", &InferenceResult::index)
+      .def_readonly("confidence", &InferenceResult::confidence)
+      .def_readonly("entropy", &InferenceResult::entropy)
+      .def_property_readonly("source", [](const InferenceResult& r) { return AnswerSourceName(r.source); })
+      .def_readonly("partition_id", &InferenceResult::partition_id)
+      .def_readonly("partition_hint", &InferenceResult::partition_hint)
+      .def_readonly("degraded_reason", &InferenceResult::degraded_reason)
+      .def_readonly("local_attempts", &InferenceResult::local_attempts)
+      .def_readonly("local_us", &InferenceResult::local_us)
+      .def_readonly("network_us", &InferenceResult::network_us)
+      .def_readonly("total_us", &InferenceResult::total_us)
+      .def_readonly("uplink_bytes", &InferenceResult::uplink_bytes)
+      .def("__repr__", [](const InferenceResult& r) {
+        return "InferenceResult(label='" + r.label + "', source='" + AnswerSourceName(r.source) +
+               "', confidence=" + std::to_string(r.confidence) + ", partition='" + r.partition_id +
+               "', total_us=" + std::to_string(r.total_us) + ")";
+      });
+
+  py::class_<EngineStats>(*m, "EngineStats")
+      .def_readonly("queries", &EngineStats::queries)
+      .def_readonly("local", &EngineStats::local)
+      .def_readonly("cloud", &EngineStats::cloud)
+      .def_readonly("degraded", &EngineStats::degraded)
+      .def_readonly("cloud_errors", &EngineStats::cloud_errors)
+      .def_readonly("fetches", &EngineStats::fetches)
+      .def_readonly("fetch_failures", &EngineStats::fetch_failures)
+      .def_readonly("fetched_bytes", &EngineStats::fetched_bytes)
+      .def_readonly("uplink_bytes", &EngineStats::uplink_bytes)
+      .def_readonly("last_fetch_error", &EngineStats::last_fetch_error)
+      .def_readonly("cache", &EngineStats::cache);
+
+  py::class_<Engine>(*m, "Engine")
+      .def(py::init([](const EngineConfig& c) { return ValueOrRaise(Engine::Create(c)); }),
+           py::arg("config"))
+      .def("set_manifest", [](Engine& e, Manifest mf) { RaiseIfError(e.SetManifest(std::move(mf))); },
+           py::arg("manifest"))
+      .def("install_from_manifest",
+           [](Engine& e, const std::string& id, bool pinned) {
+             Status s;
+             {
+               py::gil_scoped_release release;
+               s = e.InstallFromManifest(id, pinned);
+             }
+             RaiseIfError(s);
+           },
+           py::arg("id"), py::arg("pinned") = false)
+      .def("install",
+           [](Engine& e, std::shared_ptr<CachedModel> model, bool pinned) {
+             RaiseIfError(e.Install(std::move(model), pinned));
+           },
+           py::arg("model"), py::arg("pinned") = false)
+      .def("activate", [](Engine& e, const std::string& id) { RaiseIfError(e.Activate(id)); },
+           py::arg("id"))
+      .def("infer",
+           [](Engine& e, const py::object& x) {
+             py::array a = Contiguous(x);
+             TensorView view = ViewOf(a);
+             StatusOr<InferenceResult> r = Internal("not run");
+             {
+               py::gil_scoped_release release;
+               r = e.Infer(view);
+             }
+             return ValueOrRaise(std::move(r));
+           },
+           py::arg("input"))
+      .def("wait_for_fetches",
+           [](Engine& e, int timeout_ms) {
+             py::gil_scoped_release release;
+             return e.WaitForFetches(timeout_ms);
+           },
+           py::arg("timeout_ms") = 10000)
+      .def("cached_ids", &Engine::CachedIds)
+      .def("active_id", &Engine::ActiveId)
+      .def("stats", &Engine::Stats)
+      .def_property_readonly("config", &Engine::config);
+}
+
+}  // namespace knowcache::python

@@ -1,0 +1,20 @@
+// Status -> Python exception, the only place the core's errors become throws.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include "knowcache/status.h"
+
+namespace knowcache::python {
+
+void PybindErrors(pybind11::module_* m);
+/// Raises the Python exception that matches `status` (no-op when ok).
+void RaiseIfError(const Status& status);
+
+template <typename T>
+T ValueOrRaise(StatusOr<T> result) {
+  RaiseIfError(result.status());
+  return std::move(result).value();
+}
+
+}  // namespace knowcache::python

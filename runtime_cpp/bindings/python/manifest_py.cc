@@ -1,0 +1,59 @@
+#include <pybind11/stl.h>
+
+#include "errors.h"
+#include "knowcache/manifest.h"
+#include "knowcache/sha256.h"
+
+namespace py = pybind11;
+
+namespace knowcache::python {
+
+void PybindManifest(py::module_* m) {
+  py::class_<InputSpec>(*m, "InputSpec")
+      .def_property_readonly("dtype", [](const InputSpec& s) { return DTypeName(s.dtype); })
+      .def_readonly("shape", &InputSpec::shape)
+      .def_readonly("sample_rate", &InputSpec::sample_rate)
+      .def_property_readonly("image_size", [](const InputSpec& s) {
+        return std::vector<int>{s.image_channels, s.image_height, s.image_width};
+      });
+
+  py::class_<PartitionInfo>(*m, "PartitionInfo")
+      .def_readonly("id", &PartitionInfo::id)
+      .def_readonly("version", &PartitionInfo::version)
+      .def_readonly("role", &PartitionInfo::role)
+      .def_readonly("file", &PartitionInfo::file)
+      .def_readonly("labels", &PartitionInfo::labels)
+      .def_readonly("other_index", &PartitionInfo::other_index)
+      .def_readonly("input", &PartitionInfo::input)
+      .def_readonly("threshold", &PartitionInfo::threshold)
+      .def_readonly("bytes", &PartitionInfo::bytes)
+      .def_readonly("sha256", &PartitionInfo::sha256)
+      .def("__repr__", [](const PartitionInfo& p) {
+        return "PartitionInfo(id='" + p.id + "', role='" + p.role + "', labels=" +
+               std::to_string(p.labels.size()) + ", bytes=" + std::to_string(p.bytes) + ")";
+      });
+
+  py::class_<Manifest>(*m, "Manifest")
+      .def_static("parse", [](const std::string& text) { return ValueOrRaise(Manifest::Parse(text)); },
+                  py::arg("text"), "Parses and validates manifest JSON text.")
+      .def_static("load", [](const std::string& path) { return ValueOrRaise(Manifest::Load(path)); },
+                  py::arg("path"), "Reads and validates a manifest.json file.")
+      .def_readonly("schema_version", &Manifest::schema_version)
+      .def_readonly("task", &Manifest::task)
+      .def_readonly("version", &Manifest::version)
+      .def_readonly("labels", &Manifest::labels)
+      .def_readonly("partitions", &Manifest::partitions)
+      .def_readonly("directory", &Manifest::directory)
+      .def("find", [](const Manifest& mf, const std::string& id) -> py::object {
+        const PartitionInfo* p = mf.Find(id);
+        return p ? py::cast(*p) : py::none();
+      }, py::arg("id"))
+      .def("path_of", &Manifest::PathOf, py::arg("info"));
+
+  m->def("sha256_hex", [](py::bytes data) {
+    std::string_view v = data;
+    return Sha256Hex(v.data(), v.size());
+  }, py::arg("data"), "SHA-256 of bytes as lowercase hex (OpenSSL).");
+}
+
+}  // namespace knowcache::python

@@ -1,0 +1,64 @@
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include "errors.h"
+#include "knowcache/partition.h"
+#include "tensor_py.h"
+
+namespace py = pybind11;
+
+namespace knowcache::python {
+
+void PybindPartition(py::module_* m) {
+  py::class_<CachedModel, std::shared_ptr<CachedModel>>(*m, "CachedModel");
+
+  py::class_<Partition, CachedModel, std::shared_ptr<Partition>>(*m, "Partition")
+      .def_static("from_file",
+                  [](const std::string& path, const PartitionInfo* info, bool verify) {
+                    PartitionLoadOptions options;
+                    options.verify = verify;
+                    PartitionInfo given = info ? *info : PartitionInfo{};
+                    StatusOr<std::shared_ptr<Partition>> p = Internal("not loaded");
+                    {
+                      py::gil_scoped_release release;
+                      p = Partition::FromFile(path, std::move(given), options);
+                    }
+                    return ValueOrRaise(std::move(p));
+                  },
+                  py::arg("path"), py::arg("info") = nullptr, py::arg("verify") = true)
+      .def_static("from_bytes",
+                  [](py::bytes data, const PartitionInfo& info, bool verify) {
+                    std::string_view v = data;
+                    auto bytes = std::make_shared<const std::vector<uint8_t>>(v.begin(), v.end());
+                    PartitionLoadOptions options;
+                    options.verify = verify;
+                    StatusOr<std::shared_ptr<Partition>> p = Internal("not loaded");
+                    {
+                      py::gil_scoped_release release;
+                      p = Partition::FromBytes(std::move(bytes), info, options);
+                    }
+                    return ValueOrRaise(std::move(p));
+                  },
+                  py::arg("data"), py::arg("info"), py::arg("verify") = true)
+      .def_property_readonly("info", &Partition::info)
+      .def_property_readonly("id", [](const Partition& p) { return p.info().id; })
+      .def_property_readonly("resident_bytes", &Partition::resident_bytes)
+      .def_property_readonly("input_dtype", [](const Partition& p) { return DTypeName(p.input_dtype()); })
+      .def_property_readonly("input_shape", &Partition::input_shape)
+      .def_property_readonly("num_outputs", &Partition::num_outputs)
+      .def("run",
+           [](Partition& p, const py::object& x) {
+             py::array a = Contiguous(x);
+             TensorView view = ViewOf(a);
+             StatusOr<std::vector<float>> out = Internal("not run");
+             {
+               py::gil_scoped_release release;
+               out = p.Run(view);
+             }
+             std::vector<float> logits = ValueOrRaise(std::move(out));
+             return py::array_t<float>(logits.size(), logits.data());
+           },
+           py::arg("input"), "Runs one input; returns a copy of the logits.");
+}
+
+}  // namespace knowcache::python

@@ -1,0 +1,46 @@
+// NumPy arrays <-> TensorView. The view borrows the array's memory; keep the
+// returned array alive for as long as the view is used.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "errors.h"
+#include "knowcache/tensor.h"
+
+namespace knowcache::python {
+
+inline DType DTypeOf(const pybind11::array& a) {
+  namespace py = pybind11;
+  if (a.dtype().is(py::dtype::of<float>())) return DType::kFloat32;
+  if (a.dtype().is(py::dtype::of<uint8_t>())) return DType::kUInt8;
+  if (a.dtype().is(py::dtype::of<int8_t>())) return DType::kInt8;
+  if (a.dtype().is(py::dtype::of<int32_t>())) return DType::kInt32;
+  if (a.dtype().is(py::dtype::of<int64_t>())) return DType::kInt64;
+  RaiseIfError(InvalidArgument(
+      "input dtype " + std::string(py::str(a.dtype())) +
+      " is not supported; use float32, uint8, int8, int32 or int64 (e.g. x.astype(np.float32))"));
+  return DType::kFloat32;
+}
+
+/// A C-contiguous array (copied only if the input was not contiguous).
+inline pybind11::array Contiguous(const pybind11::object& obj) {
+  namespace py = pybind11;
+  if (!py::isinstance<py::array>(obj)) {
+    RaiseIfError(InvalidArgument("input must be a NumPy array, got " +
+                                 std::string(py::str(obj.get_type().attr("__name__")))));
+  }
+  return py::array::ensure(obj, py::array::c_style);
+}
+
+inline TensorView ViewOf(const pybind11::array& a) {
+  TensorView v;
+  v.dtype = DTypeOf(a);
+  for (pybind11::ssize_t i = 0; i < a.ndim(); ++i) v.shape.push_back(a.shape(i));
+  if (v.shape.empty()) v.shape.push_back(1);
+  v.data = a.data();
+  v.nbytes = static_cast<size_t>(a.nbytes());
+  return v;
+}
+
+}  // namespace knowcache::python

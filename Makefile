@@ -1,0 +1,58 @@
+# knowcache: `make demo` and `make test` work on a fresh machine from a fresh
+# clone; both run `make setup` first (idempotent).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+BUILD := build/host
+CPP_SOURCES := $(shell find runtime_cpp cmake -type f) CMakeLists.txt
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup build-cpp test test-cpp test-py demo bench-overhead clean
+
+## setup: Debian packages, .venv, torch/executorch and the editable install
+setup: $(VENV)/.stamp-ext
+
+$(VENV)/.stamp-system: scripts/setup_system.sh
+	bash scripts/setup_system.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	touch $@
+
+$(VENV)/.stamp-deps: pyproject.toml $(VENV)/.stamp-system
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.13" "cmake>=3.28" "ninja>=1.11"
+	$(PIP) install -q --no-build-isolation -e ".[dev]"
+	touch $@
+
+# Rebuilds the C++ extension when runtime sources change.
+$(VENV)/.stamp-ext: $(VENV)/.stamp-deps $(CPP_SOURCES)
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+## build-cpp: C++ unit tests and benchmarks in build/host
+build-cpp: setup
+	cmake -S . -B $(BUILD) -G Ninja -DPython_EXECUTABLE=$(CURDIR)/$(PY) \
+	  -DKNOWCACHE_BUILD_TESTS=ON -DKNOWCACHE_BUILD_BENCH=ON > /dev/null
+	cmake --build $(BUILD) -j2
+
+test-cpp: build-cpp
+	cd $(BUILD) && ctest --output-on-failure -j2
+
+test-py: setup
+	$(PY) -m pytest -q
+
+## test: the whole suite (C++ under ctest, then Python under pytest)
+test: test-cpp test-py
+
+## demo: the runtime end to end on shipped defaults
+demo: build-cpp
+	$(VENV)/bin/knowcache demo --out out/demo --bench-binary $(BUILD)/runtime_cpp/knowcache_overhead_bench
+
+## bench-overhead: runtime overhead over bare ExecuTorch on a ~1 ms model
+bench-overhead: build-cpp
+	$(PY) -m knowcache.bench_models --out out/bench
+	$(BUILD)/runtime_cpp/knowcache_overhead_bench out/bench/cnn1ms.pte --iters 300 --rounds 15
+
+clean:
+	rm -rf build out $(VENV)

@@ -1,0 +1,427 @@
+"""Type stub for knowcache._runtime (generated with pybind11-stubgen, then checked by hand)."""
+"""
+knowcache C++ runtime (ExecuTorch partitions, slot cache, entropy gate, cloud fallback)
+"""
+from __future__ import annotations
+import numpy
+import numpy.typing
+import typing
+__all__: list[str] = ['CachedModel', 'CloudAnswer', 'CloudClient', 'CloudClientConfig', 'CloudTimeoutError', 'CloudUnavailableError', 'CorruptPartitionError', 'Engine', 'EngineConfig', 'EngineStats', 'FailedPreconditionError', 'GateDecision', 'InferenceResult', 'InputSpec', 'InvalidInputError', 'KnowcacheError', 'Manifest', 'NotFoundError', 'Partition', 'PartitionInfo', 'ProtocolError', 'ResourceExhaustedError', 'SlotCache', 'SlotCacheConfig', 'SlotCacheStats', 'gate_evaluate', 'sha256_hex']
+class KnowcacheError(RuntimeError):
+    """
+    Base class of every error the knowcache runtime raises.
+    """
+class InvalidInputError(KnowcacheError, ValueError):
+    """
+    Bad input or configuration: wrong shape, dtype, threshold...
+    """
+class NotFoundError(KnowcacheError, LookupError):
+    """
+    A file, partition or manifest entry does not exist.
+    """
+class CorruptPartitionError(KnowcacheError):
+    """
+    Bytes failed verification (sha256, size, .pte parse).
+    """
+class CloudUnavailableError(KnowcacheError):
+    """
+    The cloud could not be reached.
+    """
+class CloudTimeoutError(KnowcacheError):
+    """
+    The cloud did not answer in time.
+    """
+class ResourceExhaustedError(KnowcacheError):
+    """
+    A slot, byte budget or size limit would be exceeded.
+    """
+class FailedPreconditionError(KnowcacheError):
+    """
+    The call is not allowed in the current state.
+    """
+class ProtocolError(KnowcacheError):
+    """
+    A peer answered something unintelligible.
+    """
+class InputSpec:
+    @property
+    def dtype(self) -> str:
+        ...
+    @property
+    def image_size(self) -> list[int]:
+        ...
+    @property
+    def sample_rate(self) -> int:
+        ...
+    @property
+    def shape(self) -> list[int]:
+        ...
+class PartitionInfo:
+    def __repr__(self) -> str:
+        ...
+    @property
+    def bytes(self) -> int:
+        ...
+    @property
+    def file(self) -> str:
+        ...
+    @property
+    def id(self) -> str:
+        ...
+    @property
+    def input(self) -> InputSpec:
+        ...
+    @property
+    def labels(self) -> list[str]:
+        ...
+    @property
+    def other_index(self) -> int:
+        ...
+    @property
+    def role(self) -> str:
+        ...
+    @property
+    def sha256(self) -> str:
+        ...
+    @property
+    def threshold(self) -> float:
+        ...
+    @property
+    def version(self) -> int:
+        ...
+class Manifest:
+    @staticmethod
+    def load(path: str) -> Manifest:
+        """
+        Reads and validates a manifest.json file.
+        """
+    @staticmethod
+    def parse(text: str) -> Manifest:
+        """
+        Parses and validates manifest JSON text.
+        """
+    def find(self, id: str) -> typing.Any:
+        ...
+    def path_of(self, info: PartitionInfo) -> str:
+        ...
+    @property
+    def directory(self) -> str:
+        ...
+    @property
+    def labels(self) -> list[str]:
+        ...
+    @property
+    def partitions(self) -> list[PartitionInfo]:
+        ...
+    @property
+    def schema_version(self) -> int:
+        ...
+    @property
+    def task(self) -> str:
+        ...
+    @property
+    def version(self) -> int:
+        ...
+class GateDecision:
+    def __repr__(self) -> str:
+        ...
+    @property
+    def accept(self) -> bool:
+        ...
+    @property
+    def entropy(self) -> float:
+        ...
+    @property
+    def index(self) -> int:
+        ...
+    @property
+    def is_other(self) -> bool:
+        ...
+    @property
+    def margin(self) -> float:
+        ...
+    @property
+    def max_prob(self) -> float:
+        ...
+    @property
+    def probs(self) -> numpy.typing.NDArray[numpy.float32]:
+        ...
+class CachedModel:
+    pass
+class Partition(CachedModel):
+    @staticmethod
+    def from_bytes(data: bytes, info: PartitionInfo, verify: bool = True) -> Partition:
+        ...
+    @staticmethod
+    def from_file(path: str, info: PartitionInfo = None, verify: bool = True) -> Partition:
+        ...
+    def run(self, input: typing.Any) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        Runs one input; returns a copy of the logits.
+        """
+    @property
+    def id(self) -> str:
+        ...
+    @property
+    def info(self) -> PartitionInfo:
+        ...
+    @property
+    def input_dtype(self) -> str:
+        ...
+    @property
+    def input_shape(self) -> list[int]:
+        ...
+    @property
+    def num_outputs(self) -> int:
+        ...
+    @property
+    def resident_bytes(self) -> int:
+        ...
+class SlotCacheConfig:
+    def __init__(self, num_slots: typing.SupportsInt | typing.SupportsIndex = 2, byte_budget: typing.SupportsInt | typing.SupportsIndex = 67108864) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    @property
+    def byte_budget(self) -> int:
+        ...
+    @byte_budget.setter
+    def byte_budget(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def num_slots(self) -> int:
+        ...
+    @num_slots.setter
+    def num_slots(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class SlotCacheStats:
+    @property
+    def evictions(self) -> int:
+        ...
+    @property
+    def hits(self) -> int:
+        ...
+    @property
+    def installs(self) -> int:
+        ...
+    @property
+    def misses(self) -> int:
+        ...
+    @property
+    def resident_bytes(self) -> int:
+        ...
+    @property
+    def slots_used(self) -> int:
+        ...
+class SlotCache:
+    def __contains__(self, arg0: str) -> bool:
+        ...
+    def __init__(self, config: SlotCacheConfig) -> None:
+        ...
+    def get(self, id: str) -> CachedModel:
+        ...
+    def ids(self) -> list[str]:
+        """
+        Cached ids, most recently used first.
+        """
+    def install(self, model: CachedModel, pinned: bool = False) -> None:
+        ...
+    def peek(self, id: str) -> CachedModel:
+        ...
+    def remove(self, id: str) -> None:
+        ...
+    def set_pinned(self, id: str, pinned: bool) -> None:
+        ...
+    def stats(self) -> SlotCacheStats:
+        ...
+    @property
+    def config(self) -> SlotCacheConfig:
+        ...
+class CloudClientConfig:
+    base_url: str
+    token: str
+    def __init__(self, base_url: str = '', token: str = '', connect_timeout_ms: typing.SupportsInt | typing.SupportsIndex = 1000, read_timeout_ms: typing.SupportsInt | typing.SupportsIndex = 5000, max_response_bytes: typing.SupportsInt | typing.SupportsIndex = 268435456) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    @property
+    def connect_timeout_ms(self) -> int:
+        ...
+    @connect_timeout_ms.setter
+    def connect_timeout_ms(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def max_response_bytes(self) -> int:
+        ...
+    @max_response_bytes.setter
+    def max_response_bytes(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def read_timeout_ms(self) -> int:
+        ...
+    @read_timeout_ms.setter
+    def read_timeout_ms(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class CloudAnswer:
+    @property
+    def confidence(self) -> float:
+        ...
+    @property
+    def index(self) -> int:
+        ...
+    @property
+    def label(self) -> str:
+        ...
+    @property
+    def model_version(self) -> str:
+        ...
+    @property
+    def partition_hint(self) -> str:
+        ...
+    @property
+    def server_ms(self) -> float:
+        ...
+    @property
+    def uplink_bytes(self) -> int:
+        ...
+class CloudClient:
+    def __init__(self, config: CloudClientConfig) -> None:
+        ...
+    def fetch_manifest(self, task: str) -> Manifest:
+        ...
+    def fetch_partition(self, task: str, id: str) -> bytes:
+        ...
+    def infer(self, task: str, input: typing.Any) -> CloudAnswer:
+        ...
+    @property
+    def config(self) -> CloudClientConfig:
+        ...
+class EngineConfig:
+    cache: SlotCacheConfig
+    cloud: CloudClientConfig
+    fetch_hints: bool
+    task: str
+    def __init__(self, task: str, cache: SlotCacheConfig = ..., cloud: CloudClientConfig = ..., fetch_hints: bool = True, max_local_attempts: typing.SupportsInt = 1, threshold_override: typing.SupportsFloat = -1.0) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    @property
+    def max_local_attempts(self) -> int:
+        ...
+    @max_local_attempts.setter
+    def max_local_attempts(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def threshold_override(self) -> float:
+        ...
+    @threshold_override.setter
+    def threshold_override(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+class InferenceResult:
+    def __repr__(self) -> str:
+        ...
+    @property
+    def confidence(self) -> float:
+        ...
+    @property
+    def degraded_reason(self) -> str:
+        ...
+    @property
+    def entropy(self) -> float:
+        ...
+    @property
+    def index(self) -> int:
+        ...
+    @property
+    def label(self) -> str:
+        ...
+    @property
+    def local_attempts(self) -> int:
+        ...
+    @property
+    def local_us(self) -> int:
+        ...
+    @property
+    def network_us(self) -> int:
+        ...
+    @property
+    def partition_hint(self) -> str:
+        ...
+    @property
+    def partition_id(self) -> str:
+        ...
+    @property
+    def source(self) -> str:
+        ...
+    @property
+    def total_us(self) -> int:
+        ...
+    @property
+    def uplink_bytes(self) -> int:
+        ...
+class EngineStats:
+    @property
+    def cache(self) -> SlotCacheStats:
+        ...
+    @property
+    def cloud(self) -> int:
+        ...
+    @property
+    def cloud_errors(self) -> int:
+        ...
+    @property
+    def degraded(self) -> int:
+        ...
+    @property
+    def fetch_failures(self) -> int:
+        ...
+    @property
+    def fetched_bytes(self) -> int:
+        ...
+    @property
+    def fetches(self) -> int:
+        ...
+    @property
+    def last_fetch_error(self) -> str:
+        ...
+    @property
+    def local(self) -> int:
+        ...
+    @property
+    def queries(self) -> int:
+        ...
+    @property
+    def uplink_bytes(self) -> int:
+        ...
+class Engine:
+    def __init__(self, config: EngineConfig) -> None:
+        ...
+    def activate(self, id: str) -> None:
+        ...
+    def active_id(self) -> str:
+        ...
+    def cached_ids(self) -> list[str]:
+        ...
+    def infer(self, input: typing.Any) -> InferenceResult:
+        ...
+    def install(self, model: CachedModel, pinned: bool = False) -> None:
+        ...
+    def install_from_manifest(self, id: str, pinned: bool = False) -> None:
+        ...
+    def set_manifest(self, manifest: Manifest) -> None:
+        ...
+    def stats(self) -> EngineStats:
+        ...
+    def wait_for_fetches(self, timeout_ms: typing.SupportsInt | typing.SupportsIndex = 10000) -> bool:
+        ...
+    @property
+    def config(self) -> EngineConfig:
+        ...
+def gate_evaluate(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], threshold: typing.SupportsFloat | typing.SupportsIndex, other_index: typing.SupportsInt | typing.SupportsIndex = -1) -> GateDecision:
+    """
+    Softmax, normalized entropy H(p)/log(C) and the accept decision.
+    """
+def sha256_hex(data: bytes) -> str:
+    """
+    SHA-256 of bytes as lowercase hex (OpenSSL).
+    """

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages knowcache builds against, only those missing.
+# Idempotent and quick when everything is present.
+set -euo pipefail
+
+PACKAGES=(
+  g++ make pkg-config       # toolchain (CMake and Ninja come from PyPI)
+  libcpp-httplib-dev        # HTTP client of the runtime's CloudClient
+  nlohmann-json3-dev        # JSON for manifests and cloud answers
+  libssl-dev                # SHA-256 (OpenSSL EVP)
+  libgtest-dev              # C++ unit tests
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1
+  fi
+fi
+echo "setup: installing Debian packages: ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,187 @@
+"""Shared fixtures: tiny programs exported at test time and a scripted HTTP cloud.
+
+The tiny models are linear classifiers whose logits are 10 * x[:C] (the first
+C input features), so a test picks the confidence of an answer by choosing
+its input. The scripted cloud stands in for `knowcache serve` (its own issue)
+and can be told to fail in the ways a real network fails.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from knowcache import export
+
+FEATURES = 16
+
+
+class Pick(nn.Module):
+    """logits = scale * x[:, :classes]."""
+
+    def __init__(self, classes: int, scale: float = 10.0):
+        super().__init__()
+        self.linear = nn.Linear(FEATURES, classes, bias=False)
+        with torch.no_grad():
+            w = torch.zeros(classes, FEATURES)
+            w[torch.arange(classes), torch.arange(classes)] = scale
+            self.linear.weight.copy_(w)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def confident(index: int) -> np.ndarray:
+    """An input the Pick models answer with class ``index`` at entropy ~0."""
+    x = np.zeros((1, FEATURES), np.float32)
+    x[0, index] = 2.0
+    return x
+
+
+def unsure() -> np.ndarray:
+    return np.zeros((1, FEATURES), np.float32)
+
+
+PARTITIONS = {
+    # id: (labels, other label)
+    "cached": (["yes", "no", "other"], "other"),
+    "p0": (["yes", "no", "up", "other"], "other"),
+    "p1": (["down", "left", "right", "other"], "other"),
+    "full": (["yes", "no", "up", "down", "left", "right"], None),
+}
+TASK_LABELS = ["yes", "no", "up", "down", "left", "right"]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """A models directory with a manifest and four tiny programs."""
+    out = tmp_path_factory.mktemp("models") / "kws"
+    entries = []
+    for pid, (labels, other) in PARTITIONS.items():
+        pte = export.lower_to_pte(Pick(len(labels)), (torch.zeros(1, FEATURES),))
+        name = export.save_program(out, pid, pte)
+        role = {"cached": "cached", "full": "full"}.get(pid, "partition")
+        entries.append(export.partition_entry(pid, pte, role=role, labels=labels, file=name,
+                                              input_shape=(1, FEATURES), threshold=0.3,
+                                              other_label=other))
+    export.write_manifest(out, "kws", TASK_LABELS, entries)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_cnn_pte(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    path = tmp_path_factory.mktemp("cnn") / "cnn.pte"
+    path.write_bytes(export.lower_to_pte(model, (torch.zeros(1, 3, 16, 16),)))
+    return path
+
+
+class ScriptedCloud:
+    """What the scripted server answers; tests change it between requests."""
+
+    def __init__(self, models: Path):
+        self.models = models
+        self.mode = "ok"        # ok | 500 | garbage | slow | wrong_json
+        self.label = "down"
+        self.index = 3
+        self.hint = ""
+        self.token = ""         # required bearer token, "" for none
+        self.slow_s = 2.0
+        self.corrupt = set()    # partition ids served with a flipped byte
+        self.requests: list[dict] = []
+
+    def manifest_text(self) -> str:
+        return (self.models / "manifest.json").read_text()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    cloud: ScriptedCloud
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str = "application/json", headers=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _authorized(self) -> bool:
+        if self.cloud.token and self.headers.get("Authorization") != f"Bearer {self.cloud.token}":
+            self._send(401, b'{"detail": "missing or wrong bearer token"}')
+            return False
+        return True
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        self.cloud.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        if not self._authorized():
+            return
+        mode = self.cloud.mode
+        if mode == "500":
+            return self._send(500, b'{"detail": "model crashed"}')
+        if mode == "garbage":
+            return self._send(200, b"\x00\x01not json at all")
+        if mode == "wrong_json":
+            return self._send(200, b'{"label": 3}')
+        if mode == "slow":
+            time.sleep(self.cloud.slow_s)
+        answer = {"label": self.cloud.label, "index": self.cloud.index, "confidence": 0.97,
+                  "partition_hint": self.cloud.hint, "model_version": 1, "server_ms": 0.5}
+        self._send(200, json.dumps(answer).encode())
+
+    def do_GET(self):
+        self.cloud.requests.append({"path": self.path, "headers": dict(self.headers)})
+        if not self._authorized():
+            return
+        if self.path == "/v1/kws/manifest":
+            return self._send(200, self.cloud.manifest_text().encode())
+        prefix = "/v1/kws/partitions/"
+        if self.path.startswith(prefix):
+            pid = self.path[len(prefix):]
+            path = self.cloud.models / f"{pid}.pte"
+            if not path.exists():
+                return self._send(404, b'{"detail": "no such partition"}')
+            data = bytearray(path.read_bytes())
+            if pid in self.cloud.corrupt:
+                data[len(data) // 2] ^= 0xFF
+            return self._send(200, bytes(data), "application/octet-stream")
+        self._send(404, b'{"detail": "not found"}')
+
+
+@pytest.fixture
+def cloud(tiny_models):
+    """A scripted cloud on a free loopback port: yields (url, ScriptedCloud)."""
+    state = ScriptedCloud(tiny_models)
+    handler = type("Handler", (_Handler,), {"cloud": state})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

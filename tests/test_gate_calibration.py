@@ -1,0 +1,74 @@
+"""The entropy gate (C++) and threshold calibration built on it."""
+
+import numpy as np
+import pytest
+
+from knowcache import runtime
+from knowcache.calibration import calibrate_threshold, gate_entropies
+
+
+def numpy_gate(logits):
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    h = -(p[p > 0] * np.log(p[p > 0])).sum() / np.log(len(p))
+    top2 = np.sort(p)[-2:]
+    return p, h, top2[1] - top2[0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_gate_matches_numpy(seed):
+    logits = np.random.default_rng(seed).normal(scale=3, size=7).astype(np.float32)
+    d = runtime.gate_evaluate(logits, 0.5)
+    p, h, margin = numpy_gate(logits.astype(np.float64))
+    np.testing.assert_allclose(d.probs, p, atol=1e-6)
+    assert d.entropy == pytest.approx(h, abs=1e-5)
+    assert d.margin == pytest.approx(margin, abs=1e-6)
+    assert d.index == int(np.argmax(logits))
+    assert d.accept == (h <= 0.5)
+
+
+def test_gate_rejects_non_finite_and_bad_threshold():
+    with pytest.raises(runtime.InvalidInputError, match="non-finite"):
+        runtime.gate_evaluate(np.array([np.nan, 1.0], np.float32), 0.5)
+    with pytest.raises(runtime.InvalidInputError, match="threshold"):
+        runtime.gate_evaluate(np.array([0.0, 1.0], np.float32), 2.0)
+
+
+def test_calibration_meets_target_and_is_maximal():
+    rng = np.random.default_rng(0)
+    n, c = 2000, 4
+    reference = rng.integers(0, c, n)
+    logits = rng.normal(size=(n, c)).astype(np.float32)
+    # Confidence correlates with correctness: correct rows get a larger boost.
+    correct = rng.random(n) < 0.85
+    boost = np.where(correct, rng.uniform(1, 8, n), rng.uniform(0, 3, n))
+    answer = np.where(correct, reference, (reference + 1) % c)
+    logits[np.arange(n), answer] += boost
+    cal = calibrate_threshold(logits, reference, target=0.99)
+    ent, arg, _ = gate_entropies(logits)
+    accepted = ent <= cal.threshold
+    assert accepted.mean() == pytest.approx(cal.accept_rate)
+    assert (arg[accepted] == reference[accepted]).mean() >= 0.99
+    assert 0.05 < cal.accept_rate < 0.95
+    # Accepting the next-most-confident answers too would break the target.
+    looser = ent <= np.min(ent[ent > cal.threshold])
+    assert (arg[looser] == reference[looser]).mean() < 0.99
+
+
+def test_calibration_never_accepts_other():
+    logits = np.array([[0, 0, 30.0], [30.0, 0, 0]], np.float32)
+    cal = calibrate_threshold(logits, np.array([2, 0]), other_index=2)
+    assert cal.accept_rate == 0.5
+
+
+def test_calibration_with_no_reachable_target():
+    logits = np.array([[5.0, 0.0], [5.0, 0.0]], np.float32)
+    cal = calibrate_threshold(logits, np.array([1, 1]))
+    assert cal.threshold == 0.0 and cal.accept_rate == 0.0
+
+
+def test_calibration_input_errors():
+    with pytest.raises(ValueError):
+        calibrate_threshold(np.zeros((3, 2)), np.zeros(2))
+    with pytest.raises(ValueError):
+        calibrate_threshold(np.zeros((3, 2)), np.zeros(3), target=1.5)

@@ -47,32 +47,17 @@ void PybindCloudClient(py::module_* m) {
            [](CloudClient& c, const std::string& task, const py::object& x) {
              py::array a = Contiguous(x);
              TensorView view = ViewOf(a);
-             StatusOr<CloudAnswer> r = Internal("not run");
-             {
-               py::gil_scoped_release release;
-               r = c.Infer(task, view);
-             }
-             return ValueOrRaise(std::move(r));
+             return ValueOrRaise(WithoutGil([&] { return c.Infer(task, view); }));
            },
            py::arg("task"), py::arg("input"))
       .def("fetch_manifest",
            [](CloudClient& c, const std::string& task) {
-             StatusOr<Manifest> r = Internal("not run");
-             {
-               py::gil_scoped_release release;
-               r = c.FetchManifest(task);
-             }
-             return ValueOrRaise(std::move(r));
+             return ValueOrRaise(WithoutGil([&] { return c.FetchManifest(task); }));
            },
            py::arg("task"))
       .def("fetch_partition",
            [](CloudClient& c, const std::string& task, const std::string& id) {
-             StatusOr<std::vector<uint8_t>> r = Internal("not run");
-             {
-               py::gil_scoped_release release;
-               r = c.FetchPartition(task, id);
-             }
-             auto bytes = ValueOrRaise(std::move(r));
+             auto bytes = ValueOrRaise(WithoutGil([&] { return c.FetchPartition(task, id); }));
              return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
            },
            py::arg("task"), py::arg("id"))

@@ -74,12 +74,7 @@ void PybindEngine(py::module_* m) {
            py::arg("manifest"))
       .def("install_from_manifest",
            [](Engine& e, const std::string& id, bool pinned) {
-             Status s;
-             {
-               py::gil_scoped_release release;
-               s = e.InstallFromManifest(id, pinned);
-             }
-             RaiseIfError(s);
+             RaiseIfError(WithoutGil([&] { return e.InstallFromManifest(id, pinned); }));
            },
            py::arg("id"), py::arg("pinned") = false)
       .def("install",
@@ -93,18 +88,12 @@ void PybindEngine(py::module_* m) {
            [](Engine& e, const py::object& x) {
              py::array a = Contiguous(x);
              TensorView view = ViewOf(a);
-             StatusOr<InferenceResult> r = Internal("not run");
-             {
-               py::gil_scoped_release release;
-               r = e.Infer(view);
-             }
-             return ValueOrRaise(std::move(r));
+             return ValueOrRaise(WithoutGil([&] { return e.Infer(view); }));
            },
            py::arg("input"))
       .def("wait_for_fetches",
            [](Engine& e, int timeout_ms) {
-             py::gil_scoped_release release;
-             return e.WaitForFetches(timeout_ms);
+             return WithoutGil([&] { return e.WaitForFetches(timeout_ms); });
            },
            py::arg("timeout_ms") = 10000)
       .def("cached_ids", &Engine::CachedIds)

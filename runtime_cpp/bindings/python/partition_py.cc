@@ -18,12 +18,8 @@ void PybindPartition(py::module_* m) {
                     PartitionLoadOptions options;
                     options.verify = verify;
                     PartitionInfo given = info ? *info : PartitionInfo{};
-                    StatusOr<std::shared_ptr<Partition>> p = Internal("not loaded");
-                    {
-                      py::gil_scoped_release release;
-                      p = Partition::FromFile(path, std::move(given), options);
-                    }
-                    return ValueOrRaise(std::move(p));
+                    return ValueOrRaise(
+                        WithoutGil([&] { return Partition::FromFile(path, given, options); }));
                   },
                   py::arg("path"), py::arg("info") = nullptr, py::arg("verify") = true)
       .def_static("from_bytes",
@@ -32,12 +28,8 @@ void PybindPartition(py::module_* m) {
                     auto bytes = std::make_shared<const std::vector<uint8_t>>(v.begin(), v.end());
                     PartitionLoadOptions options;
                     options.verify = verify;
-                    StatusOr<std::shared_ptr<Partition>> p = Internal("not loaded");
-                    {
-                      py::gil_scoped_release release;
-                      p = Partition::FromBytes(std::move(bytes), info, options);
-                    }
-                    return ValueOrRaise(std::move(p));
+                    return ValueOrRaise(
+                        WithoutGil([&] { return Partition::FromBytes(bytes, info, options); }));
                   },
                   py::arg("data"), py::arg("info"), py::arg("verify") = true)
       .def_property_readonly("info", &Partition::info)
@@ -50,12 +42,7 @@ void PybindPartition(py::module_* m) {
            [](Partition& p, const py::object& x) {
              py::array a = Contiguous(x);
              TensorView view = ViewOf(a);
-             StatusOr<std::vector<float>> out = Internal("not run");
-             {
-               py::gil_scoped_release release;
-               out = p.Run(view);
-             }
-             std::vector<float> logits = ValueOrRaise(std::move(out));
+             auto logits = ValueOrRaise(WithoutGil([&] { return p.Run(view); }));
              return py::array_t<float>(logits.size(), logits.data());
            },
            py::arg("input"), "Runs one input; returns a copy of the logits.");

@@ -28,7 +28,7 @@ inline pybind11::array Contiguous(const pybind11::object& obj) {
   namespace py = pybind11;
   if (!py::isinstance<py::array>(obj)) {
     RaiseIfError(InvalidArgument("input must be a NumPy array, got " +
-                                 std::string(py::str(obj.get_type().attr("__name__")))));
+                                 std::string(py::str(py::type::handle_of(obj).attr("__name__")))));
   }
   return py::array::ensure(obj, py::array::c_style);
 }

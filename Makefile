@@ -19,10 +19,10 @@ $(VENV)/.stamp-system: scripts/setup_system.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	touch $@
 
+# torch first (the CPU build on this machine's disk), then what the C++ build
+# needs before pip can build the editable install without isolation: the build
+# backend and the executorch wheel whose CMake package it links.
 $(VENV)/.stamp-deps: pyproject.toml $(VENV)/.stamp-system
-	# torch first (the CPU build on this machine's disk), then what the C++
-	# build needs before pip can build the editable install without isolation:
-	# the build backend and the executorch wheel whose CMake package it links.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q executorch==1.5.1 "scikit-build-core>=0.10" "pybind11>=2.13" "cmake>=3.28" "ninja>=1.11"
 	$(PIP) install -q --no-build-isolation -e ".[dev]"

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from knowcache.cli import main
@@ -34,7 +35,6 @@ def test_demo_runs_the_runtime_end_to_end(tmp_path):
 
 def test_overhead_bench_reports_figures(tmp_path):
     if not BENCH.exists():
-        import pytest
         pytest.skip("build/host not built (run `make build-cpp`)")
     res = subprocess.run([sys.executable, "-m", "knowcache.bench_models", "--out", str(tmp_path)],
                          capture_output=True, text=True, check=True)

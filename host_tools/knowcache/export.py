@@ -68,19 +68,20 @@ def write_manifest(directory: str | os.PathLike, task: str, labels: Sequence[str
     text = json.dumps(doc, indent=2) + "\n"
     _runtime.Manifest.parse(text)  # raises InvalidInputError naming the bad field
     path = Path(directory) / "manifest.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # a reader never sees half a manifest
+    _write_atomically(path, text.encode())
     return path
 
 
 def save_program(directory: str | os.PathLike, pid: str, pte: bytes) -> str:
     """Writes ``directory/<pid>.pte`` atomically; returns the file name."""
     name = f"{pid}.pte"
-    path = Path(directory) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pte.tmp")
-    tmp.write_bytes(pte)
-    os.replace(tmp, path)
+    _write_atomically(Path(directory) / name, pte)
     return name
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write then rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -14,10 +14,12 @@
 #include <executorch/extension/tensor/tensor.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -114,18 +116,20 @@ int main(int argc, char** argv) {
     for (int i = 0; i < iters; ++i) fn();
     return std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / iters;
   };
-  for (int i = 0; i < std::max(10, iters / 10); ++i) { run_bare(); run_partition(); run_engine(); }
+  const std::array<std::function<void()>, 3> variants = {run_bare, run_partition, run_engine};
+  for (int i = 0; i < std::max(10, iters / 10); ++i) {
+    for (const auto& run : variants) run();
+  }
 
-  std::vector<double> t_bare, t_part, t_engine;
+  std::array<std::vector<double>, 3> times;
   for (int r = 0; r < rounds; ++r) {
     // Rotate the order each round so no variant always runs on a warm cache.
-    switch (r % 3) {
-      case 0: t_bare.push_back(time_us(run_bare)); t_part.push_back(time_us(run_partition)); t_engine.push_back(time_us(run_engine)); break;
-      case 1: t_part.push_back(time_us(run_partition)); t_engine.push_back(time_us(run_engine)); t_bare.push_back(time_us(run_bare)); break;
-      default: t_engine.push_back(time_us(run_engine)); t_bare.push_back(time_us(run_bare)); t_part.push_back(time_us(run_partition)); break;
+    for (int k = 0; k < 3; ++k) {
+      int v = (r + k) % 3;
+      times[v].push_back(time_us(variants[v]));
     }
   }
-  double b = Median(t_bare), p = Median(t_part), e = Median(t_engine);
+  double b = Median(times[0]), p = Median(times[1]), e = Median(times[2]);
   std::printf("model %s (%zu bytes, input %s), %d threads, %d rounds x %d iters\n", path.c_str(),
               bytes->size(), ShapeToString(part->input_shape()).c_str(), threads, rounds, iters);
   std::printf("  bare Module::execute   %9.2f us/call\n", b);

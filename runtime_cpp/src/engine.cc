@@ -110,7 +110,6 @@ class EngineImpl {
         if (auto m = cache->Peek(id)) out.push_back(m);
       }
     }
-    if (static_cast<int>(out.size()) > config.max_local_attempts) out.resize(config.max_local_attempts);
     return out;
   }
 
@@ -284,9 +283,8 @@ StatusOr<InferenceResult> Engine::Infer(const TensorView& input) {
       r.partition_id = info.id;
       r.entropy = d.entropy;
       r.confidence = d.max_prob;
-      r.label = d.index < static_cast<int>(info.labels.size()) && d.index >= 0 && !info.labels.empty()
-                    ? info.labels[d.index]
-                    : std::to_string(d.index);
+      r.label = d.index < static_cast<int>(info.labels.size()) ? info.labels[d.index]
+                                                              : std::to_string(d.index);
       r.index = d.is_other ? -1 : e.TaskIndex(r.label, d.index);
     }
     if (d.accept) {

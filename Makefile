@@ -9,7 +9,7 @@ BUILD := build/host
 CPP_SOURCES := $(shell find runtime_cpp cmake -type f) CMakeLists.txt
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup build-cpp test test-cpp test-py demo bench-overhead clean
+.PHONY: setup build-cpp test test-cpp test-py demo bench-overhead models clean
 
 ## setup: Debian packages, .venv, torch/executorch and the editable install
 setup: $(VENV)/.stamp-ext
@@ -56,6 +56,12 @@ demo: build-cpp
 bench-overhead: build-cpp
 	$(PY) -m knowcache.bench_models --out out/bench
 	$(BUILD)/runtime_cpp/knowcache_overhead_bench out/bench/cnn1ms.pte --iters 300 --rounds 15
+
+## models: regenerate models/kws and models/vision (hours on a 2-core CPU; minutes
+## with a CUDA GPU: `knowcache build-models --task T --device cuda`)
+models: setup
+	$(VENV)/bin/knowcache build-models --task kws
+	$(VENV)/bin/knowcache build-models --task vision
 
 clean:
 	rm -rf build out $(VENV)

@@ -9,6 +9,8 @@ PACKAGES=(
   nlohmann-json3-dev        # JSON for manifests and cloud answers
   libssl-dev                # SHA-256 (OpenSSL EVP)
   libgtest-dev              # C++ unit tests
+  espeak-ng                 # speech synthesis for the kws dataset
+  dataset-fashion-mnist     # Fashion-MNIST idx files for the vision task
 )
 
 missing=()

@@ -46,3 +46,32 @@ def test_overhead_bench_reports_figures(tmp_path):
     assert figures["bare_us"] > 0 and figures["engine_us"] > 0
     bad = subprocess.run([str(BENCH), str(tmp_path / "absent.pte")], capture_output=True, text=True)
     assert bad.returncode != 0 and "no such file" in bad.stderr
+
+
+def test_model_commands_are_listed():
+    out = CliRunner().invoke(main, ["--help"]).output
+    for command in ("data", "train", "specialize", "partition", "export", "build-models"):
+        assert command in out
+
+
+def test_bad_data_paths_get_a_clear_error(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["data", "images", "--path", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and "dataset-fashion-mnist" in res.output
+    res = runner.invoke(main, ["data", "speech", "--speech-commands", str(tmp_path)])
+    assert res.exit_code == 1 and "Speech Commands" in res.output
+    res = runner.invoke(main, ["data", "speech", "--per-word", "0", "1", "1"])
+    assert res.exit_code == 2
+
+
+def test_export_without_trained_models_says_what_to_run(tmp_path):
+    res = CliRunner().invoke(main, ["export", "--task", "kws", "--work", str(tmp_path / "w"),
+                                    "--out", str(tmp_path / "m")])
+    assert res.exit_code == 1 and "build-models" in res.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_unknown_cached_class_is_rejected(tmp_path):
+    res = CliRunner().invoke(main, ["specialize", "--task", "vision", "--work", str(tmp_path),
+                                    "--classes", "bag,hat"])
+    assert res.exit_code == 1 and "unknown vision class 'hat'" in res.output

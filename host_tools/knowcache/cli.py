@@ -73,5 +73,15 @@ def _find_bench_binary() -> Path | None:
     return Path(found) if found else None
 
 
+def _register() -> None:
+    from knowcache.commands import build, data
+    main.add_command(data.data)
+    for command in (build.train, build.specialize, build.partition, build.export_cmd,
+                    build.build_models):
+        main.add_command(command)
+
+
+_register()
+
 if __name__ == "__main__":
     main()

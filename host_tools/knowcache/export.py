@@ -23,11 +23,13 @@ ROLES = ("full", "cached", "partition", "generic")
 
 
 def lower_to_pte(model: torch.nn.Module, example_inputs: tuple) -> bytes:
-    """Exports ``model`` (eval mode) and lowers it to XNNPACK; returns the .pte bytes."""
+    """Exports ``model`` (eval mode; or a quantized GraphModule from
+    ``knowcache.quantize``) and lowers it to XNNPACK; returns the .pte bytes."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    model = model.eval()
+    if not isinstance(model, torch.fx.GraphModule):
+        model = model.eval()
     with torch.no_grad():
         exported = torch.export.export(model, example_inputs)
     program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])

@@ -1,0 +1,1 @@
+"""Subcommands of the `knowcache` CLI, one module per area."""

@@ -1,0 +1,53 @@
+"""`knowcache data speech|images`: make and cache the data sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from knowcache.commands._progress import progress_bar
+
+
+@click.group()
+def data() -> None:
+    """Create the data sets (cached under $KNOWCACHE_DATA_DIR, default ~/.cache/knowcache)."""
+
+
+@data.command()
+@click.option("--seed", default=0, show_default=True, help="Everything derives from this seed.")
+@click.option("--quick", is_flag=True, help="A small set (12/4/4 clips per class) for tests.")
+@click.option("--per-word", nargs=3, type=click.IntRange(min=1), default=None,
+              help="Clips per class in train, val and test (default 400 60 100).")
+@click.option("--speech-commands", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Import a real Speech Commands v2 folder instead.")
+@click.option("--refresh", is_flag=True, help="Regenerate even if cached.")
+def speech(seed: int, quick: bool, per_word, speech_commands: Path | None, refresh: bool) -> None:
+    """Keywords: the 35 Speech Commands words spoken by espeak-ng voices, split by voice."""
+    from knowcache.data import store
+    try:
+        with progress_bar() as update:
+            ds = store.speech(seed=seed, quick=quick,
+                              per_word=tuple(per_word) if per_word else None,
+                              speech_commands=speech_commands, progress=update, refresh=refresh)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(ds.summary())
+
+
+@data.command()
+@click.option("--seed", default=0, show_default=True, help="Seed of the validation split.")
+@click.option("--path", "fashion_mnist", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Folder with Fashion-MNIST idx files (default: Debian's).")
+@click.option("--cifar10", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Use a CIFAR-10 python-pickle folder instead.")
+@click.option("--refresh", is_flag=True, help="Re-read the source files even if cached.")
+def images(seed: int, fashion_mnist: Path | None, cifar10: Path | None, refresh: bool) -> None:
+    """Images: Fashion-MNIST from Debian's dataset-fashion-mnist (or CIFAR-10)."""
+    from knowcache.data import store
+    try:
+        ds = store.images(seed=seed, fashion_mnist=fashion_mnist, cifar10=cifar10,
+                          refresh=refresh)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(ds.summary())

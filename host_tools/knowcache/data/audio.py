@@ -1,0 +1,124 @@
+"""Waveform helpers: WAV reading, resampling, and the augmentations applied to
+synthesized keywords (time shift, gain, reverberation, background noise)."""
+
+from __future__ import annotations
+
+import io
+import wave
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from scipy import signal
+
+NOISE_KINDS = ("white", "pink", "brown", "hum", "babble-band")
+
+
+def read_wav(source: str | Path | bytes) -> tuple[np.ndarray, int]:
+    """(float32 mono samples in [-1, 1], sample rate) from a 16-bit PCM WAV file or bytes."""
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    try:
+        f = wave.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), "rb")
+    except (wave.Error, EOFError) as e:
+        raise ValueError(f"{name}: not a PCM WAV file ({e})") from e
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name}: no such file") from None
+    with f:
+        if f.getsampwidth() != 2:
+            raise ValueError(f"{name}: {8 * f.getsampwidth()}-bit samples; expected 16-bit PCM")
+        channels, rate = f.getnchannels(), f.getframerate()
+        raw = f.readframes(f.getnframes())
+    x = np.frombuffer(raw[: len(raw) // (2 * channels) * 2 * channels], dtype="<i2")
+    x = x.reshape(-1, channels).mean(axis=1) if channels > 1 else x
+    return (x.astype(np.float32) / 32768.0), rate
+
+
+def espeak_wav_samples(data: bytes) -> tuple[np.ndarray, int]:
+    """espeak-ng --stdout writes a WAV whose length fields are unset; parse it leniently."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError("espeak-ng did not produce a WAV stream")
+    rate = int.from_bytes(data[24:28], "little")
+    pos = data.find(b"data", 12)
+    if pos < 0:
+        raise ValueError("espeak-ng WAV stream has no data chunk")
+    pcm = data[pos + 8:]
+    x = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+    return x, rate
+
+
+def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
+    if rate == target:
+        return x.astype(np.float32)
+    frac = Fraction(target, rate).limit_denominator(1000)
+    return signal.resample_poly(x, frac.numerator, frac.denominator).astype(np.float32)
+
+
+def trim(x: np.ndarray, rate: int, rel_threshold: float = 0.02, margin_s: float = 0.02) -> np.ndarray:
+    """Cuts leading and trailing silence (below rel_threshold of the peak)."""
+    peak = float(np.max(np.abs(x))) if len(x) else 0.0
+    if peak == 0.0:
+        return x[:0]
+    idx = np.flatnonzero(np.abs(x) > rel_threshold * peak)
+    margin = int(margin_s * rate)
+    return x[max(0, idx[0] - margin): idx[-1] + margin + 1]
+
+
+def place(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A random time shift: x at a random offset in a zero clip of ``length`` samples."""
+    out = np.zeros(length, np.float32)
+    if len(x) >= length:
+        start = (len(x) - length) // 2
+        return x[start: start + length].astype(np.float32)
+    offset = int(rng.integers(0, length - len(x) + 1))
+    out[offset: offset + len(x)] = x
+    return out
+
+
+def noise(kind: str, length: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS background noise of one kind."""
+    if kind == "white":
+        n = rng.standard_normal(length)
+    elif kind in ("pink", "brown"):
+        spec = np.fft.rfft(rng.standard_normal(length))
+        f = np.fft.rfftfreq(length, 1.0 / rate)
+        f[0] = f[1]
+        spec /= np.sqrt(f) if kind == "pink" else f
+        n = np.fft.irfft(spec, length)
+    elif kind == "hum":
+        t = np.arange(length) / rate
+        base = rng.choice([50.0, 60.0])
+        n = sum(rng.uniform(0.2, 1.0) * np.sin(2 * np.pi * base * h * t + rng.uniform(0, 6.3))
+                for h in (1, 2, 3, 5)) + 0.05 * rng.standard_normal(length)
+    elif kind == "babble-band":
+        # Speech-band noise with a slow syllabic envelope, like a distant crowd.
+        b, a = signal.butter(2, [300 / (rate / 2), 3000 / (rate / 2)], btype="band")
+        n = signal.lfilter(b, a, rng.standard_normal(length))
+        env = np.interp(np.arange(length), np.linspace(0, length, 12), rng.uniform(0.3, 1.0, 12))
+        n = n * env
+    else:
+        raise ValueError(f"unknown noise kind {kind!r}; choose one of {NOISE_KINDS}")
+    n = np.asarray(n, np.float64)
+    return (n / (np.sqrt(np.mean(n ** 2)) + 1e-12)).astype(np.float32)
+
+
+def reverberate(x: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Convolves with a synthetic room response (exponentially decaying noise)."""
+    rt60 = rng.uniform(0.15, 0.6)
+    n = int(rt60 * rate)
+    t = np.arange(n) / rate
+    rir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
+    rir[0] = 1.0 / rng.uniform(0.3, 1.0)          # direct path against the reverberant tail
+    y = signal.fftconvolve(x, rir)[: len(x)]
+    peak = np.max(np.abs(y))
+    return (y * (np.max(np.abs(x)) / peak) if peak > 0 else y).astype(np.float32)
+
+
+def mix_noise(x: np.ndarray, n: np.ndarray, snr_db: float) -> np.ndarray:
+    """Adds unit-RMS noise ``n`` at ``snr_db`` below the RMS of the active part of x."""
+    active = np.abs(x) > 0.05 * (np.max(np.abs(x)) + 1e-12)
+    rms = np.sqrt(np.mean(x[active] ** 2)) if active.any() else 0.0
+    return (x + n * rms * 10 ** (-snr_db / 20)).astype(np.float32)
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)

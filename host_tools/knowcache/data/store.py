@@ -1,0 +1,69 @@
+"""Getting a task's data set: from the cache directory, or made and cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from knowcache.data.dataset import Dataset, cache_dir
+
+Progress = Optional[Callable[[str, int, int], None]]
+
+QUICK_SPEECH = (12, 4, 4)
+QUICK_IMAGES = (3000, 600, 1000)
+
+
+def speech(*, seed: int = 0, quick: bool = False, per_word: Optional[tuple[int, int, int]] = None,
+           speech_commands: Optional[Path] = None, progress: Progress = None,
+           refresh: bool = False) -> Dataset:
+    """Synthesized keywords (cached by configuration), or the real Speech Commands v2."""
+    if speech_commands is not None:
+        from knowcache.data import speech_commands as sc
+        return sc.load(speech_commands, limit_per_word=40 if quick else None, seed=seed)
+    from knowcache.data import speech as synth
+    config = synth.SynthConfig(seed=seed, per_word=per_word or (QUICK_SPEECH if quick else
+                                                                 synth.SynthConfig.per_word))
+    path = cache_dir() / "speech" / f"{config.key()}.npz"
+    if path.is_file() and not refresh:
+        return Dataset.load(path)
+    ds = synth.generate(config, progress=progress)
+    ds.save(path)
+    return ds
+
+
+def images(*, seed: int = 0, quick: bool = False, fashion_mnist: Optional[Path] = None,
+           cifar10: Optional[Path] = None, refresh: bool = False) -> Dataset:
+    """Fashion-MNIST (Debian's idx files, cached as .npz) or a CIFAR-10 folder."""
+    from knowcache.data import images as img
+    if cifar10 is not None:
+        ds = img.cifar10(cifar10, seed=seed)
+    else:
+        path = cache_dir() / "images" / f"fashion-mnist-s{seed}.npz"
+        if path.is_file() and not refresh and fashion_mnist is None:
+            ds = Dataset.load(path)
+        else:
+            ds = img.fashion_mnist(fashion_mnist or img.FASHION_MNIST_DIR, seed=seed)
+            ds.save(path)
+    return shrink(ds, QUICK_IMAGES, seed) if quick else ds
+
+
+def shrink(ds: Dataset, sizes: tuple[int, int, int], seed: int) -> Dataset:
+    """A seeded random subset of each split (for --quick runs)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for name, n in zip(Dataset.SPLITS, sizes):
+        sp = ds.split(name)
+        parts.append(sp.subset(np.sort(rng.permutation(len(sp))[:n])))
+    return Dataset(ds.task, ds.labels, *parts, source=ds.source + " (subset)", meta=ds.meta)
+
+
+def for_task(task: str, **kwargs) -> Dataset:
+    if task == "kws":
+        return speech(**{k: v for k, v in kwargs.items() if k in
+                         ("seed", "quick", "per_word", "speech_commands", "progress", "refresh")})
+    if task == "vision":
+        return images(**{k: v for k, v in kwargs.items() if k in
+                         ("seed", "quick", "fashion_mnist", "cifar10", "refresh")})
+    raise ValueError(f"unknown task {task!r}; choose kws or vision")

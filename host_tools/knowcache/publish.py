@@ -1,0 +1,213 @@
+"""Export stage: trained records -> int8 ExecuTorch programs, calibrated gate
+thresholds, ``manifest.json``, ``metrics.json`` and the model card.
+
+Every figure here is measured on the exported programs themselves, run by the
+C++ runtime (``knowcache._runtime.Partition``), so the card describes what a
+device will run, quantization included.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from knowcache import _runtime, export, model_card, training
+from knowcache.calibration import calibrate_threshold, gate_entropies
+from knowcache.data import Dataset
+from knowcache.models import ModelRecord
+from knowcache.pipeline import PLAN, BuildConfig, load_data
+from knowcache.quantize import quantize_int8
+
+CALIBRATION_SAMPLES = 256
+SIZE_TARGET = 20.0          # cached model at least 20x smaller than the full model
+ACCURACY_SLACK = 0.01       # cached accuracy >= full accuracy - 1 point on cached classes
+
+
+def load_records(work: Path) -> tuple[dict, dict[str, ModelRecord]]:
+    plan_path = work / PLAN
+    if not plan_path.is_file():
+        raise FileNotFoundError(f"{work} holds no trained models ({PLAN} missing); run "
+                                "`knowcache build-models` or the train/specialize/partition steps")
+    plan = json.loads(plan_path.read_text())
+    names = [plan.get("full"), plan.get("cached"), plan.get("generic"), *plan.get("partitions", [])]
+    missing = [n for n in names if not n or not (work / n).is_file()]
+    if missing or "partitions" not in plan or "cached" not in plan:
+        raise FileNotFoundError(f"{work} is incomplete (missing {missing or 'steps'}); run "
+                                "`knowcache specialize` and `knowcache partition` first")
+    records = {}
+    for n in names:
+        rec = ModelRecord.load(work / n)
+        records[rec.name] = rec
+    return plan, records
+
+
+def _program(rec: ModelRecord, calib: torch.Tensor, example: tuple) -> bytes:
+    model = rec.build()
+    if rec.role != "full":
+        model = quantize_int8(model, calib)
+    return export.lower_to_pte(model, example)
+
+
+def run_programs(paths: dict[str, Path], x: np.ndarray, workers: int = 2) -> dict[str, np.ndarray]:
+    """Logits of each program on every row of x, through the C++ runtime."""
+    def one(item):
+        pid, path = item
+        part = _runtime.Partition.from_file(str(path))
+        return pid, np.stack([part.run(row[None]).reshape(-1) for row in x])
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(pool.map(one, paths.items()))
+
+
+def _to_space(full_pred: np.ndarray, owned: list[int], other_index: int) -> np.ndarray:
+    """Full-model answers (task indices) in a student's label space."""
+    size = max(int(full_pred.max(initial=0)), max(owned)) + 1
+    table = np.full(size, other_index)
+    for i, c in enumerate(owned):
+        table[c] = i
+    return table[full_pred]
+
+
+def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
+            data: Dataset | None = None) -> dict:
+    """Exports everything in cfg.work to ``out`` (replaced as a whole); returns the metrics."""
+    started = time.time()
+    plan, records = load_records(cfg.work)
+    data = data or load_data(cfg, log)
+    labels = list(data.labels)
+    spec = cfg.spec()
+    rng = np.random.default_rng(cfg.seed)
+    calib = training.as_float(cfg.task, data.train.x[rng.permutation(len(data.train))
+                                                     [:CALIBRATION_SAMPLES]])
+    example = (calib[:1],)
+    stage = out.with_name(out.name + ".staging")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    programs: dict[str, bytes] = {}
+    for name, rec in records.items():
+        log(f"exporting {name} ({'float32' if rec.role == 'full' else 'int8'})...")
+        programs[name] = _program(rec, calib, example)
+        export.save_program(stage, name, programs[name])
+
+    log("running the exported programs on validation and test data...")
+    paths = {n: stage / f"{n}.pte" for n in programs}
+    xv = training.as_float(cfg.task, data.val.x).numpy()
+    xt = training.as_float(cfg.task, data.test.x).numpy()
+    val, test = run_programs(paths, xv), run_programs(paths, xt)
+    yv, yt = data.val.y.astype(np.int64), data.test.y.astype(np.int64)
+    full_v, full_t = val["full"].argmax(1), test["full"].argmax(1)
+
+    cached_names = plan["cached_classes"]
+    cached_idx = sorted(labels.index(c) for c in cached_names)
+    on_cached_t = np.isin(yt, cached_idx)
+    metrics: dict = {
+        "task": cfg.task, "source": data.source, "quick": cfg.quick,
+        "test_samples": int(len(yt)), "val_samples": int(len(yv)),
+        "cached_classes": cached_names, "private": plan.get("private", []),
+        "groups": plan["groups"], "confusion_inside": plan.get("confusion_inside"),
+        "models": {},
+    }
+    full_bytes = len(programs["full"])
+    metrics["models"]["full"] = {
+        "role": "full", "bytes": full_bytes, "dtype": "float32",
+        "parameters": sum(v.numel() for v in records["full"].build().parameters()),
+        "accuracy": float((full_t == yt).mean()),
+        "accuracy_cached_classes": float((full_t[on_cached_t] == yt[on_cached_t]).mean()),
+    }
+    entries = [export.partition_entry(
+        "full", programs["full"], role="full", labels=labels, file="full.pte",
+        input_shape=spec.input_shape, threshold=1.0, **_input_extra(spec))]
+
+    for name, rec in records.items():
+        if rec.role == "full":
+            continue
+        owned = sorted(labels.index(c) for c in rec.metrics["owned"])
+        other = len(owned) if rec.other_label else -1
+        ref_v = _to_space(full_v, owned, other) if rec.other_label else full_v
+        cal = calibrate_threshold(val[name], ref_v, other_index=other)
+        logits_t = test[name]
+        pred_t = logits_t.argmax(1)
+        own_t = np.isin(yt, owned)
+        y_space = _to_space(yt, owned, other) if rec.other_label else yt
+        full_space = _to_space(full_t, owned, other) if rec.other_label else full_t
+        ent, arg, is_other = gate_entropies(logits_t, other)
+        accepted = (~is_other) & (ent <= cal.threshold)
+        m = {
+            "role": rec.role, "bytes": len(programs[name]), "dtype": "int8",
+            "parameters": sum(v.numel() for v in rec.build().parameters()),
+            "classes": rec.metrics["owned"], "threshold": cal.threshold,
+            "val_accept_rate": cal.accept_rate, "val_agreement": cal.agreement,
+            "accuracy_own_classes": float((pred_t[own_t] == y_space[own_t]).mean()),
+            "test_accept_rate": float(accepted.mean()),
+            "test_accept_rate_own_classes": float(accepted[own_t].mean()) if own_t.any() else 0.0,
+            "test_agreement_accepted": float((pred_t[accepted] == full_space[accepted]).mean())
+            if accepted.any() else None,
+            "test_accuracy_accepted": float((pred_t[accepted] == y_space[accepted]).mean())
+            if accepted.any() else None,
+            "size_ratio": full_bytes / len(programs[name]),
+        }
+        if rec.other_label:
+            not_own = ~own_t
+            m["other_recall"] = float((pred_t[not_own] == other).mean()) if not_own.any() else None
+            # Two-stage answer: local when accepted, else the full model's.
+            two = np.where(accepted, np.array(owned + [-1])[pred_t], full_t)
+            m["two_stage_accuracy"] = float((two == yt).mean())
+        else:
+            m["accuracy"] = float((pred_t == yt).mean())
+            m["accuracy_cached_classes"] = float((pred_t[on_cached_t] == yt[on_cached_t]).mean())
+        metrics["models"][name] = m
+        entries.append(export.partition_entry(
+            name, programs[name], role=rec.role, labels=rec.labels, file=f"{name}.pte",
+            input_shape=spec.input_shape, threshold=cal.threshold,
+            other_label=rec.other_label, **_input_extra(spec)))
+        log(f"{name}: {len(programs[name]) / 1024:.1f} KiB, threshold {cal.threshold:.3f}, "
+            f"accepts {cal.accept_rate:.1%} of validation inputs at {cal.agreement:.1%} agreement")
+
+    cached = metrics["models"]["cached"]
+    full = metrics["models"]["full"]
+    metrics["targets"] = {
+        "size_ratio": cached["size_ratio"], "size_target": SIZE_TARGET,
+        "size_met": cached["size_ratio"] >= SIZE_TARGET,
+        "accuracy_gap": cached["accuracy_own_classes"] - full["accuracy_cached_classes"],
+        "accuracy_met": cached["accuracy_own_classes"]
+        >= full["accuracy_cached_classes"] - ACCURACY_SLACK,
+    }
+    metrics["build"] = {"config": _plan_config(cfg),
+                        "export_seconds": round(time.time() - started, 1)}
+    export.write_manifest(stage, cfg.task, labels, entries,
+                          selector={"kind": "partition_mass",
+                                    "partitions": [f"p{i}" for i in range(len(plan["groups"]))]})
+    (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (stage / "README.md").write_text(model_card.render(metrics))
+    _replace_dir(stage, out)
+    log(f"wrote {out}/manifest.json, {len(programs)} programs, metrics.json and README.md")
+    return metrics
+
+
+def _input_extra(spec) -> dict:
+    if spec.name == "kws":
+        return {"sample_rate": spec.sample_rate}
+    return {"image_size": list(spec.image_size)}
+
+
+def _plan_config(cfg: BuildConfig) -> dict:
+    from knowcache.pipeline import config_dict
+    d = config_dict(cfg)
+    d.pop("work", None)
+    d.pop("extra", None)
+    return d
+
+
+def _replace_dir(stage: Path, out: Path) -> None:
+    """Swaps ``stage`` in for ``out`` so a reader never sees a half-written model set."""
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    stage.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,51 @@
+"""int8 post-training quantization through ExecuTorch's XNNPACK quantizer (PT2E).
+
+Only the network's ``backbone`` is quantized (static, symmetric, per-channel
+weights); input handling (the kws log-mel front end, image normalization)
+stays float32, so host and device compute the same features. The backbone
+is exported and quantized on its own, then composed with the float input
+stage into one module that `knowcache.export.lower_to_pte` lowers as a whole.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class QuantizedNet(nn.Module):
+    """Float ``features`` of the original net followed by an int8 backbone graph."""
+
+    def __init__(self, net: nn.Module, backbone: torch.fx.GraphModule):
+        super().__init__()
+        self.net = net
+        self.qbackbone = backbone
+
+    def train(self, mode: bool = True) -> "QuantizedNet":
+        # Quantized graphs reject train()/eval(); the float part is always eval.
+        self.training = False
+        self.net.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.qbackbone(self.net.features(x))
+
+
+@torch.no_grad()
+def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch: int = 32) -> QuantizedNet:
+    """``model`` (KwsNet / VisionNet) with its backbone quantized to int8, calibrated on
+    ``calibration`` (float inputs as the device feeds them)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    model = model.eval()
+    feats = torch.cat([model.features(calibration[i:i + batch])
+                       for i in range(0, len(calibration), batch)])
+    quantizer = XNNPACKQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True))
+    graph = torch.export.export(model.backbone, (feats[:1],)).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    for i in range(len(feats)):   # the exported graph is batch 1, as on the device
+        prepared(feats[i:i + 1])
+    return QuantizedNet(model, convert_pt2e(prepared))

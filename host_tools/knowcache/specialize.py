@@ -1,0 +1,56 @@
+"""Knowledge caching: distil the full model into a small student that owns the
+popular (and private) classes and answers "other" for the rest, plus a
+generic student of the same size over all classes to compare against."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from knowcache import training
+from knowcache.models import ModelRecord, build_net
+from knowcache.models.resnet import ResNetConfig
+from knowcache.tasks import OTHER
+
+
+def student_labels(task_labels: Sequence[str], owned: Sequence[int]) -> list[str]:
+    return [task_labels[c] for c in owned] + [OTHER]
+
+
+def map_labels(y: torch.Tensor, owned: Sequence[int], total: int) -> torch.Tensor:
+    """Task class indices to a student's: owned classes in order, the rest to "other"."""
+    table = torch.full((total,), len(owned), dtype=torch.long)
+    for i, c in enumerate(owned):
+        table[c] = i
+    return table[y.long()]
+
+
+def distil(full: ModelRecord, role: str, name: str, owned: Sequence[int] | None,
+           config: ResNetConfig, x: torch.Tensor, y: torch.Tensor, fit: training.FitConfig,
+           device: torch.device, log: training.Log) -> ModelRecord:
+    """A student of ``config`` distilled from ``full``; owns ``owned`` (+ other) or all classes."""
+    total = len(full.labels)
+    if owned is None:
+        labels, targets, has_other, owned_list = list(full.labels), y.long(), False, list(range(total))
+    else:
+        owned_list = sorted(owned)
+        labels, targets, has_other = student_labels(full.labels, owned_list), \
+            map_labels(y, owned_list, total), True
+    student = build_net(full.task, config, len(labels), full.norm)
+    collapse = training.collapse_matrix(owned_list, total, has_other)
+    student = training.fit(student, full.task, x, targets, fit, device, teacher=full.build(),
+                           collapse=collapse, log=log, name=name)
+    return ModelRecord(task=full.task, role=role, name=name, labels=labels, config=config,
+                       norm=full.norm, state_dict=student.state_dict(),
+                       other_label=OTHER if has_other else None,
+                       metrics={"owned": [full.labels[c] for c in owned_list]})
+
+
+def owned_indices(task_labels: Sequence[str], classes: Sequence[str]) -> list[int]:
+    return sorted(list(task_labels).index(c) for c in classes)
+
+
+def accuracy_on(pred: np.ndarray, y: np.ndarray, mask: np.ndarray) -> float:
+    return float((pred[mask] == y[mask]).mean()) if mask.any() else float("nan")

@@ -1,0 +1,171 @@
+"""Training: the full model from labels, students by distillation from it.
+
+A student's label space is a subset of the task's classes plus "other"
+(or all classes, for the generic student). Distillation collapses the
+teacher's distribution onto that space, summing the probability of every
+class the student does not own into "other", so the student learns both
+its classes and when to defer to the cloud.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Log = Callable[[str], None]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but PyTorch sees no CUDA device")
+    return torch.device(name)
+
+
+def as_float(task: str, x: np.ndarray) -> torch.Tensor:
+    """Stored samples to the programs' float32 input: waveform in [-1, 1], pixels in [0, 1]."""
+    if task == "kws":
+        return torch.from_numpy(x.astype(np.float32) / 32768.0)
+    return torch.from_numpy(x.astype(np.float32) / 255.0)
+
+
+def augment(task: str, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """On-the-fly augmentation of a float batch (time shift + gain; crop + flip)."""
+    b = x.shape[0]
+    if task == "kws":
+        shift = int(torch.randint(-1600, 1601, (1,), generator=gen, device="cpu"))
+        x = torch.roll(x, shift, dims=1)
+        if shift > 0:
+            x[:, :shift] = 0
+        elif shift < 0:
+            x[:, shift:] = 0
+        gain = torch.exp(torch.empty(b, 1, device="cpu").uniform_(-0.7, 0.7, generator=gen))
+        return x * gain.to(x.device)
+    pad = F.pad(x, (2, 2, 2, 2))
+    i, j = (int(v) for v in torch.randint(0, 5, (2,), generator=gen, device="cpu"))
+    x = pad[:, :, i:i + x.shape[2], j:j + x.shape[3]]
+    flip = torch.rand(b, generator=gen, device="cpu") < 0.5
+    return torch.where(flip.to(x.device).view(b, 1, 1, 1), x.flip(3), x)
+
+
+def collapse_matrix(student_classes: Sequence[int], total: int, has_other: bool) -> torch.Tensor:
+    """(total, student outputs) 0/1 matrix mapping task classes to the student's outputs."""
+    outputs = len(student_classes) + (1 if has_other else 0)
+    m = torch.zeros(total, outputs)
+    owned = {c: i for i, c in enumerate(student_classes)}
+    for c in range(total):
+        if c in owned:
+            m[c, owned[c]] = 1.0
+        elif has_other:
+            m[c, outputs - 1] = 1.0
+    return m
+
+
+def tempered(p: torch.Tensor, t: float) -> torch.Tensor:
+    """p ** (1/t), renormalized: a collapsed distribution at temperature t.
+
+    Collapsing must happen at temperature 1. Summing softmax(z / t) over the
+    classes a student does not own would inflate "other": at t = 3 the 26
+    small logits of a confident keyword teacher add up to about half the mass.
+    """
+    q = p.clamp(min=1e-12) ** (1.0 / t)
+    return q / q.sum(dim=1, keepdim=True)
+
+
+@dataclass
+class FitConfig:
+    epochs: int = 30
+    batch: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.05
+    kd_alpha: float = 0.8        # weight of the distillation term when there is a teacher
+    kd_temperature: float = 3.0
+    seed: int = 0
+
+
+def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: FitConfig,
+        device: torch.device, *, teacher: Optional[nn.Module] = None,
+        collapse: Optional[torch.Tensor] = None, log: Log = print, name: str = "model") -> nn.Module:
+    """Trains ``model`` on (x, y) where y is already in the model's label space.
+
+    With a teacher, ``collapse`` maps the teacher's classes onto the model's
+    outputs; the loss is kd_alpha * KD + (1 - kd_alpha) * cross entropy.
+    Classes are balanced by weighting both terms by the inverse class frequency.
+    """
+    torch.manual_seed(config.seed)
+    torch.backends.cudnn.benchmark = True
+    gen = torch.Generator().manual_seed(config.seed)
+    model = model.to(device).train()
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+        collapse = collapse.to(device)
+    classes = int(model.backbone.fc.out_features)
+    counts = torch.bincount(y, minlength=classes).float()
+    weight = (counts.sum() / (classes * counts.clamp(min=1))).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * math.ceil(len(y) / config.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps,
+                                                pct_start=0.15)
+    x_dev, y_dev = x.to(device), y.to(device)
+    t = config.kd_temperature
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(y), generator=gen).to(device)
+        total, correct, loss_sum = 0, 0, 0.0
+        for start in range(0, len(y), config.batch):
+            idx = order[start:start + config.batch]
+            xb = augment(task, x_dev[idx], gen)
+            yb = y_dev[idx]
+            with _autocast(device):
+                logits = model(xb).float()
+            loss = F.cross_entropy(logits, yb, weight=weight,
+                                   label_smoothing=config.label_smoothing)
+            if teacher is not None:
+                with torch.no_grad(), _autocast(device):
+                    target = tempered(F.softmax(teacher(xb).float(), dim=1) @ collapse, t)
+                # Class-balanced like the cross entropy: without it "other" (most
+                # of a cached student's data) becomes the prior, and the student
+                # defers on its own classes whenever it is unsure.
+                w = weight[yb]
+                kd = (F.kl_div(F.log_softmax(logits / t, dim=1), target.clamp(min=1e-8),
+                               reduction="none").sum(1) * w).sum() / w.sum() * t * t
+                loss = config.kd_alpha * kd + (1 - config.kd_alpha) * loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += len(yb)
+            correct += int((logits.argmax(1) == yb).sum())
+            loss_sum += loss.item() * len(yb)
+        if epoch == config.epochs - 1 or epoch % max(1, config.epochs // 5) == 0:
+            log(f"{name}: epoch {epoch + 1}/{config.epochs} loss {loss_sum / total:.3f} "
+                f"train acc {correct / total:.3f}")
+    return model.eval().cpu()
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA (training speed); a no-op on the CPU."""
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int = 512) -> np.ndarray:
+    """Logits of ``model`` (eval mode) on x, as a NumPy array."""
+    model = model.to(device).eval()
+    out = [model(x[i:i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)]
+    model.cpu()
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def feature_stats(model: nn.Module, x: torch.Tensor, batch: int = 512) -> tuple[float, float]:
+    """Mean and std of the model's input features (before normalization) on x."""
+    feats = torch.cat([model.frontend(x[i:i + batch]) for i in range(0, min(len(x), 4096), batch)])
+    return float(feats.mean()), float(feats.std())

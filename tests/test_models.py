@@ -1,0 +1,130 @@
+"""Models: the log-mel front end (exact DFT, equal in PyTorch and the exported
+program), int8 export round trip, partition grouping, distillation helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from knowcache import export, partitioning, training
+from knowcache.models import FULL_CONFIGS, build_net
+from knowcache.models.frontend import LogMel
+from knowcache.quantize import quantize_int8
+from knowcache.runtime import Partition
+from knowcache.tasks import KWS, VISION
+
+
+@pytest.fixture(scope="module")
+def frontend_pte(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fe") / "frontend.pte"
+    path.write_bytes(export.lower_to_pte(LogMel(), (torch.zeros(1, 16000),)))
+    return path
+
+
+def test_factorized_dft_equals_fft():
+    m = LogMel()
+    x = torch.randn(2, 16000, dtype=torch.float32) * 0.3
+    frames = x.double().unfold(1, 480, 160) * torch.hann_window(480, periodic=True,
+                                                                   dtype=torch.float64)
+    ref = torch.fft.rfft(frames, n=512).abs() ** 2                        # (B, T, 257)
+    k = (torch.arange(16).view(-1, 1) + 16 * torch.arange(32).view(1, -1)).reshape(-1)
+    power = torch.zeros(2, m.frames, 512, dtype=torch.float64)
+    power[:, :, k] = m.power(x).double()
+    assert torch.allclose(power[..., :257], ref, rtol=1e-4, atol=1e-4 * float(ref.max()))
+
+
+def test_filterbank_is_triangles_covering_the_band():
+    fb = LogMel().filterbank()
+    assert fb.shape == (512, 40)
+    assert float(fb.min()) >= 0 and float(fb.max()) <= 1
+    assert (fb.sum(0) > 0).all()                       # no empty band
+
+
+def test_exported_front_end_matches_pytorch(frontend_pte):
+    part = Partition.from_file(str(frontend_pte))
+    m = LogMel().eval()
+    rng = np.random.default_rng(0)
+    for scale in (1e-4, 0.05, 0.9):
+        x = (rng.standard_normal((1, 16000)) * scale).astype(np.float32)
+        got = part.run(x).reshape(1, 1, 40, -1)
+        want = m(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_front_end_constants_are_small(frontend_pte):
+    # A dense 512-point DFT convolution alone would be ~1 MB.
+    assert frontend_pte.stat().st_size < 48 * 1024
+
+
+def test_int8_export_round_trip(tmp_path):
+    torch.manual_seed(0)
+    cfg = FULL_CONFIGS["vision"].scaled(1 / 8)
+    net = build_net("vision", cfg, 5, (0.3, 0.3)).eval()
+    calib = torch.rand(32, 1, 28, 28)
+    fp32 = export.lower_to_pte(net, (calib[:1],))
+    q = quantize_int8(net, calib)
+    int8 = export.lower_to_pte(q, (calib[:1],))
+    assert len(int8) < 0.6 * len(fp32)
+    (tmp_path / "q.pte").write_bytes(int8)
+    part = Partition.from_file(str(tmp_path / "q.pte"))
+    x = calib[3:4]
+    got = part.run(x.numpy()).reshape(-1)
+    want = q(x).detach().numpy().reshape(-1)
+    np.testing.assert_allclose(got, want, atol=0.05 * (np.abs(want).max() + 1e-3))
+    assert np.argmax(got) == np.argmax(net(x).detach().numpy())
+
+
+def test_grouping_keeps_confused_classes_together():
+    conf = np.eye(6) * 0.8
+    for a, b in ((0, 3), (1, 4), (2, 5)):
+        conf[a, b] = conf[b, a] = 0.2
+    groups = partitioning.group_classes(conf, 3)
+    assert groups == [[0, 3], [1, 4], [2, 5]]
+    assert partitioning.within_group_confusion(conf, groups) == pytest.approx(1.0)
+
+
+def test_grouping_covers_every_class_with_bounded_sizes():
+    rng = np.random.default_rng(1)
+    conf = rng.random((36, 36))
+    for k in (1, 2, 4, 7):
+        groups = partitioning.group_classes(conf, k)
+        assert len(groups) == k
+        assert sorted(c for g in groups for c in g) == list(range(36))
+        assert max(len(g) for g in groups) <= -(-36 // k)
+    with pytest.raises(ValueError, match="--k"):
+        partitioning.group_classes(conf, 0)
+
+
+def test_selector_picks_the_partition_with_most_mass():
+    sel = partitioning.PartitionSelector([[0, 1], [2], [3, 4]], 5)
+    probs = np.array([[0.3, 0.0, 0.4, 0.3, 0.0], [0.1, 0.1, 0.0, 0.4, 0.4],
+                      [0.2, 0.2, 0.3, 0.15, 0.15]])
+    # The last row's top class (2) is alone in p1, but p0 holds more mass.
+    assert sel.select(probs).tolist() == [1, 2, 0]
+    assert sel.select(np.array([0.5, 0.4, 0.1, 0, 0])).tolist() == [0]
+    with pytest.raises(ValueError, match="cover"):
+        partitioning.PartitionSelector([[0, 1], [2]], 5)
+
+
+def test_collapse_and_temperature():
+    m = training.collapse_matrix([1, 3], 5, has_other=True)
+    p = torch.tensor([[0.1, 0.5, 0.1, 0.2, 0.1]])
+    q = p @ m
+    assert torch.allclose(q, torch.tensor([[0.5, 0.2, 0.3]]))
+    t = training.tempered(q, 2.0)
+    assert torch.allclose(t.sum(1), torch.ones(1)) and t[0, 0] < q[0, 0]
+    # Collapsing after tempering would inflate "other"; tempered() keeps order.
+    assert t.argmax() == q.argmax()
+
+
+def test_cached_class_selection():
+    assert KWS.cached_classes() == tuple(sorted(
+        ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"), key=KWS.index))
+    with_private = KWS.cached_classes(private=("sheila",))
+    assert "sheila" in with_private and len(with_private) == 11
+    assert VISION.cached_classes(("bag", "coat")) == ("coat", "bag")
+    with pytest.raises(ValueError, match="unknown kws class"):
+        KWS.cached_classes(("yes", "hello"))
+    with pytest.raises(ValueError, match="leave some classes"):
+        VISION.cached_classes(VISION.labels)

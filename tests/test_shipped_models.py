@@ -1,0 +1,65 @@
+"""The artifacts shipped in models/: manifests match their files, every program
+loads in the runtime and answers inputs of its declared shape, and the model
+cards state the targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knowcache.runtime import Engine, Manifest, Partition, sha256_hex
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+TASKS = ("kws", "vision")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_manifest_matches_files(task):
+    manifest = Manifest.load(str(MODELS / task / "manifest.json"))
+    assert manifest.task == task
+    for info in manifest.partitions:
+        data = (MODELS / task / info.file).read_bytes()
+        assert len(data) == info.bytes, info.id
+        assert sha256_hex(data) == info.sha256, info.id
+    roles = {p.role for p in manifest.partitions}
+    assert roles == {"full", "cached", "generic", "partition"}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_program_loads_and_answers(task):
+    manifest = Manifest.load(str(MODELS / task / "manifest.json"))
+    rng = np.random.default_rng(0)
+    for info in manifest.partitions:
+        part = Partition.from_file(manifest.path_of(info), info)
+        x = rng.uniform(0, 1, info.input.shape).astype(np.float32)
+        if task == "kws":
+            x = (x - 0.5) * 0.1
+        logits = part.run(x)
+        assert logits.size == len(info.labels) and np.isfinite(logits).all(), info.id
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_partitions_cover_every_class_once(task):
+    manifest = Manifest.load(str(MODELS / task / "manifest.json"))
+    owned = [c for p in manifest.partitions if p.role == "partition" for c in p.labels
+             if c != "other"]
+    assert sorted(owned) == sorted(manifest.labels)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_model_card_states_measured_targets(task):
+    card = (MODELS / task / "README.md").read_text()
+    metrics = json.loads((MODELS / task / "metrics.json").read_text())
+    assert "## Targets" in card and "Quick build" not in card
+    assert f"{metrics['targets']['size_ratio']:.1f}x" in card
+    assert metrics["models"]["full"]["bytes"] == Manifest.load(
+        str(MODELS / task / "manifest.json")).find("full").bytes
+
+
+def test_engine_loads_the_shipped_kws_cache():
+    engine = Engine.from_models_dir(MODELS / "kws")
+    r = engine.infer(np.zeros((1, 16000), np.float32))
+    assert r.partition_id == "cached"

@@ -128,3 +128,21 @@ def test_cached_class_selection():
         KWS.cached_classes(("yes", "hello"))
     with pytest.raises(ValueError, match="leave some classes"):
         VISION.cached_classes(VISION.labels)
+
+
+def test_other_bias_trades_other_recall_for_own_class_accuracy():
+    from knowcache.specialize import fit_other_bias
+    rng = np.random.default_rng(0)
+    # Owned inputs (labels 0, 1) whose "other" logit is a bit too high; non-owned inputs (2).
+    own = np.column_stack([rng.normal(2, 1, 200), rng.normal(0, 1, 200), rng.normal(2.5, 1, 200)])
+    y_own = np.zeros(200, int)
+    oth = np.column_stack([rng.normal(0, 1, 200), rng.normal(0, 1, 200), rng.normal(4, 1, 200)])
+    logits = np.vstack([own, oth])
+    y = np.concatenate([y_own, np.full(200, 2)])
+    shift = fit_other_bias(logits, y, other=2, min_recall=0.95)
+    assert shift > 0
+    adj = logits.copy()
+    adj[:, 2] -= shift
+    assert (adj[200:].argmax(1) == 2).mean() >= 0.95
+    assert (adj[:200].argmax(1) == 0).mean() > (logits[:200].argmax(1) == 0).mean()
+    assert fit_other_bias(logits, y, other=2, min_recall=1.01) == 0.0

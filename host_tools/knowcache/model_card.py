@@ -77,6 +77,12 @@ def render(m: dict) -> str:
         f"| generic student, same size, all classes (int8, {_kib(generic['bytes'])}) | "
         f"{_pct(generic['accuracy_cached_classes'])} |",
         "",
+        "Each student with an \"other\" output has that logit lowered by a shift fitted on "
+        "validation data (the largest accuracy on its own classes that keeps at least 95% of "
+        f"other inputs answered \"other\"; cached: {cached.get('other_bias', 0.0):.2f}): "
+        "trained on many classes folded into one, a student otherwise defers on unfamiliar "
+        "renditions of its own classes.",
+        "",
         f"The cached model says \"other\" for {_pct(cached.get('other_recall'))} of inputs of "
         f"non-cached classes. As a two-stage system (cached model when the gate accepts, the full "
         f"model otherwise) it answers {_pct(cached['test_accept_rate'])} of all test inputs "
@@ -103,10 +109,12 @@ def render(m: dict) -> str:
         "",
         "## How it was built",
         "",
-        f"`knowcache build-models --task {m['task']}{' --quick' if m.get('quick') else ''}` "
-        f"(seed {cfg.get('seed')}, device {cfg.get('device')}); export and evaluation took "
-        f"{m['build']['export_seconds']} s. See docs/models.md for the architecture and training "
-        "recipe.",
+        f"Trained by `knowcache build-models --task {m['task']}"
+        f"{' --quick' if m.get('quick') else ''}` (seed {cfg.get('seed')}) on "
+        f"{m['build'].get('trained_on') or 'an unrecorded device'}; quantized, exported, "
+        f"calibrated and evaluated by `knowcache export` on the CPU in "
+        f"{m['build']['export_seconds']} s. See docs/models.md for the architecture and "
+        "training recipe.",
         "",
     ]
     return "\n".join(lines)

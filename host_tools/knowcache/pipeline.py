@@ -116,7 +116,8 @@ def train_full(cfg: BuildConfig, data: Dataset, log: training.Log = print) -> Mo
     record.save(cfg.work / "full.pt")
     plan = _plan(cfg)
     plan.update({"task": cfg.task, "labels": list(data.labels), "source": data.source,
-                 "quick": cfg.quick, "seed": cfg.seed, "full": "full.pt"})
+                 "quick": cfg.quick, "seed": cfg.seed, "full": "full.pt",
+                 "trained_on": describe_device(device)})
     _save_plan(cfg, plan)
     return record
 
@@ -183,6 +184,15 @@ def train_all(cfg: BuildConfig, log: training.Log = print, progress=None) -> dic
     train_full(cfg, data, log)
     run_specialize(cfg, data, log)
     return run_partition(cfg, data, log)
+
+
+def describe_device(device: torch.device) -> str:
+    """e.g. "cuda (NVIDIA H100 80GB HBM3), torch 2.11.0" or "cpu (2 threads), torch 2.13.0"."""
+    if device.type == "cuda":
+        what = f"cuda ({torch.cuda.get_device_name(device)})"
+    else:
+        what = f"cpu ({torch.get_num_threads()} threads)"
+    return f"{what}, torch {torch.__version__.split('+')[0]}"
 
 
 def config_dict(cfg: BuildConfig) -> dict:

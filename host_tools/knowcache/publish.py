@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from knowcache import _runtime, export, model_card, training
+from knowcache import _runtime, export, model_card, specialize, training
 from knowcache.calibration import calibrate_threshold, gate_entropies
 from knowcache.data import Dataset
 from knowcache.models import ModelRecord
@@ -47,8 +47,11 @@ def load_records(work: Path) -> tuple[dict, dict[str, ModelRecord]]:
     return plan, records
 
 
-def _program(rec: ModelRecord, calib: torch.Tensor, example: tuple) -> bytes:
+def _program(rec: ModelRecord, calib: torch.Tensor, example: tuple, other_bias: float) -> bytes:
     model = rec.build()
+    if other_bias:
+        with torch.no_grad():
+            model.backbone.fc.bias[rec.labels.index(rec.other_label)] -= other_bias
     if rec.role != "full":
         model = quantize_int8(model, calib)
     return export.lower_to_pte(model, example)
@@ -89,9 +92,10 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     programs: dict[str, bytes] = {}
+    biases = _other_biases(cfg, records, data, labels)
     for name, rec in records.items():
         log(f"exporting {name} ({'float32' if rec.role == 'full' else 'int8'})...")
-        programs[name] = _program(rec, calib, example)
+        programs[name] = _program(rec, calib, example, biases.get(name, 0.0))
         export.save_program(stage, name, programs[name])
 
     log("running the exported programs on validation and test data...")
@@ -150,6 +154,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
             "test_accuracy_accepted": float((pred_t[accepted] == y_space[accepted]).mean())
             if accepted.any() else None,
             "size_ratio": full_bytes / len(programs[name]),
+            "other_bias": biases.get(name, 0.0),
         }
         if rec.other_label:
             not_own = ~own_t
@@ -177,7 +182,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
         "accuracy_met": cached["accuracy_own_classes"]
         >= full["accuracy_cached_classes"] - ACCURACY_SLACK,
     }
-    metrics["build"] = {"config": _plan_config(cfg),
+    metrics["build"] = {"config": _plan_config(cfg), "trained_on": plan.get("trained_on"),
                         "export_seconds": round(time.time() - started, 1)}
     export.write_manifest(stage, cfg.task, labels, entries,
                           selector={"kind": "partition_mass",
@@ -187,6 +192,23 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     _replace_dir(stage, out)
     log(f"wrote {out}/manifest.json, {len(programs)} programs, metrics.json and README.md")
     return metrics
+
+
+def _other_biases(cfg: BuildConfig, records: dict[str, ModelRecord], data: Dataset,
+                  labels: list[str]) -> dict[str, float]:
+    """Per student with "other": the logit shift fitted on validation data (float model)."""
+    device = torch.device("cpu")
+    xv = training.as_float(cfg.task, data.val.x)
+    yv = data.val.y.astype(np.int64)
+    out = {}
+    for name, rec in records.items():
+        if not rec.other_label:
+            continue
+        owned = sorted(labels.index(c) for c in rec.metrics["owned"])
+        other = len(owned)
+        logits = training.predict(rec.build(), xv, device)
+        out[name] = specialize.fit_other_bias(logits, _to_space(yv, owned, other), other)
+    return out
 
 
 def _input_extra(spec) -> dict:

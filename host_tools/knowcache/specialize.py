@@ -54,3 +54,29 @@ def owned_indices(task_labels: Sequence[str], classes: Sequence[str]) -> list[in
 
 def accuracy_on(pred: np.ndarray, y: np.ndarray, mask: np.ndarray) -> float:
     return float((pred[mask] == y[mask]).mean()) if mask.any() else float("nan")
+
+
+def fit_other_bias(logits: np.ndarray, y: np.ndarray, other: int, min_recall: float = 0.95,
+                   grid: np.ndarray = np.arange(0.0, 8.01, 0.25)) -> float:
+    """How much to lower the "other" logit (post-hoc logit adjustment on held-out data).
+
+    A student trained on many classes folded into "other" keeps a prior
+    towards it, and on unfamiliar renditions of its own classes (new voices)
+    it defers. Returns the largest shift in ``grid`` that keeps at least
+    ``min_recall`` of the non-owned held-out inputs answered "other",
+    choosing among those the one with the best accuracy on owned inputs.
+    ``y`` is in the student's label space.
+    """
+    own = y != other
+    best, best_acc = 0.0, -1.0
+    for shift in grid:
+        adj = logits.copy()
+        adj[:, other] -= shift
+        pred = adj.argmax(1)
+        recall = float((pred[~own] == other).mean()) if (~own).any() else 1.0
+        if recall < min_recall:
+            break
+        acc = float((pred[own] == y[own]).mean()) if own.any() else 0.0
+        if acc > best_acc:
+            best, best_acc = float(shift), acc
+    return best

@@ -74,8 +74,10 @@ def _find_bench_binary() -> Path | None:
 
 
 def _register() -> None:
-    from knowcache.commands import build, data
+    from knowcache.commands import bench_serve, build, data, serve
     main.add_command(data.data)
+    main.add_command(serve.serve)
+    main.add_command(bench_serve.bench_serve)
     for command in (build.train, build.specialize, build.partition, build.export_cmd,
                     build.build_models):
         main.add_command(command)

@@ -1,0 +1,54 @@
+"""`knowcache bench-serve`: load benchmark of the cloud tier (locust on loopback)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("bench-serve")
+@click.option("--models", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=Path("models"), show_default=True)
+@click.option("--task", type=click.Choice(["kws", "vision"]), default="vision", show_default=True)
+@click.option("--clients", default="1,8,64", show_default=True,
+              help="Comma-separated concurrent client counts.")
+@click.option("--seconds", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              help="Duration per client count.")
+@click.option("--max-requests", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Request cap per client count.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the figures here.")
+def bench_serve(models, task, clients, seconds, max_requests, json_out) -> None:
+    """Throughput and p50/p99 latency, batching on and off."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from knowcache.bench import serve_load
+    try:
+        counts = [int(c) for c in clients.split(",") if c.strip()]
+    except ValueError:
+        raise click.BadParameter("--clients takes comma-separated integers") from None
+    if not counts or min(counts) < 1:
+        raise click.BadParameter("--clients needs positive integers")
+    try:
+        rows = serve_load.run(models, task, counts, seconds, max_requests, [],
+                              log=lambda m: click.echo(m, err=True))
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from e
+    table = Table(title=f"knowcache serve, task {task}, loopback (locust)")
+    for col in ("batching", "clients", "requests", "failures", "req/s", "p50 ms", "p99 ms"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row("on" if r["batching"] else "off", str(r["users"]), str(r["requests"]),
+                      str(r["failures"]), f"{r['throughput_rps']:.1f}", str(r["p50_ms"]),
+                      str(r["p99_ms"]))
+    Console().print(table)
+    on = {r["users"]: r["throughput_rps"] for r in rows if r["batching"]}
+    off = {r["users"]: r["throughput_rps"] for r in rows if not r["batching"]}
+    for n in counts:
+        if off.get(n):
+            click.echo(f"{n} clients: batching gives {on[n] / off[n]:.2f}x the throughput")
+    if json_out:
+        json_out.write_text(json.dumps({"task": task, "rows": rows}, indent=2) + "\n")

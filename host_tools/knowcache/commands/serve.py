@@ -1,0 +1,38 @@
+"""`knowcache serve`: the cloud tier on uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--models", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=Path("models"), show_default=True, help="Folder of <task>/manifest.json.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token", default=None, help="Require this bearer token (or set KNOWCACHE_TOKEN).")
+@click.option("--batching/--no-batching", default=True, show_default=True,
+              help="Run concurrent infer requests together.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="How long a batch waits for more requests.")
+@click.option("--queue-limit", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Queued infer requests before answering 429.")
+@click.option("--timeout-s", type=click.FloatRange(min=0.001), default=10.0, show_default=True,
+              help="Per-request timeout (504 after).")
+@click.option("--log-level", default="info", show_default=True)
+def serve(models, host, port, token, batching, max_batch, max_wait_ms, queue_limit, timeout_s,
+          log_level) -> None:
+    """Serve full models, partition hints and partition downloads over HTTP."""
+    import uvicorn
+
+    from knowcache.server import ServeConfig, create_app
+    try:
+        config = ServeConfig(models=models, token=token, batching=batching, max_batch=max_batch,
+                             max_wait_ms=max_wait_ms, queue_limit=queue_limit,
+                             request_timeout_s=timeout_s)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    uvicorn.run(create_app(config), host=host, port=port, log_level=log_level)

@@ -1,0 +1,240 @@
+"""The FastAPI application of `knowcache serve`.
+
+Routes (the protocol the C++ CloudClient speaks):
+  POST /v1/{task}/infer            raw tensor bytes, X-Knowcache-Dtype / X-Knowcache-Shape
+  GET  /v1/{task}/manifest         the task's manifest.json
+  GET  /v1/{task}/partitions/{id}  a .pte; ETag = sha256, If-None-Match -> 304
+  GET  /healthz, /readyz, /metrics
+
+Every input check happens before anything reaches the model; errors are
+``{"detail": "..."}`` with a status that says whose fault it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Optional
+
+import numpy as np
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from knowcache import __version__
+from knowcache.server import registry
+from knowcache.server.batcher import DynamicBatcher, QueueFull
+from knowcache.server.config import ServeConfig
+from knowcache.server.metrics import ServerMetrics
+
+PARTITION = Path(..., pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Partition id")
+SHAPE_DOC = {"pattern": r"^[0-9]+(,[0-9]+)*$"}
+
+
+class InferAnswer(BaseModel):
+    label: str = Field(description="The full model's answer")
+    index: int = Field(description="Index of the label in the task's label list")
+    confidence: float = Field(description="Softmax probability of the answer")
+    partition_hint: Optional[str] = Field(None, description="Partition the device should cache")
+    model_version: int = Field(description="Manifest version of the task's models")
+    server_ms: float = Field(description="Time spent in the server, queueing included")
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+ERRORS = {400: {"model": Problem}, 401: {"model": Problem}, 404: {"model": Problem},
+          413: {"model": Problem}, 429: {"model": Problem}, 503: {"model": Problem},
+          504: {"model": Problem}}
+
+
+class _State:
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self.tasks: dict[str, registry.TaskModels] = {}
+        self.ready = threading.Event()
+        self.load_error: Optional[str] = None
+        self.metrics = ServerMetrics()
+        self.batcher = DynamicBatcher(batching=config.batching, max_batch=config.max_batch,
+                                      max_wait_ms=config.max_wait_ms,
+                                      queue_limit=config.queue_limit,
+                                      on_batch=self.metrics.batch_size.observe)
+
+    def load(self) -> None:
+        try:
+            tasks = registry.load_all(self.config.models)
+            for t in tasks.values():
+                registry.warm_up(t)
+            self.tasks = tasks
+            self.ready.set()
+        except Exception as e:  # noqa: BLE001 - reported by /readyz and every infer
+            self.load_error = f"{type(e).__name__}: {e}"
+
+
+def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastAPI:
+    state = _State(config)
+    # The task names documented in OpenAPI (validation stays ours, with our messages).
+    tasks = registry.task_names(config.models)
+    TASK = Path(..., pattern=r"^[a-z0-9_-]{1,64}$", description="Task name",
+                json_schema_extra={"enum": tasks} if tasks else None)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        state.batcher.start()
+        if load_in_background:
+            threading.Thread(target=state.load, name="knowcache-load", daemon=True).start()
+        else:
+            state.load()
+        yield
+        await state.batcher.stop()
+
+    app = FastAPI(title="knowcache cloud tier", version=__version__, lifespan=lifespan,
+                  description="The full models devices fall back to, partition hints, and "
+                              "partition downloads.")
+    app.state.knowcache = state
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        state.metrics.requests.labels(name, str(response.status_code)).inc()
+        state.metrics.latency.labels(name).observe(time.perf_counter() - t0)
+        return response
+
+    def authorized(authorization: Optional[str] = Header(None, description="Bearer token")):
+        token = config.token
+        if not token:
+            return
+        given = authorization or ""
+        if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(),
+                                                                     token.encode())):
+            raise HTTPException(401, "missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    def task_models(task: str) -> registry.TaskModels:
+        if not state.ready.is_set():
+            raise HTTPException(503, state.load_error or "models are still loading",
+                                headers={"Retry-After": "1"})
+        try:
+            return state.tasks[task]
+        except KeyError:
+            raise HTTPException(404, f"unknown task {task!r}; this server has "
+                                     f"{', '.join(sorted(state.tasks))}") from None
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], responses={503: {"model": Problem}})
+    def readyz():
+        """Ready once every task's models are loaded and warmed up."""
+        if state.ready.is_set():
+            return {"status": "ready", "tasks": sorted(state.tasks)}
+        return JSONResponse({"detail": state.load_error or "models are still loading"}, 503)
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def metrics():
+        """Prometheus metrics."""
+        state.metrics.queue_depth.set(state.batcher.depth)
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/{task}/infer", response_model=InferAnswer, responses=ERRORS, tags=["infer"],
+              dependencies=[Depends(authorized)],
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/octet-stream": {"schema": {"type": "string",
+                                                          "format": "binary"}}}}})
+    async def infer(request: Request, task: str = TASK,
+                    x_knowcache_dtype: str = Header(..., description="Element type",
+                                                    json_schema_extra={"enum": list(
+                                                        registry.DTYPES)}),
+                    x_knowcache_shape: str = Header(..., description="e.g. 1,16000",
+                                                    json_schema_extra=SHAPE_DOC)):
+        """Runs the full model on one input tensor (raw little-endian bytes)."""
+        t0 = time.perf_counter()
+        models = task_models(task)
+        x = await _read_tensor(request, models, x_knowcache_dtype, x_knowcache_shape,
+                               config.max_body_bytes)
+        try:
+            future = state.batcher.submit(models.run, x)
+        except QueueFull:
+            raise HTTPException(429, f"server busy: {config.queue_limit} requests queued",
+                                headers={"Retry-After": "1"}) from None
+        try:
+            answer = await asyncio.wait_for(future, config.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise HTTPException(504, f"no answer within {config.request_timeout_s:g} s") from None
+        return InferAnswer(label=answer.label, index=answer.index, confidence=answer.confidence,
+                           partition_hint=answer.partition_hint, model_version=models.version,
+                           server_ms=(time.perf_counter() - t0) * 1e3)
+
+    @app.get("/v1/{task}/manifest", tags=["models"], responses=ERRORS,
+             dependencies=[Depends(authorized)])
+    def manifest(task: str = TASK):
+        """The task's manifest.json (schema: runtime_cpp/include/knowcache/manifest.h)."""
+        return Response(task_models(task).manifest_text, media_type="application/json")
+
+    @app.get("/v1/{task}/partitions/{partition_id}", tags=["models"], responses={
+        **ERRORS, 200: {"content": {"application/octet-stream": {}}}, 304: {}},
+        dependencies=[Depends(authorized)], response_class=Response)
+    def partition(task: str = TASK, partition_id: str = PARTITION,
+                  if_none_match: Optional[str] = Header(None)):
+        """A partition's ExecuTorch program; ETag is its sha256."""
+        models = task_models(task)
+        info = models.manifest.find(partition_id)
+        if info is None:
+            raise HTTPException(404, f"task {task!r} has no partition {partition_id!r}; it has "
+                                     f"{', '.join(p.id for p in models.manifest.partitions)}")
+        etag = f'"{info.sha256}"'
+        if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+            state.metrics.not_modified.labels(task, partition_id).inc()
+            return Response(status_code=304, headers={"ETag": etag})
+        data = models.files[partition_id].read_bytes()
+        state.metrics.downloads.labels(task, partition_id).inc()
+        return Response(data, media_type="application/octet-stream", headers={"ETag": etag})
+
+    return app
+
+
+async def _read_tensor(request: Request, models: registry.TaskModels, dtype: str, shape: str,
+                       limit: int) -> np.ndarray:
+    """Checks dtype, shape and length against the task's input spec, then values."""
+    if dtype != models.dtype:
+        raise HTTPException(400, f"X-Knowcache-Dtype is {dtype!r}; task {models.name!r} takes "
+                                 f"{models.dtype}")
+    try:
+        dims = [int(d) for d in shape.replace(" ", "").split(",")]
+    except ValueError:
+        raise HTTPException(400, f"X-Knowcache-Shape {shape!r} is not comma-separated "
+                                 "integers") from None
+    if dims != models.shape:
+        raise HTTPException(400, f"shape {dims} does not match task {models.name!r}'s input "
+                                 f"{models.shape}")
+    expected = models.input_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > min(limit, expected):
+        raise HTTPException(413 if int(declared) > limit else 400,
+                            f"body is {declared} bytes; shape {dims} of {dtype} is {expected}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"body over the {limit}-byte limit")
+    if len(body) != expected:
+        raise HTTPException(400, f"body is {len(body)} bytes; shape {dims} of {dtype} is "
+                                 f"{expected}")
+    x = np.frombuffer(bytes(body), dtype=np.dtype(registry.DTYPES[dtype]).newbyteorder("<"))
+    x = x.astype(registry.DTYPES[dtype]).reshape(dims)
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise HTTPException(400, "input holds NaN or infinite values")
+    return x
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,31 @@
+"""Settings of `knowcache serve`, one struct."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+TOKEN_ENV = "KNOWCACHE_TOKEN"
+
+
+@dataclass
+class ServeConfig:
+    models: Path = Path("models")
+    token: Optional[str] = None            # bearer token; None: no auth
+    batching: bool = True
+    max_batch: int = 32                    # requests run together at most
+    max_wait_ms: float = 2.0               # how long the first request of a batch waits for company
+    queue_limit: int = 256                 # queued requests before 429
+    request_timeout_s: float = 10.0        # per infer request, queueing included (504 after)
+    max_body_bytes: int = 8 << 20          # 413 above this, before reading the body
+
+    def __post_init__(self) -> None:
+        self.models = Path(self.models)
+        if self.token is None:
+            self.token = os.environ.get(TOKEN_ENV) or None
+        if self.max_batch < 1 or self.queue_limit < 1:
+            raise ValueError("max_batch and queue_limit must be at least 1")
+        if self.max_wait_ms < 0 or self.request_timeout_s <= 0:
+            raise ValueError("max_wait_ms must be >= 0 and request_timeout_s > 0")

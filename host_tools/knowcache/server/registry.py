@@ -1,0 +1,111 @@
+"""What the server serves per task: the manifest, the full model (an ExecuTorch
+program run by the knowcache runtime), the partition selector, and the
+partition files with their sha256 (the ETag)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from knowcache import _runtime
+from knowcache.partitioning import PartitionSelector
+
+DTYPES = {"float32": np.float32, "uint8": np.uint8, "int8": np.int8, "int32": np.int32,
+          "int64": np.int64}
+
+
+@dataclass
+class Answer:
+    index: int
+    label: str
+    confidence: float
+    partition_hint: str | None
+
+
+@dataclass
+class TaskModels:
+    name: str
+    manifest: _runtime.Manifest
+    manifest_text: str
+    full: _runtime.Partition
+    dtype: str
+    shape: list[int]
+    partition_ids: list[str]
+    selector: PartitionSelector | None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    @property
+    def input_bytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(DTYPES[self.dtype]).itemsize
+
+    def run(self, x: np.ndarray) -> Answer:
+        """The full model's answer and the partition the device should cache."""
+        logits = self.full.run(x).reshape(-1).astype(np.float64)
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        index = int(p.argmax())
+        hint = None
+        if self.selector is not None:
+            hint = self.partition_ids[int(self.selector.select(p)[0])]
+        return Answer(index, self.manifest.labels[index], float(p[index]), hint)
+
+
+def load_task(directory: Path) -> TaskModels:
+    manifest_path = directory / "manifest.json"
+    text = manifest_path.read_text()
+    manifest = _runtime.Manifest.parse(text)
+    full_infos = [p for p in manifest.partitions if p.role == "full"]
+    if not full_infos:
+        raise ValueError(f"{manifest_path}: no partition with role 'full' for the cloud to run")
+    info = full_infos[0]
+    full = _runtime.Partition.from_file(str(directory / info.file), info)
+    parts = [p for p in manifest.partitions if p.role == "partition"]
+    selector = None
+    if parts:
+        labels = list(manifest.labels)
+        groups = [[labels.index(c) for i, c in enumerate(p.labels) if i != p.other_index]
+                  for p in parts]
+        selector = PartitionSelector(groups, len(labels))
+    return TaskModels(
+        name=manifest.task, manifest=manifest, manifest_text=text, full=full,
+        dtype=info.input.dtype, shape=list(info.input.shape),
+        partition_ids=[p.id for p in parts], selector=selector,
+        files={p.id: directory / p.file for p in manifest.partitions})
+
+
+def load_all(models: Path) -> dict[str, TaskModels]:
+    """Every task folder (one holding manifest.json) under ``models``."""
+    if not models.is_dir():
+        raise FileNotFoundError(f"{models} is not a folder of task models (models/<task>/)")
+    tasks = {}
+    for manifest in sorted(models.glob("*/manifest.json")):
+        t = load_task(manifest.parent)
+        if t.name in tasks:
+            raise ValueError(f"task {t.name!r} appears twice under {models}")
+        tasks[t.name] = t
+    if not tasks:
+        raise FileNotFoundError(f"no <task>/manifest.json under {models}")
+    return tasks
+
+
+def task_names(models: Path) -> list[str]:
+    """Task names under ``models`` by folder, without loading anything (for docs)."""
+    return sorted(p.parent.name for p in Path(models).glob("*/manifest.json"))
+
+
+def warm_up(task: TaskModels, runs: int = 3) -> float:
+    """Runs the full model a few times; returns the last run's milliseconds."""
+    x = np.zeros(task.shape, DTYPES[task.dtype])
+    ms = 0.0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        task.run(x)
+        ms = (time.perf_counter() - t0) * 1e3
+    return ms

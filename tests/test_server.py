@@ -1,0 +1,218 @@
+"""`knowcache serve` end to end: the real server (uvicorn on a free loopback
+port) over the shipped models, driven from Python (httpx) and from the C++
+runtime's CloudClient and Engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from knowcache import _runtime
+from knowcache.bench.serve_load import wait_until_ready
+from knowcache.data import images
+from knowcache.runtime import Engine, Manifest
+from knowcache.server import ServeConfig, create_app
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+TOKEN = "s3cret"
+
+
+@contextmanager
+def running(config: ServeConfig):
+    """Starts uvicorn with ``config`` in a thread; yields the base URL once ready."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    app = create_app(config)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, 60)
+    except RuntimeError:
+        server.should_exit = True
+        raise
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def url():
+    with running(ServeConfig(models=MODELS, token=TOKEN, max_body_bytes=100_000)) as u:
+        yield u
+
+
+@pytest.fixture(scope="module")
+def vision_test():
+    ds = images.fashion_mnist()
+    return ds.test.x[:200].astype(np.float32) / 255.0, ds.test.y[:200].astype(int)
+
+
+def headers(shape=(1, 1, 28, 28), dtype="float32", token=TOKEN) -> dict:
+    h = {"X-Knowcache-Dtype": dtype, "X-Knowcache-Shape": ",".join(map(str, shape))}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    return h
+
+
+def infer(url, x, task="vision", **kw):
+    return httpx.post(f"{url}/v1/{task}/infer", content=np.ascontiguousarray(x).tobytes(),
+                      headers=headers(**kw), timeout=10)
+
+
+def batches_run(url) -> float:
+    text = httpx.get(url + "/metrics").text
+    line = [l for l in text.splitlines() if l.startswith("knowcache_batch_size_count")][0]
+    return float(line.split()[-1])
+
+
+def test_health_and_readiness(url):
+    assert httpx.get(url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(url + "/readyz").json()["tasks"] == ["kws", "vision"]
+
+
+def test_infer_answers_like_the_full_model(url, vision_test):
+    x, y = vision_test
+    answers = [infer(url, x[i:i + 1]).json() for i in range(40)]
+    full = _runtime.Partition.from_file(str(MODELS / "vision/full.pte"))
+    assert [a["index"] for a in answers] == [int(np.argmax(full.run(x[i:i + 1])))
+                                             for i in range(40)]
+    a = answers[0]
+    assert set(a) == {"label", "index", "confidence", "partition_hint", "model_version",
+                      "server_ms"}
+    manifest = Manifest.load(str(MODELS / "vision/manifest.json"))
+    assert a["label"] == manifest.labels[a["index"]]
+    hint = manifest.find(a["partition_hint"])
+    assert hint.role == "partition" and a["label"] in hint.labels
+    assert 0 < a["confidence"] <= 1 and a["model_version"] == manifest.version
+
+
+@pytest.mark.parametrize("kw, status, message", [
+    ({"dtype": "uint8"}, 400, "takes float32"),
+    ({"shape": (1, 28, 28)}, 400, "does not match"),
+    ({"shape": ("a", 2)}, 400, "comma-separated"),
+    ({"token": None}, 401, "bearer token"),
+    ({"token": "wrong"}, 401, "bearer token"),
+])
+def test_bad_requests_never_reach_the_model(url, vision_test, kw, status, message):
+    before = batches_run(url)
+    r = infer(url, vision_test[0][:1], **kw)
+    assert r.status_code == status and message in r.json()["detail"]
+    assert batches_run(url) == before
+
+
+def test_body_checks(url, vision_test):
+    x = vision_test[0][:1]
+    short = httpx.post(url + "/v1/vision/infer", content=x.tobytes()[:-4], headers=headers())
+    assert short.status_code == 400 and "3132 bytes" in short.json()["detail"]
+    big = httpx.post(url + "/v1/vision/infer", content=b"\0" * 200_000, headers=headers())
+    assert big.status_code == 413
+    bad = x.copy()
+    bad[0, 0, 3, 3] = math.nan
+    assert infer(url, bad).status_code == 400
+    bad[0, 0, 3, 3] = math.inf
+    assert "NaN or infinite" in infer(url, bad).json()["detail"]
+    unknown = infer(url, x, task="audio")
+    assert unknown.status_code == 404 and "kws, vision" in unknown.json()["detail"]
+
+
+def test_manifest_and_partitions(url):
+    r = httpx.get(url + "/v1/kws/manifest", headers=headers())
+    assert Manifest.parse(r.text).task == "kws"
+    r = httpx.get(url + "/v1/kws/partitions/p1", headers=headers())
+    data = (MODELS / "kws/p1.pte").read_bytes()
+    assert r.status_code == 200 and r.content == data
+    assert r.headers["etag"] == f'"{_runtime.sha256_hex(data)}"'
+    again = httpx.get(url + "/v1/kws/partitions/p1",
+                      headers={**headers(), "If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and not again.content
+    missing = httpx.get(url + "/v1/kws/partitions/p9", headers=headers())
+    assert missing.status_code == 404 and "p0" in missing.json()["detail"]
+    assert httpx.get(url + "/v1/kws/manifest").status_code == 401
+    metrics = httpx.get(url + "/metrics").text
+    assert 'knowcache_partition_downloads_total{partition="p1",task="kws"}' in metrics
+    assert "knowcache_request_seconds_bucket" in metrics
+
+
+def test_openapi_describes_every_route(url):
+    doc = httpx.get(url + "/openapi.json").json()
+    assert {"/v1/{task}/infer", "/v1/{task}/manifest", "/v1/{task}/partitions/{partition_id}",
+            "/healthz", "/readyz", "/metrics"} <= set(doc["paths"])
+    body = doc["paths"]["/v1/{task}/infer"]["post"]["requestBody"]["content"]
+    assert "application/octet-stream" in body
+
+
+def test_kws_through_the_cloud_client(url):
+    from knowcache.data import speech
+    wave = speech.synthesize("yes", "en-us", "m3", 50, 160)
+    x = np.zeros((1, 16000), np.float32)
+    x[0, 2000:2000 + min(len(wave), 14000)] = wave[:14000]
+    client = _runtime.CloudClient(_runtime.CloudClientConfig(base_url=url, token=TOKEN))
+    answer = client.infer("kws", x)
+    assert answer.label == "yes" and answer.partition_hint
+
+
+def test_device_engine_warms_its_cache_from_the_cloud(url, vision_test):
+    x, y = vision_test
+    client = _runtime.CloudClient(_runtime.CloudClientConfig(base_url=url, token=TOKEN))
+    engine = Engine("vision", slots=1, cloud_url=url, token=TOKEN,
+                    manifest=client.fetch_manifest("vision"))
+    assert engine.cached_ids() == []
+    sneakers = [i for i in range(len(y)) if y[i] in (7, 9)]   # sneaker, ankle-boot: one partition
+    first = engine.infer(x[sneakers[0]:sneakers[0] + 1])
+    assert first.source == "cloud" and first.partition_hint
+    assert engine.wait_for_fetches(10)
+    assert engine.cached_ids() == [first.partition_hint]
+    later = [engine.infer(x[i:i + 1]) for i in sneakers[1:25]]
+    local = [r for r in later if r.source == "local"]
+    assert len(local) >= 5
+    assert np.mean([r.index == y[i] for r, i in zip(later, sneakers[1:25])]) > 0.8
+
+
+def test_full_queue_answers_429_with_retry_after():
+    with running(ServeConfig(models=MODELS, queue_limit=1, max_batch=1)) as u:
+        x = images.fashion_mnist().test.x[:1].astype(np.float32) / 255.0
+
+        async def burst():
+            async with httpx.AsyncClient(timeout=30) as c:
+                return await asyncio.gather(*[
+                    c.post(u + "/v1/vision/infer", content=x.tobytes(),
+                           headers=headers(token=None)) for _ in range(60)])
+        results = asyncio.run(burst())
+    codes = [r.status_code for r in results]
+    assert set(codes) <= {200, 429} and 429 in codes and 200 in codes
+    assert all(r.headers.get("retry-after") == "1" for r in results if r.status_code == 429)
+
+
+def test_request_timeout_answers_504():
+    with running(ServeConfig(models=MODELS, request_timeout_s=0.0005, max_wait_ms=5)) as u:
+        x = images.fashion_mnist().test.x[:1].astype(np.float32) / 255.0
+        r = httpx.post(u + "/v1/vision/infer", content=x.tobytes(), headers=headers(token=None))
+    assert r.status_code == 504 and "no answer within" in r.json()["detail"]
+
+
+def test_missing_models_folder_is_not_ready(tmp_path):
+    app = create_app(ServeConfig(models=tmp_path))
+    from fastapi.testclient import TestClient
+    with TestClient(app) as client:
+        time.sleep(0.3)
+        r = client.get("/readyz")
+        assert r.status_code == 503 and "manifest.json" in r.json()["detail"]
+        r = client.post("/v1/kws/infer", content=b"", headers=headers(token=None))
+        assert r.status_code == 503

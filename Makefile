@@ -54,7 +54,7 @@ demo: build-cpp
 
 ## bench-overhead: runtime overhead over bare ExecuTorch on a ~1 ms model
 bench-overhead: build-cpp
-	$(PY) -m knowcache.bench_models --out out/bench
+	$(PY) -m knowcache.bench.overhead_models --out out/bench
 	$(BUILD)/runtime_cpp/knowcache_overhead_bench out/bench/cnn1ms.pte --iters 300 --rounds 15
 
 ## models: regenerate models/kws and models/vision (hours on a 2-core CPU; minutes

@@ -36,7 +36,8 @@ def test_demo_runs_the_runtime_end_to_end(tmp_path):
 def test_overhead_bench_reports_figures(tmp_path):
     if not BENCH.exists():
         pytest.skip("build/host not built (run `make build-cpp`)")
-    res = subprocess.run([sys.executable, "-m", "knowcache.bench_models", "--out", str(tmp_path)],
+    res = subprocess.run([sys.executable, "-m", "knowcache.bench.overhead_models", "--out",
+                          str(tmp_path)],
                          capture_output=True, text=True, check=True)
     pte = Path(res.stdout.strip().splitlines()[-1])
     out = subprocess.run([str(BENCH), str(pte), "--iters", "20", "--rounds", "3"],

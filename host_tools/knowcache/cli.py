@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import click
 
 from knowcache import __version__
+
+# torch.export deprecation chatter (from pickling tree specs) that says nothing to a user.
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
 
 
 @click.group()

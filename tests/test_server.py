@@ -5,7 +5,6 @@ runtime's CloudClient and Engine."""
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import socket
 import threading

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import torch
 
 from knowcache import _runtime
+from knowcache.atomic import replace_atomically
 
 MANIFEST_SCHEMA_VERSION = 1
 ROLES = ("full", "cached", "partition", "generic")
@@ -70,20 +71,12 @@ def write_manifest(directory: str | os.PathLike, task: str, labels: Sequence[str
     text = json.dumps(doc, indent=2) + "\n"
     _runtime.Manifest.parse(text)  # raises InvalidInputError naming the bad field
     path = Path(directory) / "manifest.json"
-    _write_atomically(path, text.encode())
+    replace_atomically(path, lambda tmp: tmp.write_bytes(text.encode()))
     return path
 
 
 def save_program(directory: str | os.PathLike, pid: str, pte: bytes) -> str:
     """Writes ``directory/<pid>.pte`` atomically; returns the file name."""
     name = f"{pid}.pte"
-    _write_atomically(Path(directory) / name, pte)
+    replace_atomically(Path(directory) / name, lambda tmp: tmp.write_bytes(pte))
     return name
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write then rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -21,7 +21,7 @@ from knowcache import _runtime, export, model_card, specialize, training
 from knowcache.calibration import calibrate_threshold, gate_entropies
 from knowcache.data import Dataset
 from knowcache.models import ModelRecord
-from knowcache.pipeline import PLAN, BuildConfig, load_data
+from knowcache.pipeline import PLAN, BuildConfig, config_dict, load_data
 from knowcache.quantize import quantize_int8
 
 CALIBRATION_SAMPLES = 256
@@ -65,15 +65,6 @@ def run_programs(paths: dict[str, Path], x: np.ndarray, workers: int = 2) -> dic
         return pid, np.stack([part.run(row[None]).reshape(-1) for row in x])
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return dict(pool.map(one, paths.items()))
-
-
-def _to_space(full_pred: np.ndarray, owned: list[int], other_index: int) -> np.ndarray:
-    """Full-model answers (task indices) in a student's label space."""
-    size = max(int(full_pred.max(initial=0)), max(owned)) + 1
-    table = np.full(size, other_index)
-    for i, c in enumerate(owned):
-        table[c] = i
-    return table[full_pred]
 
 
 def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
@@ -132,13 +123,13 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
             continue
         owned = sorted(labels.index(c) for c in rec.metrics["owned"])
         other = len(owned) if rec.other_label else -1
-        ref_v = _to_space(full_v, owned, other) if rec.other_label else full_v
+        table = specialize.label_table(owned, len(labels))   # identity for the generic model
+        ref_v = table[full_v]
         cal = calibrate_threshold(val[name], ref_v, other_index=other)
         logits_t = test[name]
         pred_t = logits_t.argmax(1)
         own_t = np.isin(yt, owned)
-        y_space = _to_space(yt, owned, other) if rec.other_label else yt
-        full_space = _to_space(full_t, owned, other) if rec.other_label else full_t
+        y_space, full_space = table[yt], table[full_t]
         ent, arg, is_other = gate_entropies(logits_t, other)
         accepted = (~is_other) & (ent <= cal.threshold)
         m = {
@@ -205,9 +196,9 @@ def _other_biases(cfg: BuildConfig, records: dict[str, ModelRecord], data: Datas
         if not rec.other_label:
             continue
         owned = sorted(labels.index(c) for c in rec.metrics["owned"])
-        other = len(owned)
         logits = training.predict(rec.build(), xv, device)
-        out[name] = specialize.fit_other_bias(logits, _to_space(yv, owned, other), other)
+        out[name] = specialize.fit_other_bias(
+            logits, specialize.label_table(owned, len(labels))[yv], len(owned))
     return out
 
 
@@ -218,7 +209,6 @@ def _input_extra(spec) -> dict:
 
 
 def _plan_config(cfg: BuildConfig) -> dict:
-    from knowcache.pipeline import config_dict
     d = config_dict(cfg)
     d.pop("work", None)
     d.pop("extra", None)

@@ -19,12 +19,16 @@ def student_labels(task_labels: Sequence[str], owned: Sequence[int]) -> list[str
     return [task_labels[c] for c in owned] + [OTHER]
 
 
+def label_table(owned: Sequence[int], total: int) -> np.ndarray:
+    """Task class index -> a student's: owned classes in order, the rest to "other"
+    (index len(owned)). Index the table with task labels or predictions."""
+    table = np.full(total, len(owned), dtype=np.int64)
+    table[list(owned)] = np.arange(len(owned))
+    return table
+
+
 def map_labels(y: torch.Tensor, owned: Sequence[int], total: int) -> torch.Tensor:
-    """Task class indices to a student's: owned classes in order, the rest to "other"."""
-    table = torch.full((total,), len(owned), dtype=torch.long)
-    for i, c in enumerate(owned):
-        table[c] = i
-    return table[y.long()]
+    return torch.from_numpy(label_table(owned, total))[y.long()]
 
 
 def distil(full: ModelRecord, role: str, name: str, owned: Sequence[int] | None,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from knowcache.atomic import replace_atomically
+
 CACHE_ENV = "KNOWCACHE_DATA_DIR"
 
 
@@ -58,18 +60,15 @@ class Dataset:
         return getattr(self, name)
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {}
         for s in self.SPLITS:
             sp = self.split(s)
             arrays.update({f"{s}_x": sp.x, f"{s}_y": sp.y, f"{s}_group": sp.group})
         header = {"task": self.task, "labels": list(self.labels), "source": self.source,
                   "meta": self.meta}
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, header=np.array(json.dumps(header)), **arrays)
-        os.replace(tmp, path)
-        return path
+        # np.savez adds ".npz" to names without it, so the temporary file ends in it.
+        return replace_atomically(path, lambda tmp: np.savez_compressed(
+            tmp, header=np.array(json.dumps(header)), **arrays), suffix=".tmp.npz")
 
     @staticmethod
     def load(path: str | os.PathLike) -> "Dataset":

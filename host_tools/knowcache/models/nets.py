@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from knowcache.atomic import replace_atomically
 from knowcache.models.frontend import LogMel
 from knowcache.models.resnet import ResNet, ResNetConfig
 
@@ -68,14 +69,9 @@ class ModelRecord:
         return model.eval()
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         doc = dict(vars(self))
         doc["config"] = self.config.to_dict()
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(doc, tmp)
-        os.replace(tmp, path)
-        return path
+        return replace_atomically(path, lambda tmp: torch.save(doc, tmp))
 
     @staticmethod
     def load(path: str | os.PathLike) -> "ModelRecord":

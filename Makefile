@@ -48,9 +48,9 @@ test-py: setup
 ## test: the whole suite (C++ under ctest, then Python under pytest)
 test: test-cpp test-py
 
-## demo: the runtime end to end on shipped defaults
-demo: build-cpp
-	$(VENV)/bin/knowcache demo --out out/demo --bench-binary $(BUILD)/runtime_cpp/knowcache_overhead_bench
+## demo: a short `knowcache bench` of both tasks on the shipped models (tables, JSON, plots in out/demo)
+demo: setup
+	$(VENV)/bin/knowcache demo --out out/demo
 
 ## bench-overhead: runtime overhead over bare ExecuTorch on a ~1 ms model
 bench-overhead: build-cpp

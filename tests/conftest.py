@@ -78,6 +78,29 @@ def tiny_models(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def quick_vision_build(tmp_path_factory):
+    """The whole model build at toy scale (600 Fashion-MNIST images, 1 epoch): full model,
+    cached and generic students, 2 CacheNet partitions, int8 export, calibration.
+
+    Returns (models/vision folder, metrics, data, build log); ``folder.parent`` is a
+    models root that `knowcache serve` and `knowcache bench` accept."""
+    from knowcache import pipeline, publish
+    from knowcache.data import images, store
+
+    root = tmp_path_factory.mktemp("build")
+    data = store.shrink(images.fashion_mnist(), (600, 200, 200), seed=0)
+    cfg = pipeline.BuildConfig(task="vision", work=root / "work", quick=True, device="cpu",
+                               k=2, full_epochs=1, student_epochs=1)
+    logs: list[str] = []
+    pipeline.train_full(cfg, data, logs.append)
+    pipeline.run_specialize(cfg, data, logs.append)
+    pipeline.run_partition(cfg, data, logs.append)
+    out = root / "models" / "vision"
+    metrics = publish.publish(cfg, out, logs.append, data=data)
+    return out, metrics, data, logs
+
+
+@pytest.fixture(scope="session")
 def small_cnn_pte(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2),

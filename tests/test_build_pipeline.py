@@ -17,17 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("build")
-    data = store.shrink(images.fashion_mnist(), (600, 200, 200), seed=0)
-    cfg = pipeline.BuildConfig(task="vision", work=root / "work", quick=True, device="cpu",
-                               k=2, full_epochs=1, student_epochs=1)
-    logs: list[str] = []
-    pipeline.train_full(cfg, data, logs.append)
-    pipeline.run_specialize(cfg, data, logs.append)
-    pipeline.run_partition(cfg, data, logs.append)
-    metrics = publish.publish(cfg, root / "models", logs.append, data=data)
-    return root / "models", metrics, data, logs
+def built(quick_vision_build):
+    return quick_vision_build
 
 
 def test_manifest_lists_every_role_with_verified_files(built):

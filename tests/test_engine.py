@@ -183,6 +183,9 @@ def test_bad_config_is_rejected():
         runtime.Engine("kws", slots=0)
     with pytest.raises(runtime.InvalidInputError, match="task"):
         runtime.Engine("")
+    with pytest.raises(runtime.InvalidInputError, match="admit_after_hints"):
+        runtime.Engine("kws", admit_after_hints=9, hint_window=8)
+    assert runtime.Engine("kws", admit_after_hints=3).config.admit_after_hints == 3
 
 
 def test_manifest_for_another_task_is_rejected(tiny_models):

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from knowcache import _runtime
-from knowcache.bench.serve_load import wait_until_ready
+from knowcache.bench.cloud_process import wait_until_ready
 from knowcache.data import images
 from knowcache.runtime import Engine, Manifest
 from knowcache.server import ServeConfig, create_app

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['CachedModel', 'CloudAnswer', 'CloudClient', 'CloudClientConfig', 'CloudTimeoutError', 'CloudUnavailableError', 'CorruptPartitionError', 'Engine', 'EngineConfig', 'EngineStats', 'FailedPreconditionError', 'GateDecision', 'InferenceResult', 'InputSpec', 'InvalidInputError', 'KnowcacheError', 'Manifest', 'NotFoundError', 'Partition', 'PartitionInfo', 'ProtocolError', 'ResourceExhaustedError', 'SlotCache', 'SlotCacheConfig', 'SlotCacheStats', 'gate_evaluate', 'sha256_hex']
+__all__: list[str] = ['CachedModel', 'CloudAnswer', 'CloudClient', 'CloudClientConfig', 'CloudTimeoutError', 'CloudUnavailableError', 'CorruptPartitionError', 'Engine', 'EngineConfig', 'EngineStats', 'FailedPreconditionError', 'GateDecision', 'InferenceResult', 'InputSpec', 'InvalidInputError', 'KnowcacheError', 'Manifest', 'NotFoundError', 'Partition', 'PartitionInfo', 'ProtocolError', 'ResourceExhaustedError', 'SlotCache', 'SlotCacheConfig', 'SlotCacheStats', 'gate_evaluate', 'set_compute_threads', 'sha256_hex']
 class KnowcacheError(RuntimeError):
     """
     Base class of every error the knowcache runtime raises.
@@ -301,7 +301,7 @@ class EngineConfig:
     cloud: CloudClientConfig
     fetch_hints: bool
     task: str
-    def __init__(self, task: str, cache: SlotCacheConfig = ..., cloud: CloudClientConfig = ..., fetch_hints: bool = True, max_local_attempts: typing.SupportsInt = 1, threshold_override: typing.SupportsFloat = -1.0) -> None:
+    def __init__(self, task: str, cache: SlotCacheConfig = ..., cloud: CloudClientConfig = ..., fetch_hints: bool = True, max_local_attempts: typing.SupportsInt = 1, threshold_override: typing.SupportsFloat = -1.0, admit_after_hints: typing.SupportsInt = 1, hint_window: typing.SupportsInt = 8) -> None:
         ...
     def __repr__(self) -> str:
         ...
@@ -310,6 +310,18 @@ class EngineConfig:
         ...
     @max_local_attempts.setter
     def max_local_attempts(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def admit_after_hints(self) -> int:
+        ...
+    @admit_after_hints.setter
+    def admit_after_hints(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def hint_window(self) -> int:
+        ...
+    @hint_window.setter
+    def hint_window(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     @property
     def threshold_override(self) -> float:
@@ -424,4 +436,8 @@ def gate_evaluate(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32
 def sha256_hex(data: bytes) -> str:
     """
     SHA-256 of bytes as lowercase hex (OpenSSL).
+    """
+def set_compute_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
+    """
+    Sets how many threads ExecuTorch's kernels use in this process (1 = one device core).
     """

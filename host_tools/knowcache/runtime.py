@@ -39,12 +39,13 @@ from knowcache._runtime import (  # noqa: F401  (re-exported)
     ResourceExhaustedError,
     SlotCacheStats,
     gate_evaluate,
+    set_compute_threads,
     sha256_hex,
 )
 
 __all__ = [
     "CloudClient", "Engine", "Manifest", "Partition", "SlotCache", "gate_evaluate",
-    "sha256_hex", "KnowcacheError", "InvalidInputError", "NotFoundError",
+    "set_compute_threads", "sha256_hex", "KnowcacheError", "InvalidInputError", "NotFoundError",
     "CorruptPartitionError", "CloudUnavailableError", "CloudTimeoutError",
     "ResourceExhaustedError", "FailedPreconditionError", "ProtocolError",
 ]
@@ -86,7 +87,8 @@ class Engine:
                  cloud_url: Optional[str] = None, token: Optional[str] = None,
                  connect_timeout_ms: int = 1000, read_timeout_ms: int = 5000,
                  fetch_hints: bool = True, max_local_attempts: int = 1,
-                 threshold: Optional[float] = None, manifest: Optional[Manifest] = None):
+                 threshold: Optional[float] = None, manifest: Optional[Manifest] = None,
+                 admit_after_hints: int = 1, hint_window: int = 8):
         config = _rt.EngineConfig(
             task=task,
             cache=_rt.SlotCacheConfig(slots, budget_bytes),
@@ -94,6 +96,7 @@ class Engine:
             fetch_hints=fetch_hints,
             max_local_attempts=max_local_attempts,
             threshold_override=-1.0 if threshold is None else float(threshold),
+            admit_after_hints=admit_after_hints, hint_window=hint_window,
         )
         self._engine = _rt.Engine(config)
         self.manifest: Optional[Manifest] = None

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from knowcache.data.dataset import model_input
+
 Log = Callable[[str], None]
 
 
@@ -30,10 +32,8 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def as_float(task: str, x: np.ndarray) -> torch.Tensor:
-    """Stored samples to the programs' float32 input: waveform in [-1, 1], pixels in [0, 1]."""
-    if task == "kws":
-        return torch.from_numpy(x.astype(np.float32) / 32768.0)
-    return torch.from_numpy(x.astype(np.float32) / 255.0)
+    """Stored samples to the programs' float32 input (see dataset.model_input)."""
+    return torch.from_numpy(model_input(task, x))
 
 
 def augment(task: str, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -50,6 +50,9 @@ Status EngineConfig::Validate() const {
   if (!cloud.base_url.empty()) KC_RETURN_IF_ERROR(cloud.Validate());
   if (max_local_attempts < 1) return InvalidArgument("max_local_attempts must be >= 1");
   if (threshold_override > 1.0f) return InvalidArgument("threshold_override must be <= 1");
+  if (admit_after_hints < 1 || hint_window < admit_after_hints) {
+    return InvalidArgument("admit_after_hints must be >= 1 and hint_window >= admit_after_hints");
+  }
   return Status::Ok();
 }
 
@@ -57,6 +60,8 @@ std::string EngineConfig::ToString() const {
   return "EngineConfig(task=" + task + ", " + cache.ToString() + ", " +
          (cloud.base_url.empty() ? std::string("cloud=none") : cloud.ToString()) +
          ", fetch_hints=" + (fetch_hints ? "true" : "false") +
+         ", admit_after_hints=" + std::to_string(admit_after_hints) + "/" +
+         std::to_string(hint_window) +
          ", max_local_attempts=" + std::to_string(max_local_attempts) + ")";
 }
 
@@ -67,11 +72,12 @@ class EngineImpl {
   std::shared_ptr<CloudBackend> cloud;
   ModelFactory factory;
 
-  mutable std::mutex mu;  // manifest, active_id, last_fetch_error
+  mutable std::mutex mu;  // manifest, active_id, last_fetch_error, recent_hints
   Manifest manifest;
   bool has_manifest = false;
   std::string active_id;
   std::string last_fetch_error;
+  std::deque<std::string> recent_hints;  // the cloud's last hint_window hints
 
   std::atomic<int64_t> queries{0}, local{0}, cloud_answers{0}, degraded{0}, cloud_errors{0},
       fetches{0}, fetch_failures{0}, fetched_bytes{0}, uplink_bytes{0};
@@ -111,6 +117,16 @@ class EngineImpl {
       }
     }
     return out;
+  }
+
+  // Records a hint; true when `id` has now been hinted often enough to download.
+  bool Admit(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mu);
+    recent_hints.push_back(id);
+    while (static_cast<int>(recent_hints.size()) > config.hint_window) recent_hints.pop_front();
+    int count = 0;
+    for (const auto& h : recent_hints) count += h == id;
+    return count >= config.admit_after_hints;
   }
 
   void Enqueue(const std::string& id) {
@@ -332,10 +348,11 @@ StatusOr<InferenceResult> Engine::Infer(const TensorView& input) {
   e.uplink_bytes += answer->uplink_bytes;
   ++e.cloud_answers;
   if (!r.partition_hint.empty()) {
+    const bool admitted = e.Admit(r.partition_hint);
     if (e.cache->Get(r.partition_hint)) {
       std::lock_guard<std::mutex> lock(e.mu);
       e.active_id = r.partition_hint;
-    } else if (e.config.fetch_hints) {
+    } else if (e.config.fetch_hints && admitted) {
       e.Enqueue(r.partition_hint);
     }
   }

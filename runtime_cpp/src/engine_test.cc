@@ -212,6 +212,33 @@ TEST(Engine, RepeatedHintsFetchOnce) {
   EXPECT_EQ(cloud->partition_fetches, 1);
 }
 
+TEST(Engine, AdmissionWaitsForRepeatedHints) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->manifest.task = "kws";
+  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
+  cloud->Serve(MakeInfo("p2", {"i", "j", "k", "l"}), std::vector<uint8_t>(64, 8));
+  EngineConfig cfg;
+  cfg.task = "kws";
+  cfg.admit_after_hints = 2;
+  cfg.hint_window = 3;
+  auto engine = std::move(Engine::Create(cfg, cloud, EchoFactory()).value());
+  auto hint = [&](const std::string& id) {
+    cloud->answer.partition_hint = id;
+    ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());
+    ASSERT_TRUE(engine->WaitForFetches(5000));
+  };
+  hint("p1");  // once: not yet
+  EXPECT_EQ(cloud->partition_fetches, 0);
+  hint("p2");
+  hint("p2");  // twice within the window: downloaded
+  EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p2"}));
+  hint("p1");  // p1's first hint has left the window of 3
+  EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p2"}));
+  EXPECT_EQ(cloud->partition_fetches, 1);
+  cfg.admit_after_hints = 4;
+  EXPECT_EQ(Engine::Create(cfg, cloud).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(Engine, MaxLocalAttemptsTriesOtherSlots) {
   auto cloud = std::make_shared<ScriptedCloud>();
   EngineConfig cfg;

@@ -29,6 +29,11 @@ def cache_dir() -> Path:
     return Path(base) / "knowcache"
 
 
+def model_input(task: str, x: np.ndarray) -> np.ndarray:
+    """Stored samples to the programs' float32 input: waveform in [-1, 1], pixels in [0, 1]."""
+    return x.astype(np.float32) / (32768.0 if task == "kws" else 255.0)
+
+
 @dataclass
 class Split:
     x: np.ndarray

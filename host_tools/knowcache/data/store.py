@@ -59,6 +59,32 @@ def shrink(ds: Dataset, sizes: tuple[int, int, int], seed: int) -> Dataset:
     return Dataset(ds.task, ds.labels, *parts, source=ds.source + " (subset)", meta=ds.meta)
 
 
+QUICK_SPEECH_TEST = 25
+
+
+def test_split(task: str, *, seed: int = 0, quick: bool = False, speech_commands: Optional[Path] = None,
+               fashion_mnist: Optional[Path] = None, cifar10: Optional[Path] = None,
+               progress: Progress = None) -> Dataset:
+    """A data set whose test split benchmarks run on (train and val may be empty).
+
+    kws: the test split of the default synthesized set when it is cached, else
+    only test clips are synthesized (same held-out voice variants; 100 per
+    class, 25 with ``quick``). vision: Fashion-MNIST's test split (or CIFAR-10's).
+    """
+    if task == "vision":
+        return images(seed=seed, fashion_mnist=fashion_mnist, cifar10=cifar10)
+    if task != "kws":
+        raise ValueError(f"unknown task {task!r}; choose kws or vision")
+    if speech_commands is not None:
+        return speech(seed=seed, quick=quick, speech_commands=speech_commands)
+    from knowcache.data import speech as synth
+    default = synth.SynthConfig(seed=seed)
+    if (cache_dir() / "speech" / f"{default.key()}.npz").is_file():
+        return speech(seed=seed)
+    n = QUICK_SPEECH_TEST if quick else default.per_word[2]
+    return speech(seed=seed, per_word=(0, 0, n), progress=progress)
+
+
 def for_task(task: str, **kwargs) -> Dataset:
     if task == "kws":
         return speech(**{k: v for k, v in kwargs.items() if k in

@@ -13,7 +13,7 @@ void PybindEngine(py::module_* m) {
   py::class_<EngineConfig>(*m, "EngineConfig")
       .def(py::init([](std::string task, const SlotCacheConfig& cache,
                        const CloudClientConfig& cloud, bool fetch_hints, int max_local_attempts,
-                       float threshold_override) {
+                       float threshold_override, int admit_after_hints, int hint_window) {
              EngineConfig c;
              c.task = std::move(task);
              c.cache = cache;
@@ -21,17 +21,22 @@ void PybindEngine(py::module_* m) {
              c.fetch_hints = fetch_hints;
              c.max_local_attempts = max_local_attempts;
              c.threshold_override = threshold_override;
+             c.admit_after_hints = admit_after_hints;
+             c.hint_window = hint_window;
              return c;
            }),
            py::arg("task"), py::arg("cache") = SlotCacheConfig{},
            py::arg("cloud") = CloudClientConfig{}, py::arg("fetch_hints") = true,
-           py::arg("max_local_attempts") = 1, py::arg("threshold_override") = -1.0f)
+           py::arg("max_local_attempts") = 1, py::arg("threshold_override") = -1.0f,
+           py::arg("admit_after_hints") = 1, py::arg("hint_window") = 8)
       .def_readwrite("task", &EngineConfig::task)
       .def_readwrite("cache", &EngineConfig::cache)
       .def_readwrite("cloud", &EngineConfig::cloud)
       .def_readwrite("fetch_hints", &EngineConfig::fetch_hints)
       .def_readwrite("max_local_attempts", &EngineConfig::max_local_attempts)
       .def_readwrite("threshold_override", &EngineConfig::threshold_override)
+      .def_readwrite("admit_after_hints", &EngineConfig::admit_after_hints)
+      .def_readwrite("hint_window", &EngineConfig::hint_window)
       .def("__repr__", &EngineConfig::ToString);
 
   py::class_<InferenceResult>(*m, "InferenceResult")

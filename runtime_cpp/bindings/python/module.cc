@@ -12,6 +12,7 @@ void PybindPartition(py::module_* m);
 void PybindSlotCache(py::module_* m);
 void PybindCloudClient(py::module_* m);
 void PybindEngine(py::module_* m);
+void PybindThreads(py::module_* m);
 }  // namespace knowcache::python
 
 PYBIND11_MODULE(_runtime, m) {
@@ -24,4 +25,5 @@ PYBIND11_MODULE(_runtime, m) {
   PybindSlotCache(&m);
   PybindCloudClient(&m);
   PybindEngine(&m);
+  PybindThreads(&m);
 }

@@ -37,6 +37,12 @@ struct EngineConfig {
   CloudClientConfig cloud;     // base_url empty: device-only
   /// Fetch partitions the cloud hints at, in the background.
   bool fetch_hints = true;
+  /// Admission: download a hinted partition once the cloud has hinted it this
+  /// many times within its last `hint_window` hints. 1 downloads at the first
+  /// hint (CacheNet's policy); 2 or more keeps streams with weak locality from
+  /// thrashing the slots (each download evicts a partition and uses the link).
+  int admit_after_hints = 1;
+  int hint_window = 8;
   /// How many cached partitions to try (most recent first) before asking the
   /// cloud. 1 is CacheNet's policy: run the active partition only.
   int max_local_attempts = 1;

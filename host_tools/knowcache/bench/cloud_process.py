@@ -1,0 +1,79 @@
+"""`knowcache serve` in its own process, for benchmarks and tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until_ready(url: str, timeout_s: float, check=lambda: None) -> None:
+    """Polls GET /readyz until 200; ``check`` may raise to give up early."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        check()
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become ready in {timeout_s:g} s")
+
+
+class CloudProcess:
+    """A running `knowcache serve`; ``stop()`` ends it (also mid-benchmark)."""
+
+    def __init__(self, models: Path, args: list[str] = (), ready_timeout_s: float = 120):
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "knowcache.cli", "serve", "--models", str(models), "--port",
+               str(self.port), "--log-level", "warning", *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, env={**os.environ, "KNOWCACHE_LOG": "error"})
+        self.url = f"http://127.0.0.1:{self.port}"
+        try:
+            wait_until_ready(self.url, ready_timeout_s, self._check_alive)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"knowcache serve exited: {self.proc.stderr.read()[-2000:]}")
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextmanager
+def cloud(models: Path, args: list[str] = ()) -> Iterator[CloudProcess]:
+    process = CloudProcess(models, list(args))
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -1,0 +1,221 @@
+"""`knowcache bench`: the five systems on one query stream, through the C++
+runtime on the device side and `knowcache serve` behind an emulated link.
+
+Every system sees the identical queries in the same order. Each system that
+uses the cloud gets a fresh `knowcache serve` process (no batching: one
+device sends one query at a time) behind its own link relay, so no system
+inherits another's warm caches or connections. The device side runs in this
+process with ExecuTorch pinned to ``device_threads`` threads.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from knowcache.bench import link as linklib
+from knowcache.bench import sweep
+from knowcache.bench.cloud_process import CloudProcess
+from knowcache.bench.streams import QueryStream
+from knowcache.bench.systems import SYSTEMS, USES_CLOUD, SystemOptions, make_engine, skip_reason
+from knowcache.runtime import (CloudTimeoutError, CloudUnavailableError, Manifest,
+                               set_compute_threads)
+
+LINK_EMULATION = ("user-space TCP relay on loopback (knowcache.bench.link): per direction one "
+                  "shared serializer at the link bandwidth, then RTT/2 propagation delay with "
+                  "uniform jitter; kernel netem is not used")
+Progress = Optional[Callable[[str, int, int], None]]
+
+
+@dataclass
+class BenchConfig:
+    models: Path                       # folder of <task>/manifest.json (what `serve` loads)
+    task: str
+    link: linklib.LinkProfile
+    systems: tuple[str, ...] = SYSTEMS
+    options: SystemOptions = field(default_factory=SystemOptions)
+    device_threads: int = 1
+    cloud_stop_at: Optional[int] = None   # stop each system's cloud before this query
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.systems if s not in SYSTEMS]
+        if unknown:
+            raise ValueError(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
+        if not self.systems:
+            raise ValueError("choose at least one system")
+        if self.device_threads < 1:
+            raise ValueError("device_threads must be >= 1")
+
+
+@dataclass
+class SystemRun:
+    """What one system answered, per query."""
+    name: str
+    pred: np.ndarray           # task class index, -1 for none / other
+    source: list[str]          # local | cloud | degraded | failed
+    latency_ms: np.ndarray
+    uplink_bytes: np.ndarray
+    entropy: np.ndarray
+    seen: np.ndarray           # the test-sample index each query carried
+    downloads: int = 0
+    download_bytes: int = 0
+    model_bytes: int = 0       # peak resident bytes of the device's programs
+    cache: dict = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def run_system(name: str, manifest: Manifest, stream: QueryStream, x: np.ndarray,
+               config: BenchConfig, progress: Progress = None) -> SystemRun:
+    """Runs one system over the stream; the cloud and link are started here if it needs them."""
+    n = len(stream)
+    run = SystemRun(name, np.full(n, -1), [""] * n, np.zeros(n), np.zeros(n, np.int64),
+                    np.ones(n, np.float32), stream.sample.copy())
+    with ExitStack() as stack:
+        cloud, url = None, None
+        if name in USES_CLOUD:
+            cloud = CloudProcess(config.models, ["--no-batching"])
+            stack.callback(cloud.stop)
+            url = stack.enter_context(linklib.relay_process(config.link, cloud.url, config.seed))
+        engine = make_engine(name, manifest, url, config.options)
+        for i in range(n):
+            if cloud is not None and config.cloud_stop_at is not None and i == config.cloud_stop_at:
+                cloud.stop()
+            t0 = time.perf_counter()
+            try:
+                r = engine.infer(x[i][None])
+            except (CloudUnavailableError, CloudTimeoutError) as e:
+                run.latency_ms[i] = (time.perf_counter() - t0) * 1e3
+                run.source[i] = "failed"
+                if len(run.errors) < 5:
+                    run.errors.append(str(e))
+            else:
+                run.latency_ms[i] = (time.perf_counter() - t0) * 1e3
+                run.pred[i] = r.index
+                run.source[i] = r.source
+                run.uplink_bytes[i] = r.uplink_bytes
+                run.entropy[i] = r.entropy
+                if r.degraded_reason and len(run.errors) < 5:
+                    run.errors.append(r.degraded_reason)
+            run.model_bytes = max(run.model_bytes, engine.stats().cache.resident_bytes)
+            if progress:
+                progress(name, i + 1, n)
+        engine.wait_for_fetches(10)
+        stats = engine.stats()
+        run.downloads, run.download_bytes = stats.fetches, stats.fetched_bytes
+        run.model_bytes = max(run.model_bytes, stats.cache.resident_bytes)
+        run.cache = {"hits": stats.cache.hits, "misses": stats.cache.misses,
+                     "evictions": stats.cache.evictions, "fetch_failures": stats.fetch_failures}
+    return run
+
+
+def summarize(run: SystemRun, y: np.ndarray, reference: Optional[np.ndarray]) -> dict:
+    lat = run.latency_ms
+    src = np.array(run.source)
+    n = len(y)
+    return {
+        "queries": n,
+        "accuracy": float(np.mean(run.pred == y)),
+        "fidelity": float(np.mean(run.pred == reference)) if reference is not None else None,
+        "local_rate": float(np.mean(src == "local")),
+        "latency_ms": {"mean": float(lat.mean()), "p50": float(np.percentile(lat, 50)),
+                       "p95": float(np.percentile(lat, 95)), "p99": float(np.percentile(lat, 99))},
+        "uplink_bytes_per_query": float(run.uplink_bytes.sum() / n),
+        "downloads": int(run.downloads),
+        "download_bytes": int(run.download_bytes),
+        "model_bytes": int(run.model_bytes),
+        "answers": {s: int(np.sum(src == s)) for s in ("local", "cloud", "degraded", "failed")},
+        "cache": run.cache,
+        "errors": run.errors,
+    }
+
+
+def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
+              progress: Progress = None, log=print) -> dict:
+    """Runs every system over ``stream`` (x_test: the test split as model input)."""
+    manifest = Manifest.load(str(Path(config.models) / config.task / "manifest.json"))
+    if tuple(manifest.labels) != tuple(stream.labels):
+        raise ValueError(f"the models in {manifest.directory} were trained on labels "
+                         f"{list(manifest.labels)[:5]}..., the test data has "
+                         f"{list(stream.labels)[:5]}...; bench the data the models were built on")
+    set_compute_threads(config.device_threads)
+    x = x_test[stream.sample]
+    y = stream.label
+    runs: dict[str, SystemRun] = {}
+    skipped: dict[str, str] = {}
+    for name in config.systems:
+        reason = skip_reason(name, manifest, config.options)
+        if reason:
+            skipped[name] = reason
+            log(f"{name}: skipped ({reason})")
+            continue
+        runs[name] = run_system(name, manifest, stream, x, config, progress)
+    if "device_full" in runs:
+        reference = runs["device_full"].pred
+    else:
+        reference = sweep.predictions(manifest, "full", x)
+    systems = {name: summarize(run, y, reference) for name, run in runs.items()}
+    return {
+        "task": config.task,
+        "models": str(manifest.directory),
+        "stream": stream.describe(),
+        "link": {"profile": config.link.name, "rtt_ms": config.link.rtt_ms,
+                 "bandwidth_mbps": config.link.bandwidth_mbps,
+                 "jitter_ms": config.link.jitter_ms, "emulation": LINK_EMULATION},
+        "device": {"threads": config.device_threads, "machine": platform.machine(),
+                   "cachenet": asdict(config.options),
+                   "cloud_stop_at": config.cloud_stop_at},
+        "systems": systems,
+        "skipped": skipped,
+        "sweep": sweep.gate_sweeps(manifest, x, y, reference),
+        "targets": targets(systems),
+        "bounds": bounds(manifest, stream, systems),
+        "identical_queries": all(np.array_equal(r.seen, stream.sample) for r in runs.values()),
+        "traces": {name: {"latency_ms": np.round(run.latency_ms, 3).tolist(), "source": run.source,
+                          **({"partition": partition_of(manifest, y).tolist()}
+                             if name == "cachenet" else {})}
+                   for name, run in runs.items()},
+    }
+
+
+def partition_of(manifest: Manifest, y: np.ndarray) -> np.ndarray:
+    """Which CacheNet partition holds each query's class (-1: none)."""
+    parts = [p for p in manifest.partitions if p.role == "partition"]
+    owner = {manifest.labels.index(l): i for i, p in enumerate(parts) for l in p.labels
+             if l in manifest.labels}
+    return np.array([owner.get(int(c), -1) for c in y])
+
+
+def bounds(manifest: Manifest, stream: QueryStream, systems: dict) -> dict:
+    """What the stream allows two_stage at best: it can only answer its cached classes."""
+    cached = next((p for p in manifest.partitions if p.role == "cached"), None)
+    if cached is None or "cloud_only" not in systems:
+        return {}
+    mass = stream.class_mass([l for l in cached.labels if l in manifest.labels])
+    return {"cached_class_mass": mass, "two_stage_latency_floor_ratio": 1.0 - mass}
+
+
+def targets(systems: dict) -> dict:
+    """The issue's targets: latency <= 1/4 of cloud_only, accuracy within 1 point of
+    cloud_only and at least 5 points above device_only."""
+    out = {}
+    cloud, device = systems.get("cloud_only"), systems.get("device_only")
+    for name in ("two_stage", "cachenet", "generic_gate"):
+        s = systems.get(name)
+        if s is None or cloud is None:
+            continue
+        row = {"latency_ratio": s["latency_ms"]["mean"] / cloud["latency_ms"]["mean"],
+               "accuracy_gap_to_cloud": s["accuracy"] - cloud["accuracy"]}
+        row["latency_met"] = row["latency_ratio"] <= 0.25
+        row["accuracy_met"] = row["accuracy_gap_to_cloud"] >= -0.01
+        if device is not None:
+            row["accuracy_over_device"] = s["accuracy"] - device["accuracy"]
+            row["device_margin_met"] = row["accuracy_over_device"] >= 0.05
+        out[name] = row
+    return out

@@ -1,0 +1,165 @@
+"""Showing a `knowcache bench` report: rich tables, the JSON file, matplotlib plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from knowcache.atomic import replace_atomically
+
+COLORS = {"cloud_only": "#4c72b0", "device_only": "#dd8452", "two_stage": "#55a868",
+          "cachenet": "#c44e52", "device_full": "#8172b3", "generic_gate": "#937860"}
+
+
+def systems_table(report: dict) -> Table:
+    link = report["link"]
+    stream = report["stream"]
+    t = Table(title=f"{report['task']}: {stream['queries']} queries (Zipf {stream['zipf']:g}, "
+                    f"repeat {stream['repeat']:g}), link {link['profile']} "
+                    f"(RTT {link['rtt_ms']:g} ms, {link['bandwidth_mbps']:g} Mbit/s); "
+                    "latency in ms, accuracy/fidelity/local in %", padding=(0, 1))
+    t.add_column("system", no_wrap=True, min_width=12)
+    for col in ("acc", "fid", "local", "mean", "p50", "p95", "p99", "up B/q", "dl KiB",
+                "mem KiB"):
+        t.add_column(col, justify="right")
+    for name, s in report["systems"].items():
+        lat = s["latency_ms"]
+        answers = s["answers"]
+        note = " [yellow]*[/yellow]" if answers["degraded"] or answers["failed"] else ""
+        t.add_row(name + note, f"{s['accuracy'] * 100:.1f}",
+                  "-" if s["fidelity"] is None else f"{s['fidelity'] * 100:.1f}",
+                  f"{s['local_rate'] * 100:.1f}", f"{lat['mean']:.1f}", f"{lat['p50']:.1f}",
+                  f"{lat['p95']:.1f}", f"{lat['p99']:.1f}", f"{s['uplink_bytes_per_query']:.0f}",
+                  f"{s['download_bytes'] / 1024:.0f} ({s['downloads']})" if s["downloads"]
+                  else "0", f"{s['model_bytes'] / 1024:.0f}")
+    for name, why in report.get("skipped", {}).items():
+        t.add_row(f"{name} [dim](skipped: {why})[/dim]", *["-"] * 10)
+    t.caption = ("fid: agreement with the full model; dl: partition downloads (count); "
+                 "mem: peak resident bytes of the device's programs")
+    return t
+
+
+def targets_table(report: dict) -> Table:
+    t = Table(title="targets (vs cloud_only and device_only, same stream)")
+    t.add_column("system", no_wrap=True, min_width=12)
+    for col in ("latency/cloud <= 0.25", "acc - cloud >= -1 pt", "acc - device >= +5 pt"):
+        t.add_column(col, justify="right")
+
+    def mark(ok) -> str:
+        return "" if ok is None else (" [green]met[/green]" if ok else " [red]missed[/red]")
+    for name, row in report["targets"].items():
+        over = row.get("accuracy_over_device")
+        t.add_row(name, f"{row['latency_ratio']:.2f}{mark(row['latency_met'])}",
+                  f"{row['accuracy_gap_to_cloud'] * 100:+.1f} pt{mark(row['accuracy_met'])}",
+                  "-" if over is None else f"{over * 100:+.1f} pt"
+                  f"{mark(row.get('device_margin_met'))}")
+    return t
+
+
+def print_report(report: dict, console: Console) -> None:
+    console.print(systems_table(report))
+    for name, s in report["systems"].items():
+        a = s["answers"]
+        if a["degraded"] or a["failed"]:
+            why = f" ({s['errors'][0]})" if s["errors"] else ""
+            console.print(f"[yellow]* {name}: {a['degraded']} queries degraded (answered on the "
+                          f"device without the cloud), {a['failed']} failed (no answer){why}"
+                          "[/yellow]")
+    if report["targets"]:
+        console.print(targets_table(report))
+    bound = report.get("bounds", {})
+    if bound:
+        console.print(f"[dim]cached classes carry {bound['cached_class_mass']:.1%} of this stream's "
+                      f"queries: two_stage cannot answer more locally, so its mean latency is at "
+                      f"least ~{bound['two_stage_latency_floor_ratio']:.2f} x cloud_only.[/dim]")
+    console.print(f"[dim]link: {report['link']['emulation']}[/dim]")
+
+
+def write_json(report: dict, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=1)
+    return replace_atomically(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def plot(report: dict, folder: Path) -> list[Path]:
+    """Latency CDF, gate-threshold sweep and cachenet warm-up; returns the PNG paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    task, profile = report["task"], report["link"]["profile"]
+    out = []
+
+    def save(fig, name: str) -> None:
+        path = folder / f"{task}-{profile}-{name}.png"
+        fig.tight_layout()
+        replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+        plt.close(fig)
+        out.append(path)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, trace in report["traces"].items():
+        lat = np.sort(np.asarray(trace["latency_ms"]))
+        ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat), label=name,
+                color=COLORS.get(name), drawstyle="steps-post")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per query (ms, log scale)")
+    ax.set_ylabel("fraction of queries")
+    ax.set_title(f"{task} on {profile}: latency CDF")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save(fig, "latency-cdf")
+
+    if report["sweep"]:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        names = {"cached": "specialized cache (two_stage)", "generic": "generic student + gate"}
+        for role, curve in report["sweep"].items():
+            line, = ax.plot(np.asarray(curve["local_rate"]) * 100,
+                            np.asarray(curve["accuracy"]) * 100, marker=".",
+                            label=names.get(role, role))
+            cal = curve["calibrated"]
+            ax.scatter([cal["local_rate"] * 100], [cal["accuracy"] * 100], s=80,
+                       color=line.get_color(), edgecolor="black", zorder=3,
+                       label=f"calibrated threshold {cal['threshold']:.2f}")
+        for name in ("cloud_only", "device_only"):
+            s = report["systems"].get(name)
+            if s:
+                ax.axhline(s["accuracy"] * 100, ls="--", color=COLORS[name], label=name)
+        ax.set_xlabel("answered on the device (%)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{task}: accuracy vs local rate as the gate threshold sweeps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        save(fig, "gate-sweep")
+
+    if "cachenet" in report["traces"]:
+        local = np.asarray(report["traces"]["cachenet"]["source"]) == "local"
+        window = max(5, len(local) // 25)
+        rolling = np.convolve(local, np.ones(window) / window, mode="valid") * 100
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        ax.plot(np.arange(window, len(local) + 1), rolling, color=COLORS["cachenet"],
+                label=f"cachenet (rolling {window})")
+        if "two_stage" in report["traces"]:
+            ts = np.asarray(report["traces"]["two_stage"]["source"]) == "local"
+            ax.plot(np.arange(window, len(ts) + 1),
+                    np.convolve(ts, np.ones(window) / window, mode="valid") * 100,
+                    color=COLORS["two_stage"], alpha=0.6, label="two_stage")
+        changes = np.flatnonzero(np.diff(report["traces"]["cachenet"]["partition"]) != 0) + 1
+        for c in changes:
+            ax.axvline(c, color="grey", alpha=0.12, lw=0.8)
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel("query (grey lines: the query's partition changes)")
+        ax.set_ylabel("answered locally (%)")
+        ax.set_title(f"{task}: cachenet cache warm-up (cold start, "
+                     f"{report['device']['cachenet']['slots']} slots)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        save(fig, "cachenet-warmup")
+    return out

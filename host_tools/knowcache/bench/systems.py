@@ -1,0 +1,85 @@
+"""The five systems `knowcache bench` compares, each an Engine configuration.
+
+- cloud_only:  no model on the device; every query goes to the full model over the link.
+- device_only: the generic compressed student (all classes, the cache's byte budget)
+               answers everything on the device.
+- two_stage:   knowledge caching: the specialized cached student with its calibrated
+               entropy gate; the cloud answers what the gate rejects.
+- cachenet:    K partitions, S LRU slots (empty at the start), entropy gate; the cloud
+               answers the rest and hints the partition to download in the background.
+- device_full: the full model on the device (when the device budget allows it).
+- generic_gate: two_stage with the generic student in place of the specialized one
+               (same bytes, its own calibrated gate): the ablation that asks what
+               specializing to the popular classes buys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from knowcache.runtime import Engine, Manifest
+
+SYSTEMS = ("cloud_only", "device_only", "two_stage", "cachenet", "device_full", "generic_gate")
+USES_CLOUD = {"cloud_only", "two_stage", "cachenet", "generic_gate"}
+
+
+@dataclass(frozen=True)
+class SystemOptions:
+    slots: int = 2                  # cachenet's LRU slots
+    local_attempts: int = 2         # cachenet: cached partitions tried before the cloud (1: the paper's policy)
+    admit_after_hints: int = 1      # cachenet: hints within the last 8 before a download (1: the paper's)
+    device_budget_bytes: Optional[int] = None   # None: no limit (device_full always runs)
+    read_timeout_ms: int = 5000
+
+
+def role_ids(manifest: Manifest, role: str) -> list[str]:
+    return [p.id for p in manifest.partitions if p.role == role]
+
+
+def _one(manifest: Manifest, role: str) -> str:
+    ids = role_ids(manifest, role)
+    if not ids:
+        raise ValueError(f"{manifest.directory}/manifest.json has no '{role}' program; "
+                         "rebuild the models with `knowcache build-models`")
+    return ids[0]
+
+
+def skip_reason(name: str, manifest: Manifest, options: SystemOptions) -> Optional[str]:
+    """Why a system cannot run on this device, or None."""
+    if name == "device_full" and options.device_budget_bytes is not None:
+        full = manifest.find(_one(manifest, "full"))
+        if full.bytes > options.device_budget_bytes:
+            return (f"the full model ({full.bytes / 2**20:.1f} MiB) exceeds the device budget "
+                    f"({options.device_budget_bytes / 2**20:.1f} MiB)")
+    if name == "cachenet" and not role_ids(manifest, "partition"):
+        return "the models have no CacheNet partitions"
+    return None
+
+
+def make_engine(name: str, manifest: Manifest, cloud_url: Optional[str],
+                options: SystemOptions) -> Engine:
+    """A fresh engine for one system (cold: nothing downloaded yet)."""
+    models = manifest.directory
+    cloud = {"cloud_url": cloud_url, "read_timeout_ms": options.read_timeout_ms}
+    if name == "cloud_only":
+        return Engine(manifest.task, manifest=manifest, fetch_hints=False, **cloud)
+    if name == "device_only":
+        return Engine.from_models_dir(models, install=[_one(manifest, "generic")], threshold=1.0)
+    if name == "device_full":
+        return Engine.from_models_dir(models, install=[_one(manifest, "full")], threshold=1.0)
+    if name == "two_stage":
+        return Engine.from_models_dir(models, install=[_one(manifest, "cached")],
+                                      fetch_hints=False, **cloud)
+    if name == "generic_gate":
+        return Engine.from_models_dir(models, install=[_one(manifest, "generic")],
+                                      fetch_hints=False, **cloud)
+    if name == "cachenet":
+        largest = max(p.bytes for p in manifest.partitions if p.role == "partition")
+        return Engine(manifest.task, manifest=manifest, slots=options.slots,
+                      # slots are the binding limit; the byte budget leaves room for
+                      # each program's planned activation memory
+                      budget_bytes=options.slots * largest * 4, fetch_hints=True,
+                      max_local_attempts=options.local_attempts,
+                      admit_after_hints=options.admit_after_hints, **cloud)
+    raise ValueError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")

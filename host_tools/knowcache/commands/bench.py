@@ -1,0 +1,152 @@
+"""`knowcache bench` (the five systems on a query stream) and `knowcache demo` (a short run of both tasks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from knowcache.commands._progress import progress_bar
+
+SYSTEM_NAMES = ("cloud_only", "device_only", "two_stage", "cachenet", "device_full",
+                "generic_gate")   # knowcache.bench.systems.SYSTEMS (kept import-free here)
+
+
+def _systems(_ctx, _param, value: str | None) -> tuple[str, ...]:
+    if not value:
+        return SYSTEM_NAMES
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [n for n in names if n not in SYSTEM_NAMES]
+    if bad or not names:
+        raise click.BadParameter(f"unknown systems {bad}; choose from {', '.join(SYSTEM_NAMES)}")
+    return names
+
+
+def _console():
+    """Rich console; 120 columns when writing to a file or pipe (tables stay readable in logs)."""
+    import sys
+
+    from rich.console import Console
+    return Console(width=None if sys.stdout.isatty() else 120)
+
+
+def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None, zipf=1.0,
+            repeat=None, seed=0, systems=SYSTEM_NAMES, slots=2, local_attempts=2,
+            admit_after_hints=1, device_budget_mb=None, device_threads=1, rtt_ms=None, bandwidth_mbps=None,
+            jitter_ms=None, cloud_stop_at=None, json_path=None, plots=None, console=None,
+            data_paths=None) -> dict:
+    """Runs the benchmark for one task and shows it; returns the report."""
+    from knowcache.bench import harness, link, report, workload
+    from knowcache.bench.systems import SystemOptions
+
+    console = console or _console()
+    task_dir = models / task
+    if not (task_dir / "manifest.json").is_file():
+        raise click.ClickException(
+            f"no {task} models in {task_dir} (manifest.json missing); pass --models with a "
+            f"folder holding {task}/manifest.json, or build them with `knowcache build-models "
+            f"--task {task}`")
+    try:
+        link_profile = link.profile(profile, rtt_ms, bandwidth_mbps, jitter_ms)
+        options = SystemOptions(
+            slots=slots, local_attempts=local_attempts, admit_after_hints=admit_after_hints,
+            device_budget_bytes=None if device_budget_mb is None else int(device_budget_mb * 2**20))
+        config = harness.BenchConfig(models=models, task=task, link=link_profile,
+                                     systems=tuple(systems), options=options,
+                                     device_threads=device_threads, cloud_stop_at=cloud_stop_at,
+                                     seed=seed)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    console.print(f"[bold]{task}[/bold]: loading the test split and building the stream...")
+    with progress_bar() as update:
+        try:
+            stream, x, source = workload.load(task, quick=quick, queries=queries, zipf=zipf,
+                                              repeat=repeat, seed=seed, progress=update,
+                                              **(data_paths or {}))
+        except (ValueError, FileNotFoundError, RuntimeError) as e:
+            raise click.ClickException(str(e)) from e
+    console.print(f"[dim]{len(stream)} queries from the test split of {source}; systems: "
+                  f"{', '.join(systems)}; link {link_profile.name} via a user-space relay[/dim]")
+    with progress_bar() as update:
+        try:
+            result = harness.run_bench(config, stream, x, progress=update,
+                                       log=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+        except ValueError as e:
+            raise click.ClickException(str(e)) from e
+    result["data_source"] = source
+    report.print_report(result, console)
+    if json_path:
+        console.print(f"JSON: {report.write_json(result, Path(json_path))}")
+    if plots:
+        for path in report.plot(result, Path(plots)):
+            console.print(f"plot: {path}")
+    return result
+
+
+@click.command()
+@click.option("--task", type=click.Choice(["kws", "vision"]), required=True)
+@click.option("--profile", type=click.Choice(["wifi", "lte"]), default="wifi", show_default=True,
+              help="Emulated access link between device and cloud.")
+@click.option("--quick", is_flag=True, help="A short stream (300 queries; kws: 25 clips per class).")
+@click.option("--models", type=click.Path(file_okay=False, path_type=Path), default=Path("models"),
+              show_default=True, help="Folder of <task>/manifest.json (the cloud serves it too).")
+@click.option("--queries", type=click.IntRange(min=1), default=None,
+              help="Stream length (default 1000, 300 with --quick).")
+@click.option("--zipf", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Zipf exponent of class popularity (0: uniform).")
+@click.option("--repeat", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Probability a query repeats the last class (default: vision 0.8, kws 0.5).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--systems", callback=_systems, default=None,
+              help=f"Comma-separated subset of {','.join(SYSTEM_NAMES)}.")
+@click.option("--slots", type=click.IntRange(min=1), default=2, show_default=True,
+              help="cachenet: LRU slots on the device.")
+@click.option("--local-attempts", type=click.IntRange(min=1), default=2, show_default=True,
+              help="cachenet: cached partitions tried before asking the cloud (1: CacheNet's "
+                   "active-partition-only policy).")
+@click.option("--admit-after-hints", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="cachenet: download a hinted partition once hinted this many times in the "
+                   "cloud's last 8 hints (1: at the first hint, as in CacheNet).")
+@click.option("--device-budget-mb", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="device_full runs only if the full model fits (default: no limit).")
+@click.option("--device-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="ExecuTorch threads on the device side.")
+@click.option("--rtt-ms", type=click.FloatRange(min=0), default=None, help="Override the profile's RTT.")
+@click.option("--bandwidth-mbps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Override the profile's bandwidth.")
+@click.option("--jitter-ms", type=click.FloatRange(min=0), default=None,
+              help="Override the profile's jitter.")
+@click.option("--cloud-stop-at", type=click.IntRange(min=0), default=None,
+              help="Stop each system's cloud before this query (resilience check).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report as JSON here.")
+@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Save the plots (PNG) in this folder.")
+@click.option("--speech-commands", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="kws: stream from a real Speech Commands v2 folder.")
+@click.option("--fashion-mnist", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="vision: folder of Fashion-MNIST idx files (default: Debian's).")
+@click.option("--cifar10", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="vision: stream from a CIFAR-10 python-pickle folder.")
+def bench(task, speech_commands, fashion_mnist, cifar10, **options) -> None:
+    """Compare cloud_only, device_only, two_stage, cachenet and device_full on one stream."""
+    run_one(task, data_paths={"speech_commands": speech_commands, "fashion_mnist": fashion_mnist,
+                              "cifar10": cifar10}, **options)
+
+
+@click.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"),
+              show_default=True, help="Folder for the reports and plots.")
+@click.option("--models", type=click.Path(file_okay=False, path_type=Path), default=Path("models"),
+              show_default=True, help="Folder of shipped <task>/manifest.json.")
+@click.option("--profile", type=click.Choice(["wifi", "lte"]), default="wifi", show_default=True)
+@click.option("--queries", type=click.IntRange(min=1), default=None,
+              help="Stream length per task (default 300).")
+def demo(out: Path, models: Path, profile: str, queries) -> None:
+    """A short `knowcache bench` of both tasks on the shipped models."""
+    console = _console()
+    for task in ("kws", "vision"):
+        run_one(task, models=models, profile=profile, quick=True, queries=queries,
+                json_path=out / f"{task}-{profile}.json", plots=out, console=console)
+    console.print(f"[bold]Reports and plots are in {out.resolve()}[/bold] "
+                  f"(`knowcache bench --task kws|vision` runs the full-length version).")

@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev              # C++ unit tests
   espeak-ng                 # speech synthesis for the kws dataset
   dataset-fashion-mnist     # Fashion-MNIST idx files for the vision task
+  libportaudio2             # PortAudio for sounddevice (`knowcache listen`)
 )
 
 missing=()

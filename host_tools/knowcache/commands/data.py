@@ -22,14 +22,27 @@ def data() -> None:
 @click.option("--speech-commands", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Import a real Speech Commands v2 folder instead.")
 @click.option("--refresh", is_flag=True, help="Regenerate even if cached.")
-def speech(seed: int, quick: bool, per_word, speech_commands: Path | None, refresh: bool) -> None:
+@click.option("--add", "add", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Fold recordings in DIR/<word>/*.wav (e.g. from `knowcache "
+                                 "listen --record`, sorted by word) into the training split.")
+def speech(seed: int, quick: bool, per_word, speech_commands: Path | None, refresh: bool,
+           add: Path | None) -> None:
     """Keywords: the 35 Speech Commands words spoken by espeak-ng voices, split by voice."""
     from knowcache.data import store
+    per_word = tuple(per_word) if per_word else None
     try:
         with progress_bar() as update:
-            ds = store.speech(seed=seed, quick=quick,
-                              per_word=tuple(per_word) if per_word else None,
-                              speech_commands=speech_commands, progress=update, refresh=refresh)
+            if add is not None:
+                if speech_commands is not None:
+                    raise ValueError("--add folds recordings into the synthesized set; "
+                                     "drop --speech-commands")
+                ds, added = store.add_recordings(add, seed=seed, quick=quick, per_word=per_word,
+                                                 progress=update)
+                click.echo(f"added {added} new recordings from {add}")
+            else:
+                ds = store.speech(seed=seed, quick=quick, per_word=per_word,
+                                  speech_commands=speech_commands, progress=update,
+                                  refresh=refresh)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(ds.summary())

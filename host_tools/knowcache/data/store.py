@@ -18,19 +18,39 @@ QUICK_IMAGES = (3000, 600, 1000)
 def speech(*, seed: int = 0, quick: bool = False, per_word: Optional[tuple[int, int, int]] = None,
            speech_commands: Optional[Path] = None, progress: Progress = None,
            refresh: bool = False) -> Dataset:
-    """Synthesized keywords (cached by configuration), or the real Speech Commands v2."""
+    """Synthesized keywords (cached by configuration, with any recordings added to
+    it by `add_recordings`), or the real Speech Commands v2."""
     if speech_commands is not None:
         from knowcache.data import speech_commands as sc
         return sc.load(speech_commands, limit_per_word=40 if quick else None, seed=seed)
     from knowcache.data import speech as synth
-    config = synth.SynthConfig(seed=seed, per_word=per_word or (QUICK_SPEECH if quick else
-                                                                 synth.SynthConfig.per_word))
-    path = cache_dir() / "speech" / f"{config.key()}.npz"
+    path = _speech_path(seed, quick, per_word)
     if path.is_file() and not refresh:
         return Dataset.load(path)
+    config = synth.SynthConfig(seed=seed, per_word=per_word or (QUICK_SPEECH if quick else
+                                                                 synth.SynthConfig.per_word))
     ds = synth.generate(config, progress=progress)
     ds.save(path)
     return ds
+
+
+def _speech_path(seed: int, quick: bool, per_word: Optional[tuple[int, int, int]]) -> Path:
+    from knowcache.data import speech as synth
+    config = synth.SynthConfig(seed=seed, per_word=per_word or (QUICK_SPEECH if quick else
+                                                                 synth.SynthConfig.per_word))
+    return cache_dir() / "speech" / f"{config.key()}.npz"
+
+
+def add_recordings(folder: Path, *, seed: int = 0, quick: bool = False,
+                   per_word: Optional[tuple[int, int, int]] = None, progress: Progress = None
+                   ) -> tuple[Dataset, int]:
+    """Folds ``folder/<word>/*.wav`` into the synthesized set's train split (saved back)."""
+    from knowcache.data import recordings
+    ds = speech(seed=seed, quick=quick, per_word=per_word, progress=progress)
+    ds, added = recordings.fold_into(ds, folder)
+    if added:
+        ds.save(_speech_path(seed, quick, per_word))
+    return ds, added
 
 
 def images(*, seed: int = 0, quick: bool = False, fashion_mnist: Optional[Path] = None,

@@ -1,0 +1,1 @@
+"""Live keyword spotting from the host microphone (`knowcache listen`)."""

@@ -9,7 +9,7 @@ BUILD := build/host
 CPP_SOURCES := $(shell find runtime_cpp cmake -type f) CMakeLists.txt
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup build-cpp test test-cpp test-py demo bench-overhead models clean
+.PHONY: setup build-cpp build-aarch64 test test-cpp test-py demo bench-overhead models clean
 
 ## setup: Debian packages, .venv, torch/executorch and the editable install
 setup: $(VENV)/.stamp-ext
@@ -39,14 +39,19 @@ build-cpp: setup
 	  -DKNOWCACHE_BUILD_TESTS=ON -DKNOWCACHE_BUILD_BENCH=ON > /dev/null
 	cmake --build $(BUILD) -j2
 
+## build-aarch64: knowcache-device cross-built for aarch64 Linux in build/aarch64
+build-aarch64: setup
+	bash scripts/build_aarch64.sh
+
 test-cpp: build-cpp
 	cd $(BUILD) && ctest --output-on-failure -j2
 
 test-py: setup
 	$(PY) -m pytest -q
 
-## test: the whole suite (C++ under ctest, then Python under pytest)
-test: test-cpp test-py
+## test: the whole suite (C++ under ctest, then Python under pytest, which runs
+## the aarch64 knowcache-device under qemu)
+test: test-cpp build-aarch64 test-py
 
 ## demo: a short `knowcache bench` of both tasks on the shipped models (tables, JSON, plots in out/demo)
 demo: setup

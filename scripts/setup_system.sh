@@ -12,6 +12,9 @@ PACKAGES=(
   espeak-ng                 # speech synthesis for the kws dataset
   dataset-fashion-mnist     # Fashion-MNIST idx files for the vision task
   libportaudio2             # PortAudio for sounddevice (`knowcache listen`)
+  # knowcache-device for aarch64 boards: cross compiler, arm64 libraries
+  # (Debian multiarch) and qemu-user to run it here (scripts/build_aarch64.sh)
+  g++-aarch64-linux-gnu qemu-user libssl-dev:arm64 libcpp-httplib-dev:arm64
 )
 
 missing=()
@@ -31,5 +34,8 @@ if [ "$(id -u)" -ne 0 ]; then
   fi
 fi
 echo "setup: installing Debian packages: ${missing[*]}"
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  $SUDO dpkg --add-architecture arm64
+fi
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,175 @@
+// knowcache-device: the knowcache runtime as a program for Linux boards.
+//
+//   knowcache-device run --models DIR [--cloud URL] [--token T] [--slots N]
+//                        [--budget BYTES] [--install ID]... [--threads N]
+//                        [--threshold T] INPUT...
+//
+// Classifies each INPUT (a 16 kHz mono WAV for keyword models, raw pixels for
+// image models) with the same Engine as the Python bindings and prints one
+// JSON line per input. Logs go to stderr; any error exits non-zero with a
+// message that says what to fix.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "inputs.h"
+#include "knowcache/engine.h"
+#include "knowcache/manifest.h"
+#include "knowcache/threads.h"
+
+namespace {
+
+using namespace knowcache;
+
+constexpr const char* kUsage =
+    "usage: knowcache-device run --models DIR [--cloud URL] [--token T] [--slots N]\n"
+    "                            [--budget BYTES] [--install ID]... [--threads N]\n"
+    "                            [--threshold T] INPUT...\n";
+
+struct RunOptions {
+  std::string models;
+  EngineConfig engine;
+  std::vector<std::string> install;
+  int threads = 1;
+  std::vector<std::string> inputs;
+};
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "knowcache-device: %s\n", message.c_str());
+  return 1;
+}
+
+StatusOr<int64_t> ParseInt(const std::string& flag, const char* text, int64_t lo, int64_t hi) {
+  char* end = nullptr;
+  const long long v = std::strtoll(text, &end, 10);
+  if (end == text || *end != '\0' || v < lo || v > hi) {
+    return InvalidArgument(flag + " needs an integer in [" + std::to_string(lo) + ", " +
+                           std::to_string(hi) + "], not '" + text + "'");
+  }
+  return static_cast<int64_t>(v);
+}
+
+StatusOr<RunOptions> ParseRun(int argc, char** argv) {
+  RunOptions o;
+  o.engine.fetch_hints = true;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--", 0) != 0) {
+      o.inputs.push_back(a);
+      continue;
+    }
+    if (i + 1 >= argc) return InvalidArgument(a + " needs a value");
+    const char* v = argv[++i];
+    if (a == "--models") {
+      o.models = v;
+    } else if (a == "--cloud") {
+      o.engine.cloud.base_url = v;
+    } else if (a == "--token") {
+      o.engine.cloud.token = v;
+    } else if (a == "--slots") {
+      KC_ASSIGN_OR_RETURN(int64_t n, ParseInt(a, v, 1, 64));
+      o.engine.cache.num_slots = static_cast<int>(n);
+    } else if (a == "--budget") {
+      KC_ASSIGN_OR_RETURN(o.engine.cache.byte_budget, ParseInt(a, v, 1, int64_t{1} << 40));
+    } else if (a == "--install") {
+      o.install.push_back(v);
+    } else if (a == "--threads") {
+      KC_ASSIGN_OR_RETURN(int64_t n, ParseInt(a, v, 1, 256));
+      o.threads = static_cast<int>(n);
+    } else if (a == "--threshold") {
+      char* end = nullptr;
+      const float t = std::strtof(v, &end);
+      if (end == v || *end != '\0' || t < 0.0f || t > 1.0f) {
+        return InvalidArgument("--threshold needs a number in [0, 1], not '" + std::string(v) + "'");
+      }
+      o.engine.threshold_override = t;
+    } else {
+      return InvalidArgument("unknown option " + a + "\n" + kUsage);
+    }
+  }
+  if (o.models.empty()) return InvalidArgument(std::string("--models is required\n") + kUsage);
+  if (o.inputs.empty()) return InvalidArgument(std::string("no INPUT files given\n") + kUsage);
+  return o;
+}
+
+nlohmann::json ToJson(const std::string& input, const InferenceResult& r) {
+  nlohmann::json j = {{"input", input},
+                      {"label", r.label},
+                      {"index", r.index},
+                      {"confidence", r.confidence},
+                      {"entropy", r.entropy},
+                      {"source", AnswerSourceName(r.source)},
+                      {"partition", r.partition_id},
+                      {"local_us", r.local_us},
+                      {"network_us", r.network_us},
+                      {"total_us", r.total_us}};
+  if (!r.partition_hint.empty()) j["hint"] = r.partition_hint;
+  if (!r.degraded_reason.empty()) j["degraded_reason"] = r.degraded_reason;
+  return j;
+}
+
+int Run(int argc, char** argv) {
+  auto parsed = ParseRun(argc, argv);
+  if (!parsed.ok()) return Fail(parsed.status().message());
+  RunOptions o = std::move(parsed).value();
+  if (Status s = SetComputeThreads(o.threads); !s.ok()) return Fail(s.ToString());
+
+  auto manifest = Manifest::Load(o.models + "/manifest.json");
+  if (!manifest.ok()) return Fail(manifest.status().ToString());
+  o.engine.task = manifest->task;
+  if (o.install.empty()) {
+    for (const auto& p : manifest->partitions) {
+      if (p.role == "cached") o.install.push_back(p.id);
+    }
+  }
+  if (o.install.empty()) return Fail("the manifest has no 'cached' partition; pass --install ID");
+  auto engine = Engine::Create(o.engine);
+  if (!engine.ok()) return Fail(engine.status().ToString());
+  const Manifest& m = *manifest;
+  if (Status s = (*engine)->SetManifest(m); !s.ok()) return Fail(s.ToString());
+  const PartitionInfo* first = nullptr;
+  for (const auto& id : o.install) {
+    if (Status s = (*engine)->InstallFromManifest(id, /*pinned=*/true); !s.ok()) {
+      return Fail("installing '" + id + "': " + s.ToString());
+    }
+    if (first == nullptr) first = m.Find(id);
+  }
+  if (Status s = (*engine)->Activate(o.install.front()); !s.ok()) return Fail(s.ToString());
+
+  int failures = 0;
+  for (const auto& path : o.inputs) {
+    auto x = device::ReadInput(path, first->input);
+    if (!x.ok()) {
+      ++failures;
+      Fail(x.status().message());
+      continue;
+    }
+    TensorView view{DType::kFloat32, first->input.shape, x->data(), x->size() * sizeof(float)};
+    auto r = (*engine)->Infer(view);
+    if (!r.ok()) {
+      ++failures;
+      Fail(path + ": " + r.status().ToString());
+      continue;
+    }
+    std::printf("%s\n", ToJson(path, *r).dump().c_str());
+    std::fflush(stdout);
+  }
+  (*engine)->WaitForFetches(5000);
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "run")) return Run(argc - 2, argv + 2);
+  return Fail(std::string("unknown command '") + argv[1] + "'\n" + kUsage);
+}

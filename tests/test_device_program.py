@@ -1,0 +1,119 @@
+"""knowcache-device, the runtime as a board program: the native build, and the
+aarch64 cross build run under qemu-aarch64, on the shipped models; both must
+print the same answers for the same inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NATIVE = REPO / "build/host/runtime_cpp/knowcache-device"
+AARCH64 = REPO / "build/aarch64/build/runtime_cpp/knowcache-device"
+RATE = 16000
+QEMU_CPU = "cortex-a76"
+
+
+def write_wav(path: Path, x: np.ndarray, rate: int = RATE, channels: int = 1) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Spoken keywords (held-out espeak-ng voices) as WAVs, and Fashion-MNIST test images."""
+    from knowcache.bench.listen_latency import synth_feed
+    from knowcache.data import images
+    from knowcache.listen.vad import VoiceActivityDetector
+    d = tmp_path_factory.mktemp("device-inputs")
+    words = ("yes", "house", "stop")
+    audio = synth_feed(words, noise_after=99)
+    vad = VoiceActivityDetector()
+    segs = vad.push(audio) + vad.push(np.zeros(RATE, np.float32))
+    wavs = [write_wav(d / f"{w}.wav", audio[s.start: s.end]) for w, s in zip(words, segs)]
+    test = images.fashion_mnist().test
+    raws = []
+    for i in range(3):
+        p = d / f"image{i}.raw"
+        p.write_bytes(test.x[i].astype(np.uint8).tobytes())
+        raws.append((p, int(test.y[i])))
+    return words, wavs, raws
+
+
+def run(binary: Path, *args, qemu: bool = False) -> subprocess.CompletedProcess:
+    cmd = [str(binary), *map(str, args)]
+    if qemu:
+        # A Raspberry Pi 5-class core. qemu's default "max" CPU advertises newer int8
+        # extensions with which the int8 programs answer wrongly under emulation.
+        cmd = ["qemu-aarch64", "-cpu", QEMU_CPU, "-L", "/", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def answers(res: subprocess.CompletedProcess) -> list[dict]:
+    assert res.returncode == 0, res.stderr[-2000:]
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+def needs(binary: Path) -> None:
+    if not binary.exists():
+        pytest.skip(f"{binary.relative_to(REPO)} not built (make build-cpp / make build-aarch64)")
+
+
+def test_native_program_classifies_keywords_and_images(inputs):
+    needs(NATIVE)
+    words, wavs, raws = inputs
+    out = answers(run(NATIVE, "run", "--models", "models/kws", "--install", "full", *wavs))
+    assert [o["label"] for o in out] == list(words)
+    assert all(o["source"] == "local" and o["partition"] == "full" for o in out)
+    out = answers(run(NATIVE, "run", "--models", "models/kws", *wavs))   # the cached model
+    assert out[0]["label"] == "yes" and out[0]["source"] == "local"
+    assert out[1]["source"] == "degraded" and "no cloud" in out[1]["degraded_reason"]
+    out = answers(run(NATIVE, "run", "--models", "models/vision", "--install", "full",
+                      *[p for p, _ in raws]))
+    assert sum(o["index"] == y for o, (_, y) in zip(out, raws)) >= 2
+
+
+def test_native_program_reports_bad_input(inputs, tmp_path):
+    needs(NATIVE)
+    _, wavs, _ = inputs
+    stereo = write_wav(tmp_path / "stereo44k.wav", np.zeros(44100 * 2), rate=44100, channels=2)
+    res = run(NATIVE, "run", "--models", "models/kws", stereo, wavs[0])
+    assert res.returncode == 1 and "44100 Hz, 2 channel(s); expected 16000 Hz mono" in res.stderr
+    assert len(res.stdout.splitlines()) == 1          # the good input is still answered
+    res = run(NATIVE, "run", "--models", "models/vision", wavs[0])
+    assert res.returncode == 1 and "uint8 pixels (784 bytes)" in res.stderr
+    res = run(NATIVE, "run", "--models", str(tmp_path), wavs[0])
+    assert res.returncode == 1 and "manifest.json" in res.stderr
+    res = run(NATIVE, "run", "--models", "models/kws", "--slots", "zero", wavs[0])
+    assert res.returncode == 1 and "--slots needs an integer" in res.stderr
+    res = run(NATIVE, "run", "--models", "models/kws", tmp_path / "absent.wav")
+    assert res.returncode == 1 and "cannot open" in res.stderr
+    assert run(NATIVE, "flash").returncode == 1
+
+
+@pytest.mark.slow
+def test_aarch64_program_under_qemu_matches_the_native_build(inputs):
+    needs(AARCH64)
+    if shutil.which("qemu-aarch64") is None:
+        pytest.skip("qemu-user is not installed (make setup installs it)")
+    _, wavs, raws = inputs
+    for models, files in (("models/kws", wavs), ("models/vision", [p for p, _ in raws])):
+        native = answers(run(NATIVE, "run", "--models", models, *files))
+        arm = answers(run(AARCH64, "run", "--models", models, *files, qemu=True))
+        assert len(arm) == len(native) == len(files)
+        for a, n in zip(arm, native):
+            for key in ("input", "label", "index", "source", "partition"):
+                assert a[key] == n[key], (key, a, n)
+            # int8 kernels round differently on Arm and x86: same answers, close scores
+            assert a["confidence"] == pytest.approx(n["confidence"], abs=0.01)
+            assert a["entropy"] == pytest.approx(n["entropy"], abs=0.01)

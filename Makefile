@@ -9,7 +9,7 @@ BUILD := build/host
 CPP_SOURCES := $(shell find runtime_cpp cmake -type f) CMakeLists.txt
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup build-cpp build-aarch64 test test-cpp test-py demo bench-overhead models clean
+.PHONY: setup build-cpp build-aarch64 build-fuzz fuzz test test-cpp test-py demo bench-overhead models clean
 
 ## setup: Debian packages, .venv, torch/executorch and the editable install
 setup: $(VENV)/.stamp-ext
@@ -43,6 +43,21 @@ build-cpp: setup
 build-aarch64: setup
 	bash scripts/build_aarch64.sh
 
+## build-fuzz / fuzz: libFuzzer (+ASan, UBSan) on the serial protocol's frame parser;
+## `make fuzz` runs FUZZ_RUNS inputs (the suite runs a short pass)
+FUZZER := build/fuzz/frame_fuzzer
+FUZZ_SOURCES := runtime_cpp/device/fuzz/frame_fuzzer.cc runtime_cpp/device/serial_protocol.cc \
+	runtime_cpp/src/status.cc
+FUZZ_RUNS ?= 5000000
+build-fuzz: $(FUZZER)
+$(FUZZER): $(FUZZ_SOURCES) runtime_cpp/device/serial_protocol.h $(VENV)/.stamp-system
+	mkdir -p $(dir $@)
+	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime_cpp/include \
+	  $(FUZZ_SOURCES) -lz -o $@
+fuzz: $(FUZZER)
+	mkdir -p build/fuzz/corpus && cp -n runtime_cpp/device/fuzz/corpus/* build/fuzz/corpus/
+	$(FUZZER) -runs=$(FUZZ_RUNS) -max_len=8192 build/fuzz/corpus
+
 test-cpp: build-cpp
 	cd $(BUILD) && ctest --output-on-failure -j2
 
@@ -51,7 +66,7 @@ test-py: setup
 
 ## test: the whole suite (C++ under ctest, then Python under pytest, which runs
 ## the aarch64 knowcache-device under qemu)
-test: test-cpp build-aarch64 test-py
+test: test-cpp build-aarch64 build-fuzz test-py
 
 ## demo: a short `knowcache bench` of both tasks on the shipped models (tables, JSON, plots in out/demo)
 demo: setup

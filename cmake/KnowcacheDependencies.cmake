@@ -26,6 +26,7 @@ find_package(executorch REQUIRED CONFIG
 message(STATUS "knowcache: ExecuTorch ${EXECUTORCH_BUILD_VERSION} at ${KNOWCACHE_EXECUTORCH_ROOT}")
 
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)
+find_package(ZLIB REQUIRED)   # CRC-32 of the serial protocol (knowcache-device)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)

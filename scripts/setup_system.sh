@@ -14,7 +14,9 @@ PACKAGES=(
   libportaudio2             # PortAudio for sounddevice (`knowcache listen`)
   # knowcache-device for aarch64 boards: cross compiler, arm64 libraries
   # (Debian multiarch) and qemu-user to run it here (scripts/build_aarch64.sh)
-  g++-aarch64-linux-gnu qemu-user libssl-dev:arm64 libcpp-httplib-dev:arm64
+  g++-aarch64-linux-gnu qemu-user libssl-dev:arm64 libcpp-httplib-dev:arm64 zlib1g-dev:arm64
+  zlib1g-dev                # CRC-32 of knowcache-device's serial protocol
+  clang libclang-rt-14-dev  # libFuzzer + sanitizers for the protocol parser (make fuzz)
 )
 
 missing=()

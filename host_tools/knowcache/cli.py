@@ -19,12 +19,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    from knowcache.commands import bench, bench_serve, build, data, listen, serve
+    from knowcache.commands import bench, bench_serve, build, data, device, listen, serve
     main.add_command(data.data)
     main.add_command(bench.bench)
     main.add_command(bench.demo)
     main.add_command(serve.serve)
     main.add_command(listen.listen)
+    main.add_command(device.flash)
+    main.add_command(device.device)
     main.add_command(bench_serve.bench_serve)
     for command in (build.train, build.specialize, build.partition, build.export_cmd,
                     build.build_models):

@@ -3,6 +3,8 @@
 //   knowcache-device run --models DIR [--cloud URL] [--token T] [--slots N]
 //                        [--budget BYTES] [--install ID]... [--threads N]
 //                        [--threshold T] INPUT...
+//   knowcache-device serve-serial --port TTY --store DIR [--baud B]
+//                        [--store-limit BYTES] [--cloud URL] [--slots N]
 //
 // Classifies each INPUT (a 16 kHz mono WAV for keyword models, raw pixels for
 // image models) with the same Engine as the Python bindings and prints one
@@ -18,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "inputs.h"
+#include "serial_server.h"
 #include "knowcache/engine.h"
 #include "knowcache/manifest.h"
 #include "knowcache/threads.h"
@@ -29,7 +32,9 @@ using namespace knowcache;
 constexpr const char* kUsage =
     "usage: knowcache-device run --models DIR [--cloud URL] [--token T] [--slots N]\n"
     "                            [--budget BYTES] [--install ID]... [--threads N]\n"
-    "                            [--threshold T] INPUT...\n";
+    "                            [--threshold T] INPUT...\n"
+    "       knowcache-device serve-serial --port TTY --store DIR [--baud B]\n"
+    "                            [--store-limit BYTES] [--cloud URL] [--slots N]\n";
 
 struct RunOptions {
   std::string models;
@@ -163,6 +168,39 @@ int Run(int argc, char** argv) {
   return failures == 0 ? 0 : 1;
 }
 
+int ServeSerialCommand(int argc, char** argv) {
+  device::SerialServerConfig c;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) return Fail(a + " needs a value\n" + kUsage);
+    const char* v = argv[++i];
+    StatusOr<int64_t> n = int64_t{0};
+    if (a == "--port") {
+      c.port = v;
+    } else if (a == "--store") {
+      c.store.dir = v;
+    } else if (a == "--cloud") {
+      c.engine.cloud.base_url = v;
+    } else if (a == "--baud") {
+      if (!(n = ParseInt(a, v, 1, 4000000)).ok()) return Fail(n.status().message());
+      c.baud = static_cast<int>(*n);
+    } else if (a == "--store-limit") {
+      if (!(n = ParseInt(a, v, 0, int64_t{1} << 50)).ok()) return Fail(n.status().message());
+      c.store.limit_bytes = *n;
+    } else if (a == "--slots") {
+      if (!(n = ParseInt(a, v, 1, 64)).ok()) return Fail(n.status().message());
+      c.engine.cache.num_slots = static_cast<int>(*n);
+    } else {
+      return Fail("unknown option " + a + "\n" + kUsage);
+    }
+  }
+  if (c.port.empty() || c.store.dir.empty()) {
+    return Fail(std::string("serve-serial needs --port and --store\n") + kUsage);
+  }
+  if (Status s = SetComputeThreads(1); !s.ok()) return Fail(s.ToString());
+  return device::ServeSerial(c);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -171,5 +209,6 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!std::strcmp(argv[1], "run")) return Run(argc - 2, argv + 2);
+  if (!std::strcmp(argv[1], "serve-serial")) return ServeSerialCommand(argc - 2, argv + 2);
   return Fail(std::string("unknown command '") + argv[1] + "'\n" + kUsage);
 }

@@ -117,3 +117,15 @@ def test_aarch64_program_under_qemu_matches_the_native_build(inputs):
             # int8 kernels round differently on Arm and x86: same answers, close scores
             assert a["confidence"] == pytest.approx(n["confidence"], abs=0.01)
             assert a["entropy"] == pytest.approx(n["entropy"], abs=0.01)
+
+
+@pytest.mark.slow
+def test_native_program_falls_back_to_the_cloud(inputs):
+    needs(NATIVE)
+    from knowcache.bench.cloud_process import cloud
+    words, wavs, _ = inputs
+    with cloud(REPO / "models") as c:
+        out = answers(run(NATIVE, "run", "--models", "models/kws", "--cloud", c.url, *wavs))
+    assert [o["label"] for o in out] == list(words)
+    assert out[0]["source"] == "local" and out[1]["source"] == "cloud"   # house is not cached
+    assert out[1]["network_us"] > 0 and out[1]["hint"]

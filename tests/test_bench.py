@@ -188,6 +188,12 @@ def test_cloud_stopped_mid_run_leaves_every_query_answered(quick_vision_build, t
     assert systems["cloud_only"]["errors"]
 
 
+def test_cli_lists_the_harness_systems():
+    from knowcache.bench.systems import SYSTEMS
+    from knowcache.commands.bench import SYSTEM_NAMES
+    assert SYSTEM_NAMES == SYSTEMS
+
+
 def test_bench_rejects_bad_input(tmp_path):
     from click.testing import CliRunner
 

@@ -33,6 +33,16 @@ def read_wav(source: str | Path | bytes) -> tuple[np.ndarray, int]:
     return (x.astype(np.float32) / 32768.0), rate
 
 
+def write_wav(path: str | Path, x: np.ndarray, rate: int) -> Path:
+    """Float samples in [-1, 1] as a 16-bit PCM mono WAV file."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(to_int16(x).astype("<i2").tobytes())
+    return Path(path)
+
+
 def espeak_wav_samples(data: bytes) -> tuple[np.ndarray, int]:
     """espeak-ng --stdout writes a WAV whose length fields are unset; parse it leniently."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":

@@ -4,7 +4,6 @@ detection -> a 1 s window around each utterance -> the two-stage engine."""
 from __future__ import annotations
 
 import time
-import wave
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
+from knowcache.data import audio
 from knowcache.listen.microphone import RATE, Block
 from knowcache.listen.vad import Segment, VadConfig, VoiceActivityDetector
 
@@ -146,13 +146,7 @@ class Recognizer:
     def _save(self, x: np.ndarray, word: str) -> Path:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         safe = "".join(c for c in word if c.isalnum() or c in "_-") or "unknown"
-        path = self.record / f"{stamp}_{safe}.wav"
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(RATE)
-            w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
-        return path
+        return audio.write_wav(self.record / f"{stamp}_{safe}.wav", x, RATE)
 
     def run(self, blocks: Iterable[Block], duration_s: Optional[float] = None
             ) -> Iterator[Recognition]:

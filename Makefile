@@ -50,7 +50,7 @@ FUZZ_SOURCES := runtime_cpp/device/fuzz/frame_fuzzer.cc runtime_cpp/device/seria
 	runtime_cpp/src/status.cc
 FUZZ_SECONDS ?= 600
 build-fuzz: $(FUZZER)
-$(FUZZER): $(FUZZ_SOURCES) runtime_cpp/device/serial_protocol.h $(VENV)/.stamp-system
+$(FUZZER): $(FUZZ_SOURCES) runtime_cpp/device/serial_protocol.h runtime_cpp/device/little_endian.h $(VENV)/.stamp-system
 	mkdir -p $(dir $@)
 	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime_cpp/include \
 	  $(FUZZ_SOURCES) -lz -o $@

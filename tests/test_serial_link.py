@@ -236,14 +236,9 @@ def test_full_store_and_a_device_killed_mid_write(wire, tmp_path):
 
 
 def test_cli_flash_and_infer(wire, tmp_path, keyword):
-    import wave
+    from knowcache.data import audio
     dev = Device(NATIVE, wire.device_path, tmp_path / "store")
-    wav = tmp_path / "stop.wav"
-    with wave.open(str(wav), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((keyword[0] * 32767).astype("<i2").tobytes())
+    wav = audio.write_wav(tmp_path / "stop.wav", keyword[0], 16000)
     try:
         run = lambda *a: subprocess.run([sys.executable, "-m", "knowcache.cli", *a],
                                         capture_output=True, text=True, cwd=REPO, timeout=120)

@@ -4,11 +4,10 @@
 #include <fstream>
 #include <iterator>
 
+#include "little_endian.h"
+
 namespace knowcache::device {
 namespace {
-
-uint32_t Le32(const uint8_t* p) { return p[0] | p[1] << 8 | p[2] << 16 | uint32_t(p[3]) << 24; }
-uint16_t Le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
 
 StatusOr<std::vector<uint8_t>> ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -32,14 +31,14 @@ StatusOr<std::vector<float>> DecodeWav(const std::vector<uint8_t>& b, int expect
   int channels = 0, rate = 0, bits = 0, format = 0;
   size_t pos = 12;
   while (pos + 8 <= b.size()) {
-    const uint32_t size = Le32(b.data() + pos + 4);
+    const uint32_t size = ReadLe32(b.data() + pos + 4);
     const size_t body = pos + 8;
     if (!std::memcmp(b.data() + pos, "fmt ", 4)) {
       if (size < 16 || body + 16 > b.size()) return InvalidArgument(name + ": truncated fmt chunk");
-      format = Le16(b.data() + body);
-      channels = Le16(b.data() + body + 2);
-      rate = static_cast<int>(Le32(b.data() + body + 4));
-      bits = Le16(b.data() + body + 14);
+      format = ReadLe16(b.data() + body);
+      channels = ReadLe16(b.data() + body + 2);
+      rate = static_cast<int>(ReadLe32(b.data() + body + 4));
+      bits = ReadLe16(b.data() + body + 14);
     } else if (!std::memcmp(b.data() + pos, "data", 4)) {
       if (format == 0) return InvalidArgument(name + ": data chunk before the fmt chunk");
       if (format != 1 || bits != 16) {
@@ -56,7 +55,7 @@ StatusOr<std::vector<float>> DecodeWav(const std::vector<uint8_t>& b, int expect
       const size_t n = std::min<size_t>(size, b.size() - body) / 2;
       std::vector<float> x(n);
       for (size_t i = 0; i < n; ++i) {
-        x[i] = static_cast<int16_t>(Le16(b.data() + body + 2 * i)) / 32768.0f;
+        x[i] = static_cast<int16_t>(ReadLe16(b.data() + body + 2 * i)) / 32768.0f;
       }
       return x;
     }

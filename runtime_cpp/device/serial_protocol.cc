@@ -2,6 +2,8 @@
 
 #include <zlib.h>
 
+#include "little_endian.h"
+
 namespace knowcache::device {
 namespace {
 
@@ -12,7 +14,6 @@ void Put16(std::vector<uint8_t>* b, uint16_t v) {
 void Put32(std::vector<uint8_t>* b, uint32_t v) {
   for (int i = 0; i < 4; ++i) b->push_back((v >> (8 * i)) & 0xFF);
 }
-uint32_t Get32(const uint8_t* p) { return p[0] | p[1] << 8 | p[2] << 16 | uint32_t(p[3]) << 24; }
 
 uint32_t Crc32(const uint8_t* data, size_t n) {
   return static_cast<uint32_t>(crc32(crc32(0L, Z_NULL, 0), data, static_cast<uInt>(n)));
@@ -82,10 +83,10 @@ std::vector<uint8_t> EncodeFrame(const Frame& frame) {
 
 StatusOr<Frame> ParseFrame(const std::vector<uint8_t>& b) {
   if (b.size() < kHeaderBytes + 4) return Corrupt("frame shorter than its header and CRC");
-  const uint32_t length = Get32(b.data() + 4);
+  const uint32_t length = ReadLe32(b.data() + 4);
   if (length > kMaxPayload) return ProtocolError("frame payload over the 256 KiB limit");
   if (b.size() != kHeaderBytes + length + 4) return Corrupt("frame length field does not match");
-  if (Get32(b.data() + b.size() - 4) != Crc32(b.data(), b.size() - 4)) {
+  if (ReadLe32(b.data() + b.size() - 4) != Crc32(b.data(), b.size() - 4)) {
     return Corrupt("frame CRC-32 mismatch");
   }
   if (b[0] != kProtocolVersion) {
@@ -94,7 +95,7 @@ StatusOr<Frame> ParseFrame(const std::vector<uint8_t>& b) {
   }
   Frame f;
   f.type = b[1];
-  f.seq = static_cast<uint16_t>(b[2] | b[3] << 8);
+  f.seq = ReadLe16(b.data() + 2);
   f.payload.assign(b.begin() + kHeaderBytes, b.end() - 4);
   return f;
 }

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "knowcache/log.h"
+#include "little_endian.h"
 #include "serial_protocol.h"
 
 namespace knowcache::device {
@@ -117,8 +118,7 @@ class Session {
       }
       case MsgType::kPutChunk: {
         if (req.payload.size() < 8) return InvalidArgument("PUT_CHUNK needs an 8-byte offset");
-        int64_t offset = 0;
-        for (int i = 7; i >= 0; --i) offset = (offset << 8) | req.payload[i];
+        const auto offset = static_cast<int64_t>(ReadLe64(req.payload.data()));
         KC_ASSIGN_OR_RETURN(int64_t have, store_->Write(offset, req.payload.data() + 8,
                                                         req.payload.size() - 8));
         return JsonBytes({{"offset", have}});
@@ -155,7 +155,7 @@ class Session {
 
   StatusOr<std::vector<uint8_t>> Infer(const std::vector<uint8_t>& p) {
     if (p.size() < 4) return InvalidArgument("INFER needs a 4-byte header length");
-    const uint32_t hlen = p[0] | p[1] << 8 | p[2] << 16 | uint32_t(p[3]) << 24;
+    const uint32_t hlen = ReadLe32(p.data());
     if (hlen > p.size() - 4) return InvalidArgument("INFER header runs past the payload");
     KC_ASSIGN_OR_RETURN(nlohmann::json h, JsonOf({p.begin() + 4, p.begin() + 4 + hlen}));
     if (!engine_) KC_RETURN_IF_ERROR(StartEngine());

@@ -51,8 +51,7 @@ def replay(recognizer, audio: np.ndarray, block_s: float = 0.05, paced: bool = T
         if paced and due > time.monotonic():
             time.sleep(due - time.monotonic())
         out += recognizer.feed(Block(audio[i:i + n], time.monotonic()))
-    out += recognizer.feed(Block(np.zeros(RATE // 2, np.float32), time.monotonic()))
-    return out
+    return out + recognizer.flush()
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -140,17 +140,18 @@ def plot(report: dict, folder: Path) -> list[Path]:
         save(fig, "gate-sweep")
 
     if "cachenet" in report["traces"]:
-        local = np.asarray(report["traces"]["cachenet"]["source"]) == "local"
-        window = max(5, len(local) // 25)
-        rolling = np.convolve(local, np.ones(window) / window, mode="valid") * 100
+        window = max(5, len(report["traces"]["cachenet"]["source"]) // 25)
+
+        def rolling_local(name: str) -> tuple[np.ndarray, np.ndarray]:
+            local = np.asarray(report["traces"][name]["source"]) == "local"
+            return (np.arange(window, len(local) + 1),
+                    np.convolve(local, np.ones(window) / window, mode="valid") * 100)
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        ax.plot(np.arange(window, len(local) + 1), rolling, color=COLORS["cachenet"],
+        ax.plot(*rolling_local("cachenet"), color=COLORS["cachenet"],
                 label=f"cachenet (rolling {window})")
         if "two_stage" in report["traces"]:
-            ts = np.asarray(report["traces"]["two_stage"]["source"]) == "local"
-            ax.plot(np.arange(window, len(ts) + 1),
-                    np.convolve(ts, np.ones(window) / window, mode="valid") * 100,
-                    color=COLORS["two_stage"], alpha=0.6, label="two_stage")
+            ax.plot(*rolling_local("two_stage"), color=COLORS["two_stage"], alpha=0.6,
+                    label="two_stage")
         changes = np.flatnonzero(np.diff(report["traces"]["cachenet"]["partition"]) != 0) + 1
         for c in changes:
             ax.axvline(c, color="grey", alpha=0.12, lw=0.8)

@@ -27,18 +27,19 @@ def speech(*, seed: int = 0, quick: bool = False, per_word: Optional[tuple[int, 
     path = _speech_path(seed, quick, per_word)
     if path.is_file() and not refresh:
         return Dataset.load(path)
-    config = synth.SynthConfig(seed=seed, per_word=per_word or (QUICK_SPEECH if quick else
-                                                                 synth.SynthConfig.per_word))
-    ds = synth.generate(config, progress=progress)
+    ds = synth.generate(_speech_config(seed, quick, per_word), progress=progress)
     ds.save(path)
     return ds
 
 
-def _speech_path(seed: int, quick: bool, per_word: Optional[tuple[int, int, int]]) -> Path:
+def _speech_config(seed: int, quick: bool, per_word: Optional[tuple[int, int, int]]):
     from knowcache.data import speech as synth
-    config = synth.SynthConfig(seed=seed, per_word=per_word or (QUICK_SPEECH if quick else
-                                                                 synth.SynthConfig.per_word))
-    return cache_dir() / "speech" / f"{config.key()}.npz"
+    return synth.SynthConfig(seed=seed, per_word=per_word or (QUICK_SPEECH if quick else
+                                                               synth.SynthConfig.per_word))
+
+
+def _speech_path(seed: int, quick: bool, per_word: Optional[tuple[int, int, int]]) -> Path:
+    return cache_dir() / "speech" / f"{_speech_config(seed, quick, per_word).key()}.npz"
 
 
 def add_recordings(folder: Path, *, seed: int = 0, quick: bool = False,
@@ -97,11 +98,9 @@ def test_split(task: str, *, seed: int = 0, quick: bool = False, speech_commands
         raise ValueError(f"unknown task {task!r}; choose kws or vision")
     if speech_commands is not None:
         return speech(seed=seed, quick=quick, speech_commands=speech_commands)
-    from knowcache.data import speech as synth
-    default = synth.SynthConfig(seed=seed)
-    if (cache_dir() / "speech" / f"{default.key()}.npz").is_file():
+    if _speech_path(seed, False, None).is_file():
         return speech(seed=seed)
-    n = QUICK_SPEECH_TEST if quick else default.per_word[2]
+    n = QUICK_SPEECH_TEST if quick else _speech_config(seed, False, None).per_word[2]
     return speech(seed=seed, per_word=(0, 0, n), progress=progress)
 
 

@@ -148,6 +148,10 @@ class Recognizer:
         safe = "".join(c for c in word if c.isalnum() or c in "_-") or "unknown"
         return audio.write_wav(self.record / f"{stamp}_{safe}.wav", x, RATE)
 
+    def flush(self) -> list[Recognition]:
+        """Ends the stream: half a second of silence lets a trailing utterance finish."""
+        return self.feed(Block(np.zeros(RATE // 2, np.float32), time.monotonic()))
+
     def run(self, blocks: Iterable[Block], duration_s: Optional[float] = None
             ) -> Iterator[Recognition]:
         """Recognitions as they happen; stops after ``duration_s`` of audio, if given."""
@@ -157,6 +161,5 @@ class Recognizer:
                 block = Block(block.samples[: max(0, limit - self.ring.total)], block.arrival)
             yield from self.feed(block)
             if limit is not None and self.ring.total >= limit:
-                # a trailing utterance ends with the stream
-                yield from self.feed(Block(np.zeros(RATE // 2, np.float32), time.monotonic()))
+                yield from self.flush()
                 return

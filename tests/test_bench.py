@@ -189,9 +189,10 @@ def test_cloud_stopped_mid_run_leaves_every_query_answered(quick_vision_build, t
 
 
 def test_cli_lists_the_harness_systems():
-    from knowcache.bench.systems import SYSTEMS
-    from knowcache.commands.bench import SYSTEM_NAMES
+    from knowcache.bench.systems import LAYER_CACHE_SYSTEMS, SYSTEMS
+    from knowcache.commands.bench import LAYER_CACHE_NAMES, SYSTEM_NAMES
     assert SYSTEM_NAMES == SYSTEMS
+    assert LAYER_CACHE_NAMES == LAYER_CACHE_SYSTEMS
 
 
 def test_bench_rejects_bad_input(tmp_path):

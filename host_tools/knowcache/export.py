@@ -20,7 +20,7 @@ from knowcache import _runtime
 from knowcache.atomic import replace_atomically
 
 MANIFEST_SCHEMA_VERSION = 1
-ROLES = ("full", "cached", "partition", "generic")
+ROLES = ("full", "cached", "partition", "generic", "staged")
 
 
 def lower_to_pte(model: torch.nn.Module, example_inputs: tuple) -> bytes:

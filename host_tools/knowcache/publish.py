@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from knowcache import _runtime, export, model_card, specialize, training
+from knowcache import _runtime, export, flops, model_card, specialize, training
 from knowcache.calibration import calibrate_threshold, gate_entropies
 from knowcache.data import Dataset
 from knowcache.models import ModelRecord
@@ -114,9 +114,13 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
         "accuracy": float((full_t == yt).mean()),
         "accuracy_cached_classes": float((full_t[on_cached_t] == yt[on_cached_t]).mean()),
     }
+    def cost(rec: ModelRecord) -> int:
+        return flops.program_flops(cfg.task, rec.config, len(rec.labels), spec.input_shape)
+
     entries = [export.partition_entry(
         "full", programs["full"], role="full", labels=labels, file="full.pte",
-        input_shape=spec.input_shape, threshold=1.0, **_input_extra(spec))]
+        input_shape=spec.input_shape, threshold=1.0, flops=cost(records["full"]),
+        **_input_extra(spec))]
 
     for name, rec in records.items():
         if rec.role == "full":
@@ -160,7 +164,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
         entries.append(export.partition_entry(
             name, programs[name], role=rec.role, labels=rec.labels, file=f"{name}.pte",
             input_shape=spec.input_shape, threshold=cal.threshold,
-            other_label=rec.other_label, **_input_extra(spec)))
+            other_label=rec.other_label, flops=cost(rec), **_input_extra(spec)))
         log(f"{name}: {len(programs[name]) / 1024:.1f} KiB, threshold {cal.threshold:.3f}, "
             f"accepts {cal.accept_rate:.1%} of validation inputs at {cal.agreement:.1%} agreement")
 

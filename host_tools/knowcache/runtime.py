@@ -88,7 +88,8 @@ class Engine:
                  connect_timeout_ms: int = 1000, read_timeout_ms: int = 5000,
                  fetch_hints: bool = True, max_local_attempts: int = 1,
                  threshold: Optional[float] = None, manifest: Optional[Manifest] = None,
-                 admit_after_hints: int = 1, hint_window: int = 8):
+                 admit_after_hints: int = 1, hint_window: int = 8, exit_gate: str = "learned",
+                 activation_entries: int = 512, activation_bytes: int = 1 << 20):
         config = _rt.EngineConfig(
             task=task,
             cache=_rt.SlotCacheConfig(slots, budget_bytes),
@@ -97,6 +98,8 @@ class Engine:
             max_local_attempts=max_local_attempts,
             threshold_override=-1.0 if threshold is None else float(threshold),
             admit_after_hints=admit_after_hints, hint_window=hint_window,
+            exit_gate=exit_gate, activation_entries=activation_entries,
+            activation_bytes=activation_bytes,
         )
         self._engine = _rt.Engine(config)
         self.manifest: Optional[Manifest] = None
@@ -125,6 +128,13 @@ class Engine:
     def install_from_manifest(self, partition_id: str, *, pinned: bool = False) -> None:
         """Loads a partition named in the manifest from disk into a slot."""
         self._engine.install_from_manifest(partition_id, pinned)
+
+    def install_staged_from_manifest(self, partition_id: str = "staged") -> None:
+        """Layer caching: infer runs this staged program exit by exit from now on."""
+        self._engine.install_staged_from_manifest(partition_id)
+
+    def layer_cache_stats(self) -> "_rt.LayerCacheStats":
+        return self._engine.layer_cache_stats()
 
     def install(self, model: CachedModel, *, pinned: bool = False) -> None:
         self._engine.install(model, pinned)
@@ -158,5 +168,5 @@ def result_to_dict(result: InferenceResult) -> dict:
     """A JSON-ready dict of an InferenceResult."""
     keys = ("label", "index", "confidence", "entropy", "source", "partition_id", "partition_hint",
             "degraded_reason", "local_attempts", "local_us", "network_us", "total_us",
-            "uplink_bytes")
+            "uplink_bytes", "exit_index", "flops", "lookup_us")
     return {k: getattr(result, k) for k in keys}

@@ -49,6 +49,7 @@ Status EngineConfig::Validate() const {
   KC_RETURN_IF_ERROR(cache.Validate());
   if (!cloud.base_url.empty()) KC_RETURN_IF_ERROR(cloud.Validate());
   if (max_local_attempts < 1) return InvalidArgument("max_local_attempts must be >= 1");
+  KC_RETURN_IF_ERROR(layer_cache.Validate());
   if (threshold_override > 1.0f) return InvalidArgument("threshold_override must be <= 1");
   if (admit_after_hints < 1 || hint_window < admit_after_hints) {
     return InvalidArgument("admit_after_hints must be >= 1 and hint_window >= admit_after_hints");
@@ -78,6 +79,7 @@ class EngineImpl {
   std::string active_id;
   std::string last_fetch_error;
   std::deque<std::string> recent_hints;  // the cloud's last hint_window hints
+  std::shared_ptr<LayerCache> layer_cache;  // staged model, when installed
 
   std::atomic<int64_t> queries{0}, local{0}, cloud_answers{0}, degraded{0}, cloud_errors{0},
       fetches{0}, fetch_failures{0}, fetched_bytes{0}, uplink_bytes{0};
@@ -270,6 +272,39 @@ Status Engine::Install(std::shared_ptr<CachedModel> model, bool pinned) {
   return Status::Ok();
 }
 
+Status Engine::InstallStaged(std::shared_ptr<StagedModel> model) {
+  KC_ASSIGN_OR_RETURN(std::unique_ptr<LayerCache> cache,
+                      LayerCache::Create(std::move(model), impl_->config.layer_cache));
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->layer_cache = std::move(cache);
+  return Status::Ok();
+}
+
+Status Engine::InstallStagedFromManifest(const std::string& id) {
+  PartitionInfo info;
+  std::string path;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (!impl_->has_manifest) return FailedPrecondition("set a manifest before installing by id");
+    const PartitionInfo* p = impl_->manifest.Find(id);
+    if (p == nullptr) return NotFound("manifest has no partition '" + id + "'");
+    info = *p;
+    path = impl_->manifest.PathOf(info);
+  }
+  KC_ASSIGN_OR_RETURN(std::shared_ptr<StagedModel> model, StagedModel::FromFile(path, info));
+  return InstallStaged(std::move(model));
+}
+
+StatusOr<LayerCacheStats> Engine::LayerCacheStatistics() const {
+  std::shared_ptr<LayerCache> cache;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    cache = impl_->layer_cache;
+  }
+  if (!cache) return NotFound("no staged model is installed");
+  return cache->Stats();
+}
+
 Status Engine::Activate(const std::string& id) {
   if (!impl_->cache->Contains(id)) return NotFound("partition '" + id + "' is not cached");
   std::lock_guard<std::mutex> lock(impl_->mu);
@@ -283,6 +318,30 @@ StatusOr<InferenceResult> Engine::Infer(const TensorView& input) {
   EngineImpl& e = *impl_;
   ++e.queries;
   InferenceResult r;
+
+  std::shared_ptr<LayerCache> staged;
+  {
+    std::lock_guard<std::mutex> lock(e.mu);
+    staged = e.layer_cache;
+  }
+  if (staged) {
+    KC_ASSIGN_OR_RETURN(LayerCacheResult lc, staged->Run(input));
+    const PartitionInfo& info = staged->model().info();
+    r.source = AnswerSource::kLocal;
+    r.partition_id = info.id;
+    r.label = lc.index >= 0 && lc.index < static_cast<int>(info.labels.size())
+                  ? info.labels[lc.index] : std::to_string(lc.index);
+    r.index = e.TaskIndex(r.label, lc.index);
+    r.confidence = lc.confidence;
+    r.exit_index = lc.exit;
+    r.flops = lc.flops;
+    r.lookup_us = lc.lookup_us;
+    r.local_attempts = 1;
+    r.local_us = lc.total_us;
+    ++e.local;
+    r.total_us = MicrosSince(t0);
+    return r;
+  }
 
   // Stage one: the cached partitions.
   bool have_local = false;

@@ -97,6 +97,86 @@ Status ParseInput(const json& obj, const std::string& where, InputSpec* spec) {
   return Status::Ok();
 }
 
+Status ParseStage(const json& obj, const std::string& where, StageInfo* s) {
+  if (!obj.is_object()) return InvalidArgument(where + " must be an object");
+  KC_RETURN_IF_ERROR(ReadString(obj, "method", where, &s->method));
+  if (s->method.empty()) return InvalidArgument(where + ".method must not be empty");
+  KC_RETURN_IF_ERROR(ReadInt(obj, "flops", where, &s->flops));
+  if (s->flops < 0) return InvalidArgument(where + ".flops must be >= 0");
+  auto us = obj.find("us");
+  if (us != obj.end() && !us->is_null()) {
+    if (!us->is_number() || us->get<double>() < 0) {
+      return InvalidArgument(where + ".us must be a number >= 0");
+    }
+    s->us = us->get<double>();
+  }
+  return Status::Ok();
+}
+
+Status ParseStaged(const json& obj, const std::string& where, size_t classes, StagedInfo* st) {
+  if (!obj.is_object()) return InvalidArgument(where + " must be an object");
+  auto stages = obj.find("stages");
+  if (stages == obj.end() || !stages->is_array() || stages->empty()) {
+    return InvalidArgument(where + ".stages must be a non-empty list");
+  }
+  for (size_t i = 0; i < stages->size(); ++i) {
+    StageInfo s;
+    KC_RETURN_IF_ERROR(ParseStage((*stages)[i], where + ".stages[" + std::to_string(i) + "]", &s));
+    st->stages.push_back(std::move(s));
+  }
+  auto head = obj.find("head");
+  if (head == obj.end()) return InvalidArgument(where + ".head is missing");
+  KC_RETURN_IF_ERROR(ParseStage(*head, where + ".head", &st->head));
+  auto exits = obj.find("exits");
+  if (exits == obj.end() || !exits->is_array()) {
+    return InvalidArgument(where + ".exits must be a list");
+  }
+  for (size_t i = 0; i < exits->size(); ++i) {
+    const std::string at = where + ".exits[" + std::to_string(i) + "]";
+    const json& e = (*exits)[i];
+    ExitInfo x;
+    KC_RETURN_IF_ERROR(ParseStage(e, at, &x.cost));
+    int64_t after = -1, dim = 0, ncls = static_cast<int64_t>(classes);
+    KC_RETURN_IF_ERROR(ReadInt(e, "after_stage", at, &after));
+    if (after < 0 || after + 1 >= static_cast<int64_t>(st->stages.size())) {
+      return InvalidArgument(at + ".after_stage must name a stage before the last");
+    }
+    if (i > 0 && after <= st->exits.back().after_stage) {
+      return InvalidArgument(at + ".after_stage must increase from exit to exit");
+    }
+    x.after_stage = static_cast<int>(after);
+    KC_RETURN_IF_ERROR(ReadInt(e, "feature_dim", at, &dim));
+    if (dim <= 0) return InvalidArgument(at + ".feature_dim must be positive");
+    x.feature_dim = dim;
+    KC_RETURN_IF_ERROR(ReadInt(e, "classes", at, &ncls, false));
+    if (ncls != static_cast<int64_t>(classes)) {
+      return InvalidArgument(at + ".classes must equal the number of labels");
+    }
+    x.classes = static_cast<int>(ncls);
+    auto thr = e.find("thresholds");
+    if (thr == e.end() || !thr->is_object()) {
+      return InvalidArgument(at + ".thresholds must be an object");
+    }
+    for (const auto& [kind, value] : thr->items()) {
+      if (value.is_null()) continue;  // this gate never hits here
+      if (!value.is_number() || !(value.get<double>() >= 0.0 && value.get<double>() <= 1.0)) {
+        return InvalidArgument(at + ".thresholds." + kind + " must be null or in [0, 1]");
+      }
+      x.thresholds[kind] = value.get<double>();
+    }
+    st->exits.push_back(std::move(x));
+  }
+  auto target = obj.find("agreement_target");
+  if (target != obj.end() && target->is_number()) st->agreement_target = target->get<double>();
+  auto total = obj.find("total_flops");
+  if (total != obj.end() && total->is_number_integer()) st->total_flops = total->get<int64_t>();
+  if (st->total_flops <= 0) {
+    for (const auto& s : st->stages) st->total_flops += s.flops;
+    st->total_flops += st->head.flops;
+  }
+  return Status::Ok();
+}
+
 Status ParsePartition(const json& obj, const std::string& where, PartitionInfo* p) {
   if (!obj.is_object()) return InvalidArgument(where + " must be an object");
   KC_RETURN_IF_ERROR(ReadString(obj, "id", where, &p->id));
@@ -108,10 +188,11 @@ Status ParsePartition(const json& obj, const std::string& where, PartitionInfo* 
   KC_RETURN_IF_ERROR(ReadInt(obj, "version", at, &version, false));
   p->version = static_cast<int>(version);
   KC_RETURN_IF_ERROR(ReadString(obj, "role", at, &p->role));
-  static const std::set<std::string> kRoles = {"full", "cached", "partition", "generic"};
+  static const std::set<std::string> kRoles = {"full", "cached", "partition", "generic",
+                                                "staged"};
   if (!kRoles.count(p->role)) {
     return InvalidArgument(at + ".role is '" + p->role +
-                           "'; expected full, cached, partition or generic");
+                           "'; expected full, cached, partition, generic or staged");
   }
   KC_RETURN_IF_ERROR(ReadString(obj, "file", at, &p->file));
   KC_RETURN_IF_ERROR(ReadLabels(obj, "labels", at, &p->labels, true));
@@ -141,6 +222,11 @@ Status ParsePartition(const json& obj, const std::string& where, PartitionInfo* 
   std::transform(p->sha256.begin(), p->sha256.end(), p->sha256.begin(),
                  [](unsigned char c) { return std::tolower(c); });
   if (!IsSha256Hex(p->sha256)) return InvalidArgument(at + ".sha256 must be 64 hex digits");
+  if (p->role == "staged") {
+    auto staged = obj.find("staged");
+    if (staged == obj.end()) return InvalidArgument(at + ".staged is missing (role staged)");
+    KC_RETURN_IF_ERROR(ParseStaged(*staged, at + ".staged", p->labels.size(), &p->staged));
+  }
   return Status::Ok();
 }
 

@@ -10,6 +10,7 @@ process with ExecuTorch pinned to ``device_threads`` threads.
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from contextlib import ExitStack
@@ -23,7 +24,9 @@ from knowcache.bench import link as linklib
 from knowcache.bench import sweep
 from knowcache.bench.cloud_process import CloudProcess
 from knowcache.bench.streams import QueryStream
-from knowcache.bench.systems import SYSTEMS, USES_CLOUD, SystemOptions, make_engine, skip_reason
+from knowcache.bench.systems import (ALL_SYSTEMS, LAYER_CACHE_SYSTEMS, SYSTEMS, USES_CLOUD,
+                                     SystemOptions, make_engine, skip_reason)
+from knowcache.flops import manifest_flops
 from knowcache.runtime import (CloudTimeoutError, CloudUnavailableError, Manifest,
                                set_compute_threads)
 
@@ -45,9 +48,9 @@ class BenchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.systems if s not in SYSTEMS]
+        unknown = [s for s in self.systems if s not in ALL_SYSTEMS]
         if unknown:
-            raise ValueError(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
+            raise ValueError(f"unknown systems {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
         if not self.systems:
             raise ValueError("choose at least one system")
         if self.device_threads < 1:
@@ -64,6 +67,11 @@ class SystemRun:
     uplink_bytes: np.ndarray
     entropy: np.ndarray
     seen: np.ndarray           # the test-sample index each query carried
+    device_flops: np.ndarray = None   # FLOPs spent on the device per query (-1: unknown)
+    cloud_flops: np.ndarray = None    # FLOPs spent in the cloud per query
+    exit_index: np.ndarray = None     # layer caching: the exit that answered (-1: whole model)
+    lookup_us: np.ndarray = None      # layer caching: time in exit heads and gates
+    layer_cache: dict = field(default_factory=dict)
     downloads: int = 0
     download_bytes: int = 0
     model_bytes: int = 0       # peak resident bytes of the device's programs
@@ -76,7 +84,10 @@ def run_system(name: str, manifest: Manifest, stream: QueryStream, x: np.ndarray
     """Runs one system over the stream; the cloud and link are started here if it needs them."""
     n = len(stream)
     run = SystemRun(name, np.full(n, -1), [""] * n, np.zeros(n), np.zeros(n, np.int64),
-                    np.ones(n, np.float32), stream.sample.copy())
+                    np.ones(n, np.float32), stream.sample.copy(), np.zeros(n, np.int64),
+                    np.zeros(n, np.int64), np.full(n, -1), np.zeros(n, np.int64))
+    costs = manifest_flops(json.loads((Path(manifest.directory) / "manifest.json").read_text()))
+    full_id = next((p.id for p in manifest.partitions if p.role == "full"), None)
     with ExitStack() as stack:
         cloud, url = None, None
         if name in USES_CLOUD:
@@ -101,6 +112,14 @@ def run_system(name: str, manifest: Manifest, stream: QueryStream, x: np.ndarray
                 run.source[i] = r.source
                 run.uplink_bytes[i] = r.uplink_bytes
                 run.entropy[i] = r.entropy
+                if name in LAYER_CACHE_SYSTEMS:
+                    run.device_flops[i] = r.flops
+                    run.exit_index[i] = r.exit_index
+                    run.lookup_us[i] = r.lookup_us
+                elif r.local_attempts:
+                    run.device_flops[i] = r.local_attempts * costs.get(r.partition_id, -10**15)
+                if r.source == "cloud":
+                    run.cloud_flops[i] = costs.get(full_id, -10**15)
                 if r.degraded_reason and len(run.errors) < 5:
                     run.errors.append(r.degraded_reason)
             run.model_bytes = max(run.model_bytes, engine.stats().cache.resident_bytes)
@@ -112,6 +131,17 @@ def run_system(name: str, manifest: Manifest, stream: QueryStream, x: np.ndarray
         run.model_bytes = max(run.model_bytes, stats.cache.resident_bytes)
         run.cache = {"hits": stats.cache.hits, "misses": stats.cache.misses,
                      "evictions": stats.cache.evictions, "fetch_failures": stats.fetch_failures}
+        if name in LAYER_CACHE_SYSTEMS:
+            lc = engine.layer_cache_stats()
+            staged = manifest.find(next(p.id for p in manifest.partitions if p.role == "staged"))
+            run.model_bytes = max(run.model_bytes, staged.bytes)
+            run.layer_cache = {"total_flops": costs.get(staged.id),
+                               "activation_cache": {
+                                   "entries": lc.activation.entries,
+                                   "memory_bytes": lc.activation.memory_bytes,
+                                   "evictions": lc.activation.evictions,
+                                   "bound_bytes": config.options.activation_bytes}
+                               if name == "layer_cache_activation" else None}
     return run
 
 
@@ -133,6 +163,37 @@ def summarize(run: SystemRun, y: np.ndarray, reference: Optional[np.ndarray]) ->
         "answers": {s: int(np.sum(src == s)) for s in ("local", "cloud", "degraded", "failed")},
         "cache": run.cache,
         "errors": run.errors,
+        **_flops_summary(run),
+        **_layer_cache_summary(run, reference),
+    }
+
+
+def _flops_summary(run: SystemRun) -> dict:
+    """FLOPs per query, device and cloud; None when a program's cost is unknown
+    (a manifest written before programs carried "flops")."""
+    if (run.device_flops < 0).any() or (run.cloud_flops < 0).any():
+        return {"flops_per_query": None, "device_flops_per_query": None,
+                "cloud_flops_per_query": None}
+    dev, cloud = float(run.device_flops.mean()), float(run.cloud_flops.mean())
+    return {"flops_per_query": dev + cloud, "device_flops_per_query": dev,
+            "cloud_flops_per_query": cloud}
+
+
+def _layer_cache_summary(run: SystemRun, reference: Optional[np.ndarray]) -> dict:
+    if not run.layer_cache:
+        return {}
+    total = run.layer_cache["total_flops"]
+    n_exits = int(run.exit_index.max()) + 1 if (run.exit_index >= 0).any() else 0
+    hist = {f"exit_{i}": int(np.sum(run.exit_index == i)) for i in range(n_exits)}
+    hist["whole_model"] = int(np.sum(run.exit_index < 0))
+    early = run.exit_index >= 0
+    return {
+        "flops_saved": 1.0 - float(run.device_flops.mean()) / total,
+        "exit_histogram": hist,
+        "lookup_us_per_query": float(run.lookup_us.mean()),
+        "early_exit_fidelity": float(np.mean(run.pred[early] == reference[early]))
+        if reference is not None and early.any() else None,
+        "activation_cache": run.layer_cache["activation_cache"],
     }
 
 
@@ -161,6 +222,11 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
     else:
         reference = sweep.predictions(manifest, "full", x)
     systems = {name: summarize(run, y, reference) for name, run in runs.items()}
+    whole = systems.get("device_full")
+    for name in LAYER_CACHE_SYSTEMS:
+        if name in systems and whole is not None:
+            systems[name]["latency_saved"] = (1.0 - systems[name]["latency_ms"]["mean"]
+                                              / whole["latency_ms"]["mean"])
     return {
         "task": config.task,
         "models": str(manifest.directory),
@@ -175,6 +241,7 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
         "skipped": skipped,
         "sweep": sweep.gate_sweeps(manifest, x, y, reference),
         "targets": targets(systems),
+        "layer_cache_targets": layer_cache_targets(systems),
         "bounds": bounds(manifest, stream, systems),
         "identical_queries": all(np.array_equal(r.seen, stream.sample) for r in runs.values()),
         "traces": {name: {"latency_ms": np.round(run.latency_ms, 3).tolist(), "source": run.source,
@@ -199,6 +266,22 @@ def bounds(manifest: Manifest, stream: QueryStream, systems: dict) -> dict:
         return {}
     mass = stream.class_mass([l for l in cached.labels if l in manifest.labels])
     return {"cached_class_mass": mass, "two_stage_latency_floor_ratio": 1.0 - mass}
+
+
+def layer_cache_targets(systems: dict) -> dict:
+    """The layer-caching issue's targets: >= 50% fewer FLOPs and >= 40% lower latency
+    than the whole model, at a fidelity loss under 0.5 points."""
+    out = {}
+    for name in LAYER_CACHE_SYSTEMS:
+        s = systems.get(name)
+        if s is None or "latency_saved" not in s or s["fidelity"] is None:
+            continue
+        out[name] = {"flops_saved": s["flops_saved"], "flops_met": s["flops_saved"] >= 0.5,
+                     "latency_saved": s["latency_saved"],
+                     "latency_met": s["latency_saved"] >= 0.4,
+                     "fidelity_loss": 1.0 - s["fidelity"],
+                     "fidelity_met": 1.0 - s["fidelity"] < 0.005}
+    return out
 
 
 def targets(systems: dict) -> dict:

@@ -12,7 +12,9 @@ from rich.table import Table
 from knowcache.atomic import replace_atomically
 
 COLORS = {"cloud_only": "#4c72b0", "device_only": "#dd8452", "two_stage": "#55a868",
-          "cachenet": "#c44e52", "device_full": "#8172b3", "generic_gate": "#937860"}
+          "cachenet": "#c44e52", "device_full": "#8172b3", "generic_gate": "#937860",
+          "layer_cache": "#da8bc3", "layer_cache_learned": "#8c8c8c",
+          "layer_cache_entropy": "#ccb974", "layer_cache_activation": "#64b5cd"}
 
 
 def systems_table(report: dict) -> Table:
@@ -60,6 +62,39 @@ def targets_table(report: dict) -> Table:
     return t
 
 
+def layer_cache_table(report: dict) -> Table:
+    t = Table(title="layer caching (vs running the whole model on the device, device_full): "
+                    "targets >= 50% fewer FLOPs, >= 40% lower latency, fidelity loss < 0.5 pt")
+    t.add_column("system (gate)", no_wrap=True, min_width=12)
+    for col in ("MFLOPs/q", "FLOPs saved", "latency saved", "fid loss pt", "acc", "exits",
+                "lookup us/q"):
+        t.add_column(col, justify="right")
+
+    def mark(v: str, ok: bool) -> str:
+        return f"{v} [green]met[/green]" if ok else f"{v} [red]missed[/red]"
+    for name, row in report.get("layer_cache_targets", {}).items():
+        s = report["systems"][name]
+        hist = "/".join(str(v) for v in s["exit_histogram"].values())
+        t.add_row(name, f"{s['flops_per_query'] / 1e6:.1f}",
+                  mark(f"{row['flops_saved']:.0%}", row["flops_met"]),
+                  mark(f"{row['latency_saved']:.0%}", row["latency_met"]),
+                  mark(f"{row['fidelity_loss'] * 100:.2f}", row["fidelity_met"]),
+                  f"{s['accuracy'] * 100:.1f}", hist, f"{s['lookup_us_per_query']:.0f}")
+    t.caption = "exits: queries answered at exit_0/exit_1/.../by the whole model"
+    return t
+
+
+def online_summary(online: dict) -> str:
+    last = online["windows"][-1]
+    reached = online["targets_reached_by_request"]
+    return (f"online learner ({online['gate']} gate, cold start, retrain every "
+            f"{online['retrain_every']}): {len(online['versions']) - 1} versions swapped in, "
+            f"{online['rollbacks']} rolled back; last window fidelity {last['fidelity']:.1%}, "
+            f"FLOPs saved {last['flops_saved']:.0%}, latency saved {last['latency_saved']:.0%}; "
+            + (f"targets first met in the window ending at request {reached}" if reached
+               else "targets not met within the run"))
+
+
 def print_report(report: dict, console: Console) -> None:
     console.print(systems_table(report))
     for name, s in report["systems"].items():
@@ -76,6 +111,10 @@ def print_report(report: dict, console: Console) -> None:
         console.print(f"[dim]cached classes carry {bound['cached_class_mass']:.1%} of this stream's "
                       f"queries: two_stage cannot answer more locally, so its mean latency is at "
                       f"least ~{bound['two_stage_latency_floor_ratio']:.2f} x cloud_only.[/dim]")
+    if report.get("layer_cache_targets"):
+        console.print(layer_cache_table(report))
+    if report.get("online"):
+        console.print(online_summary(report["online"]))
     console.print(f"[dim]link: {report['link']['emulation']}[/dim]")
 
 
@@ -163,4 +202,39 @@ def plot(report: dict, folder: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         save(fig, "cachenet-warmup")
+
+    if report.get("layer_cache_targets"):
+        names = list(report["layer_cache_targets"])
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        for k, name in enumerate(names):
+            hist = report["systems"][name]["exit_histogram"]
+            total = sum(hist.values())
+            ax.bar(np.arange(len(hist)) + (k - len(names) / 2 + 0.5) * 0.8 / len(names),
+                   np.array(list(hist.values())) / total * 100, width=0.8 / len(names),
+                   color=COLORS.get(name), label=name)
+            ax.set_xticks(np.arange(len(hist)), list(hist))
+        ax.set_ylabel("queries answered (%)")
+        ax.set_title(f"{task}: where queries leave the model, per exit gate")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+        save(fig, "layer-cache-exits")
+
+    if report.get("online"):
+        online = report["online"]
+        w = online["windows"]
+        req = [x["requests"] for x in w]
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        ax.plot(req, [x["fidelity"] * 100 for x in w], marker="o", label="fidelity (%)")
+        ax.plot(req, [x["flops_saved"] * 100 for x in w], marker="s", label="FLOPs saved (%)")
+        ax.plot(req, [x["latency_saved"] * 100 for x in w], marker="^", label="latency saved (%)")
+        ax.axhline(99.5, ls="--", color="grey", lw=0.8)
+        ax.axhline(50, ls=":", color="grey", lw=0.8)
+        for at, _v in online["versions"][1:]:
+            ax.axvline(at, color="grey", alpha=0.15)
+        ax.set_xlabel(f"requests (windows of {online['window']}; grey: new version swapped in)")
+        ax.set_ylabel("%")
+        ax.set_title(f"{task}: online layer caching from cold start ({online['gate']} gate)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        save(fig, "layer-cache-online")
     return out

@@ -11,6 +11,16 @@
 - generic_gate: two_stage with the generic student in place of the specialized one
                (same bytes, its own calibrated gate): the ablation that asks what
                specializing to the popular classes buys.
+
+With --layer-cache, four more (layer caching, on the device; no cloud needed):
+
+- layer_cache:            the full model as a staged program; cache heads on its hidden
+                          layers gated by their max probability (automated layer
+                          caching, BranchyNet).
+- layer_cache_learned:    the same heads gated by GATI's learned selector.
+- layer_cache_entropy:    gated by the head's normalized entropy.
+- layer_cache_activation: Freeze Inference's approximate cache: nearest stored
+                          compact activation, filled from the queries that ran whole.
 """
 
 from __future__ import annotations
@@ -21,6 +31,16 @@ from typing import Optional
 from knowcache.runtime import Engine, Manifest
 
 SYSTEMS = ("cloud_only", "device_only", "two_stage", "cachenet", "device_full", "generic_gate")
+LAYER_CACHE_SYSTEMS = ("layer_cache", "layer_cache_learned", "layer_cache_entropy",
+                       "layer_cache_activation")
+ALL_SYSTEMS = SYSTEMS + LAYER_CACHE_SYSTEMS
+
+
+def exit_gate_of(name: str) -> Optional[str]:
+    """The exit gate a layer-cache system runs (None for the others)."""
+    if name not in LAYER_CACHE_SYSTEMS:
+        return None
+    return name.removeprefix("layer_cache").removeprefix("_") or "confidence"
 USES_CLOUD = {"cloud_only", "two_stage", "cachenet", "generic_gate"}
 
 
@@ -31,6 +51,8 @@ class SystemOptions:
     admit_after_hints: int = 1      # cachenet: hints within the last 8 before a download (1: the paper's)
     device_budget_bytes: Optional[int] = None   # None: no limit (device_full always runs)
     read_timeout_ms: int = 5000
+    activation_entries: int = 512   # layer_cache_activation: entries per exit
+    activation_bytes: int = 1 << 20 # layer_cache_activation: bytes, all exits
 
 
 def role_ids(manifest: Manifest, role: str) -> list[str]:
@@ -54,6 +76,8 @@ def skip_reason(name: str, manifest: Manifest, options: SystemOptions) -> Option
                     f"({options.device_budget_bytes / 2**20:.1f} MiB)")
     if name == "cachenet" and not role_ids(manifest, "partition"):
         return "the models have no CacheNet partitions"
+    if name in LAYER_CACHE_SYSTEMS and not role_ids(manifest, "staged"):
+        return "the models have no staged program (`knowcache export --staged`)"
     return None
 
 
@@ -74,6 +98,12 @@ def make_engine(name: str, manifest: Manifest, cloud_url: Optional[str],
     if name == "generic_gate":
         return Engine.from_models_dir(models, install=[_one(manifest, "generic")],
                                       fetch_hints=False, **cloud)
+    if name in LAYER_CACHE_SYSTEMS:
+        engine = Engine(manifest.task, manifest=manifest, exit_gate=exit_gate_of(name),
+                        activation_entries=options.activation_entries,
+                        activation_bytes=options.activation_bytes)
+        engine.install_staged_from_manifest(_one(manifest, "staged"))
+        return engine
     if name == "cachenet":
         largest = max(p.bytes for p in manifest.partitions if p.role == "partition")
         return Engine(manifest.task, manifest=manifest, slots=options.slots,
@@ -82,4 +112,4 @@ def make_engine(name: str, manifest: Manifest, cloud_url: Optional[str],
                       budget_bytes=options.slots * largest * 4, fetch_hints=True,
                       max_local_attempts=options.local_attempts,
                       admit_after_hints=options.admit_after_hints, **cloud)
-    raise ValueError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
+    raise ValueError(f"unknown system {name!r}; choose from {', '.join(ALL_SYSTEMS)}")

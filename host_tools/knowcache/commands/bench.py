@@ -8,18 +8,28 @@ import click
 
 from knowcache.commands._progress import progress_bar
 
+# knowcache.bench.systems.SYSTEMS and LAYER_CACHE_SYSTEMS (kept import-free here)
 SYSTEM_NAMES = ("cloud_only", "device_only", "two_stage", "cachenet", "device_full",
-                "generic_gate")   # knowcache.bench.systems.SYSTEMS (kept import-free here)
+                "generic_gate")
+LAYER_CACHE_NAMES = ("layer_cache", "layer_cache_learned", "layer_cache_entropy",
+                     "layer_cache_activation")
 
 
-def _systems(_ctx, _param, value: str | None) -> tuple[str, ...]:
+def _systems(_ctx, _param, value: str | None) -> tuple[str, ...] | None:
     if not value:
-        return SYSTEM_NAMES
+        return None
     names = tuple(v.strip() for v in value.split(",") if v.strip())
-    bad = [n for n in names if n not in SYSTEM_NAMES]
+    known = SYSTEM_NAMES + LAYER_CACHE_NAMES
+    bad = [n for n in names if n not in known]
     if bad or not names:
-        raise click.BadParameter(f"unknown systems {bad}; choose from {', '.join(SYSTEM_NAMES)}")
+        raise click.BadParameter(f"unknown systems {bad}; choose from {', '.join(known)}")
     return names
+
+
+def _with_layer_cache(systems: tuple[str, ...]) -> tuple[str, ...]:
+    """The layer-cache systems and device_full, their baseline, added."""
+    extra = [s for s in ("device_full", *LAYER_CACHE_NAMES) if s not in systems]
+    return tuple(systems) + tuple(extra)
 
 
 def _console():
@@ -31,7 +41,8 @@ def _console():
 
 
 def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None, zipf=1.0,
-            repeat=None, seed=0, systems=SYSTEM_NAMES, slots=2, local_attempts=2,
+            repeat=None, seed=0, systems=None, layer_cache=False, online_requests=2000,
+            retrain_every=250, slots=2, local_attempts=2,
             admit_after_hints=1, device_budget_mb=None, device_threads=1, rtt_ms=None, bandwidth_mbps=None,
             jitter_ms=None, cloud_stop_at=None, json_path=None, plots=None, console=None,
             data_paths=None) -> dict:
@@ -40,6 +51,9 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
     from knowcache.bench.systems import SystemOptions
 
     console = console or _console()
+    systems = systems or SYSTEM_NAMES
+    if layer_cache:
+        systems = _with_layer_cache(systems)
     task_dir = models / task
     if not (task_dir / "manifest.json").is_file():
         raise click.ClickException(
@@ -74,6 +88,9 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
         except ValueError as e:
             raise click.ClickException(str(e)) from e
     result["data_source"] = source
+    if layer_cache and online_requests:
+        result["online"] = _online(task, task_dir, quick, online_requests, zipf, repeat, seed,
+                                   retrain_every, data_paths, console)
     report.print_report(result, console)
     if json_path:
         console.print(f"JSON: {report.write_json(result, Path(json_path))}")
@@ -81,6 +98,21 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
         for path in report.plot(result, Path(plots)):
             console.print(f"plot: {path}")
     return result
+
+
+def _online(task, task_dir, quick, requests, zipf, repeat, seed, retrain_every, data_paths,
+            console) -> dict:
+    from knowcache.bench import online_curve, workload
+    with progress_bar() as update:
+        try:
+            stream, x, _ = workload.load(task, quick=quick, queries=requests, zipf=zipf,
+                                         repeat=repeat, seed=seed + 1, progress=update,
+                                         **(data_paths or {}))
+            return online_curve.run(task_dir, x[stream.sample], retrain_every=retrain_every,
+                                    log=lambda m: console.print(f"[dim]{m}[/dim]"),
+                                    progress=update)
+        except (ValueError, FileNotFoundError, RuntimeError) as e:
+            raise click.ClickException(str(e)) from e
 
 
 @click.command()
@@ -98,7 +130,16 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
               help="Probability a query repeats the last class (default: vision 0.8, kws 0.5).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--systems", callback=_systems, default=None,
-              help=f"Comma-separated subset of {','.join(SYSTEM_NAMES)}.")
+              help=f"Comma-separated subset of {','.join(SYSTEM_NAMES)} (default all of them) "
+                   f"and {','.join(LAYER_CACHE_NAMES)}.")
+@click.option("--layer-cache", is_flag=True,
+              help="Add layer caching: the staged full model with each exit gate (needs "
+                   "`knowcache export --staged`), device_full as its baseline, and the online "
+                   "learner from cold start.")
+@click.option("--online-requests", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="With --layer-cache: requests the online learner runs from cold start (0: skip).")
+@click.option("--retrain-every", type=click.IntRange(min=20), default=250, show_default=True,
+              help="With --layer-cache: requests between the online learner's retrains.")
 @click.option("--slots", type=click.IntRange(min=1), default=2, show_default=True,
               help="cachenet: LRU slots on the device.")
 @click.option("--local-attempts", type=click.IntRange(min=1), default=2, show_default=True,

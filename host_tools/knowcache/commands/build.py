@@ -109,16 +109,64 @@ def partition(cfg, k, epochs) -> None:
 @build_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Models folder to (re)write (default models/<task>; quick: out/models-quick/<task>).")
-def export_cmd(cfg, out) -> None:
+@click.option("--staged", is_flag=True,
+              help="Layer caching: add the full model as a staged program (stage_0..n, "
+                   "exit_0..n-1, head) with distilled, calibrated cache heads to the models "
+                   "folder's manifest.")
+@click.option("--cold", is_flag=True,
+              help="With --staged: untrained heads and no thresholds, for `knowcache serve "
+                   "--learn-exits` to learn from traffic.")
+@click.option("--target", type=click.FloatRange(0.5, 1.0), default=0.995, show_default=True,
+              help="With --staged: agreement with the full model each exit's accepted answers "
+                   "must reach on validation data.")
+@click.option("--train-samples", type=click.IntRange(min=100), default=20000, show_default=True,
+              help="With --staged: training inputs the heads are distilled on (labels unused).")
+def export_cmd(cfg, out, staged, cold, target, train_samples) -> None:
     """Quantize, lower to .pte, calibrate gates, write manifest and model card."""
     from knowcache.publish import load_records, publish
     out = out or _default_out(cfg)
+    if staged:
+        return _export_staged(cfg, out, cold, target, train_samples)
     try:
         load_records(cfg.work)          # fail fast, before loading data
         metrics = publish(cfg, out, _log, data=_data(cfg))
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(e)
     _summary(metrics, out)
+
+
+def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int) -> None:
+    import json
+
+    from knowcache.layer_cache import build as staged_build
+    from knowcache.models import ModelRecord
+    from knowcache.models.from_program import RecoveryError, recover
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        raise click.ClickException(f"{manifest} does not exist: export the models first "
+                                   "(`knowcache export` or `knowcache build-models`)")
+    doc = json.loads(manifest.read_text())
+    full = next((p for p in doc["partitions"] if p["role"] == "full"), None)
+    if full is None:
+        raise click.ClickException(f"{manifest} lists no full model to stage")
+    try:
+        data = _data(cfg)
+        from knowcache.data.dataset import model_input
+        check = model_input(cfg.task, data.test.x[:16])
+        if (cfg.work / "full.pt").is_file():
+            record = ModelRecord.load(cfg.work / "full.pt")
+        else:
+            _log(f"no {cfg.work}/full.pt: rebuilding the full model from {out / full['file']}")
+            record = recover(out / full["file"], cfg.task, doc["labels"], check)
+        extra = {k: v for k, v in full["input"].items() if k in ("sample_rate", "image_size")}
+        entry = staged_build.run(record, data, out, input_shape=full["input"]["shape"],
+                                 input_extra=extra, target=target, cold=cold,
+                                 train_samples=train_samples, seed=cfg.seed, log=_log)
+    except (ValueError, FileNotFoundError, RuntimeError, RecoveryError) as e:
+        _fail(e)
+    st = entry["staged"]
+    click.echo(f"{out}/{entry['file']}: {len(st['stages'])} stages, {len(st['exits'])} exits, "
+               f"{st['total_flops'] / 1e6:.1f} MFLOPs whole")
 
 
 @click.command("build-models")

@@ -22,9 +22,14 @@ import click
               help="Queued infer requests before answering 429.")
 @click.option("--timeout-s", type=click.FloatRange(min=0.001), default=10.0, show_default=True,
               help="Per-request timeout (504 after).")
+@click.option("--learn-exits", is_flag=True,
+              help="Layer caching: answer with the staged program and retrain its exit heads "
+                   "from live traffic (self-distillation), swapping in verified versions.")
+@click.option("--retrain-every", type=click.IntRange(min=20), default=250, show_default=True,
+              help="Requests between exit retrains (with --learn-exits).")
 @click.option("--log-level", default="info", show_default=True)
 def serve(models, host, port, token, batching, max_batch, max_wait_ms, queue_limit, timeout_s,
-          log_level) -> None:
+          learn_exits, retrain_every, log_level) -> None:
     """Serve full models, partition hints and partition downloads over HTTP."""
     import uvicorn
 
@@ -32,7 +37,8 @@ def serve(models, host, port, token, batching, max_batch, max_wait_ms, queue_lim
     try:
         config = ServeConfig(models=models, token=token, batching=batching, max_batch=max_batch,
                              max_wait_ms=max_wait_ms, queue_limit=queue_limit,
-                             request_timeout_s=timeout_s)
+                             request_timeout_s=timeout_s, learn_exits=learn_exits,
+                             retrain_every=retrain_every)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
     uvicorn.run(create_app(config), host=host, port=port, log_level=log_level)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -30,6 +31,8 @@ from knowcache.server import registry
 from knowcache.server.batcher import DynamicBatcher, QueueFull
 from knowcache.server.config import ServeConfig
 from knowcache.server.metrics import ServerMetrics
+
+_log = logging.getLogger("knowcache.serve")
 
 PARTITION = Path(..., pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Partition id")
 SHAPE_DOC = {"pattern": r"^[0-9]+(,[0-9]+)*$"}
@@ -67,7 +70,8 @@ class _State:
 
     def load(self) -> None:
         try:
-            tasks = registry.load_all(self.config.models)
+            tasks = registry.load_all(self.config.models, self.config.learn_exits,
+                                      self.config.retrain_every, log=_log.info)
             for t in tasks.values():
                 registry.warm_up(t)
             self.tasks = tasks
@@ -174,6 +178,16 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
         return InferAnswer(label=answer.label, index=answer.index, confidence=answer.confidence,
                            partition_hint=answer.partition_hint, model_version=models.version,
                            server_ms=(time.perf_counter() - t0) * 1e3)
+
+    @app.get("/v1/{task}/layer-cache", tags=["models"], responses=ERRORS,
+             dependencies=[Depends(authorized)])
+    def layer_cache(task: str = TASK):
+        """Online layer caching: serving version, retrains and rollbacks."""
+        models = task_models(task)
+        if models.learner is None:
+            raise HTTPException(404, f"task {task!r} does not learn exits; start the server "
+                                     "with --learn-exits and a staged program")
+        return models.learner.status()
 
     @app.get("/v1/{task}/manifest", tags=["models"], responses=ERRORS,
              dependencies=[Depends(authorized)])

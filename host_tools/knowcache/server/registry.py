@@ -36,6 +36,7 @@ class TaskModels:
     partition_ids: list[str]
     selector: PartitionSelector | None
     files: dict[str, Path] = field(default_factory=dict)
+    learner: "OnlineLearner | None" = None     # layer caching learned online (--learn-exits)
 
     @property
     def version(self) -> int:
@@ -47,7 +48,8 @@ class TaskModels:
 
     def run(self, x: np.ndarray) -> Answer:
         """The full model's answer and the partition the device should cache."""
-        logits = self.full.run(x).reshape(-1).astype(np.float64)
+        model = self.learner.answer(x) if self.learner else self.full.run(x)
+        logits = model.reshape(-1).astype(np.float64)
         p = np.exp(logits - logits.max())
         p /= p.sum()
         index = int(p.argmax())
@@ -55,6 +57,20 @@ class TaskModels:
         if self.selector is not None:
             hint = self.partition_ids[int(self.selector.select(p)[0])]
         return Answer(index, self.manifest.labels[index], float(p[index]), hint)
+
+
+def refresh_manifest(task: TaskModels, directory: Path) -> None:
+    """Re-reads the manifest after a new staged version was swapped in."""
+    text = (directory / "manifest.json").read_text()
+    manifest = _runtime.Manifest.parse(text)
+    task.files = {p.id: directory / p.file for p in manifest.partitions}
+    task.manifest, task.manifest_text = manifest, text
+
+
+def attach_learner(task: TaskModels, directory: Path, retrain_every: int, log=print) -> None:
+    from knowcache.layer_cache.online import OnlineConfig, learner_for
+    task.learner = learner_for(directory, OnlineConfig(retrain_every=retrain_every),
+                               on_swap=lambda _e, _v: refresh_manifest(task, directory), log=log)
 
 
 def load_task(directory: Path) -> TaskModels:
@@ -80,7 +96,8 @@ def load_task(directory: Path) -> TaskModels:
         files={p.id: directory / p.file for p in manifest.partitions})
 
 
-def load_all(models: Path) -> dict[str, TaskModels]:
+def load_all(models: Path, learn_exits: bool = False, retrain_every: int = 250,
+             log=print) -> dict[str, TaskModels]:
     """Every task folder (one holding manifest.json) under ``models``."""
     if not models.is_dir():
         raise FileNotFoundError(f"{models} is not a folder of task models (models/<task>/)")
@@ -90,6 +107,8 @@ def load_all(models: Path) -> dict[str, TaskModels]:
         if t.name in tasks:
             raise ValueError(f"task {t.name!r} appears twice under {models}")
         tasks[t.name] = t
+        if learn_exits and t.manifest.find("staged") is not None:
+            attach_learner(t, manifest.parent, retrain_every, log)
     if not tasks:
         raise FileNotFoundError(f"no <task>/manifest.json under {models}")
     return tasks
@@ -101,11 +120,12 @@ def task_names(models: Path) -> list[str]:
 
 
 def warm_up(task: TaskModels, runs: int = 3) -> float:
-    """Runs the full model a few times; returns the last run's milliseconds."""
+    """Runs the full model a few times (not recorded by a layer-cache learner); returns the
+    last run's milliseconds."""
     x = np.zeros(task.shape, DTYPES[task.dtype])
     ms = 0.0
     for _ in range(runs):
         t0 = time.perf_counter()
-        task.run(x)
+        task.full.run(x)
         ms = (time.perf_counter() - t0) * 1e3
     return ms

@@ -13,7 +13,8 @@ void PybindEngine(py::module_* m) {
   py::class_<EngineConfig>(*m, "EngineConfig")
       .def(py::init([](std::string task, const SlotCacheConfig& cache,
                        const CloudClientConfig& cloud, bool fetch_hints, int max_local_attempts,
-                       float threshold_override, int admit_after_hints, int hint_window) {
+                       float threshold_override, int admit_after_hints, int hint_window,
+                       std::string exit_gate, int activation_entries, int64_t activation_bytes) {
              EngineConfig c;
              c.task = std::move(task);
              c.cache = cache;
@@ -23,12 +24,17 @@ void PybindEngine(py::module_* m) {
              c.threshold_override = threshold_override;
              c.admit_after_hints = admit_after_hints;
              c.hint_window = hint_window;
+             c.layer_cache.gate = std::move(exit_gate);
+             c.layer_cache.activation.max_entries_per_exit = activation_entries;
+             c.layer_cache.activation.max_bytes = activation_bytes;
              return c;
            }),
            py::arg("task"), py::arg("cache") = SlotCacheConfig{},
            py::arg("cloud") = CloudClientConfig{}, py::arg("fetch_hints") = true,
            py::arg("max_local_attempts") = 1, py::arg("threshold_override") = -1.0f,
-           py::arg("admit_after_hints") = 1, py::arg("hint_window") = 8)
+           py::arg("admit_after_hints") = 1, py::arg("hint_window") = 8,
+           py::arg("exit_gate") = "learned", py::arg("activation_entries") = 512,
+           py::arg("activation_bytes") = 1 << 20)
       .def_readwrite("task", &EngineConfig::task)
       .def_readwrite("cache", &EngineConfig::cache)
       .def_readwrite("cloud", &EngineConfig::cloud)
@@ -37,6 +43,7 @@ void PybindEngine(py::module_* m) {
       .def_readwrite("threshold_override", &EngineConfig::threshold_override)
       .def_readwrite("admit_after_hints", &EngineConfig::admit_after_hints)
       .def_readwrite("hint_window", &EngineConfig::hint_window)
+      .def_property_readonly("exit_gate", [](const EngineConfig& c) { return c.layer_cache.gate; })
       .def("__repr__", &EngineConfig::ToString);
 
   py::class_<InferenceResult>(*m, "InferenceResult")
@@ -53,6 +60,9 @@ void PybindEngine(py::module_* m) {
       .def_readonly("network_us", &InferenceResult::network_us)
       .def_readonly("total_us", &InferenceResult::total_us)
       .def_readonly("uplink_bytes", &InferenceResult::uplink_bytes)
+      .def_readonly("exit_index", &InferenceResult::exit_index)
+      .def_readonly("flops", &InferenceResult::flops)
+      .def_readonly("lookup_us", &InferenceResult::lookup_us)
       .def("__repr__", [](const InferenceResult& r) {
         return "InferenceResult(label='" + r.label + "', source='" + AnswerSourceName(r.source) +
                "', confidence=" + std::to_string(r.confidence) + ", partition='" + r.partition_id +
@@ -87,6 +97,18 @@ void PybindEngine(py::module_* m) {
              RaiseIfError(e.Install(std::move(model), pinned));
            },
            py::arg("model"), py::arg("pinned") = false)
+      .def("install_staged_from_manifest",
+           [](Engine& e, const std::string& id) {
+             RaiseIfError(WithoutGil([&] { return e.InstallStagedFromManifest(id); }));
+           },
+           py::arg("id"))
+      .def("install_staged",
+           [](Engine& e, std::shared_ptr<StagedModel> model) {
+             RaiseIfError(e.InstallStaged(std::move(model)));
+           },
+           py::arg("model"))
+      .def("layer_cache_stats",
+           [](const Engine& e) { return ValueOrRaise(e.LayerCacheStatistics()); })
       .def("activate", [](Engine& e, const std::string& id) { RaiseIfError(e.Activate(id)); },
            py::arg("id"))
       .def("infer",

@@ -13,6 +13,7 @@ void PybindSlotCache(py::module_* m);
 void PybindCloudClient(py::module_* m);
 void PybindEngine(py::module_* m);
 void PybindThreads(py::module_* m);
+void PybindStaged(py::module_* m);
 }  // namespace knowcache::python
 
 PYBIND11_MODULE(_runtime, m) {
@@ -24,6 +25,7 @@ PYBIND11_MODULE(_runtime, m) {
   PybindPartition(&m);
   PybindSlotCache(&m);
   PybindCloudClient(&m);
+  PybindStaged(&m);
   PybindEngine(&m);
   PybindThreads(&m);
 }

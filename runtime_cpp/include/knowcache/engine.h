@@ -1,6 +1,9 @@
 // Engine: two-stage inference on the device.
 //
-// Infer(input) runs the active cached partition, asks the EntropyGate, and
+// With a staged model installed (layer caching), Infer runs it stage by
+// stage and answers at the first exit whose gate hits (see layer_cache.h).
+//
+// Otherwise Infer(input) runs the active cached partition, asks the EntropyGate, and
 // answers locally when the gate accepts. Otherwise it asks the cloud and
 // returns the cloud's answer; when the cloud hints a partition that is not in
 // a slot, the engine fetches it in the background, checks its size and
@@ -21,6 +24,7 @@
 
 #include "knowcache/cached_model.h"
 #include "knowcache/cloud_client.h"
+#include "knowcache/layer_cache.h"
 #include "knowcache/manifest.h"
 #include "knowcache/slot_cache.h"
 #include "knowcache/status.h"
@@ -48,6 +52,8 @@ struct EngineConfig {
   int max_local_attempts = 1;
   /// When in [0, 1], replaces every partition's calibrated threshold.
   float threshold_override = -1.0f;
+  /// Which exit gate a staged model (InstallStaged) runs with.
+  LayerCacheConfig layer_cache;
 
   Status Validate() const;
   std::string ToString() const;
@@ -67,6 +73,9 @@ struct InferenceResult {
   int64_t network_us = 0;
   int64_t total_us = 0;
   int64_t uplink_bytes = 0;
+  int exit_index = -1;       // staged model: the exit that answered, -1 the whole model
+  int64_t flops = 0;         // staged model: FLOPs this query spent on the device
+  int64_t lookup_us = 0;     // staged model: time in exit heads and gates
 };
 
 struct EngineStats {
@@ -103,6 +112,14 @@ class Engine {
   /// Loads `id` from the manifest's directory into a slot.
   Status InstallFromManifest(const std::string& id, bool pinned = false);
   Status Install(std::shared_ptr<CachedModel> model, bool pinned = false);
+  /// Layer caching: from now on Infer runs this staged model locally, exit by
+  /// exit, with config().layer_cache's gate (the whole model answers when no
+  /// exit hits, so the cloud is not needed). Replaces any previous one,
+  /// e.g. a retrained version fetched through the manifest.
+  Status InstallStaged(std::shared_ptr<StagedModel> model);
+  Status InstallStagedFromManifest(const std::string& id);
+  /// Statistics of the staged model's caches; NotFound when none is installed.
+  StatusOr<LayerCacheStats> LayerCacheStatistics() const;
   /// Makes `id` (which must be cached) the partition Infer runs first.
   Status Activate(const std::string& id);
 

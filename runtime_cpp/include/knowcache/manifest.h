@@ -12,11 +12,15 @@
 //       "input": {"dtype": "float32", "shape": [1, 16000], "sample_rate": 16000},
 //       "threshold": 0.35, "bytes": 123456, "sha256": "<64 hex>"}]}
 //
+// A partition with role "staged" also has "staged": {"stages": [...],
+// "exits": [...], "head": {...}}: see host_tools/knowcache/layer_cache/program.py.
+//
 // Parsing validates every field and says which one is wrong; unknown fields
 // are ignored so newer writers stay readable.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -39,10 +43,39 @@ struct InputSpec {
   Status Check(const TensorView& view) const;
 };
 
+/// One method of a staged program and what it costs per query.
+struct StageInfo {
+  std::string method;
+  int64_t flops = 0;
+  double us = 0.0;  // measured at export, on the exporting machine
+};
+
+/// An exit: a cache head on the output of stage `after_stage`. A gate kind
+/// without a threshold (JSON null or absent) never hits at this exit.
+struct ExitInfo {
+  StageInfo cost;  // the exit method
+  int after_stage = 0;
+  int64_t feature_dim = 0;
+  int classes = 0;
+  std::map<std::string, double> thresholds;  // learned | confidence | entropy | activation
+};
+
+/// The layout of a staged program (role "staged"): stage_0..stage_n, the
+/// exits on stage outputs, and the final head. Empty for other roles.
+struct StagedInfo {
+  std::vector<StageInfo> stages;
+  std::vector<ExitInfo> exits;
+  StageInfo head;
+  double agreement_target = 0.0;
+  int64_t total_flops = 0;
+
+  bool empty() const { return stages.empty(); }
+};
+
 struct PartitionInfo {
   std::string id;
   int version = 1;
-  std::string role;  // full | cached | partition | generic
+  std::string role;  // full | cached | partition | generic | staged
   std::string file;  // relative to the manifest's directory
   std::vector<std::string> labels;
   int other_index = -1;  // index of the "other" label, -1 if none
@@ -50,6 +83,7 @@ struct PartitionInfo {
   float threshold = 0.5f;  // normalized entropy at or below which we accept
   int64_t bytes = 0;
   std::string sha256;  // lowercase hex
+  StagedInfo staged;   // role "staged" only
 };
 
 struct Manifest {

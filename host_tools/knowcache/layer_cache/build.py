@@ -1,0 +1,160 @@
+"""`knowcache export --staged`: the full model as a staged program with cache
+heads distilled from it (or cold heads for online learning), calibrated, and
+added to the task's manifest."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from knowcache import _runtime, export
+from knowcache.atomic import replace_atomically
+from knowcache.data import Dataset
+from knowcache.data.dataset import model_input
+from knowcache.layer_cache import calibrate, distill, program
+from knowcache.layer_cache.heads import ExitHead, HeadConfig, grid_for
+from knowcache.layer_cache.staging import Stages, split
+from knowcache.models import ModelRecord
+
+STAGED_ID = "staged"
+DEFAULT_TARGET = 0.995
+
+
+@dataclass
+class StagedBuild:
+    task: str
+    labels: list[str]
+    record: ModelRecord
+    stages: Stages
+    heads: list[ExitHead]
+    input_extra: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> list[int]:
+        return list(self.stages.input_example.shape)
+
+
+def prepare(record: ModelRecord, input_shape: list[int], input_extra: dict,
+            head_config: Optional[HeadConfig] = None) -> StagedBuild:
+    """The record cut into stages, with fresh (cold) heads on all but the last."""
+    net = record.build()
+    stages = split(net, torch.zeros(*input_shape))
+    heads = []
+    for shape in stages.activation_shapes[:-1]:
+        cfg = head_config or HeadConfig(grid=grid_for(shape))
+        heads.append(ExitHead(shape[1], len(record.labels), cfg).eval())
+    return StagedBuild(record.task, list(record.labels), record, stages, heads, input_extra)
+
+
+def features_and_teacher(build: StagedBuild, x: np.ndarray, batch: int = 256
+                         ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Compact features at every exit and the full model's probabilities (PyTorch)."""
+    feats: list[list[np.ndarray]] = [[] for _ in build.heads]
+    probs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            acts, logits = build.stages.forward(torch.from_numpy(model_input(build.task,
+                                                                             x[i:i + batch])))
+            for j, head in enumerate(build.heads):
+                feats[j].append(head.feature(acts[j]).numpy())
+            probs.append(torch.softmax(logits, 1).numpy())
+    return [np.concatenate(f) for f in feats], np.concatenate(probs)
+
+
+def fit_heads(build: StagedBuild, features: list[np.ndarray], teacher: np.ndarray,
+              config: distill.DistillConfig = distill.DistillConfig(), log=print) -> None:
+    for i, head in enumerate(build.heads):
+        distill.fit(head, features[i], teacher, config)
+        with torch.no_grad():
+            agree = (head.from_feature(torch.from_numpy(features[i]))[0].argmax(1).numpy()
+                     == teacher.argmax(1)).mean()
+        log(f"exit_{i}: distilled on {len(teacher)} samples, agrees with the full model on "
+            f"{agree:.1%} of them")
+
+
+def export_program(build: StagedBuild, directory: Path, thresholds: list[dict],
+                   target: float, version: int, calib_x: Optional[np.ndarray] = None,
+                   pid: str = STAGED_ID) -> tuple[dict, Path]:
+    """Lowers, writes ``<pid>.v<version>.pte`` and returns its manifest entry.
+
+    With ``calib_x`` the thresholds are calibrated here, on the exported
+    program's own outputs; stage and exit times are measured either way."""
+    lowered = program.lower(build.stages, build.heads)
+    name = f"{pid}.v{version}.pte"
+    path = directory / name
+    replace_atomically(path, lambda tmp: tmp.write_bytes(lowered.pte))
+    dims = [h.feature_dim for h in build.heads]
+    no_thresholds = [{k: None for k in calibrate.GATES} for _ in build.heads]
+
+    def make_entry(thr, us):
+        e = program.entry(pid, lowered, labels=build.labels, input_shape=build.input_shape,
+                          thresholds=thr, feature_dims=dims, stage_us=us[0], exit_us=us[1],
+                          head_us=us[2], target=target, version=version, **build.input_extra)
+        e["file"] = name
+        return e
+
+    zero_us = ([0.0] * len(build.stages.modules), [0.0] * len(build.heads), 0.0)
+    model = load(make_entry(no_thresholds, zero_us), directory)
+    us = program.measure_us(model, np.zeros(build.input_shape[1:], np.float32))
+    if calib_x is not None:
+        exits, final = program.run_exits(model, calib_x)
+        thresholds = calibrate.calibrate(exits, final.argmax(1), target)
+    return make_entry(thresholds or no_thresholds, us), path
+
+
+def load(entry: dict, directory: Path, task: str = "task") -> "_runtime.StagedModel":
+    """The runtime's StagedModel for a manifest entry (parsed by the C++ parser)."""
+    doc = {"schema_version": export.MANIFEST_SCHEMA_VERSION, "task": task,
+           "labels": entry["labels"], "partitions": [entry]}
+    info = _runtime.Manifest.parse(json.dumps(doc)).partitions[0]
+    return _runtime.StagedModel.from_file(str(directory / entry["file"]), info)
+
+
+def add_to_manifest(directory: Path, entry: dict, bump: bool = True) -> int:
+    """Replaces (or adds) the entry with the same id; returns the manifest version."""
+    path = directory / "manifest.json"
+    doc = json.loads(path.read_text())
+    parts = [p for p in doc["partitions"] if p["id"] != entry["id"]]
+    doc["partitions"] = parts + [entry]
+    if bump:
+        doc["version"] = int(doc.get("version", 1)) + 1
+    extra = {k: v for k, v in doc.items()
+             if k not in ("schema_version", "task", "version", "labels", "partitions")}
+    export.write_manifest(directory, doc["task"], doc["labels"], doc["partitions"],
+                          version=doc["version"], **extra)
+    return doc["version"]
+
+
+def run(record: ModelRecord, data: Dataset, out: Path, *, input_shape: list[int],
+        input_extra: dict, target: float = DEFAULT_TARGET, cold: bool = False,
+        train_samples: int = 20000, seed: int = 0,
+        log: Callable[[str], None] = print) -> dict:
+    """Builds, exports and registers the staged program in ``out``; returns its entry."""
+    build = prepare(record, input_shape, input_extra)
+    calib_x = None
+    if not cold:
+        rng = np.random.default_rng(seed)
+        idx = rng.permutation(len(data.train))[:train_samples]
+        log(f"computing exit features of {len(idx)} training inputs (labels unused)...")
+        feats, teacher = features_and_teacher(build, data.train.x[idx])
+        fit_heads(build, feats, teacher, log=log)
+        calib_x = model_input(build.task, data.val.x)
+        log(f"calibrating thresholds on {len(calib_x)} validation inputs for "
+            f">= {target:.1%} agreement...")
+    doc = json.loads((out / "manifest.json").read_text())
+    old = next((p for p in doc["partitions"] if p["id"] == STAGED_ID), None)
+    version = (old["version"] + 1) if old else 1
+    entry, path = export_program(build, out, [], target, version, calib_x)
+    add_to_manifest(out, entry)
+    if old and old["file"] != entry["file"]:
+        (out / old["file"]).unlink(missing_ok=True)
+    for i, e in enumerate(entry["staged"]["exits"]):
+        log(f"exit_{i} after stage {e['after_stage']}: {e['flops'] / 1e3:.0f} kFLOPs, "
+            f"thresholds {e['thresholds']}")
+    log(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) and its manifest entry")
+    return entry

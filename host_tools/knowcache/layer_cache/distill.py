@@ -1,0 +1,71 @@
+"""Self-distillation of cache heads: no labels, only the full model's answers.
+
+The predictor learns the full model's softmax (KL divergence); the selector
+then learns whether the predictor's argmax equals the full model's, on a
+slice the predictor did not train on (so it learns the predictor's real
+error rate, not its training error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from knowcache.layer_cache.heads import ExitHead
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    epochs: int = 30
+    batch: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    selector_fraction: float = 0.3   # of the samples, kept for the selector
+    seed: int = 0
+
+
+def fit(head: ExitHead, features: np.ndarray, teacher_probs: np.ndarray,
+        config: DistillConfig = DistillConfig()) -> ExitHead:
+    """Trains ``head`` in place on compact features and the full model's
+    probabilities; returns it in eval mode."""
+    if len(features) != len(teacher_probs) or len(features) < 8:
+        raise ValueError(f"need at least 8 recorded samples with teacher outputs, got "
+                         f"{len(features)} features and {len(teacher_probs)} outputs")
+    g = torch.Generator().manual_seed(config.seed)
+    x = torch.as_tensor(features, dtype=torch.float32)
+    t = torch.as_tensor(teacher_probs, dtype=torch.float32)
+    order = torch.randperm(len(x), generator=g)
+    n_sel = int(len(x) * config.selector_fraction) if len(x) >= 100 else 0
+    sel_idx, pred_idx = order[:n_sel], order[n_sel:]
+    head.set_standardization(x[pred_idx])
+    head.train()
+    params = [*head.hidden.parameters(), *head.out.parameters()]
+    _train(params, lambda b: F.kl_div(F.log_softmax(head.from_feature(x[b])[0], 1), t[b],
+                                      reduction="batchmean"), pred_idx, config, g)
+    sel_idx = sel_idx if n_sel else pred_idx
+    with torch.no_grad():
+        agree = (head.from_feature(x[sel_idx])[0].argmax(1) == t[sel_idx].argmax(1)).float()
+    agree_of = dict(zip(sel_idx.tolist(), agree.tolist()))
+    target = torch.zeros(len(x))
+    target[sel_idx] = torch.tensor([agree_of[i] for i in sel_idx.tolist()])
+    _train(list(head.selector.parameters()),
+           lambda b: F.binary_cross_entropy_with_logits(head.from_feature(x[b])[1].squeeze(1),
+                                                        target[b]), sel_idx, config, g)
+    return head.eval()
+
+
+def _train(params, loss_of, idx: torch.Tensor, config: DistillConfig, g: torch.Generator) -> None:
+    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, (len(idx) + config.batch - 1) // config.batch)
+    # Small online buffers get more passes so every retrain takes similar steps.
+    epochs = max(config.epochs, min(200, 2000 // steps_per_epoch))
+    for _ in range(epochs):
+        perm = idx[torch.randperm(len(idx), generator=g)]
+        for i in range(0, len(perm), config.batch):
+            loss = loss_of(perm[i:i + config.batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()

@@ -1,0 +1,317 @@
+"""Online layer caching in the cloud tier: learn the cache heads from live
+traffic, without labels (automated layer caching, GATI).
+
+For every request it answers, the server runs the staged program whole
+(``StagedModel.run_all``) and records each exit's compact feature and the
+full model's probabilities (plus a few raw inputs, to check exports). Every
+``retrain_every`` requests a background worker:
+
+1. splits the recorded requests into train / calibrate / verify slices,
+2. distills fresh heads on the train slice (the full model is the teacher),
+3. calibrates every gate's thresholds on the calibrate slice,
+4. verifies on the verify slice, against the serving version on the same
+   requests: with ``verify_gate``, fidelity must reach ``fidelity_floor`` (or
+   the serving version's, if lower) and FLOPs saved must not drop by more than
+   ``savings_slack``; the exported program, run by the C++ runtime on recorded
+   inputs, must give the heads' and the full model's outputs,
+5. swaps it in atomically: new ``staged.v<N>.pte``, manifest rewritten with
+   the partition and manifest versions bumped, in-memory model replaced;
+   devices fetch it through the manifest like any partition.
+
+A retrain that fails verification is rolled back: its file is deleted and
+the serving version stays.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from knowcache import _runtime
+from knowcache.layer_cache import build as staged_build
+from knowcache.layer_cache import calibrate, distill
+from knowcache.layer_cache.calibrate import ExitOutputs
+from knowcache.layer_cache.heads import ExitHead
+
+RAW_INPUTS_KEPT = 32
+
+
+@dataclass
+class OnlineConfig:
+    retrain_every: int = 250        # requests between retrains
+    buffer: int = 4000              # most recent recorded requests kept
+    calibrate_fraction: float = 0.25
+    verify_fraction: float = 0.25
+    target: float = staged_build.DEFAULT_TARGET     # per-exit agreement the thresholds aim at
+    fidelity_floor: float = staged_build.DEFAULT_TARGET   # a new version must keep this fidelity
+    verify_gate: str = "confidence"
+    savings_slack: float = 0.05      # a new version may save this much less than the serving one
+    export_tolerance: float = 1e-3
+    epochs: int = 30
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.retrain_every < 20:
+            raise ValueError("retrain_every must be at least 20 requests")
+        if self.buffer < self.retrain_every:
+            raise ValueError("buffer must hold at least retrain_every requests")
+        if not 0.0 < self.target <= 1.0 or not 0.0 < self.fidelity_floor <= 1.0:
+            raise ValueError("target and fidelity_floor must be in (0, 1]")
+
+
+@dataclass
+class RetrainReport:
+    version: int                 # the version tried
+    samples: int
+    accepted: bool
+    reason: str
+    fidelity: float = 0.0        # learned gate on the verify slice
+    serving_fidelity: float = 0.0
+    hit_rate: float = 0.0        # fraction of verify requests answered by an exit
+    flops_saved: float = 0.0     # on the verify slice, as a fraction of the whole model
+    thresholds: list = field(default_factory=list)
+
+
+Tamper = Callable[[list[ExitHead]], None]
+
+
+class OnlineLearner:
+    """One task's staged program, answered with and learned from.
+
+    ``on_swap(entry, manifest_version)`` is called after a new version is in
+    place (the server refreshes its view of the manifest there)."""
+
+    def __init__(self, directory: Path, build: staged_build.StagedBuild,
+                 config: OnlineConfig = OnlineConfig(),
+                 on_swap: Optional[Callable[[dict, int], None]] = None,
+                 log: Callable[[str], None] = lambda _m: None, background: bool = True):
+        self.directory = Path(directory)
+        self.build = build
+        self.config = config
+        self.on_swap = on_swap
+        self.log = log
+        self.background = background
+        self._lock = threading.Lock()
+        self._features: list[deque] = [deque(maxlen=config.buffer) for _ in build.heads]
+        self._teacher: deque = deque(maxlen=config.buffer)
+        self._raw: deque = deque(maxlen=RAW_INPUTS_KEPT)
+        self._since = 0
+        self._worker: Optional[threading.Thread] = None
+        self.reports: list[RetrainReport] = []
+        self.tamper: Optional[Tamper] = None     # tests: corrupt the next retrain's heads
+        self.entry = self._current_entry()
+        self.model = staged_build.load(self.entry, self.directory)
+
+    # -- serving ---------------------------------------------------------
+    def _current_entry(self) -> dict:
+        doc = json.loads((self.directory / "manifest.json").read_text())
+        entry = next((p for p in doc["partitions"] if p["id"] == staged_build.STAGED_ID), None)
+        if entry is None:
+            raise FileNotFoundError(f"{self.directory}/manifest.json has no staged program; "
+                                    "write one with `knowcache export --staged`")
+        return entry
+
+    @property
+    def version(self) -> int:
+        return int(self.entry["version"])
+
+    def answer(self, x: np.ndarray) -> np.ndarray:
+        """The full model's logits for ``x`` (one input); records what the exits saw."""
+        model = self.model
+        exits, logits = model.run_all(x)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        with self._lock:
+            for i, e in enumerate(exits):
+                self._features[i].append(np.asarray(e.feature, np.float32))
+            self._teacher.append(probs.astype(np.float32))
+            self._raw.append(np.array(x, copy=True))
+            self._since += 1
+            due = self._since >= self.config.retrain_every and not self._busy()
+            if due:
+                self._since = 0
+        if due:
+            self._start_retrain()
+        return logits
+
+    def _busy(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def _start_retrain(self) -> None:
+        if not self.background:
+            self.retrain_now()
+            return
+        self._worker = threading.Thread(target=self.retrain_now, name="layer-cache-retrain",
+                                        daemon=True)
+        self._worker.start()
+
+    def wait(self, timeout_s: float = 600.0) -> None:
+        if self._worker is not None:
+            self._worker.join(timeout_s)
+
+    # -- learning --------------------------------------------------------
+    def _snapshot(self):
+        with self._lock:
+            feats = [np.stack(f) for f in self._features]
+            teacher = np.stack(self._teacher)
+            raw = np.stack(self._raw)
+        return feats, teacher, raw
+
+    def retrain_now(self) -> RetrainReport:
+        try:
+            report = self._retrain()
+        except Exception as e:  # noqa: BLE001 - a failed retrain must never stop serving
+            report = RetrainReport(self.version + 1, 0, False, f"retrain failed: {e}")
+        self.reports.append(report)
+        self.log(f"layer cache v{report.version}: {'swapped in' if report.accepted else 'rolled back'}"
+                 f" ({report.reason})")
+        return report
+
+    def _retrain(self) -> RetrainReport:
+        cfg = self.config
+        feats, teacher, raw = self._snapshot()
+        n = len(teacher)
+        version = self.version + 1
+        order = np.random.default_rng(cfg.seed + version).permutation(n)
+        n_ver = max(1, int(n * cfg.verify_fraction))
+        n_cal = max(1, int(n * cfg.calibrate_fraction))
+        ver, cal, train = order[:n_ver], order[n_ver:n_ver + n_cal], order[n_ver + n_cal:]
+        heads = [copy.deepcopy(h) for h in self.build.heads]
+        dcfg = distill.DistillConfig(epochs=cfg.epochs, seed=cfg.seed + version)
+        for i, head in enumerate(heads):
+            distill.fit(head, feats[i][train], teacher[train], dcfg)
+        outs_cal = _head_outputs(heads, [f[cal] for f in feats])
+        thresholds = calibrate.calibrate(outs_cal, teacher[cal].argmax(1), cfg.target)
+        if self.tamper is not None:
+            self.tamper(heads)
+        ref = teacher[ver].argmax(1)
+        fidelity, hit_rate, saved = self._evaluate(heads, thresholds, [f[ver] for f in feats], ref)
+        serving = self._evaluate(self.build.heads, [e["thresholds"] for e in
+                                                    self.entry["staged"]["exits"]],
+                                 [f[ver] for f in feats], ref)
+        report = RetrainReport(version, n, False, "", fidelity, serving[0], hit_rate, saved,
+                               thresholds)
+        floor = min(cfg.fidelity_floor, serving[0])
+        if fidelity < floor:
+            report.reason = (f"fidelity {fidelity:.2%} on {len(ver)} held-out requests is below "
+                             f"{floor:.2%}")
+            return report
+        if saved < serving[2] - cfg.savings_slack:
+            report.reason = (f"saves {saved:.0%} of FLOPs on the held-out requests, the serving "
+                             f"version {serving[2]:.0%}")
+            return report
+        # Export and check the program the devices would run.
+        candidate = staged_build.StagedBuild(self.build.task, self.build.labels,
+                                             self.build.record, self.build.stages, heads,
+                                             self.build.input_extra)
+        entry, path = staged_build.export_program(candidate, self.directory, thresholds,
+                                                  cfg.target, version)
+        problem = self._check_export(entry, heads, raw)
+        if problem:
+            path.unlink(missing_ok=True)
+            report.reason = problem
+            return report
+        self._swap(entry, candidate)
+        report.accepted = True
+        report.reason = (f"fidelity {fidelity:.2%}, exits answer {report.hit_rate:.0%} of "
+                         f"held-out requests, {saved:.0%} of FLOPs saved")
+        return report
+
+    def _evaluate(self, heads, thresholds, feats, ref) -> tuple[float, float, float]:
+        """(fidelity, exit rate, FLOPs saved) of heads + thresholds on recorded requests,
+        counting what the runtime would run: stages up to the answering exit and
+        every exit that has a threshold for the gate on the way."""
+        gate = self.config.verify_gate
+        where, answer = calibrate.simulate(_head_outputs(heads, feats), ref, thresholds, gate)
+        st = self.entry["staged"]
+        total = st["total_flops"]
+        stage_cum = np.cumsum([s["flops"] for s in st["stages"]])
+        enabled = [t.get(gate) is not None for t in thresholds]
+        exit_cum = np.cumsum([e["flops"] * on for e, on in zip(st["exits"], enabled)])
+        cost = [stage_cum[e["after_stage"]] + exit_cum[i] for i, e in enumerate(st["exits"])]
+        spent = np.array([cost[w] if w >= 0 else total + exit_cum[-1] for w in where])
+        return (float((answer == ref).mean()), float((where >= 0).mean()),
+                float(1.0 - spent.mean() / total))
+
+    def _check_export(self, entry: dict, heads: list[ExitHead], raw: np.ndarray) -> str:
+        model = staged_build.load(entry, self.directory)
+        for x in raw[:8]:
+            exits, logits = model.run_all(x)
+            served = self.model.run_all(x)[1]
+            if np.abs(logits - served).max() > self.config.export_tolerance:
+                return "the exported program's final logits differ from the serving model's"
+            for head, e in zip(heads, exits):
+                with torch.no_grad():
+                    want = head.from_feature(torch.from_numpy(np.asarray(e.feature)[None]))[0]
+                if np.abs(want.numpy()[0] - e.logits).max() > self.config.export_tolerance:
+                    return "the exported exit heads differ from the trained heads"
+        return ""
+
+    def _swap(self, entry: dict, candidate: staged_build.StagedBuild) -> None:
+        old_file = self.entry["file"]
+        model = staged_build.load(entry, self.directory)
+        manifest_version = staged_build.add_to_manifest(self.directory, entry)
+        with self._lock:
+            self.entry, self.model, self.build = entry, model, candidate
+        if old_file != entry["file"]:
+            (self.directory / old_file).unlink(missing_ok=True)
+        if self.on_swap:
+            self.on_swap(entry, manifest_version)
+
+    def status(self) -> dict:
+        return {"version": self.version, "recorded": len(self._teacher),
+                "retrains": len(self.reports),
+                "rollbacks": sum(not r.accepted for r in self.reports),
+                "reports": [asdict(r) for r in self.reports[-10:]]}
+
+
+def _head_outputs(heads: list[ExitHead], feats: list[np.ndarray]) -> list[ExitOutputs]:
+    outs = []
+    with torch.no_grad():
+        for head, f in zip(heads, feats):
+            logits, selector = head.from_feature(torch.from_numpy(f))
+            outs.append(ExitOutputs(logits.numpy(), selector.numpy()[:, 0], f))
+    return outs
+
+
+def learner_for(directory: Path, config: OnlineConfig = OnlineConfig(), cold: bool = False,
+                **kwargs) -> OnlineLearner:
+    """A learner for the staged program in ``directory``: the full model is
+    rebuilt from ``full.pte`` (checked against it) to re-export new heads.
+    ``cold`` first replaces the staged program with untrained heads and no
+    thresholds (no exit answers until the first retrain)."""
+    from knowcache.models.from_program import recover
+
+    directory = Path(directory)
+    doc = json.loads((directory / "manifest.json").read_text())
+    full = next((p for p in doc["partitions"] if p["role"] == "full"), None)
+    staged = next((p for p in doc["partitions"] if p["id"] == staged_build.STAGED_ID), None)
+    if full is None or staged is None:
+        raise FileNotFoundError(f"{directory}/manifest.json needs a full model and a staged "
+                                "program (`knowcache export --staged`) to learn exits online")
+    shape = full["input"]["shape"]
+    rng = np.random.default_rng(0)
+    check = rng.uniform(-0.5, 0.5, (8, *shape[1:])).astype(np.float32)
+    record = recover(directory / full["file"], doc["task"], doc["labels"], check)
+    extra = {k: v for k, v in full["input"].items() if k in ("sample_rate", "image_size")}
+    build = staged_build.prepare(record, shape, extra)
+    if cold:
+        entry, _ = staged_build.export_program(build, directory, [], config.target,
+                                               int(staged["version"]) + 1)
+        staged_build.add_to_manifest(directory, entry)
+        if staged["file"] != entry["file"]:
+            (directory / staged["file"]).unlink(missing_ok=True)
+        staged = entry
+    dims = [e["feature_dim"] for e in staged["staged"]["exits"]]
+    if dims != [h.feature_dim for h in build.heads]:
+        raise ValueError(f"{directory}: the staged program's exits ({dims}) do not match the "
+                         "heads this knowcache builds; re-export it with `knowcache export --staged`")
+    return OnlineLearner(directory, build, config, **kwargs)

@@ -1,0 +1,115 @@
+"""The staged program: one ExecuTorch program with methods ``stage_0..stage_n``,
+``exit_0..exit_{n-1}`` and ``head``, and its manifest entry.
+
+Manifest entry (role "staged"), beside the usual partition fields:
+
+  "staged": {"agreement_target": 0.995, "total_flops": F,
+             "stages": [{"method": "stage_0", "flops": F, "us": U}, ...],
+             "head": {"method": "head", "flops": F, "us": U},
+             "exits": [{"method": "exit_0", "after_stage": 0, "flops": F, "us": U,
+                        "feature_dim": D, "classes": C,
+                        "thresholds": {"learned": t | null, "confidence": t | null,
+                                       "entropy": t | null, "activation": t | null}}]}
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from knowcache import _runtime, export, flops
+from knowcache.layer_cache.calibrate import ExitOutputs
+from knowcache.layer_cache.heads import ExitHead
+from knowcache.layer_cache.staging import Stages
+
+
+@dataclass
+class StagedProgram:
+    pte: bytes
+    stage_flops: list[int]
+    exit_flops: list[int]
+    head_flops: int
+
+
+def lower(stages: Stages, heads: list[ExitHead]) -> StagedProgram:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    programs = {}
+    exit_flops = []
+    x = stages.input_example
+    with torch.no_grad():
+        for i, m in enumerate(stages.modules):
+            programs[f"stage_{i}"] = torch.export.export(m.eval(), (x,))
+            x = m(x)
+            if i < len(heads):
+                programs[f"exit_{i}"] = torch.export.export(heads[i].eval(), (x,))
+                exit_flops.append(flops.count(heads[i], x))
+        programs["head"] = torch.export.export(stages.head.eval(), (x,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # torch's pytree deprecation notes
+        lowered = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
+        buffer = lowered.to_executorch().buffer
+    return StagedProgram(buffer, list(stages.stage_flops), exit_flops,
+                         stages.head_flops)
+
+
+def run_exits(model: "_runtime.StagedModel", x: np.ndarray) -> tuple[list[ExitOutputs], np.ndarray]:
+    """Every exit's outputs and the final logits for a batch, through the runtime."""
+    per_exit: list[list] = [[] for _ in range(model.num_exits)]
+    final = []
+    for sample in x:
+        outs, logits = model.run_all(sample[None])
+        for i, o in enumerate(outs):
+            per_exit[i].append(o)
+        final.append(logits)
+    exits = [ExitOutputs(np.stack([o.logits for o in e]), np.array([o.selector for o in e]),
+                         np.stack([o.feature for o in e])) for e in per_exit]
+    return exits, np.stack(final)
+
+
+def measure_us(model: "_runtime.StagedModel", example: np.ndarray, repeats: int = 30
+               ) -> tuple[list[float], list[float], float]:
+    """Median microseconds of every stage, exit and the head, through the runtime."""
+    stage_us = [[] for _ in range(model.num_stages)]
+    exit_us = [[] for _ in range(model.num_exits)]
+    head_us = []
+    for _ in range(repeats):
+        act = example[None] if example.ndim == len(model.input_shape) - 1 else example
+        for i in range(model.num_stages):
+            t = time.perf_counter()
+            act = model.run_stage(i, act)
+            stage_us[i].append((time.perf_counter() - t) * 1e6)
+            if i < model.num_exits:
+                t = time.perf_counter()
+                model.run_exit(i, act)
+                exit_us[i].append((time.perf_counter() - t) * 1e6)
+        t = time.perf_counter()
+        model.run_head(act)
+        head_us.append((time.perf_counter() - t) * 1e6)
+    med = lambda v: float(np.median(v))  # noqa: E731
+    return [med(v) for v in stage_us], [med(v) for v in exit_us], med(head_us)
+
+
+def entry(pid: str, program: StagedProgram, *, labels, input_shape, thresholds: list[dict],
+          feature_dims: list[int], stage_us: list[float], exit_us: list[float], head_us: float,
+          target: float, version: int = 1, **input_extra) -> dict:
+    n = len(program.stage_flops)
+    staged = {
+        "agreement_target": target,
+        "total_flops": int(sum(program.stage_flops) + program.head_flops),
+        "stages": [{"method": f"stage_{i}", "flops": int(program.stage_flops[i]),
+                    "us": round(stage_us[i], 1)} for i in range(n)],
+        "head": {"method": "head", "flops": int(program.head_flops), "us": round(head_us, 1)},
+        "exits": [{"method": f"exit_{i}", "after_stage": i, "flops": int(program.exit_flops[i]),
+                   "us": round(exit_us[i], 1), "feature_dim": int(feature_dims[i]),
+                   "classes": len(labels), "thresholds": thresholds[i]}
+                  for i in range(len(program.exit_flops))],
+    }
+    return export.partition_entry(pid, program.pte, role="staged", labels=labels,
+                                  file=f"{pid}.pte", input_shape=input_shape, threshold=1.0,
+                                  version=version, staged=staged, **input_extra)

@@ -1,0 +1,185 @@
+"""Rebuild a float32 ``ModelRecord`` from its exported ExecuTorch program.
+
+The shipped ``models/<task>/full.pte`` is the only copy of the full models'
+weights (they were trained on a GPU machine and only the programs shipped).
+Layer caching needs the network in PyTorch to cut it into stages, so this
+reads the program back: ExecuTorch's own deserializer gives the XNNPACK
+delegate payloads and the named constant data, ``flatc`` (shipped in the
+executorch wheel) turns each delegate's XNNGraph into JSON, and the conv and
+fully-connected nodes, in execution order, are mapped onto the ResNet's conv
+and linear modules. Batch norm was folded into the convs at export, so each
+BatchNorm2d becomes the identity plus the folded bias. The input
+normalization constants are the program's two scalar constants.
+
+``recover`` always checks the rebuilt network against the program through
+the knowcache runtime and refuses to return a record that disagrees.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import subprocess
+import tempfile
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from knowcache.models.nets import FULL_CONFIGS, ModelRecord, build_net
+
+_CONV_NODES = ("XNNConv2d", "XNNDepthwiseConv2d")
+_XNN_HEADER_MAGIC = b"XH00"
+
+
+class RecoveryError(RuntimeError):
+    pass
+
+
+def _flatc() -> Path:
+    path = resources.files("executorch.data.bin").joinpath("flatc")
+    return Path(str(path))
+
+
+def _xnn_schema() -> Path:
+    return Path(str(resources.files("executorch.backends.xnnpack.serialization")
+                    .joinpath("schema.fbs")))
+
+
+def _xnngraph(payload: bytes, work: Path, name: str) -> dict:
+    if payload[4:8] != _XNN_HEADER_MAGIC:
+        raise RecoveryError("delegate payload is not an XNNPACK graph (no XH00 header)")
+    offset = int.from_bytes(payload[10:14], "little")
+    size = int.from_bytes(payload[14:18], "little")
+    graph = work / f"{name}.bin"
+    graph.write_bytes(payload[offset:offset + size])
+    subprocess.run([str(_flatc()), "--json", "--strict-json", "--raw-binary", "-o", str(work),
+                    str(_xnn_schema()), "--", str(graph)], check=True, capture_output=True)
+    text = (work / f"{name}.json").read_text()
+    # flatc writes infinities as bare `inf`, which JSON does not have.
+    text = re.sub(r":\s*(-?)inf\b", r": \g<1>1e999", text)
+    return json.loads(text)
+
+
+def _tensors(program_path: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[float]]:
+    """(node type, weight, bias) for every conv and FC node in execution order,
+    and the program's scalar constants."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    pte = deserialize_pte_binary(program_path.read_bytes())
+    program = pte.program
+    store = pte.named_data
+    named = ({k: bytes(store.buffers[entry.buffer_index]) for k, entry in store.pte_data.items()}
+             if store else {})
+    if not named:
+        raise RecoveryError(f"{program_path} keeps no named constant data: not an XNNPACK "
+                            "float32 program written by knowcache export")
+    plan = program.execution_plan[0]
+    nodes: list[tuple[str, np.ndarray, np.ndarray]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, instruction in enumerate(plan.chains[0].instructions):
+            args = instruction.instr_args
+            if not hasattr(args, "delegate_index"):
+                continue
+            delegate = plan.delegates[args.delegate_index]
+            payload = program.backend_delegate_data[delegate.processed.index].data
+            graph = _xnngraph(bytes(payload), Path(tmp), f"g{i}")
+            values = [v["xvalue_union"] for v in graph["xvalues"]]
+            keys = [c.get("named_key") for c in graph.get("constant_data", [])]
+
+            def constant(value_id: int) -> np.ndarray:
+                v = values[value_id]
+                index = v.get("constant_buffer_idx", 0)
+                if not index or not keys[index]:
+                    raise RecoveryError(f"XNN value {value_id} is not a named constant")
+                array = np.frombuffer(named[keys[index]], dtype=np.float32)
+                return array.reshape(v["dims"]).copy()
+
+            for node in graph["xnodes"]:
+                kind, body = node["xnode_union_type"], node["xnode_union"]
+                # FC nodes before the first conv are the front end's DFT matmuls.
+                seen_conv = any(n[0] in _CONV_NODES for n in nodes)
+                if kind in _CONV_NODES or (kind == "XNNFullyConnected" and seen_conv):
+                    nodes.append((kind, constant(body["filter_id"]), constant(body["bias_id"])))
+    float_scalar_buffers = sorted({
+        v.val.data_buffer_idx for v in plan.values
+        if type(v.val).__name__ == "Tensor" and v.val.data_buffer_idx > 0
+        and list(v.val.sizes) == [] and int(v.val.scalar_type) == 6})  # 6: float32
+    scalars = [float(np.frombuffer(bytes(program.constant_buffer[i].storage)[:4], np.float32)[0])
+               for i in float_scalar_buffers]
+    return nodes, scalars
+
+
+def _load_weights(model: nn.Module, nodes: list) -> None:
+    convs = [m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    fcs = [m for m in model.backbone.modules() if isinstance(m, nn.Linear)]
+    conv_nodes = [n for n in nodes if n[0] in _CONV_NODES]
+    fc_nodes = [n for n in nodes if n[0] == "XNNFullyConnected"]
+    if len(conv_nodes) != len(convs) or len(fc_nodes) != len(fcs) or len(norms) != len(convs):
+        raise RecoveryError(f"the program has {len(conv_nodes)} convs and {len(fc_nodes)} "
+                            f"FC layers; the network expects {len(convs)} and {len(fcs)}")
+    with torch.no_grad():
+        for conv, norm, (kind, w, b) in zip(convs, norms, conv_nodes):
+            # XNNPACK keeps filters as [out, kh, kw, in]; depthwise as [1, kh, kw, out].
+            w = torch.from_numpy(w)
+            w = w.permute(3, 0, 1, 2) if kind == "XNNDepthwiseConv2d" else w.permute(0, 3, 1, 2)
+            if tuple(w.shape) != tuple(conv.weight.shape):
+                raise RecoveryError(f"conv filter {tuple(w.shape)} does not fit "
+                                    f"{tuple(conv.weight.shape)}")
+            conv.weight.copy_(w)
+            norm.weight.fill_(1.0)
+            norm.bias.copy_(torch.from_numpy(b))
+            norm.running_mean.zero_()
+            norm.running_var.fill_(1.0 - norm.eps)
+        for fc, (_, w, b) in zip(fcs, fc_nodes):
+            if tuple(w.shape) != tuple(fc.weight.shape):
+                raise RecoveryError(f"FC weight {w.shape} does not fit {tuple(fc.weight.shape)}")
+            fc.weight.copy_(torch.from_numpy(w))
+            fc.bias.copy_(torch.from_numpy(b))
+
+
+def recover(program_path: str | Path, task: str, labels: list[str], check_inputs: np.ndarray,
+            atol: float = 1e-3) -> ModelRecord:
+    """The full model of ``task`` rebuilt from ``program_path``; ``check_inputs``
+    (a batch of real inputs) must give the program's logits within ``atol``."""
+    from knowcache import _runtime
+
+    program_path = Path(program_path)
+    nodes, scalars = _tensors(program_path)
+    if len(scalars) < 2:
+        raise RecoveryError(f"expected the input mean and std among the program's scalar "
+                            f"constants, found {len(scalars)} scalars")
+    config = FULL_CONFIGS[task]
+    kind, stem, _ = next(n for n in nodes if n[0] in _CONV_NODES)
+    channels, stem_width = (1, stem.shape[3]) if kind == "XNNDepthwiseConv2d" else (
+        stem.shape[3], stem.shape[0])
+    # The full model of the task, or the same network made narrower (--quick builds).
+    if stem_width != config.stem_width:
+        config = config.scaled(stem_width / config.stem_width)
+    config = replace(config, in_channels=int(channels))
+    program = _runtime.Partition.from_file(str(program_path))
+    theirs = np.stack([program.run(x[None]).reshape(-1) for x in check_inputs])
+    best = (np.inf, None, None, None)
+    # The input mean and std are two of the scalars (the front end has its
+    # own), unnamed: the pair that reproduces the program's logits wins.
+    for norm in itertools.permutations(scalars, 2):
+        model = build_net(task, config, len(labels), norm)
+        _load_weights(model, nodes)
+        model.eval()
+        with torch.no_grad():
+            ours = model(torch.from_numpy(check_inputs)).numpy()
+        err = float(np.abs(ours - theirs).max())
+        if err < best[0]:
+            best = (err, model, norm, ours)
+    err, model, norm, ours = best
+    if not err <= atol or not (ours.argmax(1) == theirs.argmax(1)).all():
+        raise RecoveryError(f"the rebuilt network differs from {program_path} by {err:.3g} "
+                            f"(tolerance {atol}); the program is not this task's ResNet")
+    return ModelRecord(task=task, role="full", name="full", labels=list(labels), config=config,
+                       norm=norm, state_dict=model.state_dict(),
+                       metrics={"recovered_from": program_path.name, "max_abs_error": err})

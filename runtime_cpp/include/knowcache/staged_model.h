@@ -1,0 +1,64 @@
+// StagedModel: a staged ExecuTorch program (methods stage_0..stage_n,
+// exit_0..exit_{n-1}, head) that can be run one piece at a time.
+//
+// Layer caching runs stage i, then exit i's cache head, and stops when the
+// exit's gate hits. Activations pass between methods as float32 tensors the
+// model owns copies of, so a caller can keep them (the server records them).
+// Thread-safety: calls are serialized on one mutex (an ExecuTorch Module is
+// not thread-safe); outputs are copied out before it is released.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "knowcache/manifest.h"
+#include "knowcache/status.h"
+#include "knowcache/tensor.h"
+
+namespace knowcache {
+
+/// A float32 tensor passed from one stage to the next.
+struct Activation {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+
+  TensorView view() const;
+};
+
+/// What an exit's cache head produced.
+struct ExitOutput {
+  std::vector<float> logits;  // the predictor's, over the task's labels
+  float selector = 0.0f;      // logit of "the predictor agrees with the full model"
+  std::vector<float> feature; // compact (pooled) activation
+};
+
+class StagedModelImpl;
+
+class StagedModel {
+ public:
+  /// `info.role` must be "staged"; every method it lists must be in the program.
+  static StatusOr<std::shared_ptr<StagedModel>> FromBytes(
+      std::shared_ptr<const std::vector<uint8_t>> bytes, PartitionInfo info, bool verify = true);
+  static StatusOr<std::shared_ptr<StagedModel>> FromFile(const std::string& path,
+                                                         PartitionInfo info, bool verify = true);
+  ~StagedModel();
+
+  const PartitionInfo& info() const;
+  int num_stages() const;
+  int num_exits() const;
+  int64_t resident_bytes() const;
+
+  /// Stage 0 takes the model input (checked against info().input).
+  StatusOr<Activation> RunFirstStage(const TensorView& input);
+  StatusOr<Activation> RunStage(int stage, const Activation& in);
+  StatusOr<ExitOutput> RunExit(int exit, const Activation& in);
+  StatusOr<std::vector<float>> RunHead(const Activation& in);
+
+ private:
+  explicit StagedModel(std::unique_ptr<StagedModelImpl> impl);
+  std::unique_ptr<StagedModelImpl> impl_;
+};
+
+}  // namespace knowcache

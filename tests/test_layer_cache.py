@@ -1,0 +1,257 @@
+"""Layer caching: staged export, exit gates through the C++ Engine, the online
+learner (shift, rollback), the activation cache's memory bound, the cloud's
+--learn-exits, and `knowcache bench --layer-cache`.
+
+Everything runs on the toy-scale vision build (the session fixture
+``quick_vision_build``), whose full model is a real ResNet of the family."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from knowcache import _runtime
+from knowcache.data.dataset import model_input
+from knowcache.layer_cache import build as staged_build
+from knowcache.layer_cache import calibrate
+from knowcache.layer_cache.online import OnlineConfig, learner_for
+from knowcache.models import ModelRecord
+from knowcache.runtime import Engine, Manifest
+
+
+def _copy_models(quick_vision_build, tmp_path: Path) -> Path:
+    src = quick_vision_build[0]
+    dst = tmp_path / "models" / "vision"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _record(quick_vision_build) -> ModelRecord:
+    return ModelRecord.load(quick_vision_build[0].parent.parent / "work" / "full.pt")
+
+
+@pytest.fixture(scope="module")
+def staged_models(quick_vision_build, tmp_path_factory):
+    """The toy models plus a staged program with distilled, calibrated heads."""
+    out = _copy_models(quick_vision_build, tmp_path_factory.mktemp("staged"))
+    data = quick_vision_build[2]
+    entry = staged_build.run(_record(quick_vision_build), data, out, input_shape=[1, 1, 28, 28],
+                             input_extra={"image_size": [1, 28, 28]}, target=0.95,
+                             train_samples=600, log=lambda _m: None)
+    return out, entry, data
+
+
+def _with_thresholds(models: Path, thresholds: dict, dst: Path) -> Path:
+    """A copy of ``models`` whose staged exits all get ``thresholds``."""
+    shutil.copytree(models, dst)
+    doc = json.loads((dst / "manifest.json").read_text())
+    for p in doc["partitions"]:
+        if p["id"] == "staged":
+            for e in p["staged"]["exits"]:
+                e["thresholds"] = dict(thresholds)
+    (dst / "manifest.json").write_text(json.dumps(doc))
+    return dst
+
+
+def _engine(models: Path, gate: str, **kw) -> Engine:
+    engine = Engine("vision", manifest=Manifest.load(str(models / "manifest.json")),
+                    exit_gate=gate, **kw)
+    engine.install_staged_from_manifest("staged")
+    return engine
+
+
+def test_recovering_the_record_from_its_program(quick_vision_build):
+    from knowcache.models.from_program import recover
+    models, _, data, _ = quick_vision_build
+    record = _record(quick_vision_build)
+    x = model_input("vision", data.test.x[:16])
+    rebuilt = recover(models / "full.pte", "vision", list(data.labels), x)
+    with torch.no_grad():
+        want = record.build()(torch.from_numpy(x)).numpy()
+        got = rebuilt.build()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_staged_program_equals_the_whole_model_when_no_exit_fires(staged_models, tmp_path):
+    models, entry, data = staged_models
+    quiet = _with_thresholds(models, {}, tmp_path / "quiet")
+    engine = _engine(quiet, "confidence")
+    full = _runtime.Partition.from_file(str(models / "full.pte"))
+    staged = staged_build.load(entry, models)
+    x = model_input("vision", data.test.x[:40])
+    total = entry["staged"]["total_flops"]
+    assert [m["method"] for m in entry["staged"]["stages"]] == [f"stage_{i}" for i in range(4)]
+    for xi in x:
+        want = full.run(xi[None])
+        _, logits = staged.run_all(xi[None])
+        np.testing.assert_allclose(logits, want, atol=1e-4)
+        r = engine.infer(xi[None])
+        assert r.exit_index == -1 and r.flops == total
+        assert r.index == int(np.argmax(want))
+    # Stage FLOPs add up to the unstaged program's own count.
+    doc = json.loads((models / "manifest.json").read_text())
+    full_flops = next(p["flops"] for p in doc["partitions"] if p["id"] == "full")
+    assert total == full_flops
+
+
+@pytest.mark.parametrize("gate", ["learned", "confidence", "entropy"])
+def test_head_gates_hit_and_miss_as_their_threshold_says(staged_models, gate):
+    models, entry, data = staged_models
+    staged = staged_build.load(entry, models)
+    exits, _ = staged.run_all(model_input("vision", data.test.x[:1]))
+    out = exits[0]
+    score, answer = calibrate.scores(gate, calibrate.ExitOutputs(
+        out.logits[None], np.array([out.selector]), out.feature[None]), np.zeros(1, int), 8)
+    threshold = calibrate.to_threshold(gate, float(score[0]))
+    step = -1e-6 if gate == "entropy" else 1e-6     # toward stricter
+    g = _runtime.ExitGate(gate)
+    at = g.evaluate(0, out, threshold - step)        # just looser than this input's score
+    assert at.hit and at.index == int(answer[0])
+    assert not g.evaluate(0, out, threshold + 100 * step).hit
+
+
+def test_exits_answer_through_the_engine_when_thresholds_allow(staged_models, tmp_path):
+    models, entry, data = staged_models
+    x = model_input("vision", data.test.x[:10])
+    always = _with_thresholds(models, {"confidence": 0.0}, tmp_path / "always")
+    never = _with_thresholds(models, {"confidence": 1.0}, tmp_path / "never")
+    first = entry["staged"]["stages"][0]["flops"] + entry["staged"]["exits"][0]["flops"]
+    for xi in x:
+        r = _engine(always, "confidence").infer(xi[None])
+        assert r.exit_index == 0 and r.flops == first
+        assert _engine(never, "confidence").infer(xi[None]).exit_index == -1
+
+
+def test_activation_cache_hits_a_repeated_input_with_the_whole_models_label(staged_models,
+                                                                           tmp_path):
+    models, _, data = staged_models
+    near = _with_thresholds(models, {"activation": 0.001}, tmp_path / "near")
+    engine = _engine(near, "activation")
+    x = model_input("vision", data.test.x[:3])
+    first = engine.infer(x[0][None])
+    assert first.exit_index == -1                 # empty cache: the whole model ran
+    again = engine.infer(x[0][None])
+    assert again.exit_index == 0 and again.index == first.index
+    stats = engine.layer_cache_stats()
+    assert stats.activation.hits == 1 and stats.exit_hits[0] == 1
+
+
+def test_activation_cache_stays_within_its_memory_bound(staged_models, tmp_path):
+    models, entry, data = staged_models
+    near = _with_thresholds(models, {"activation": 0.0}, tmp_path / "bound")
+    dims = [e["feature_dim"] for e in entry["staged"]["exits"]]
+    bound = 6 * _runtime.activation_entry_bytes(max(dims))
+    engine = _engine(near, "activation", activation_entries=512, activation_bytes=bound)
+    for xi in model_input("vision", data.test.x[:40]):
+        engine.infer(xi[None])
+        a = engine.layer_cache_stats().activation
+        assert a.memory_bytes <= bound
+    a = engine.layer_cache_stats().activation
+    assert a.entries > 0 and a.evictions > 0 and a.inserts > a.entries
+
+
+def test_bad_gate_names_and_bounds_are_rejected():
+    with pytest.raises(_runtime.InvalidInputError, match="learned, confidence"):
+        _runtime.ExitGate("oracle")
+    with pytest.raises(_runtime.InvalidInputError, match="max_bytes"):
+        Engine("vision", exit_gate="activation", activation_bytes=10)
+
+
+def _stream(data, classes, n, seed):
+    rng = np.random.default_rng(seed)
+    idx = np.flatnonzero(np.isin(data.test.y, classes))
+    return model_input("vision", data.test.x[rng.choice(idx, n)])
+
+
+def _agreeing_hits(models: Path, x: np.ndarray, full) -> float:
+    engine = _engine(models, "confidence")
+    hits = 0
+    for xi in x:
+        r = engine.infer(xi[None])
+        hits += r.exit_index >= 0 and r.index == int(np.argmax(full.run(xi[None])))
+    return hits / len(x)
+
+
+def test_online_learner_adapts_to_a_shifted_stream_and_rolls_back_a_bad_retrain(
+        staged_models, tmp_path):
+    models, _, data = staged_models
+    work = tmp_path / "vision"
+    shutil.copytree(models, work)
+    config = OnlineConfig(retrain_every=100, buffer=200, target=0.9, fidelity_floor=0.85)
+    learner = learner_for(work, config, cold=True, background=False, log=lambda _m: None)
+    assert learner.version == 2 and all(
+        v is None for e in learner.entry["staged"]["exits"] for v in e["thresholds"].values())
+    full = _runtime.Partition.from_file(str(work / "full.pte"))
+    before_first, after_first = _stream(data, [0, 1, 2, 3, 4], 200, 0), None
+    for xi in before_first:
+        learner.answer(xi[None])
+    assert len(learner.reports) == 2
+    shifted = _stream(data, [5, 6, 7, 8, 9], 200, 1)
+    held_out = _stream(data, [5, 6, 7, 8, 9], 60, 2)
+    before = _agreeing_hits(work, held_out, full)
+    for xi in shifted:
+        learner.answer(xi[None])
+    assert len(learner.reports) == 4
+    after = _agreeing_hits(work, held_out, full)
+    assert any(r.accepted for r in learner.reports), [r.reason for r in learner.reports]
+    assert after > before, (before, after, [r.reason for r in learner.reports])
+
+    # A corrupted retrain is verified, rejected and never published.
+    version = learner.version
+    manifest = (work / "manifest.json").read_text()
+    files = sorted(p.name for p in work.glob("staged*.pte"))
+
+    def scramble(heads):
+        with torch.no_grad():
+            for h in heads:
+                h.out.weight.normal_(0, 5.0)
+                h.out.bias.zero_()
+    learner.tamper = scramble
+    report = learner.retrain_now()
+    assert not report.accepted and "fidelity" in report.reason
+    assert learner.version == version
+    assert (work / "manifest.json").read_text() == manifest
+    assert sorted(p.name for p in work.glob("staged*.pte")) == files
+    assert learner.status()["rollbacks"] >= 1
+    del after_first
+
+
+def test_server_learns_exits_and_publishes_new_versions(staged_models, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from knowcache.server import ServeConfig, create_app
+    models, _, data = staged_models
+    root = tmp_path / "models"
+    shutil.copytree(models, root / "vision")
+    app = create_app(ServeConfig(models=root, learn_exits=True, retrain_every=40,
+                                 batching=False), load_in_background=False)
+    x = model_input("vision", data.test.x[:80])
+    with TestClient(app) as client:
+        version0 = client.get("/v1/vision/manifest").json()["version"]
+        full = _runtime.Partition.from_file(str(root / "vision" / "full.pte"))
+        for xi in x:
+            r = client.post("/v1/vision/infer", content=xi.tobytes(), headers={
+                "X-Knowcache-Dtype": "float32", "X-Knowcache-Shape": "1,1,28,28"})
+            assert r.status_code == 200
+            assert r.json()["index"] == int(np.argmax(full.run(xi[None])))
+        deadline = 120
+        import time
+        start = time.time()
+        while time.time() - start < deadline:
+            status = client.get("/v1/vision/layer-cache").json()
+            if status["retrains"] >= 2:
+                break
+            time.sleep(0.5)
+        assert status["retrains"] >= 1, status
+        accepted = sum(r["accepted"] for r in status["reports"])
+        doc = client.get("/v1/vision/manifest").json()
+        assert doc["version"] == version0 + accepted
+        staged = next(p for p in doc["partitions"] if p["id"] == "staged")
+        blob = client.get("/v1/vision/partitions/staged").content
+        assert _runtime.sha256_hex(blob) == staged["sha256"]
+        assert client.get("/v1/kws/layer-cache").status_code == 404

@@ -83,6 +83,23 @@ def test_native_program_classifies_keywords_and_images(inputs):
     assert sum(o["index"] == y for o, (_, y) in zip(out, raws)) >= 2
 
 
+def test_native_program_runs_the_staged_model_exit_by_exit(inputs):
+    needs(NATIVE)
+    words, wavs, raws = inputs
+    whole = answers(run(NATIVE, "run", "--models", "models/kws", "--install", "full", *wavs))
+    staged = answers(run(NATIVE, "run", "--models", "models/kws", "--layer-cache", "confidence",
+                         *wavs))
+    assert [o["label"] for o in staged] == [o["label"] for o in whole] == list(words)
+    doc = json.loads((REPO / "models/kws/manifest.json").read_text())
+    total = next(p for p in doc["partitions"] if p["role"] == "staged")["staged"]["total_flops"]
+    for o in staged:
+        assert o["partition"] == "staged" and o["source"] == "local"
+        assert -1 <= o["exit"] <= 2 and 0 < o["flops"]
+        assert (o["exit"] == -1) == (o["flops"] > total)   # the whole model ran, exits included
+    res = run(NATIVE, "run", "--models", "models/vision", "--layer-cache", "oracle", wavs[0])
+    assert res.returncode == 1 and "learned, confidence, entropy or activation" in res.stderr
+
+
 def test_native_program_reports_bad_input(inputs, tmp_path):
     needs(NATIVE)
     _, wavs, _ = inputs

@@ -255,3 +255,36 @@ def test_server_learns_exits_and_publishes_new_versions(staged_models, tmp_path)
         blob = client.get("/v1/vision/partitions/staged").content
         assert _runtime.sha256_hex(blob) == staged["sha256"]
         assert client.get("/v1/kws/layer-cache").status_code == 404
+
+
+def test_bench_layer_cache_reports_every_gate_and_the_online_learner(staged_models, tmp_path):
+    from knowcache.commands.bench import run_one
+    models, _, _ = staged_models
+    root = tmp_path / "models"
+    shutil.copytree(models, root / "vision")
+    out = tmp_path / "report.json"
+    report = run_one("vision", models=root, profile="wifi", quick=True, queries=30,
+                     systems=("device_only",), layer_cache=True, online_requests=60,
+                     retrain_every=20, json_path=out, plots=tmp_path / "plots")
+    assert json.loads(out.read_text())["task"] == "vision"
+    systems = report["systems"]
+    assert {"device_only", "device_full", "layer_cache", "layer_cache_learned",
+            "layer_cache_entropy", "layer_cache_activation"} <= set(systems)
+    for name, s in systems.items():
+        assert s["flops_per_query"] > 0, name
+    whole = systems["device_full"]["flops_per_query"]
+    assert systems["device_only"]["flops_per_query"] < whole / 4   # the width-1/3 student
+    for name in ("layer_cache", "layer_cache_learned", "layer_cache_entropy",
+                 "layer_cache_activation"):
+        s = systems[name]
+        for key in ("flops_saved", "latency_saved", "fidelity", "accuracy", "exit_histogram"):
+            assert s[key] is not None, (name, key)
+        assert sum(s["exit_histogram"].values()) == 30
+        assert s["flops_saved"] == pytest.approx(1 - s["flops_per_query"] / whole)
+    assert systems["layer_cache_activation"]["activation_cache"]["memory_bytes"] <= (
+        systems["layer_cache_activation"]["activation_cache"]["bound_bytes"])
+    online = report["online"]
+    assert online["requests"] == 60 and len(online["retrains"]) == 3
+    assert [w["requests"] for w in online["windows"]] == [60]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) >= [
+        "vision-wifi-layer-cache-exits.png", "vision-wifi-layer-cache-online.png"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['CachedModel', 'CloudAnswer', 'CloudClient', 'CloudClientConfig', 'CloudTimeoutError', 'CloudUnavailableError', 'CorruptPartitionError', 'Engine', 'EngineConfig', 'EngineStats', 'FailedPreconditionError', 'GateDecision', 'InferenceResult', 'InputSpec', 'InvalidInputError', 'KnowcacheError', 'Manifest', 'NotFoundError', 'Partition', 'PartitionInfo', 'ProtocolError', 'ResourceExhaustedError', 'SlotCache', 'SlotCacheConfig', 'SlotCacheStats', 'gate_evaluate', 'set_compute_threads', 'sha256_hex']
+__all__: list[str] = ['ActivationCacheStats', 'CachedModel', 'CloudAnswer', 'CloudClient', 'CloudClientConfig', 'CloudTimeoutError', 'CloudUnavailableError', 'CorruptPartitionError', 'Engine', 'EngineConfig', 'EngineStats', 'ExitGate', 'ExitOutput', 'ExitVerdict', 'FailedPreconditionError', 'GateDecision', 'InferenceResult', 'InputSpec', 'InvalidInputError', 'KnowcacheError', 'LayerCacheStats', 'Manifest', 'NotFoundError', 'Partition', 'PartitionInfo', 'ProtocolError', 'ResourceExhaustedError', 'SlotCache', 'SlotCacheConfig', 'SlotCacheStats', 'StagedModel', 'activation_entry_bytes', 'gate_evaluate', 'set_compute_threads', 'sha256_hex']
 class KnowcacheError(RuntimeError):
     """
     Base class of every error the knowcache runtime raises.
@@ -296,20 +296,115 @@ class CloudClient:
     @property
     def config(self) -> CloudClientConfig:
         ...
+class ExitOutput:
+    def __init__(self, logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], selector: typing.SupportsFloat | typing.SupportsIndex, feature: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]) -> None:
+        ...
+    @property
+    def feature(self) -> numpy.typing.NDArray[numpy.float32]:
+        ...
+    @property
+    def logits(self) -> numpy.typing.NDArray[numpy.float32]:
+        ...
+    @property
+    def selector(self) -> float:
+        ...
+class StagedModel:
+    @staticmethod
+    def from_file(path: str, info: PartitionInfo, verify: bool = True) -> StagedModel:
+        ...
+    def run_all(self, input: typing.Any) -> tuple[list[ExitOutput], numpy.typing.NDArray[numpy.float32]]:
+        """
+        Every stage and every exit (no gating): (exit outputs, final logits).
+        """
+    def run_exit(self, exit: typing.SupportsInt | typing.SupportsIndex, activation: typing.Any) -> ExitOutput:
+        ...
+    def run_head(self, activation: typing.Any) -> numpy.typing.NDArray[numpy.float32]:
+        ...
+    def run_stage(self, stage: typing.SupportsInt | typing.SupportsIndex, input: typing.Any) -> numpy.typing.NDArray[numpy.float32]:
+        ...
+    @property
+    def info(self) -> PartitionInfo:
+        ...
+    @property
+    def input_shape(self) -> list[int]:
+        ...
+    @property
+    def num_exits(self) -> int:
+        ...
+    @property
+    def num_stages(self) -> int:
+        ...
+    @property
+    def resident_bytes(self) -> int:
+        ...
+class ExitVerdict:
+    @property
+    def confidence(self) -> float:
+        ...
+    @property
+    def hit(self) -> bool:
+        ...
+    @property
+    def index(self) -> int:
+        ...
+    @property
+    def score(self) -> float:
+        ...
+class ActivationCacheStats:
+    @property
+    def entries(self) -> int:
+        ...
+    @property
+    def evictions(self) -> int:
+        ...
+    @property
+    def hits(self) -> int:
+        ...
+    @property
+    def inserts(self) -> int:
+        ...
+    @property
+    def lookups(self) -> int:
+        ...
+    @property
+    def memory_bytes(self) -> int:
+        ...
+class ExitGate:
+    def __init__(self, kind: str, max_entries: typing.SupportsInt | typing.SupportsIndex = 512, max_bytes: typing.SupportsInt | typing.SupportsIndex = 1048576) -> None:
+        ...
+    def activation_stats(self) -> ActivationCacheStats:
+        ...
+    def evaluate(self, exit: typing.SupportsInt | typing.SupportsIndex, output: ExitOutput, threshold: typing.SupportsFloat | typing.SupportsIndex) -> ExitVerdict:
+        ...
+    def observe(self, exit: typing.SupportsInt | typing.SupportsIndex, output: ExitOutput, final_index: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def kind(self) -> str:
+        ...
+class LayerCacheStats:
+    @property
+    def activation(self) -> ActivationCacheStats:
+        ...
+    @property
+    def exit_hits(self) -> list[int]:
+        ...
+    @property
+    def flops(self) -> int:
+        ...
+    @property
+    def full_runs(self) -> int:
+        ...
+    @property
+    def queries(self) -> int:
+        ...
 class EngineConfig:
     cache: SlotCacheConfig
     cloud: CloudClientConfig
     fetch_hints: bool
     task: str
-    def __init__(self, task: str, cache: SlotCacheConfig = ..., cloud: CloudClientConfig = ..., fetch_hints: bool = True, max_local_attempts: typing.SupportsInt = 1, threshold_override: typing.SupportsFloat = -1.0, admit_after_hints: typing.SupportsInt = 1, hint_window: typing.SupportsInt = 8) -> None:
+    def __init__(self, task: str, cache: SlotCacheConfig = ..., cloud: CloudClientConfig = ..., fetch_hints: bool = True, max_local_attempts: typing.SupportsInt | typing.SupportsIndex = 1, threshold_override: typing.SupportsFloat | typing.SupportsIndex = -1.0, admit_after_hints: typing.SupportsInt | typing.SupportsIndex = 1, hint_window: typing.SupportsInt | typing.SupportsIndex = 8, exit_gate: str = 'learned', activation_entries: typing.SupportsInt | typing.SupportsIndex = 512, activation_bytes: typing.SupportsInt | typing.SupportsIndex = 1048576) -> None:
         ...
     def __repr__(self) -> str:
-        ...
-    @property
-    def max_local_attempts(self) -> int:
-        ...
-    @max_local_attempts.setter
-    def max_local_attempts(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     @property
     def admit_after_hints(self) -> int:
@@ -318,10 +413,19 @@ class EngineConfig:
     def admit_after_hints(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     @property
+    def exit_gate(self) -> str:
+        ...
+    @property
     def hint_window(self) -> int:
         ...
     @hint_window.setter
     def hint_window(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def max_local_attempts(self) -> int:
+        ...
+    @max_local_attempts.setter
+    def max_local_attempts(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     @property
     def threshold_override(self) -> float:
@@ -342,6 +446,12 @@ class InferenceResult:
     def entropy(self) -> float:
         ...
     @property
+    def exit_index(self) -> int:
+        ...
+    @property
+    def flops(self) -> int:
+        ...
+    @property
     def index(self) -> int:
         ...
     @property
@@ -352,6 +462,9 @@ class InferenceResult:
         ...
     @property
     def local_us(self) -> int:
+        ...
+    @property
+    def lookup_us(self) -> int:
         ...
     @property
     def network_us(self) -> int:
@@ -420,6 +533,12 @@ class Engine:
         ...
     def install_from_manifest(self, id: str, pinned: bool = False) -> None:
         ...
+    def install_staged(self, model: StagedModel) -> None:
+        ...
+    def install_staged_from_manifest(self, id: str) -> None:
+        ...
+    def layer_cache_stats(self) -> LayerCacheStats:
+        ...
     def set_manifest(self, manifest: Manifest) -> None:
         ...
     def stats(self) -> EngineStats:
@@ -429,15 +548,17 @@ class Engine:
     @property
     def config(self) -> EngineConfig:
         ...
+def activation_entry_bytes(dim: typing.SupportsInt | typing.SupportsIndex) -> int:
+    ...
 def gate_evaluate(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], threshold: typing.SupportsFloat | typing.SupportsIndex, other_index: typing.SupportsInt | typing.SupportsIndex = -1) -> GateDecision:
     """
     Softmax, normalized entropy H(p)/log(C) and the accept decision.
     """
-def sha256_hex(data: bytes) -> str:
-    """
-    SHA-256 of bytes as lowercase hex (OpenSSL).
-    """
 def set_compute_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     """
     Sets how many threads ExecuTorch's kernels use in this process (1 = one device core).
+    """
+def sha256_hex(data: bytes) -> str:
+    """
+    SHA-256 of bytes as lowercase hex (OpenSSL).
     """

@@ -2,13 +2,16 @@
 //
 //   knowcache-device run --models DIR [--cloud URL] [--token T] [--slots N]
 //                        [--budget BYTES] [--install ID]... [--threads N]
-//                        [--threshold T] INPUT...
+//                        [--threshold T] [--layer-cache GATE] INPUT...
 //   knowcache-device serve-serial --port TTY --store DIR [--baud B]
 //                        [--store-limit BYTES] [--cloud URL] [--slots N]
 //
 // Classifies each INPUT (a 16 kHz mono WAV for keyword models, raw pixels for
 // image models) with the same Engine as the Python bindings and prints one
-// JSON line per input. Logs go to stderr; any error exits non-zero with a
+// JSON line per input. With --layer-cache GATE (learned, confidence, entropy
+// or activation) it runs the manifest's staged program exit by exit instead
+// (layer caching; the JSON line says which exit answered and the FLOPs
+// spent). Logs go to stderr; any error exits non-zero with a
 // message that says what to fix.
 #include <cstdio>
 #include <cstdlib>
@@ -32,7 +35,7 @@ using namespace knowcache;
 constexpr const char* kUsage =
     "usage: knowcache-device run --models DIR [--cloud URL] [--token T] [--slots N]\n"
     "                            [--budget BYTES] [--install ID]... [--threads N]\n"
-    "                            [--threshold T] INPUT...\n"
+    "                            [--threshold T] [--layer-cache GATE] INPUT...\n"
     "       knowcache-device serve-serial --port TTY --store DIR [--baud B]\n"
     "                            [--store-limit BYTES] [--cloud URL] [--slots N]\n";
 
@@ -40,6 +43,7 @@ struct RunOptions {
   std::string models;
   EngineConfig engine;
   std::vector<std::string> install;
+  bool layer_cache = false;
   int threads = 1;
   std::vector<std::string> inputs;
 };
@@ -83,6 +87,10 @@ StatusOr<RunOptions> ParseRun(int argc, char** argv) {
       KC_ASSIGN_OR_RETURN(o.engine.cache.byte_budget, ParseInt(a, v, 1, int64_t{1} << 40));
     } else if (a == "--install") {
       o.install.push_back(v);
+    } else if (a == "--layer-cache") {
+      KC_RETURN_IF_ERROR(ParseExitGateKind(v).status());
+      o.layer_cache = true;
+      o.engine.layer_cache.gate = v;
     } else if (a == "--threads") {
       KC_ASSIGN_OR_RETURN(int64_t n, ParseInt(a, v, 1, 256));
       o.threads = static_cast<int>(n);
@@ -115,6 +123,11 @@ nlohmann::json ToJson(const std::string& input, const InferenceResult& r) {
                       {"total_us", r.total_us}};
   if (!r.partition_hint.empty()) j["hint"] = r.partition_hint;
   if (!r.degraded_reason.empty()) j["degraded_reason"] = r.degraded_reason;
+  if (r.flops > 0) {
+    j["exit"] = r.exit_index;
+    j["flops"] = r.flops;
+    j["lookup_us"] = r.lookup_us;
+  }
   return j;
 }
 
@@ -127,6 +140,17 @@ int Run(int argc, char** argv) {
   auto manifest = Manifest::Load(o.models + "/manifest.json");
   if (!manifest.ok()) return Fail(manifest.status().ToString());
   o.engine.task = manifest->task;
+  if (o.layer_cache) {
+    const PartitionInfo* staged = nullptr;
+    for (const auto& p : manifest->partitions) {
+      if (p.role == "staged") staged = &p;
+    }
+    if (staged == nullptr) {
+      return Fail("--layer-cache needs a staged program in the manifest; write one with "
+                  "`knowcache export --staged`");
+    }
+    o.install = {staged->id};
+  }
   if (o.install.empty()) {
     for (const auto& p : manifest->partitions) {
       if (p.role == "cached") o.install.push_back(p.id);
@@ -138,13 +162,21 @@ int Run(int argc, char** argv) {
   const Manifest& m = *manifest;
   if (Status s = (*engine)->SetManifest(m); !s.ok()) return Fail(s.ToString());
   const PartitionInfo* first = nullptr;
-  for (const auto& id : o.install) {
+  if (o.layer_cache) {
+    if (Status s = (*engine)->InstallStagedFromManifest(o.install.front()); !s.ok()) {
+      return Fail("installing '" + o.install.front() + "': " + s.ToString());
+    }
+    first = m.Find(o.install.front());
+  }
+  for (const auto& id : o.layer_cache ? std::vector<std::string>{} : o.install) {
     if (Status s = (*engine)->InstallFromManifest(id, /*pinned=*/true); !s.ok()) {
       return Fail("installing '" + id + "': " + s.ToString());
     }
     if (first == nullptr) first = m.Find(id);
   }
-  if (Status s = (*engine)->Activate(o.install.front()); !s.ok()) return Fail(s.ToString());
+  if (!o.layer_cache) {
+    if (Status s = (*engine)->Activate(o.install.front()); !s.ok()) return Fail(s.ToString());
+  }
 
   int failures = 0;
   for (const auto& path : o.inputs) {

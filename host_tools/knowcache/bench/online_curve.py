@@ -86,5 +86,5 @@ def run(task_dir: Path, x: np.ndarray, *, gate: str = "confidence", retrain_ever
         return {"gate": gate, "requests": n, "retrain_every": retrain_every, "window": window,
                 "windows": windows, "versions": versions,
                 "retrains": [r.__dict__ for r in learner.reports],
-                "rollbacks": sum(not r.accepted for r in learner.reports),
+                "rollbacks": sum(r.outcome == "rolled_back" for r in learner.reports),
                 "targets_reached_by_request": reached}

@@ -175,6 +175,13 @@ def bench(task, speech_commands, fashion_mnist, cifar10, **options) -> None:
                               "cifar10": cifar10}, **options)
 
 
+def _has_staged(task_dir: Path) -> bool:
+    import json
+    manifest = task_dir / "manifest.json"
+    return manifest.is_file() and any(
+        p.get("role") == "staged" for p in json.loads(manifest.read_text())["partitions"])
+
+
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"),
               show_default=True, help="Folder for the reports and plots.")
@@ -184,10 +191,13 @@ def bench(task, speech_commands, fashion_mnist, cifar10, **options) -> None:
 @click.option("--queries", type=click.IntRange(min=1), default=None,
               help="Stream length per task (default 300).")
 def demo(out: Path, models: Path, profile: str, queries) -> None:
-    """A short `knowcache bench` of both tasks on the shipped models."""
+    """A short `knowcache bench` of both tasks on the shipped models (with layer caching
+    when the models have a staged program; the online learner is left to
+    `knowcache bench --layer-cache`)."""
     console = _console()
     for task in ("kws", "vision"):
         run_one(task, models=models, profile=profile, quick=True, queries=queries,
+                layer_cache=_has_staged(models / task), online_requests=0,
                 json_path=out / f"{task}-{profile}.json", plots=out, console=console)
     console.print(f"[bold]Reports and plots are in {out.resolve()}[/bold] "
                   f"(`knowcache bench --task kws|vision` runs the full-length version).")

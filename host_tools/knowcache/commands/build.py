@@ -116,9 +116,10 @@ def partition(cfg, k, epochs) -> None:
 @click.option("--cold", is_flag=True,
               help="With --staged: untrained heads and no thresholds, for `knowcache serve "
                    "--learn-exits` to learn from traffic.")
-@click.option("--target", type=click.FloatRange(0.5, 1.0), default=0.995, show_default=True,
-              help="With --staged: agreement with the full model each exit's accepted answers "
-                   "must reach on validation data.")
+@click.option("--target", type=click.FloatRange(0.5, 1.0), default=0.998, show_default=True,
+              help="With --staged: agreement with the full model that all answers together "
+                   "must reach on validation data (Wilson lower bound; every exit's own "
+                   "answers agree >= 99%).")
 @click.option("--train-samples", type=click.IntRange(min=100), default=20000, show_default=True,
               help="With --staged: training inputs the heads are distilled on (labels unused).")
 def export_cmd(cfg, out, staged, cold, target, train_samples) -> None:

@@ -2,7 +2,10 @@
 accepts agree with the full model at least ``target`` of the time.
 
 Exits are calibrated in order, each on the samples the earlier exits of the
-same gate kind did not take, which is what the runtime will show it. Gate
+same gate kind did not take, which is what the runtime will show it. The
+agreement of an accepted set is judged by its Wilson lower bound (one
+standard error), so thresholds from small slices (the online learner's
+first retrains) are conservative rather than lucky. Gate
 scores (higher = surer), as the C++ gates compute them:
 
   learned     sigmoid(selector logit)           hit when >= threshold
@@ -20,6 +23,9 @@ import numpy as np
 
 GATES = ("learned", "confidence", "entropy", "activation")
 MIN_ACCEPTED = 20          # fewer accepted calibration samples: the exit stays off
+CONFIDENCE_Z = 1.0         # the system's agreement is judged by its Wilson lower bound
+PER_EXIT_AGREEMENT = 0.99  # each exit's accepted answers agree at least this often
+QUANTILES = 21             # threshold candidates per exit
 
 
 @dataclass
@@ -87,41 +93,78 @@ def to_threshold(kind: str, score: float) -> float:
     return {"entropy": 1.0 - score, "activation": -score}.get(kind, score)
 
 
-def pick(score: np.ndarray, agree: np.ndarray, target: float) -> float | None:
-    """The lowest score whose accepted set (score >= it) still agrees >= target."""
-    order = np.argsort(-score, kind="stable")
-    s, a = score[order], agree[order]
-    finite = np.isfinite(s)
-    s, a = s[finite], a[finite]
-    if len(s) < MIN_ACCEPTED:
-        return None
-    cum = np.cumsum(a) / np.arange(1, len(a) + 1)
-    ok = np.nonzero(cum >= target)[0]
-    # Only cut between distinct scores, so ties are all in or all out.
-    ok = [k for k in ok if k + 1 == len(s) or s[k + 1] < s[k]]
-    if not ok or ok[-1] + 1 < MIN_ACCEPTED:
-        return None
-    return float(s[ok[-1]])
+def lower_bound(agree: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
+    """Wilson score lower bound of an agreement rate (``agree`` of ``n``)."""
+    p = agree / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
 
 
 def calibrate(exits: list[ExitOutputs], reference: np.ndarray, target: float,
-              capacity: int = 512, kinds: tuple[str, ...] = GATES) -> list[dict]:
+              capacity: int = 512, kinds: tuple[str, ...] = GATES,
+              costs: list[float] | None = None, per_exit: float = PER_EXIT_AGREEMENT,
+              z: float = CONFIDENCE_Z) -> list[dict]:
     """Thresholds per exit: [{"learned": t | None, ...}, ...]; ``reference`` is
-    the full model's answer for each calibration sample, in stream order."""
+    the full model's answer for each calibration sample, in stream order.
+
+    Per gate kind, the thresholds that spend the fewest FLOPs (``costs[i]``:
+    the fraction of the whole model a query answered at exit i costs; by
+    default exits are assumed to get cheaper the earlier they are) such that
+    (a) every exit's accepted answers agree with the full model >= ``per_exit``
+    and (b) all answers together (exits, and the full model for the rest)
+    agree >= ``target``, judged by the Wilson lower bound (``z`` standard
+    errors). Searched over a grid of score quantiles per exit (exhaustive:
+    three exits make ~10^4 combinations)."""
+    n_exits = len(exits)
+    costs = list(costs) if costs is not None else [(i + 1) / (n_exits + 1)
+                                                  for i in range(n_exits)]
     result = [dict() for _ in exits]
+    n = len(reference)
     for kind in kinds:
-        remaining = np.ones(len(reference), bool)
-        for i, out in enumerate(exits):
-            score, answer = scores(kind, out, reference, capacity)
+        per = [scores(kind, out, reference, capacity) for out in exits]
+        grids = []
+        for score, answer in per:
+            finite = score[np.isfinite(score)]
+            qs = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, QUANTILES))) \
+                if finite.size >= MIN_ACCEPTED else np.array([])
+            grids.append([None, *qs.tolist()])
+        best = (1.0 + 1e-9, [None] * n_exits)      # cost of running everything, no exits
+
+        def search(i: int, remaining: np.ndarray, errors: int, spent: float, chosen: list):
+            nonlocal best
+            if i == n_exits:
+                total = spent + remaining.sum() * 1.0
+                if total / n < best[0] and _holds(n - errors, n, target, z):
+                    best = (total / n, list(chosen))
+                return
+            score, answer = per[i]
             agree = answer == reference
-            s = np.where(remaining, score, -np.inf)
-            t = pick(s, agree, target)
-            if t is None:
-                result[i][kind] = None
-                continue
-            result[i][kind] = to_threshold(kind, t)
-            remaining &= ~(score >= t)
+            for t in grids[i]:
+                if t is None:
+                    search(i + 1, remaining, errors, spent, chosen + [None])
+                    continue
+                hit = remaining & (score >= t)
+                k = int(hit.sum())
+                if k < MIN_ACCEPTED:
+                    continue
+                wrong = int(k - (agree & hit).sum())
+                if not _holds(k - wrong, k, per_exit, 0.0) or errors + wrong > (1 - target) * n:
+                    continue
+                search(i + 1, remaining & ~hit, errors + wrong, spent + k * costs[i],
+                       chosen + [t])
+        search(0, np.ones(n, bool), 0, 0.0, [])
+        for i, t in enumerate(best[1]):
+            result[i][kind] = None if t is None else to_threshold(kind, t)
     return result
+
+
+def _holds(agree: int, n: int, target: float, z: float) -> bool:
+    if n == 0:
+        return True
+    if z <= 0:
+        return agree / n >= target
+    return float(lower_bound(np.array(agree, float), np.array(n, float), z)) >= target
 
 
 def simulate(exits: list[ExitOutputs], reference: np.ndarray, thresholds: list[dict],

@@ -28,18 +28,29 @@ class DistillConfig:
 
 
 def fit(head: ExitHead, features: np.ndarray, teacher_probs: np.ndarray,
-        config: DistillConfig = DistillConfig()) -> ExitHead:
+        config: DistillConfig = DistillConfig(),
+        selector_data: tuple[np.ndarray, np.ndarray] | None = None) -> ExitHead:
     """Trains ``head`` in place on compact features and the full model's
-    probabilities; returns it in eval mode."""
+    probabilities; returns it in eval mode. ``selector_data`` (features,
+    teacher probabilities) trains the selector on inputs the full model was
+    not trained on either (offline builds pass part of the validation split);
+    otherwise a ``selector_fraction`` of the samples is held out for it."""
     if len(features) != len(teacher_probs) or len(features) < 8:
         raise ValueError(f"need at least 8 recorded samples with teacher outputs, got "
                          f"{len(features)} features and {len(teacher_probs)} outputs")
     g = torch.Generator().manual_seed(config.seed)
     x = torch.as_tensor(features, dtype=torch.float32)
     t = torch.as_tensor(teacher_probs, dtype=torch.float32)
-    order = torch.randperm(len(x), generator=g)
-    n_sel = int(len(x) * config.selector_fraction) if len(x) >= 100 else 0
-    sel_idx, pred_idx = order[:n_sel], order[n_sel:]
+    if selector_data is not None:
+        pred_idx = torch.arange(len(x))
+        x = torch.cat([x, torch.as_tensor(selector_data[0], dtype=torch.float32)])
+        t = torch.cat([t, torch.as_tensor(selector_data[1], dtype=torch.float32)])
+        sel_idx = torch.arange(len(pred_idx), len(x))
+        n_sel = len(sel_idx)
+    else:
+        order = torch.randperm(len(x), generator=g)
+        n_sel = int(len(x) * config.selector_fraction) if len(x) >= 100 else 0
+        sel_idx, pred_idx = order[:n_sel], order[n_sel:]
     head.set_standardization(x[pred_idx])
     head.train()
     params = [*head.hidden.parameters(), *head.out.parameters()]

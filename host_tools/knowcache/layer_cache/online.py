@@ -35,7 +35,6 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from knowcache import _runtime
 from knowcache.layer_cache import build as staged_build
 from knowcache.layer_cache import calibrate, distill
 from knowcache.layer_cache.calibrate import ExitOutputs
@@ -50,10 +49,12 @@ class OnlineConfig:
     buffer: int = 4000              # most recent recorded requests kept
     calibrate_fraction: float = 0.25
     verify_fraction: float = 0.25
-    target: float = staged_build.DEFAULT_TARGET     # per-exit agreement the thresholds aim at
-    fidelity_floor: float = staged_build.DEFAULT_TARGET   # a new version must keep this fidelity
+    target: float = staged_build.DEFAULT_TARGET     # calibration: the system's agreement
+    confidence_z: float = 0.0       # calibration slices are small; the verify slice guards
+    fidelity_floor: float = 0.995   # a new version must keep this fidelity (or the serving one's)
     verify_gate: str = "confidence"
     savings_slack: float = 0.05      # a new version may save this much less than the serving one
+    min_gain: float = 0.01           # ... and is only published if it saves this much more
     export_tolerance: float = 1e-3
     epochs: int = 30
     seed: int = 0
@@ -73,6 +74,7 @@ class RetrainReport:
     samples: int
     accepted: bool
     reason: str
+    outcome: str = "rolled_back"   # published | rolled_back | unchanged
     fidelity: float = 0.0        # learned gate on the verify slice
     serving_fidelity: float = 0.0
     hit_rate: float = 0.0        # fraction of verify requests answered by an exit
@@ -104,6 +106,7 @@ class OnlineLearner:
         self._teacher: deque = deque(maxlen=config.buffer)
         self._raw: deque = deque(maxlen=RAW_INPUTS_KEPT)
         self._since = 0
+        self._retraining = False      # set under _lock when a retrain is due, cleared after it
         self._worker: Optional[threading.Thread] = None
         self.reports: list[RetrainReport] = []
         self.tamper: Optional[Tamper] = None     # tests: corrupt the next retrain's heads
@@ -135,15 +138,13 @@ class OnlineLearner:
             self._teacher.append(probs.astype(np.float32))
             self._raw.append(np.array(x, copy=True))
             self._since += 1
-            due = self._since >= self.config.retrain_every and not self._busy()
+            due = self._since >= self.config.retrain_every and not self._retraining
             if due:
                 self._since = 0
+                self._retraining = True
         if due:
             self._start_retrain()
         return logits
-
-    def _busy(self) -> bool:
-        return self._worker is not None and self._worker.is_alive()
 
     def _start_retrain(self) -> None:
         if not self.background:
@@ -169,10 +170,14 @@ class OnlineLearner:
         try:
             report = self._retrain()
         except Exception as e:  # noqa: BLE001 - a failed retrain must never stop serving
-            report = RetrainReport(self.version + 1, 0, False, f"retrain failed: {e}")
+            report = RetrainReport(version=self.version + 1, samples=0, accepted=False,
+                                   reason=f"retrain failed: {type(e).__name__}: {e}")
+        finally:
+            with self._lock:
+                self._retraining = False
         self.reports.append(report)
-        self.log(f"layer cache v{report.version}: {'swapped in' if report.accepted else 'rolled back'}"
-                 f" ({report.reason})")
+        self.log(f"layer cache v{report.version}: {report.outcome.replace('_', ' ')} "
+                 f"({report.reason})")
         return report
 
     def _retrain(self) -> RetrainReport:
@@ -189,7 +194,9 @@ class OnlineLearner:
         for i, head in enumerate(heads):
             distill.fit(head, feats[i][train], teacher[train], dcfg)
         outs_cal = _head_outputs(heads, [f[cal] for f in feats])
-        thresholds = calibrate.calibrate(outs_cal, teacher[cal].argmax(1), cfg.target)
+        costs = staged_build.exit_costs([s["flops"] for s in self.entry["staged"]["stages"]])
+        thresholds = calibrate.calibrate(outs_cal, teacher[cal].argmax(1), cfg.target,
+                                         costs=costs, z=cfg.confidence_z)
         if self.tamper is not None:
             self.tamper(heads)
         ref = teacher[ver].argmax(1)
@@ -197,8 +204,9 @@ class OnlineLearner:
         serving = self._evaluate(self.build.heads, [e["thresholds"] for e in
                                                     self.entry["staged"]["exits"]],
                                  [f[ver] for f in feats], ref)
-        report = RetrainReport(version, n, False, "", fidelity, serving[0], hit_rate, saved,
-                               thresholds)
+        report = RetrainReport(version=version, samples=n, accepted=False, reason="",
+                               fidelity=fidelity, serving_fidelity=serving[0],
+                               hit_rate=hit_rate, flops_saved=saved, thresholds=thresholds)
         floor = min(cfg.fidelity_floor, serving[0])
         if fidelity < floor:
             report.reason = (f"fidelity {fidelity:.2%} on {len(ver)} held-out requests is below "
@@ -207,6 +215,12 @@ class OnlineLearner:
         if saved < serving[2] - cfg.savings_slack:
             report.reason = (f"saves {saved:.0%} of FLOPs on the held-out requests, the serving "
                              f"version {serving[2]:.0%}")
+            return report
+        if saved < serving[2] + cfg.min_gain and fidelity <= serving[0]:
+            # Nothing to gain: devices would download a new version for nothing.
+            report.outcome = "unchanged"
+            report.reason = (f"no gain over the serving version (saves {saved:.0%} vs "
+                             f"{serving[2]:.0%} of FLOPs, fidelity {fidelity:.2%}); not published")
             return report
         # Export and check the program the devices would run.
         candidate = staged_build.StagedBuild(self.build.task, self.build.labels,
@@ -221,6 +235,7 @@ class OnlineLearner:
             return report
         self._swap(entry, candidate)
         report.accepted = True
+        report.outcome = "published"
         report.reason = (f"fidelity {fidelity:.2%}, exits answer {report.hit_rate:.0%} of "
                          f"held-out requests, {saved:.0%} of FLOPs saved")
         return report
@@ -269,7 +284,8 @@ class OnlineLearner:
     def status(self) -> dict:
         return {"version": self.version, "recorded": len(self._teacher),
                 "retrains": len(self.reports),
-                "rollbacks": sum(not r.accepted for r in self.reports),
+                "published": sum(r.outcome == "published" for r in self.reports),
+                "rollbacks": sum(r.outcome == "rolled_back" for r in self.reports),
                 "reports": [asdict(r) for r in self.reports[-10:]]}
 
 

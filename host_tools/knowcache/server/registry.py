@@ -7,11 +7,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from knowcache import _runtime
 from knowcache.partitioning import PartitionSelector
+
+if TYPE_CHECKING:
+    from knowcache.layer_cache.online import OnlineLearner
 
 DTYPES = {"float32": np.float32, "uint8": np.uint8, "int8": np.int8, "int32": np.int32,
           "int64": np.int64}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -182,13 +183,14 @@ def test_online_learner_adapts_to_a_shifted_stream_and_rolls_back_a_bad_retrain(
     models, _, data = staged_models
     work = tmp_path / "vision"
     shutil.copytree(models, work)
-    config = OnlineConfig(retrain_every=100, buffer=200, target=0.9, fidelity_floor=0.85)
+    # Toy models (one epoch) have weak exits: lower bars than the defaults.
+    config = OnlineConfig(retrain_every=100, buffer=200, target=0.9, per_exit=0.9,
+                          fidelity_floor=0.85)
     learner = learner_for(work, config, cold=True, background=False, log=lambda _m: None)
     assert learner.version == 2 and all(
         v is None for e in learner.entry["staged"]["exits"] for v in e["thresholds"].values())
     full = _runtime.Partition.from_file(str(work / "full.pte"))
-    before_first, after_first = _stream(data, [0, 1, 2, 3, 4], 200, 0), None
-    for xi in before_first:
+    for xi in _stream(data, [0, 1, 2, 3, 4], 200, 0):
         learner.answer(xi[None])
     assert len(learner.reports) == 2
     shifted = _stream(data, [5, 6, 7, 8, 9], 200, 1)
@@ -218,7 +220,6 @@ def test_online_learner_adapts_to_a_shifted_stream_and_rolls_back_a_bad_retrain(
     assert (work / "manifest.json").read_text() == manifest
     assert sorted(p.name for p in work.glob("staged*.pte")) == files
     assert learner.status()["rollbacks"] >= 1
-    del after_first
 
 
 def test_server_learns_exits_and_publishes_new_versions(staged_models, tmp_path):
@@ -239,12 +240,10 @@ def test_server_learns_exits_and_publishes_new_versions(staged_models, tmp_path)
                 "X-Knowcache-Dtype": "float32", "X-Knowcache-Shape": "1,1,28,28"})
             assert r.status_code == 200
             assert r.json()["index"] == int(np.argmax(full.run(xi[None])))
-        deadline = 120
-        import time
         start = time.time()
-        while time.time() - start < deadline:
+        while time.time() - start < 120:      # the retrain runs in the background
             status = client.get("/v1/vision/layer-cache").json()
-            if status["retrains"] >= 2:
+            if status["retrains"] >= 1 and not status["retraining"]:
                 break
             time.sleep(0.5)
         assert status["retrains"] >= 1, status
@@ -286,5 +285,5 @@ def test_bench_layer_cache_reports_every_gate_and_the_online_learner(staged_mode
     online = report["online"]
     assert online["requests"] == 60 and len(online["retrains"]) == 3
     assert [w["requests"] for w in online["windows"]] == [60]
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) >= [
-        "vision-wifi-layer-cache-exits.png", "vision-wifi-layer-cache-online.png"]
+    assert {p.name for p in (tmp_path / "plots").iterdir()} >= {
+        "vision-wifi-layer-cache-exits.png", "vision-wifi-layer-cache-online.png"}

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from knowcache._runtime import StagedModel
 from knowcache.runtime import Engine, Manifest, Partition, sha256_hex
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -25,19 +26,25 @@ def test_manifest_matches_files(task):
         assert len(data) == info.bytes, info.id
         assert sha256_hex(data) == info.sha256, info.id
     roles = {p.role for p in manifest.partitions}
-    assert roles == {"full", "cached", "generic", "partition"}
+    assert roles == {"full", "cached", "generic", "partition", "staged"}
 
 
 @pytest.mark.parametrize("task", TASKS)
 def test_every_program_loads_and_answers(task):
     manifest = Manifest.load(str(MODELS / task / "manifest.json"))
     rng = np.random.default_rng(0)
+    full = Partition.from_file(manifest.path_of(manifest.find("full")), manifest.find("full"))
     for info in manifest.partitions:
-        part = Partition.from_file(manifest.path_of(info), info)
         x = rng.uniform(0, 1, info.input.shape).astype(np.float32)
         if task == "kws":
             x = (x - 0.5) * 0.1
-        logits = part.run(x)
+        if info.role == "staged":     # the full model, cut into stages with exit heads
+            staged = StagedModel.from_file(manifest.path_of(info), info)
+            exits, logits = staged.run_all(x)
+            assert len(exits) == staged.num_exits == 3
+            np.testing.assert_allclose(logits, full.run(x), atol=1e-4)
+            continue
+        logits = Partition.from_file(manifest.path_of(info), info).run(x)
         assert logits.size == len(info.labels) and np.isfinite(logits).all(), info.id
 
 

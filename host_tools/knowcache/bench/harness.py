@@ -136,6 +136,7 @@ def run_system(name: str, manifest: Manifest, stream: QueryStream, x: np.ndarray
             staged = manifest.find(next(p.id for p in manifest.partitions if p.role == "staged"))
             run.model_bytes = max(run.model_bytes, staged.bytes)
             run.layer_cache = {"total_flops": costs.get(staged.id),
+                               "exits": len(staged_exits(manifest, staged.id)),
                                "activation_cache": {
                                    "entries": lc.activation.entries,
                                    "memory_bytes": lc.activation.memory_bytes,
@@ -168,6 +169,11 @@ def summarize(run: SystemRun, y: np.ndarray, reference: Optional[np.ndarray]) ->
     }
 
 
+def staged_exits(manifest: Manifest, pid: str) -> list:
+    doc = json.loads((Path(manifest.directory) / "manifest.json").read_text())
+    return next(p for p in doc["partitions"] if p["id"] == pid)["staged"]["exits"]
+
+
 def _flops_summary(run: SystemRun) -> dict:
     """FLOPs per query, device and cloud; None when a program's cost is unknown
     (a manifest written before programs carried "flops")."""
@@ -183,8 +189,8 @@ def _layer_cache_summary(run: SystemRun, reference: Optional[np.ndarray]) -> dic
     if not run.layer_cache:
         return {}
     total = run.layer_cache["total_flops"]
-    n_exits = int(run.exit_index.max()) + 1 if (run.exit_index >= 0).any() else 0
-    hist = {f"exit_{i}": int(np.sum(run.exit_index == i)) for i in range(n_exits)}
+    hist = {f"exit_{i}": int(np.sum(run.exit_index == i))
+            for i in range(run.layer_cache["exits"])}
     hist["whole_model"] = int(np.sum(run.exit_index < 0))
     early = run.exit_index >= 0
     return {

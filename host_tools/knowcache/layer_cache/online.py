@@ -51,6 +51,7 @@ class OnlineConfig:
     verify_fraction: float = 0.25
     target: float = staged_build.DEFAULT_TARGET     # calibration: the system's agreement
     confidence_z: float = 0.0       # calibration slices are small; the verify slice guards
+    per_exit: float = calibrate.PER_EXIT_AGREEMENT   # each exit's own answers agree >= this
     fidelity_floor: float = 0.995   # a new version must keep this fidelity (or the serving one's)
     verify_gate: str = "confidence"
     savings_slack: float = 0.05      # a new version may save this much less than the serving one
@@ -196,7 +197,7 @@ class OnlineLearner:
         outs_cal = _head_outputs(heads, [f[cal] for f in feats])
         costs = staged_build.exit_costs([s["flops"] for s in self.entry["staged"]["stages"]])
         thresholds = calibrate.calibrate(outs_cal, teacher[cal].argmax(1), cfg.target,
-                                         costs=costs, z=cfg.confidence_z)
+                                         costs=costs, z=cfg.confidence_z, per_exit=cfg.per_exit)
         if self.tamper is not None:
             self.tamper(heads)
         ref = teacher[ver].argmax(1)
@@ -283,6 +284,7 @@ class OnlineLearner:
 
     def status(self) -> dict:
         return {"version": self.version, "recorded": len(self._teacher),
+                "retraining": self._retraining,
                 "retrains": len(self.reports),
                 "published": sum(r.outcome == "published" for r in self.reports),
                 "rollbacks": sum(r.outcome == "rolled_back" for r in self.reports),

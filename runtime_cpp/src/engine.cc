@@ -7,6 +7,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "knowcache/entropy_gate.h"
 #include "knowcache/log.h"
@@ -92,6 +93,15 @@ class EngineImpl {
   std::set<std::string> pending;  // queued or running
   bool stopping = false;
   std::thread worker;
+
+  // A partition's manifest entry and the path of its file.
+  StatusOr<std::pair<PartitionInfo, std::string>> Lookup(const std::string& id) const {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!has_manifest) return FailedPrecondition("set a manifest before installing by id");
+    const PartitionInfo* p = manifest.Find(id);
+    if (p == nullptr) return NotFound("manifest has no partition '" + id + "'");
+    return std::make_pair(*p, manifest.PathOf(*p));
+  }
 
   float ThresholdFor(const PartitionInfo& info) const {
     return config.threshold_override >= 0.0f ? config.threshold_override : info.threshold;
@@ -249,17 +259,9 @@ Status Engine::SetManifest(Manifest manifest) {
 }
 
 Status Engine::InstallFromManifest(const std::string& id, bool pinned) {
-  PartitionInfo info;
-  std::string path;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    if (!impl_->has_manifest) return FailedPrecondition("set a manifest before installing by id");
-    const PartitionInfo* p = impl_->manifest.Find(id);
-    if (p == nullptr) return NotFound("manifest has no partition '" + id + "'");
-    info = *p;
-    path = impl_->manifest.PathOf(info);
-  }
-  KC_ASSIGN_OR_RETURN(std::shared_ptr<Partition> partition, Partition::FromFile(path, info));
+  KC_ASSIGN_OR_RETURN(auto found, impl_->Lookup(id));
+  KC_ASSIGN_OR_RETURN(std::shared_ptr<Partition> partition,
+                      Partition::FromFile(found.second, found.first));
   return Install(std::move(partition), pinned);
 }
 
@@ -281,17 +283,9 @@ Status Engine::InstallStaged(std::shared_ptr<StagedModel> model) {
 }
 
 Status Engine::InstallStagedFromManifest(const std::string& id) {
-  PartitionInfo info;
-  std::string path;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    if (!impl_->has_manifest) return FailedPrecondition("set a manifest before installing by id");
-    const PartitionInfo* p = impl_->manifest.Find(id);
-    if (p == nullptr) return NotFound("manifest has no partition '" + id + "'");
-    info = *p;
-    path = impl_->manifest.PathOf(info);
-  }
-  KC_ASSIGN_OR_RETURN(std::shared_ptr<StagedModel> model, StagedModel::FromFile(path, info));
+  KC_ASSIGN_OR_RETURN(auto found, impl_->Lookup(id));
+  KC_ASSIGN_OR_RETURN(std::shared_ptr<StagedModel> model,
+                      StagedModel::FromFile(found.second, found.first));
   return InstallStaged(std::move(model));
 }
 

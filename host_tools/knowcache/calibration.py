@@ -25,15 +25,24 @@ class Calibration:
     samples: int
 
 
-def gate_entropies(logits: np.ndarray, other_index: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(entropy, argmax, is_other) per row, computed by the C++ gate."""
-    ent, arg, other = [], [], []
+def gate_scores(logits: np.ndarray, other_index: int = -1
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(normalized entropy, max probability, argmax, is_other) per row, computed by
+    the C++ gate."""
+    ent, peak, arg, other = [], [], [], []
     for row in np.asarray(logits, dtype=np.float32):
         d = _runtime.gate_evaluate(row, 1.0, other_index)
         ent.append(d.entropy)
+        peak.append(d.max_prob)
         arg.append(d.index)
         other.append(d.is_other)
-    return np.array(ent), np.array(arg), np.array(other, dtype=bool)
+    return np.array(ent), np.array(peak), np.array(arg), np.array(other, dtype=bool)
+
+
+def gate_entropies(logits: np.ndarray, other_index: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(entropy, argmax, is_other) per row, computed by the C++ gate."""
+    ent, _, arg, other = gate_scores(logits, other_index)
+    return ent, arg, other
 
 
 def calibrate_threshold(logits: np.ndarray, reference: np.ndarray, *, other_index: int = -1,

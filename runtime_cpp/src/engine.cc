@@ -12,7 +12,6 @@
 #include "knowcache/entropy_gate.h"
 #include "knowcache/log.h"
 #include "knowcache/partition.h"
-#include "knowcache/sha256.h"
 
 namespace knowcache {
 namespace {
@@ -199,14 +198,9 @@ class EngineImpl {
     KC_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, cloud->FetchPartition(config.task, id));
     ++fetches;
     fetched_bytes += static_cast<int64_t>(raw.size());
-    if (static_cast<int64_t>(raw.size()) != info.bytes) {
-      return Corrupt("downloaded partition '" + id + "' is " + std::to_string(raw.size()) +
-                     " bytes, manifest says " + std::to_string(info.bytes));
-    }
-    std::string digest = Sha256Hex(raw.data(), raw.size());
-    if (digest != info.sha256) {
-      return Corrupt("downloaded partition '" + id + "' fails its sha256 check: manifest " +
-                     info.sha256 + ", bytes " + digest);
+    // Fetched manifests always carry bytes and sha256 (the parser requires them).
+    if (Status s = info.CheckBytes(raw); !s.ok()) {
+      return Status(s.code(), "downloaded " + s.message());
     }
     auto bytes = std::make_shared<const std::vector<uint8_t>>(std::move(raw));
     KC_ASSIGN_OR_RETURN(std::shared_ptr<CachedModel> model, factory(info, std::move(bytes)));

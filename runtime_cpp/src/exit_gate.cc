@@ -176,13 +176,6 @@ ActivationCacheStats ActivationCache::Stats() const {
   return stats_;
 }
 
-void ActivationCache::Clear() {
-  std::lock_guard<std::mutex> lock(mu_);
-  exits_.clear();
-  stats_.entries = 0;
-  stats_.memory_bytes = 0;
-}
-
 StatusOr<std::unique_ptr<ExitGate>> MakeExitGate(ExitGateKind kind,
                                                  const ActivationCacheConfig& activation) {
   if (kind == ExitGateKind::kActivation) {

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "knowcache/entropy_gate.h"
+
 namespace knowcache {
 namespace {
 
@@ -78,16 +80,9 @@ StatusOr<LayerCacheResult> LayerCache::Run(const TensorView& input) {
   }
   KC_ASSIGN_OR_RETURN(std::vector<float> logits, model_->RunHead(act));
   r.flops += st.head.flops;
-  float peak = -std::numeric_limits<float>::infinity();
-  for (size_t i = 0; i < logits.size(); ++i) {
-    if (logits[i] > peak) {
-      peak = logits[i];
-      r.index = static_cast<int>(i);
-    }
-  }
-  double sum = 0.0;
-  for (float l : logits) sum += std::exp(static_cast<double>(l - peak));
-  r.confidence = static_cast<float>(1.0 / sum);
+  KC_ASSIGN_OR_RETURN(GateDecision whole, EntropyGate::Evaluate(logits, 1.0f, -1));
+  r.index = whole.index;
+  r.confidence = whole.max_prob;
   for (const auto& [e, out] : missed) gate_->Observe(e, out, r.index);
   r.total_us = MicrosSince(t0);
   ++queries_;

@@ -166,8 +166,6 @@ Status ParseStaged(const json& obj, const std::string& where, size_t classes, St
     }
     st->exits.push_back(std::move(x));
   }
-  auto target = obj.find("agreement_target");
-  if (target != obj.end() && target->is_number()) st->agreement_target = target->get<double>();
   auto total = obj.find("total_flops");
   if (total != obj.end() && total->is_number_integer()) st->total_flops = total->get<int64_t>();
   if (st->total_flops <= 0) {
@@ -295,6 +293,21 @@ int Manifest::LabelIndex(const std::string& label) const {
 std::string Manifest::PathOf(const PartitionInfo& info) const {
   if (!info.file.empty() && info.file[0] == '/') return info.file;
   return (directory.empty() ? std::string(".") : directory) + "/" + info.file;
+}
+
+Status PartitionInfo::CheckBytes(const std::vector<uint8_t>& data) const {
+  const std::string who = "partition '" + id + "'";
+  if (bytes > 0 && static_cast<int64_t>(data.size()) != bytes) {
+    return Corrupt(who + " is " + std::to_string(data.size()) + " bytes but the manifest says " +
+                   std::to_string(bytes) + " (truncated or replaced file)");
+  }
+  if (!sha256.empty()) {
+    std::string actual = Sha256Hex(data.data(), data.size());
+    if (actual != sha256) {
+      return Corrupt(who + " fails its sha256 check: manifest " + sha256 + ", bytes " + actual);
+    }
+  }
+  return Status::Ok();
 }
 
 Status InputSpec::Check(const TensorView& view) const {

@@ -93,20 +93,7 @@ StatusOr<std::shared_ptr<Partition>> Partition::FromBytes(
   if (!bytes || bytes->empty()) return Corrupt("partition '" + info.id + "' has no bytes");
   if (info.id.empty()) info.id = "partition";
   const std::string who = "partition '" + info.id + "'";
-  if (options.verify) {
-    if (info.bytes > 0 && static_cast<int64_t>(bytes->size()) != info.bytes) {
-      return Corrupt(who + " is " + std::to_string(bytes->size()) +
-                     " bytes but the manifest says " + std::to_string(info.bytes) +
-                     " (truncated or replaced file)");
-    }
-    if (!info.sha256.empty()) {
-      std::string actual = Sha256Hex(bytes->data(), bytes->size());
-      if (actual != info.sha256) {
-        return Corrupt(who + " fails its sha256 check: manifest " + info.sha256 +
-                       ", bytes " + actual);
-      }
-    }
-  }
+  if (options.verify) KC_RETURN_IF_ERROR(info.CheckBytes(*bytes));
 
   auto impl = std::make_unique<PartitionImpl>();
   impl->method = options.method;

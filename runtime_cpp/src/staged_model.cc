@@ -84,15 +84,7 @@ StatusOr<std::shared_ptr<StagedModel>> StagedModel::FromBytes(
     return InvalidArgument(who + " needs a manifest entry with role 'staged' and its stages");
   }
   if (!bytes || bytes->empty()) return Corrupt(who + " has no bytes");
-  if (verify) {
-    if (impl->info.bytes > 0 && static_cast<int64_t>(bytes->size()) != impl->info.bytes) {
-      return Corrupt(who + " is " + std::to_string(bytes->size()) + " bytes but the manifest says " +
-                     std::to_string(impl->info.bytes));
-    }
-    if (!impl->info.sha256.empty() && Sha256Hex(bytes->data(), bytes->size()) != impl->info.sha256) {
-      return Corrupt(who + " fails its sha256 check");
-    }
-  }
+  if (verify) KC_RETURN_IF_ERROR(impl->info.CheckBytes(*bytes));
   impl->bytes = bytes;
   std::shared_ptr<void> data(bytes, const_cast<uint8_t*>(bytes->data()));
   impl->module = std::make_unique<Module>(

@@ -86,7 +86,8 @@ def run_system(name: str, manifest: Manifest, stream: QueryStream, x: np.ndarray
     run = SystemRun(name, np.full(n, -1), [""] * n, np.zeros(n), np.zeros(n, np.int64),
                     np.ones(n, np.float32), stream.sample.copy(), np.zeros(n, np.int64),
                     np.zeros(n, np.int64), np.full(n, -1), np.zeros(n, np.int64))
-    costs = manifest_flops(json.loads((Path(manifest.directory) / "manifest.json").read_text()))
+    doc = json.loads((Path(manifest.directory) / "manifest.json").read_text())
+    costs = manifest_flops(doc)
     full_id = next((p.id for p in manifest.partitions if p.role == "full"), None)
     with ExitStack() as stack:
         cloud, url = None, None
@@ -136,7 +137,8 @@ def run_system(name: str, manifest: Manifest, stream: QueryStream, x: np.ndarray
             staged = manifest.find(next(p.id for p in manifest.partitions if p.role == "staged"))
             run.model_bytes = max(run.model_bytes, staged.bytes)
             run.layer_cache = {"total_flops": costs.get(staged.id),
-                               "exits": len(staged_exits(manifest, staged.id)),
+                               "exits": len(next(p for p in doc["partitions"]
+                                                 if p["id"] == staged.id)["staged"]["exits"]),
                                "activation_cache": {
                                    "entries": lc.activation.entries,
                                    "memory_bytes": lc.activation.memory_bytes,
@@ -167,11 +169,6 @@ def summarize(run: SystemRun, y: np.ndarray, reference: Optional[np.ndarray]) ->
         **_flops_summary(run),
         **_layer_cache_summary(run, reference),
     }
-
-
-def staged_exits(manifest: Manifest, pid: str) -> list:
-    doc = json.loads((Path(manifest.directory) / "manifest.json").read_text())
-    return next(p for p in doc["partitions"] if p["id"] == pid)["staged"]["exits"]
 
 
 def _flops_summary(run: SystemRun) -> dict:

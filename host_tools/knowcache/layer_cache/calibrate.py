@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from knowcache.calibration import gate_scores
+
 GATES = ("learned", "confidence", "entropy", "activation")
 MIN_ACCEPTED = 20          # fewer accepted calibration samples: the exit stays off
 CONFIDENCE_Z = 1.0         # the system's agreement is judged by its Wilson lower bound
@@ -34,12 +36,6 @@ class ExitOutputs:
     logits: np.ndarray     # (n, classes)
     selector: np.ndarray   # (n,)
     feature: np.ndarray    # (n, dim)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(1, keepdims=True)
 
 
 def quantize(features: np.ndarray) -> np.ndarray:
@@ -76,13 +72,11 @@ def scores(kind: str, out: ExitOutputs, reference: np.ndarray, capacity: int
            ) -> tuple[np.ndarray, np.ndarray]:
     """(score where higher means surer, the exit's answer) for one gate kind."""
     if kind == "learned":
-        return 1.0 / (1.0 + np.exp(-out.selector)), out.logits.argmax(1)
-    p = softmax(out.logits.astype(np.float64))
-    if kind == "confidence":
-        return p.max(1), p.argmax(1)
-    if kind == "entropy":
-        h = -(p * np.log(np.clip(p, 1e-12, 1))).sum(1) / np.log(p.shape[1])
-        return 1.0 - h, p.argmax(1)
+        return 1.0 / (1.0 + np.exp(-out.selector.astype(np.float64))), out.logits.argmax(1)
+    if kind in ("confidence", "entropy"):
+        # The runtime's own gate, so host thresholds and device decisions agree exactly.
+        entropy, peak, argmax, _ = gate_scores(out.logits)
+        return (peak, argmax) if kind == "confidence" else (1.0 - entropy, argmax)
     if kind == "activation":
         dist, label = nearest_in_stream(out.feature, reference, capacity)
         return -dist, label
@@ -90,6 +84,8 @@ def scores(kind: str, out: ExitOutputs, reference: np.ndarray, capacity: int
 
 
 def to_threshold(kind: str, score: float) -> float:
+    """A score (higher = surer) as the threshold the runtime compares; the map is
+    its own inverse, so it also turns a threshold back into a score."""
     return {"entropy": 1.0 - score, "activation": -score}.get(kind, score)
 
 
@@ -178,7 +174,7 @@ def simulate(exits: list[ExitOutputs], reference: np.ndarray, thresholds: list[d
         if t is None:
             continue
         score, ans = scores(kind, out, reference, capacity)
-        hit = (where == -1) & (score >= {"entropy": 1.0 - t, "activation": -t}.get(kind, t))
+        hit = (where == -1) & (score >= to_threshold(kind, t))
         where[hit] = i
         answer[hit] = ans[hit]
     return where, answer

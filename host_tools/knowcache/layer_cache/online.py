@@ -3,7 +3,7 @@ traffic, without labels (automated layer caching, GATI).
 
 For every request it answers, the server runs the staged program whole
 (``StagedModel.run_all``) and records each exit's compact feature and the
-full model's probabilities (plus a few raw inputs, to check exports). Every
+full model's logits (plus a few raw inputs, to check exports). Every
 ``retrain_every`` requests a background worker:
 
 1. splits the recorded requests into train / calibrate / verify slices,
@@ -104,7 +104,7 @@ class OnlineLearner:
         self.background = background
         self._lock = threading.Lock()
         self._features: list[deque] = [deque(maxlen=config.buffer) for _ in build.heads]
-        self._teacher: deque = deque(maxlen=config.buffer)
+        self._logits: deque = deque(maxlen=config.buffer)   # the full model's answers
         self._raw: deque = deque(maxlen=RAW_INPUTS_KEPT)
         self._since = 0
         self._retraining = False      # set under _lock when a retrain is due, cleared after it
@@ -131,12 +131,10 @@ class OnlineLearner:
         """The full model's logits for ``x`` (one input); records what the exits saw."""
         model = self.model
         exits, logits = model.run_all(x)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
         with self._lock:
             for i, e in enumerate(exits):
                 self._features[i].append(np.asarray(e.feature, np.float32))
-            self._teacher.append(probs.astype(np.float32))
+            self._logits.append(logits)
             self._raw.append(np.array(x, copy=True))
             self._since += 1
             due = self._since >= self.config.retrain_every and not self._retraining
@@ -163,9 +161,11 @@ class OnlineLearner:
     def _snapshot(self):
         with self._lock:
             feats = [np.stack(f) for f in self._features]
-            teacher = np.stack(self._teacher)
+            logits = np.stack(self._logits)
             raw = np.stack(self._raw)
-        return feats, teacher, raw
+        # The teacher: the full model's probabilities (off the serving path).
+        z = np.exp(logits - logits.max(1, keepdims=True))
+        return feats, (z / z.sum(1, keepdims=True)).astype(np.float32), raw
 
     def retrain_now(self) -> RetrainReport:
         try:
@@ -283,7 +283,7 @@ class OnlineLearner:
             self.on_swap(entry, manifest_version)
 
     def status(self) -> dict:
-        return {"version": self.version, "recorded": len(self._teacher),
+        return {"version": self.version, "recorded": len(self._logits),
                 "retraining": self._retraining,
                 "retrains": len(self.reports),
                 "published": sum(r.outcome == "published" for r in self.reports),

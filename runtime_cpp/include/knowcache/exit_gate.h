@@ -71,7 +71,6 @@ class ActivationCache final : public ExitGate {
   StatusOr<ExitVerdict> Evaluate(int exit, const ExitOutput& out, double threshold) override;
   void Observe(int exit, const ExitOutput& out, int final_index) override;
   ActivationCacheStats Stats() const;
-  void Clear();
 
  private:
   struct Entry {

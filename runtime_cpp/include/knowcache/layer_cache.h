@@ -48,8 +48,6 @@ class LayerCache {
   StatusOr<LayerCacheResult> Run(const TensorView& input);
   LayerCacheStats Stats() const;
   const StagedModel& model() const { return *model_; }
-  std::shared_ptr<StagedModel> shared_model() const { return model_; }
-  ExitGateKind gate_kind() const { return gate_->kind(); }
 
  private:
   LayerCache(std::shared_ptr<StagedModel> model, std::unique_ptr<ExitGate> gate);

@@ -66,7 +66,6 @@ struct StagedInfo {
   std::vector<StageInfo> stages;
   std::vector<ExitInfo> exits;
   StageInfo head;
-  double agreement_target = 0.0;
   int64_t total_flops = 0;
 
   bool empty() const { return stages.empty(); }
@@ -84,6 +83,10 @@ struct PartitionInfo {
   int64_t bytes = 0;
   std::string sha256;  // lowercase hex
   StagedInfo staged;   // role "staged" only
+
+  /// Corrupt when `bytes` do not have this entry's size (when bytes > 0) or
+  /// sha256 (when set): a truncated, replaced or tampered program.
+  Status CheckBytes(const std::vector<uint8_t>& data) const;
 };
 
 struct Manifest {

@@ -183,7 +183,7 @@ def test_online_learner_adapts_to_a_shifted_stream_and_rolls_back_a_bad_retrain(
     models, _, data = staged_models
     work = tmp_path / "vision"
     shutil.copytree(models, work)
-    # Toy models (one epoch) have weak exits: lower bars than the defaults.
+    # A toy full model (about 70% accurate) has weak exits: lower bars than the defaults.
     config = OnlineConfig(retrain_every=100, buffer=200, target=0.9, per_exit=0.9,
                           fidelity_floor=0.85)
     learner = learner_for(work, config, cold=True, background=False, log=lambda _m: None)
@@ -202,6 +202,12 @@ def test_online_learner_adapts_to_a_shifted_stream_and_rolls_back_a_bad_retrain(
     after = _agreeing_hits(work, held_out, full)
     assert any(r.accepted for r in learner.reports), [r.reason for r in learner.reports]
     assert after > before, (before, after, [r.reason for r in learner.reports])
+    # New versions are verified against what the serving program's exits answer.
+    _, serving, _, raw = learner._snapshot()
+    for j in range(1, 5):
+        exits, _ = learner.model.run_all(raw[-j])
+        for e, o in zip(exits, serving):
+            np.testing.assert_allclose(o.logits[-j], e.logits, atol=1e-3)
 
     # A corrupted retrain is verified, rejected and never published.
     version = learner.version
@@ -220,6 +226,28 @@ def test_online_learner_adapts_to_a_shifted_stream_and_rolls_back_a_bad_retrain(
     assert (work / "manifest.json").read_text() == manifest
     assert sorted(p.name for p in work.glob("staged*.pte")) == files
     assert learner.status()["rollbacks"] >= 1
+
+
+def test_warm_learner_verifies_against_the_shipped_heads(staged_models, tmp_path):
+    """Started on a trained staged program, the learner's baseline is that
+    program's exits (not the fresh heads it trains from)."""
+    models, _, data = staged_models
+    work = tmp_path / "vision"
+    shutil.copytree(models, work)
+    x = _stream(data, list(range(10)), 200, 3)
+    engine = _engine(work, "confidence")
+    shipped_rate = np.mean([engine.infer(xi[None]).exit_index >= 0 for xi in x])
+    config = OnlineConfig(retrain_every=200, buffer=200, target=0.9, per_exit=0.9,
+                          fidelity_floor=0.85)
+    learner = learner_for(work, config, background=False, log=lambda _m: None)
+    assert learner.version == 1
+    for xi in x:
+        learner.answer(xi[None])
+    report = learner.reports[-1]
+    assert shipped_rate > 0.2
+    # 50 of the 200 requests verify: the shipped exit rate on them, within sampling.
+    assert abs(report.serving_hit_rate - shipped_rate) < 0.2, (report, shipped_rate)
+    assert report.serving_flops_saved > 0
 
 
 def test_server_learns_exits_and_publishes_new_versions(staged_models, tmp_path):

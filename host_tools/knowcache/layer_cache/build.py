@@ -40,14 +40,17 @@ class StagedBuild:
 
 
 def prepare(record: ModelRecord, input_shape: list[int], input_extra: dict,
-            head_config: Optional[HeadConfig] = None) -> StagedBuild:
-    """The record cut into stages, with fresh (cold) heads on all but the last."""
+            head_config: Optional[HeadConfig] = None, seed: int = 0) -> StagedBuild:
+    """The record cut into stages, with fresh (cold) heads on all but the last.
+    The heads' initial weights depend only on ``seed`` (not on the global RNG)."""
     net = record.build()
     stages = split(net, torch.zeros(*input_shape))
     heads = []
-    for shape in stages.activation_shapes[:-1]:
-        cfg = head_config or HeadConfig(grid=grid_for(shape))
-        heads.append(ExitHead(shape[1], len(record.labels), cfg).eval())
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for shape in stages.activation_shapes[:-1]:
+            cfg = head_config or HeadConfig(grid=grid_for(shape))
+            heads.append(ExitHead(shape[1], len(record.labels), cfg).eval())
     return StagedBuild(record.task, list(record.labels), record, stages, heads, input_extra)
 
 
@@ -145,7 +148,7 @@ def run(record: ModelRecord, data: Dataset, out: Path, *, input_shape: list[int]
         train_samples: int = 20000, seed: int = 0,
         log: Callable[[str], None] = print) -> dict:
     """Builds, exports and registers the staged program in ``out``; returns its entry."""
-    build = prepare(record, input_shape, input_extra)
+    build = prepare(record, input_shape, input_extra, seed=seed)
     calib_x = None
     if not cold:
         rng = np.random.default_rng(seed)

@@ -2,8 +2,10 @@
 traffic, without labels (automated layer caching, GATI).
 
 For every request it answers, the server runs the staged program whole
-(``StagedModel.run_all``) and records each exit's compact feature and the
-full model's logits (plus a few raw inputs, to check exports). Every
+(``StagedModel.run_all``) and records each exit's compact feature, what the
+serving version's exit answered (its logits and selector: the baseline a new
+version is verified against) and the full model's logits (plus a few raw
+inputs, to check exports). Every
 ``retrain_every`` requests a background worker:
 
 1. splits the recorded requests into train / calibrate / verify slices,
@@ -78,6 +80,8 @@ class RetrainReport:
     outcome: str = "rolled_back"   # published | rolled_back | unchanged
     fidelity: float = 0.0        # learned gate on the verify slice
     serving_fidelity: float = 0.0
+    serving_hit_rate: float = 0.0
+    serving_flops_saved: float = 0.0
     hit_rate: float = 0.0        # fraction of verify requests answered by an exit
     flops_saved: float = 0.0     # on the verify slice, as a fraction of the whole model
     thresholds: list = field(default_factory=list)
@@ -104,6 +108,9 @@ class OnlineLearner:
         self.background = background
         self._lock = threading.Lock()
         self._features: list[deque] = [deque(maxlen=config.buffer) for _ in build.heads]
+        # What the serving version's exits answered (logits, selector), per exit;
+        # recomputed with the new heads whenever a version is swapped in.
+        self._serving: list[deque] = [deque(maxlen=config.buffer) for _ in build.heads]
         self._logits: deque = deque(maxlen=config.buffer)   # the full model's answers
         self._raw: deque = deque(maxlen=RAW_INPUTS_KEPT)
         self._since = 0
@@ -134,6 +141,7 @@ class OnlineLearner:
         with self._lock:
             for i, e in enumerate(exits):
                 self._features[i].append(np.asarray(e.feature, np.float32))
+                self._serving[i].append((np.asarray(e.logits, np.float32), float(e.selector)))
             self._logits.append(logits)
             self._raw.append(np.array(x, copy=True))
             self._since += 1
@@ -161,11 +169,14 @@ class OnlineLearner:
     def _snapshot(self):
         with self._lock:
             feats = [np.stack(f) for f in self._features]
+            serving = [ExitOutputs(np.stack([o[0] for o in s]),
+                                   np.array([o[1] for o in s], np.float32), f)
+                       for s, f in zip(self._serving, feats)]
             logits = np.stack(self._logits)
             raw = np.stack(self._raw)
         # The teacher: the full model's probabilities (off the serving path).
         z = np.exp(logits - logits.max(1, keepdims=True))
-        return feats, (z / z.sum(1, keepdims=True)).astype(np.float32), raw
+        return feats, serving, (z / z.sum(1, keepdims=True)).astype(np.float32), raw
 
     def retrain_now(self) -> RetrainReport:
         try:
@@ -183,7 +194,7 @@ class OnlineLearner:
 
     def _retrain(self) -> RetrainReport:
         cfg = self.config
-        feats, teacher, raw = self._snapshot()
+        feats, serving_outs, teacher, raw = self._snapshot()
         n = len(teacher)
         version = self.version + 1
         order = np.random.default_rng(cfg.seed + version).permutation(n)
@@ -201,12 +212,14 @@ class OnlineLearner:
         if self.tamper is not None:
             self.tamper(heads)
         ref = teacher[ver].argmax(1)
-        fidelity, hit_rate, saved = self._evaluate(heads, thresholds, [f[ver] for f in feats], ref)
-        serving = self._evaluate(self.build.heads, [e["thresholds"] for e in
-                                                    self.entry["staged"]["exits"]],
-                                 [f[ver] for f in feats], ref)
+        fidelity, hit_rate, saved = self._evaluate(
+            _head_outputs(heads, [f[ver] for f in feats]), thresholds, ref)
+        serving = self._evaluate(
+            [ExitOutputs(o.logits[ver], o.selector[ver], o.feature[ver]) for o in serving_outs],
+            [e["thresholds"] for e in self.entry["staged"]["exits"]], ref)
         report = RetrainReport(version=version, samples=n, accepted=False, reason="",
                                fidelity=fidelity, serving_fidelity=serving[0],
+                               serving_hit_rate=serving[1], serving_flops_saved=serving[2],
                                hit_rate=hit_rate, flops_saved=saved, thresholds=thresholds)
         floor = min(cfg.fidelity_floor, serving[0])
         if fidelity < floor:
@@ -241,12 +254,12 @@ class OnlineLearner:
                          f"held-out requests, {saved:.0%} of FLOPs saved")
         return report
 
-    def _evaluate(self, heads, thresholds, feats, ref) -> tuple[float, float, float]:
-        """(fidelity, exit rate, FLOPs saved) of heads + thresholds on recorded requests,
-        counting what the runtime would run: stages up to the answering exit and
-        every exit that has a threshold for the gate on the way."""
+    def _evaluate(self, outs: list[ExitOutputs], thresholds, ref) -> tuple[float, float, float]:
+        """(fidelity, exit rate, FLOPs saved) of exit outputs + thresholds on recorded
+        requests, counting what the runtime would run: stages up to the answering
+        exit and every exit that has a threshold for the gate on the way."""
         gate = self.config.verify_gate
-        where, answer = calibrate.simulate(_head_outputs(heads, feats), ref, thresholds, gate)
+        where, answer = calibrate.simulate(outs, ref, thresholds, gate)
         st = self.entry["staged"]
         total = st["total_flops"]
         stage_cum = np.cumsum([s["flops"] for s in st["stages"]])
@@ -277,6 +290,11 @@ class OnlineLearner:
         manifest_version = staged_build.add_to_manifest(self.directory, entry)
         with self._lock:
             self.entry, self.model, self.build = entry, model, candidate
+            # Requests recorded so far are verified against the new version next time.
+            feats = [np.stack(f) for f in self._features]
+            for outs, serving in zip(_head_outputs(candidate.heads, feats), self._serving):
+                serving.clear()
+                serving.extend(zip(outs.logits, outs.selector.tolist()))
         if old_file != entry["file"]:
             (self.directory / old_file).unlink(missing_ok=True)
         if self.on_swap:
@@ -320,7 +338,7 @@ def learner_for(directory: Path, config: OnlineConfig = OnlineConfig(), cold: bo
     check = rng.uniform(-0.5, 0.5, (8, *shape[1:])).astype(np.float32)
     record = recover(directory / full["file"], doc["task"], doc["labels"], check)
     extra = {k: v for k, v in full["input"].items() if k in ("sample_rate", "image_size")}
-    build = staged_build.prepare(record, shape, extra)
+    build = staged_build.prepare(record, shape, extra, seed=config.seed)
     if cold:
         entry, _ = staged_build.export_program(build, directory, [], config.target,
                                                int(staged["version"]) + 1)

@@ -36,7 +36,9 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from scipy.special import softmax
 
+from knowcache import _runtime
 from knowcache.layer_cache import build as staged_build
 from knowcache.layer_cache import calibrate, distill
 from knowcache.layer_cache.calibrate import ExitOutputs
@@ -107,10 +109,9 @@ class OnlineLearner:
         self.log = log
         self.background = background
         self._lock = threading.Lock()
-        self._features: list[deque] = [deque(maxlen=config.buffer) for _ in build.heads]
-        # What the serving version's exits answered (logits, selector), per exit;
-        # recomputed with the new heads whenever a version is swapped in.
-        self._serving: list[deque] = [deque(maxlen=config.buffer) for _ in build.heads]
+        # Per exit and request: (compact feature, the serving version's logits,
+        # its selector); the answers are recomputed when a version is swapped in.
+        self._exits: list[deque] = [deque(maxlen=config.buffer) for _ in build.heads]
         self._logits: deque = deque(maxlen=config.buffer)   # the full model's answers
         self._raw: deque = deque(maxlen=RAW_INPUTS_KEPT)
         self._since = 0
@@ -139,9 +140,9 @@ class OnlineLearner:
         model = self.model
         exits, logits = model.run_all(x)
         with self._lock:
-            for i, e in enumerate(exits):
-                self._features[i].append(np.asarray(e.feature, np.float32))
-                self._serving[i].append((np.asarray(e.logits, np.float32), float(e.selector)))
+            for record, e in zip(self._exits, exits):
+                record.append((np.asarray(e.feature, np.float32),
+                               np.asarray(e.logits, np.float32), float(e.selector)))
             self._logits.append(logits)
             self._raw.append(np.array(x, copy=True))
             self._since += 1
@@ -166,17 +167,17 @@ class OnlineLearner:
             self._worker.join(timeout_s)
 
     # -- learning --------------------------------------------------------
-    def _snapshot(self):
+    def _snapshot(self) -> tuple[list[ExitOutputs], np.ndarray, np.ndarray]:
+        """Per exit, the serving version's outputs on every recorded request (with
+        their compact features); the full model's probabilities; raw inputs."""
         with self._lock:
-            feats = [np.stack(f) for f in self._features]
-            serving = [ExitOutputs(np.stack([o[0] for o in s]),
-                                   np.array([o[1] for o in s], np.float32), f)
-                       for s, f in zip(self._serving, feats)]
+            serving = [ExitOutputs(np.stack([r[1] for r in d]), np.array([r[2] for r in d],
+                                                                         np.float32),
+                                   np.stack([r[0] for r in d])) for d in self._exits]
             logits = np.stack(self._logits)
             raw = np.stack(self._raw)
         # The teacher: the full model's probabilities (off the serving path).
-        z = np.exp(logits - logits.max(1, keepdims=True))
-        return feats, serving, (z / z.sum(1, keepdims=True)).astype(np.float32), raw
+        return serving, softmax(logits, axis=1).astype(np.float32), raw
 
     def retrain_now(self) -> RetrainReport:
         try:
@@ -194,13 +195,11 @@ class OnlineLearner:
 
     def _retrain(self) -> RetrainReport:
         cfg = self.config
-        feats, serving_outs, teacher, raw = self._snapshot()
+        serving_outs, teacher, raw = self._snapshot()
+        feats = [o.feature for o in serving_outs]
         n = len(teacher)
         version = self.version + 1
-        order = np.random.default_rng(cfg.seed + version).permutation(n)
-        n_ver = max(1, int(n * cfg.verify_fraction))
-        n_cal = max(1, int(n * cfg.calibrate_fraction))
-        ver, cal, train = order[:n_ver], order[n_ver:n_ver + n_cal], order[n_ver + n_cal:]
+        ver, cal, train = slices(n, cfg, version)
         heads = [copy.deepcopy(h) for h in self.build.heads]
         dcfg = distill.DistillConfig(epochs=cfg.epochs, seed=cfg.seed + version)
         for i, head in enumerate(heads):
@@ -242,12 +241,13 @@ class OnlineLearner:
                                              self.build.input_extra)
         entry, path = staged_build.export_program(candidate, self.directory, thresholds,
                                                   cfg.target, version)
-        problem = self._check_export(entry, heads, raw)
+        model = staged_build.load(entry, self.directory)
+        problem = self._check_export(model, heads, raw)
         if problem:
             path.unlink(missing_ok=True)
             report.reason = problem
             return report
-        self._swap(entry, candidate)
+        self._swap(entry, model, candidate)
         report.accepted = True
         report.outcome = "published"
         report.reason = (f"fidelity {fidelity:.2%}, exits answer {report.hit_rate:.0%} of "
@@ -270,8 +270,8 @@ class OnlineLearner:
         return (float((answer == ref).mean()), float((where >= 0).mean()),
                 float(1.0 - spent.mean() / total))
 
-    def _check_export(self, entry: dict, heads: list[ExitHead], raw: np.ndarray) -> str:
-        model = staged_build.load(entry, self.directory)
+    def _check_export(self, model: _runtime.StagedModel, heads: list[ExitHead],
+                      raw: np.ndarray) -> str:
         for x in raw[:8]:
             exits, logits = model.run_all(x)
             served = self.model.run_all(x)[1]
@@ -284,17 +284,17 @@ class OnlineLearner:
                     return "the exported exit heads differ from the trained heads"
         return ""
 
-    def _swap(self, entry: dict, candidate: staged_build.StagedBuild) -> None:
+    def _swap(self, entry: dict, model: _runtime.StagedModel,
+              candidate: staged_build.StagedBuild) -> None:
         old_file = self.entry["file"]
-        model = staged_build.load(entry, self.directory)
         manifest_version = staged_build.add_to_manifest(self.directory, entry)
         with self._lock:
             self.entry, self.model, self.build = entry, model, candidate
             # Requests recorded so far are verified against the new version next time.
-            feats = [np.stack(f) for f in self._features]
-            for outs, serving in zip(_head_outputs(candidate.heads, feats), self._serving):
-                serving.clear()
-                serving.extend(zip(outs.logits, outs.selector.tolist()))
+            feats = [np.stack([r[0] for r in d]) for d in self._exits]
+            for outs, d in zip(_head_outputs(candidate.heads, feats), self._exits):
+                d.clear()
+                d.extend(zip(outs.feature, outs.logits, outs.selector.tolist()))
         if old_file != entry["file"]:
             (self.directory / old_file).unlink(missing_ok=True)
         if self.on_swap:
@@ -307,6 +307,16 @@ class OnlineLearner:
                 "published": sum(r.outcome == "published" for r in self.reports),
                 "rollbacks": sum(r.outcome == "rolled_back" for r in self.reports),
                 "reports": [asdict(r) for r in self.reports[-10:]]}
+
+
+def slices(n: int, config: OnlineConfig, version: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(verify, calibrate, train) indices of ``n`` recorded requests for the
+    retrain that would publish ``version``."""
+    order = np.random.default_rng(config.seed + version).permutation(n)
+    n_ver = max(1, int(n * config.verify_fraction))
+    n_cal = max(1, int(n * config.calibrate_fraction))
+    return order[:n_ver], order[n_ver:n_ver + n_cal], order[n_ver + n_cal:]
 
 
 def _head_outputs(heads: list[ExitHead], feats: list[np.ndarray]) -> list[ExitOutputs]:

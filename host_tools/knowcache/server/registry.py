@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.special import softmax
 
 from knowcache import _runtime
 from knowcache.partitioning import PartitionSelector
@@ -52,10 +53,8 @@ class TaskModels:
 
     def run(self, x: np.ndarray) -> Answer:
         """The full model's answer and the partition the device should cache."""
-        model = self.learner.answer(x) if self.learner else self.full.run(x)
-        logits = model.reshape(-1).astype(np.float64)
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
+        logits = self.learner.answer(x) if self.learner else self.full.run(x)
+        p = softmax(logits.reshape(-1).astype(np.float64))
         index = int(p.argmax())
         hint = None
         if self.selector is not None:

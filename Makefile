@@ -25,6 +25,9 @@ $(VENV)/.stamp-system: scripts/setup_system.sh
 $(VENV)/.stamp-deps: pyproject.toml $(VENV)/.stamp-system
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q executorch==1.5.1 "scikit-build-core>=0.10" "pybind11>=2.13" "cmake>=3.28" "ninja>=1.11"
+	# Google's speech_embedding weights (kws): only the wheel's bundled ONNX files are
+	# read, so its runtime dependencies (tflite-runtime has no Python 3.11 build) are skipped.
+	$(PIP) install -q --no-deps openwakeword==0.5.1
 	$(PIP) install -q --no-build-isolation -e ".[dev]"
 	touch $@
 

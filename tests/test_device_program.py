@@ -86,11 +86,12 @@ def test_native_program_classifies_keywords_and_images(inputs):
 def test_native_program_runs_the_staged_model_exit_by_exit(inputs):
     needs(NATIVE)
     words, wavs, raws = inputs
-    whole = answers(run(NATIVE, "run", "--models", "models/kws", "--install", "full", *wavs))
-    staged = answers(run(NATIVE, "run", "--models", "models/kws", "--layer-cache", "confidence",
-                         *wavs))
-    assert [o["label"] for o in staged] == [o["label"] for o in whole] == list(words)
-    doc = json.loads((REPO / "models/kws/manifest.json").read_text())
+    images = [p for p, _ in raws]
+    whole = answers(run(NATIVE, "run", "--models", "models/vision", "--install", "full", *images))
+    staged = answers(run(NATIVE, "run", "--models", "models/vision", "--layer-cache",
+                         "confidence", *images))
+    assert [o["label"] for o in staged] == [o["label"] for o in whole]
+    doc = json.loads((REPO / "models/vision/manifest.json").read_text())
     total = next(p for p in doc["partitions"] if p["role"] == "staged")["staged"]["total_flops"]
     for o in staged:
         assert o["partition"] == "staged" and o["source"] == "local"

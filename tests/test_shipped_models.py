@@ -26,7 +26,9 @@ def test_manifest_matches_files(task):
         assert len(data) == info.bytes, info.id
         assert sha256_hex(data) == info.sha256, info.id
     roles = {p.role for p in manifest.partitions}
-    assert roles == {"full", "cached", "generic", "partition", "staged"}
+    # kws has no staged program yet: its full model's two branches need their own cut.
+    staged = {"staged"} if task == "vision" else set()
+    assert roles == {"full", "cached", "generic", "partition"} | staged
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -46,8 +46,13 @@ def gate_entropies(logits: np.ndarray, other_index: int = -1) -> tuple[np.ndarra
 
 
 def calibrate_threshold(logits: np.ndarray, reference: np.ndarray, *, other_index: int = -1,
-                        target: float = 0.99) -> Calibration:
+                        target: float = 0.99, groups: list[np.ndarray] | None = None
+                        ) -> Calibration:
     """Largest threshold whose accepted answers agree with ``reference`` >= ``target``.
+
+    With ``groups`` (boolean masks, e.g. real recordings and synthesized ones),
+    the threshold is the smallest of each group's own, so every group reaches
+    the target; accept rate and agreement are then reported over all rows.
 
     ``reference`` holds, per row, the index (in this partition's label space)
     the full model answers, with answers outside the partition mapped to
@@ -61,11 +66,22 @@ def calibrate_threshold(logits: np.ndarray, reference: np.ndarray, *, other_inde
     if not 0.0 < target <= 1.0:
         raise ValueError("target agreement must be in (0, 1]")
     ent, arg, is_other = gate_entropies(logits, other_index)
+    if groups:
+        t = min(_best(ent[g], arg[g], is_other[g], reference[g], target).threshold
+                for g in groups if g.any())
+        accepted = (~is_other) & (ent <= t)
+        agree = float((arg[accepted] == reference[accepted]).mean()) if accepted.any() else 1.0
+        return Calibration(t, float(accepted.mean()) if t > 0 else 0.0, agree, len(logits))
+    return _best(ent, arg, is_other, reference, target)
+
+
+def _best(ent: np.ndarray, arg: np.ndarray, is_other: np.ndarray, reference: np.ndarray,
+          target: float) -> Calibration:
     candidates = ~is_other
     order = np.argsort(ent[candidates], kind="stable")
     ent_c = ent[candidates][order]
     agree_c = (arg[candidates] == reference[candidates])[order]
-    best = Calibration(0.0, 0.0, 1.0, len(logits))
+    best = Calibration(0.0, 0.0, 1.0, len(ent))
     agreed = 0
     for k, (e, ok) in enumerate(zip(ent_c, agree_c), start=1):
         agreed += int(ok)
@@ -73,5 +89,5 @@ def calibrate_threshold(logits: np.ndarray, reference: np.ndarray, *, other_inde
         if k < len(ent_c) and ent_c[k] == e:
             continue
         if agreed / k >= target:
-            best = Calibration(float(min(e, 1.0)), k / len(logits), agreed / k, len(logits))
+            best = Calibration(float(min(e, 1.0)), k / len(ent), agreed / k, len(ent))
     return best

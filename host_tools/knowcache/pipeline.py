@@ -9,6 +9,7 @@ and `knowcache build-models` simply runs them in order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,9 +19,12 @@ import numpy as np
 import torch
 
 from knowcache import partitioning, specialize, training
+from knowcache.atomic import replace_atomically
 from knowcache.data import Dataset, store
 from knowcache.models import FULL_CONFIGS, STUDENT_WIDTH, ModelRecord, build_net
 from knowcache.models.nets import QUICK_FULL_WIDTH
+from knowcache.models.resnet import ResNetConfig
+from knowcache.models.spectrogram import SPECTROGRAM_CONFIG, SpectrogramNet
 from knowcache.tasks import KWS, VISION, VISION_CIFAR10, TaskSpec
 
 PLAN = "plan.json"
@@ -41,6 +45,9 @@ class BuildConfig:
     speech_commands: Optional[Path] = None
     fashion_mnist: Optional[Path] = None
     cifar10: Optional[Path] = None
+    real: Optional[Path] = None               # kws: folder of real <word>/*.wav, split by speaker
+    real_weight: float = 0.5                  # share of the training weight the real clips get
+    spectrogram_from: Optional[Path] = None   # kws: reuse this .pte as the spectrogram branch
     extra: dict = field(default_factory=dict)
 
     def spec(self) -> TaskSpec:
@@ -51,26 +58,37 @@ class BuildConfig:
         raise ValueError(f"unknown task {self.task!r}; choose kws or vision")
 
     def epochs(self, which: str) -> int:
-        given = self.full_epochs if which == "full" else self.student_epochs
+        given = {"full": self.full_epochs, "spectrogram": self.full_epochs}.get(
+            which, self.student_epochs)
         if given is not None:
             if given < 1:
                 raise ValueError("epochs must be at least 1")
             return given
         if self.quick:
             return 3
-        return {("kws", "full"): 40, ("kws", "student"): 30, ("vision", "full"): 30,
+        return {("kws", "full"): 40, ("kws", "student"): 30, ("kws", "spectrogram"): 40,
+                ("vision", "full"): 30,
                 ("vision", "student"): 20}[(self.task, which)]
 
     def full_config(self):
         cfg = FULL_CONFIGS[self.task]
         if self.task == "vision":
             cfg = replace(cfg, in_channels=self.spec().image_size[0])
+        if self.task == "kws":
+            branch = SPECTROGRAM_CONFIG.scaled(QUICK_FULL_WIDTH) if self.quick else SPECTROGRAM_CONFIG
+            cfg = replace(cfg, spectrogram={"resnet": branch.to_dict(),
+                                            "classes": len(self.spec().labels)})
         return cfg.scaled(QUICK_FULL_WIDTH) if self.quick else cfg
 
     def student_config(self):
+        if self.task == "kws":
+            return self.full_config().student(STUDENT_WIDTH["kws"])
         return self.full_config().scaled(STUDENT_WIDTH[self.task])
 
     def fit(self, which: str) -> training.FitConfig:
+        if self.task == "kws" and which != "spectrogram":   # a head on frozen features
+            return training.FitConfig(epochs=self.epochs(which), seed=self.seed, batch=128,
+                                      weight_decay=1e-2)
         return training.FitConfig(epochs=self.epochs(which), seed=self.seed,
                                   batch=64 if self.quick else 256)
 
@@ -79,10 +97,97 @@ def load_data(cfg: BuildConfig, log: training.Log = print, progress=None) -> Dat
     data = store.for_task(cfg.task, seed=cfg.seed, quick=cfg.quick,
                           speech_commands=cfg.speech_commands, fashion_mnist=cfg.fashion_mnist,
                           cifar10=cfg.cifar10, progress=progress)
+    if cfg.real is not None:
+        data = store.with_real(data, cfg.real, seed=cfg.seed)
     log(data.summary())
     if tuple(data.labels) != cfg.spec().labels:
         raise ValueError(f"data set labels {data.labels} do not match task {cfg.task}")
     return data
+
+
+EMBEDDINGS = "embeddings.npz"
+
+
+def inputs(cfg: BuildConfig, data: Dataset, split: str) -> torch.Tensor:
+    """What training feeds ``training.trainable(net)`` for a split: float images for
+    vision; for kws, packed rows of the frozen parts' outputs on each clip, the
+    speech embeddings then the spectrogram branch's features (``HeadOnly``),
+    computed once and kept in the work folder (keyed by the data set)."""
+    sp = data.split(split)
+    if cfg.task != "kws":
+        return training.as_float(cfg.task, sp.x)
+    branch = spectrogram_branch(cfg)
+    key = (f"{data.source}|{split}|{len(sp)}|{int(sp.y.astype(np.int64).sum())}|"
+           f"{branch.metrics['digest']}")
+    path = cfg.work / EMBEDDINGS
+    cached = dict(np.load(path, allow_pickle=False)) if path.is_file() else {}
+    if str(cached.get(f"{split}_key", "")) == key:
+        return torch.from_numpy(cached[f"{split}_x"])
+    net = build_net("kws", cfg.full_config(), len(data.labels)).eval()
+    net.spectrogram.load_state_dict(branch.state_dict)
+    x = training.as_float("kws", sp.x)
+    rows = []
+    with torch.no_grad():
+        for i in range(0, len(x), 128):
+            xb = x[i:i + 128]
+            rows.append(torch.cat([net.embeddings(xb).flatten(1), net.spectrogram.pooled(xb)], 1))
+    packed = torch.cat(rows) if rows else torch.zeros(0, 1)
+    cached.update({f"{split}_x": packed.numpy(), f"{split}_key": np.array(key)})
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, lambda tmp: np.savez(tmp, **cached), suffix=".tmp.npz")
+    return packed
+
+
+SPECTROGRAM = "spectrogram.pt"
+
+
+def spectrogram_branch(cfg: BuildConfig, data: Dataset | None = None,
+                       log: training.Log = print) -> ModelRecord:
+    """The kws full model's spectrogram ResNet: from the work folder, recovered from
+    ``cfg.spectrogram_from`` (a previous kws full.pte), or trained here on the
+    training waveforms (the previous full model's recipe)."""
+    path = cfg.work / SPECTROGRAM
+    if path.is_file():
+        return ModelRecord.load(path)
+    if data is None:
+        raise FileNotFoundError(f"no spectrogram branch in {cfg.work}; run `knowcache train "
+                                "--task kws` first")
+    branch_cfg = ResNetConfig.from_dict(cfg.full_config().spectrogram["resnet"])
+    labels = list(data.labels)
+    if cfg.spectrogram_from is not None:
+        from knowcache.models.from_program import recover
+        log(f"spectrogram branch: recovered from {cfg.spectrogram_from}")
+        rec = recover(cfg.spectrogram_from, "kws", labels,
+                      training.as_float("kws", data.val.x[:16]).numpy())
+        state, norm, config = rec.state_dict, rec.norm, rec.config
+        source = f"recovered from {cfg.spectrogram_from.name}"
+    else:
+        device = training.pick_device(cfg.device)
+        x = training.as_float("kws", data.train.x)
+        y = torch.from_numpy(data.train.y.astype(np.int64))
+        norm = training.feature_stats(SpectrogramNet(branch_cfg, 1), x)
+        net = SpectrogramNet(branch_cfg, len(labels), *norm)
+        log(f"spectrogram branch: {sum(p.numel() for p in net.parameters()):,} parameters "
+            f"on {device}")
+        training.fit(net, "kws", x, y, cfg.fit("spectrogram"), device, log=log,
+                     name="spectrogram", sample_weight=sample_weights(cfg, data))
+        state, config, source = net.state_dict(), branch_cfg, f"trained on {data.source}"
+    digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in state.values())).hexdigest()
+    rec = ModelRecord(task="kws", role="spectrogram", name="spectrogram", labels=labels,
+                      config=config, norm=tuple(norm), state_dict=state,
+                      metrics={"source": source, "digest": digest[:16]})
+    rec.save(path)
+    return rec
+
+
+def sample_weights(cfg: BuildConfig, data: Dataset) -> Optional[torch.Tensor]:
+    """Training weights that give the real recordings ``cfg.real_weight`` of the
+    total (they are far fewer than the synthesized clips); None without any."""
+    real = store.is_real(data.train)
+    if not real.any() or real.all():
+        return None
+    w = np.where(real, cfg.real_weight / real.sum(), (1 - cfg.real_weight) / (~real).sum())
+    return torch.from_numpy(w * len(w)).float()
 
 
 def _plan(cfg: BuildConfig) -> dict:
@@ -97,17 +202,22 @@ def _save_plan(cfg: BuildConfig, plan: dict) -> None:
 
 def train_full(cfg: BuildConfig, data: Dataset, log: training.Log = print) -> ModelRecord:
     device = training.pick_device(cfg.device)
-    x = training.as_float(cfg.task, data.train.x)
+    if cfg.task == "kws":
+        spectrogram_branch(cfg, data, log)
+    x = inputs(cfg, data, "train")
     y = torch.from_numpy(data.train.y.astype(np.int64))
     config = cfg.full_config()
-    if cfg.task == "kws":
-        norm = training.feature_stats(build_net("kws", config, 1), x)
-    else:
+    norm = (0.0, 1.0)
+    if cfg.task == "vision":
         norm = (float(x.mean()), float(x.std()))
     model = build_net(cfg.task, config, len(data.labels), norm)
+    if cfg.task == "kws":
+        model.spectrogram.load_state_dict(spectrogram_branch(cfg).state_dict)
     log(f"full model: {sum(p.numel() for p in model.parameters()):,} parameters on {device}")
-    model = training.fit(model, cfg.task, x, y, cfg.fit("full"), device, log=log, name="full")
-    val = training.predict(model, training.as_float(cfg.task, data.val.x), device).argmax(1)
+    training.fit(training.trainable(cfg.task, model), cfg.task, x, y, cfg.fit("full"), device,
+                 sample_weight=sample_weights(cfg, data), log=log, name="full")
+    val = training.predict(training.trainable(cfg.task, model), inputs(cfg, data, "val"),
+                           device).argmax(1)
     acc = float((val == data.val.y).mean())
     log(f"full model: validation accuracy {acc:.4f}")
     record = ModelRecord(task=cfg.task, role="full", name="full", labels=list(data.labels),
@@ -136,15 +246,16 @@ def run_specialize(cfg: BuildConfig, data: Dataset, log: training.Log = print) -
     device = training.pick_device(cfg.device)
     cached = spec.cached_classes(cfg.classes or None, cfg.private)
     owned = specialize.owned_indices(data.labels, cached)
-    x = training.as_float(cfg.task, data.train.x)
+    x = inputs(cfg, data, "train")
     y = torch.from_numpy(data.train.y.astype(np.int64))
+    w = sample_weights(cfg, data)
     student = cfg.student_config()
     log(f"cached classes ({len(cached)}): {', '.join(cached)}")
     rec = specialize.distil(full, "cached", "cached", owned, student, x, y, cfg.fit("student"),
-                            device, log)
+                            device, log, sample_weight=w)
     rec.save(cfg.work / "cached.pt")
     gen = specialize.distil(full, "generic", "generic", None, student, x, y, cfg.fit("student"),
-                            device, log)
+                            device, log, sample_weight=w)
     gen.save(cfg.work / "generic.pt")
     plan = _plan(cfg)
     plan.update({"cached": "cached.pt", "cached_classes": list(cached), "generic": "generic.pt",
@@ -159,18 +270,19 @@ def run_partition(cfg: BuildConfig, data: Dataset, log: training.Log = print) ->
     k = cfg.k or spec.partitions
     device = training.pick_device(cfg.device)
     probs = torch.softmax(torch.from_numpy(training.predict(
-        full.build(), training.as_float(cfg.task, data.val.x), device)), 1).numpy()
+        training.trainable(cfg.task, full.build()), inputs(cfg, data, "val"), device)), 1).numpy()
     confusion = partitioning.soft_confusion(probs, data.val.y, len(data.labels))
     groups = partitioning.group_classes(confusion, k)
     inside = partitioning.within_group_confusion(confusion, groups)
     log(f"{k} partitions keep {inside:.1%} of the full model's confusions inside a partition")
-    x = training.as_float(cfg.task, data.train.x)
+    x = inputs(cfg, data, "train")
     y = torch.from_numpy(data.train.y.astype(np.int64))
+    w = sample_weights(cfg, data)
     files = []
     for i, g in enumerate(groups):
         log(f"partition p{i}: {', '.join(data.labels[c] for c in g)}")
         rec = specialize.distil(full, "partition", f"p{i}", g, cfg.student_config(), x, y,
-                                cfg.fit("student"), device, log)
+                                cfg.fit("student"), device, log, sample_weight=w)
         files.append(rec.save(cfg.work / f"p{i}.pt").name)
     plan = _plan(cfg)
     plan.update({"partitions": files, "groups": [[data.labels[c] for c in g] for g in groups],

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from knowcache import _runtime, export, flops, model_card, specialize, training
-from knowcache.calibration import calibrate_threshold, gate_entropies
-from knowcache.data import Dataset
+from knowcache.calibration import Calibration, calibrate_threshold, gate_entropies
+from knowcache.data import Dataset, store
 from knowcache.models import ModelRecord
-from knowcache.pipeline import PLAN, BuildConfig, config_dict, load_data
+from knowcache.pipeline import PLAN, BuildConfig, config_dict, inputs, load_data
 from knowcache.quantize import quantize_int8
 
 CALIBRATION_SAMPLES = 256
@@ -98,22 +98,15 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     full_v, full_t = val["full"].argmax(1), test["full"].argmax(1)
 
     cached_names = plan["cached_classes"]
-    cached_idx = sorted(labels.index(c) for c in cached_names)
-    on_cached_t = np.isin(yt, cached_idx)
+    real_v, real_t = store.is_real(data.val), store.is_real(data.test)
     metrics: dict = {
         "task": cfg.task, "source": data.source, "quick": cfg.quick,
-        "test_samples": int(len(yt)), "val_samples": int(len(yv)),
+        "test_samples": int((~real_t).sum()), "val_samples": int(len(yv)),
         "cached_classes": cached_names, "private": plan.get("private", []),
         "groups": plan["groups"], "confusion_inside": plan.get("confusion_inside"),
         "models": {},
     }
     full_bytes = len(programs["full"])
-    metrics["models"]["full"] = {
-        "role": "full", "bytes": full_bytes, "dtype": "float32",
-        "parameters": sum(v.numel() for v in records["full"].build().parameters()),
-        "accuracy": float((full_t == yt).mean()),
-        "accuracy_cached_classes": float((full_t[on_cached_t] == yt[on_cached_t]).mean()),
-    }
     def cost(rec: ModelRecord) -> int:
         return flops.program_flops(cfg.task, rec.config, len(rec.labels), spec.input_shape)
 
@@ -121,46 +114,17 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
         "full", programs["full"], role="full", labels=labels, file="full.pte",
         input_shape=spec.input_shape, threshold=1.0, flops=cost(records["full"]),
         **_input_extra(spec))]
-
+    thresholds: dict[str, Calibration] = {}
     for name, rec in records.items():
         if rec.role == "full":
             continue
         owned = sorted(labels.index(c) for c in rec.metrics["owned"])
         other = len(owned) if rec.other_label else -1
         table = specialize.label_table(owned, len(labels))   # identity for the generic model
-        ref_v = table[full_v]
-        cal = calibrate_threshold(val[name], ref_v, other_index=other)
-        logits_t = test[name]
-        pred_t = logits_t.argmax(1)
-        own_t = np.isin(yt, owned)
-        y_space, full_space = table[yt], table[full_t]
-        ent, arg, is_other = gate_entropies(logits_t, other)
-        accepted = (~is_other) & (ent <= cal.threshold)
-        m = {
-            "role": rec.role, "bytes": len(programs[name]), "dtype": "int8",
-            "parameters": sum(v.numel() for v in rec.build().parameters()),
-            "classes": rec.metrics["owned"], "threshold": cal.threshold,
-            "val_accept_rate": cal.accept_rate, "val_agreement": cal.agreement,
-            "accuracy_own_classes": float((pred_t[own_t] == y_space[own_t]).mean()),
-            "test_accept_rate": float(accepted.mean()),
-            "test_accept_rate_own_classes": float(accepted[own_t].mean()) if own_t.any() else 0.0,
-            "test_agreement_accepted": float((pred_t[accepted] == full_space[accepted]).mean())
-            if accepted.any() else None,
-            "test_accuracy_accepted": float((pred_t[accepted] == y_space[accepted]).mean())
-            if accepted.any() else None,
-            "size_ratio": full_bytes / len(programs[name]),
-            "other_bias": biases.get(name, 0.0),
-        }
-        if rec.other_label:
-            not_own = ~own_t
-            m["other_recall"] = float((pred_t[not_own] == other).mean()) if not_own.any() else None
-            # Two-stage answer: local when accepted, else the full model's.
-            two = np.where(accepted, np.array(owned + [-1])[pred_t], full_t)
-            m["two_stage_accuracy"] = float((two == yt).mean())
-        else:
-            m["accuracy"] = float((pred_t == yt).mean())
-            m["accuracy_cached_classes"] = float((pred_t[on_cached_t] == yt[on_cached_t]).mean())
-        metrics["models"][name] = m
+        # Real voices, when there are any, must reach the agreement target on their own.
+        groups = [real_v, ~real_v] if real_v.any() and (~real_v).any() else None
+        cal = calibrate_threshold(val[name], table[full_v], other_index=other, groups=groups)
+        thresholds[name] = cal
         entries.append(export.partition_entry(
             name, programs[name], role=rec.role, labels=rec.labels, file=f"{name}.pte",
             input_shape=spec.input_shape, threshold=cal.threshold,
@@ -168,6 +132,27 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
         log(f"{name}: {len(programs[name]) / 1024:.1f} KiB, threshold {cal.threshold:.3f}, "
             f"accepts {cal.accept_rate:.1%} of validation inputs at {cal.agreement:.1%} agreement")
 
+    def evaluate(mask: np.ndarray) -> dict:
+        """Every model's figures on the test samples in ``mask``."""
+        out = {"full": {
+            "role": "full", "bytes": full_bytes, "dtype": "float32",
+            "parameters": sum(v.numel() for v in records["full"].build().parameters()),
+            **_full_figures(full_t[mask], yt[mask], labels, cached_names)}}
+        for name, rec in records.items():
+            if rec.role != "full":
+                out[name] = _student_figures(rec, test[name][mask], full_t[mask], yt[mask], labels,
+                                             cached_names, thresholds[name])
+                out[name].update({"bytes": len(programs[name]), "dtype": "int8",
+                                  "parameters": sum(v.numel() for v in rec.build().parameters()),
+                                  "size_ratio": full_bytes / len(programs[name]),
+                                  "other_bias": biases.get(name, 0.0)})
+        return out
+
+    metrics["models"] = evaluate(~real_t)
+    if real_t.any():
+        metrics["real"] = {"source": data.meta.get("real", {}), "test_samples": int(real_t.sum()),
+                           "test_speakers": len(set(data.test.group[real_t].tolist())),
+                           "models": evaluate(real_t)}
     cached = metrics["models"]["cached"]
     full = metrics["models"]["full"]
     metrics["targets"] = {
@@ -189,18 +174,61 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     return metrics
 
 
+def _full_figures(pred: np.ndarray, y: np.ndarray, labels: list[str], cached: list[str]) -> dict:
+    on_cached = np.isin(y, [labels.index(c) for c in cached])
+    return {"samples": int(len(y)), "accuracy": _mean(pred == y),
+            "accuracy_cached_classes": _mean(pred[on_cached] == y[on_cached])}
+
+
+def _student_figures(rec: ModelRecord, logits: np.ndarray, full_pred: np.ndarray, y: np.ndarray,
+                     labels: list[str], cached: list[str], cal: Calibration) -> dict:
+    """A student's figures on test samples (its gate at the calibrated threshold)."""
+    owned = sorted(labels.index(c) for c in rec.metrics["owned"])
+    other = len(owned) if rec.other_label else -1
+    table = specialize.label_table(owned, len(labels))   # identity for the generic model
+    pred = logits.argmax(1)
+    own = np.isin(y, owned)
+    y_space, full_space = table[y], table[full_pred]
+    ent, _, is_other = gate_entropies(logits, other)
+    accepted = (~is_other) & (ent <= cal.threshold)
+    m = {
+        "role": rec.role, "classes": rec.metrics["owned"], "threshold": cal.threshold,
+        "val_accept_rate": cal.accept_rate, "val_agreement": cal.agreement,
+        "accuracy_own_classes": _mean(pred[own] == y_space[own]),
+        "test_accept_rate": _mean(accepted),
+        "test_accept_rate_own_classes": _mean(accepted[own]) if own.any() else 0.0,
+        "test_agreement_accepted": _mean(pred[accepted] == full_space[accepted]),
+        "test_accuracy_accepted": _mean(pred[accepted] == y_space[accepted]),
+    }
+    if rec.other_label:
+        m["other_recall"] = _mean(pred[~own] == other)
+        # Two-stage answer: local when accepted, else the full model's.
+        two = np.where(accepted, np.array(owned + [-1])[pred], full_pred)
+        m["two_stage_accuracy"] = _mean(two == y)
+    else:
+        on_cached = np.isin(y, [labels.index(c) for c in cached])
+        m["accuracy"] = _mean(pred == y)
+        m["accuracy_cached_classes"] = _mean(pred[on_cached] == y[on_cached])
+    return m
+
+
+def _mean(hits: np.ndarray) -> float | None:
+    """Share of True in ``hits``; None for no samples (JSON null, not NaN)."""
+    return float(np.mean(hits)) if len(hits) else None
+
+
 def _other_biases(cfg: BuildConfig, records: dict[str, ModelRecord], data: Dataset,
                   labels: list[str]) -> dict[str, float]:
     """Per student with "other": the logit shift fitted on validation data (float model)."""
     device = torch.device("cpu")
-    xv = training.as_float(cfg.task, data.val.x)
+    xv = inputs(cfg, data, "val")
     yv = data.val.y.astype(np.int64)
     out = {}
     for name, rec in records.items():
         if not rec.other_label:
             continue
         owned = sorted(labels.index(c) for c in rec.metrics["owned"])
-        logits = training.predict(rec.build(), xv, device)
+        logits = training.predict(training.trainable(cfg.task, rec.build()), xv, device)
         out[name] = specialize.fit_other_bias(
             logits, specialize.label_table(owned, len(labels))[yv], len(owned))
     return out

@@ -11,6 +11,7 @@ import torch
 
 from knowcache import training
 from knowcache.models import ModelRecord, build_net
+from knowcache.models.nets import EmbeddingHeadConfig
 from knowcache.models.resnet import ResNetConfig
 from knowcache.tasks import OTHER
 
@@ -32,9 +33,11 @@ def map_labels(y: torch.Tensor, owned: Sequence[int], total: int) -> torch.Tenso
 
 
 def distil(full: ModelRecord, role: str, name: str, owned: Sequence[int] | None,
-           config: ResNetConfig, x: torch.Tensor, y: torch.Tensor, fit: training.FitConfig,
-           device: torch.device, log: training.Log) -> ModelRecord:
-    """A student of ``config`` distilled from ``full``; owns ``owned`` (+ other) or all classes."""
+           config: ResNetConfig | EmbeddingHeadConfig, x: torch.Tensor, y: torch.Tensor,
+           fit: training.FitConfig, device: torch.device, log: training.Log,
+           sample_weight: torch.Tensor | None = None) -> ModelRecord:
+    """A student of ``config`` distilled from ``full``; owns ``owned`` (+ other) or all classes.
+    ``x`` is what ``training.trainable`` takes (kws: speech embeddings)."""
     total = len(full.labels)
     if owned is None:
         labels, targets, has_other, owned_list = list(full.labels), y.long(), False, list(range(total))
@@ -44,8 +47,9 @@ def distil(full: ModelRecord, role: str, name: str, owned: Sequence[int] | None,
             map_labels(y, owned_list, total), True
     student = build_net(full.task, config, len(labels), full.norm)
     collapse = training.collapse_matrix(owned_list, total, has_other)
-    student = training.fit(student, full.task, x, targets, fit, device, teacher=full.build(),
-                           collapse=collapse, log=log, name=name)
+    training.fit(training.trainable(full.task, student), full.task, x, targets, fit, device,
+                 teacher=training.trainable(full.task, full.build()), collapse=collapse,
+                 sample_weight=sample_weight, log=log, name=name)
     return ModelRecord(task=full.task, role=role, name=name, labels=labels, config=config,
                        norm=full.norm, state_dict=student.state_dict(),
                        other_label=OTHER if has_other else None,

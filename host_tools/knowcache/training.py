@@ -55,6 +55,42 @@ def augment(task: str, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip.to(x.device).view(b, 1, 1, 1), x.flip(3), x)
 
 
+class HeadOnly(nn.Module):
+    """The trainable part of a KwsNet: its keyword head (the speech_embedding trunk
+    and the spectrogram branch are frozen, so their outputs are computed once).
+
+    Takes packed rows ``[embeddings (windows x 96) | spectrogram features]`` (see
+    ``pipeline.inputs``); a head without a spectrogram branch reads the
+    embeddings only."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        from knowcache.models.speech_embedding import EMBEDDING_DIM, SpeechEmbedding
+        self.net = net
+        self.backbone = net.backbone.head     # `fit` reads backbone.fc
+        self.width = SpeechEmbedding.windows(net.frontend.frames) * EMBEDDING_DIM
+
+    def unpack(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[:, :self.width].reshape(x.shape[0], -1, 96), x[:, self.width:]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e, side = self.unpack(x)
+        return self.backbone(e, side if self.backbone.side is not None else None)
+
+    def augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Embeddings shifted by up to two windows (160 ms), with a little noise."""
+        e, side = self.unpack(x)
+        shift = int(torch.randint(-2, 3, (1,), generator=gen, device="cpu"))
+        noise = torch.randn(e.shape, generator=gen, device="cpu").to(e.device)
+        e = torch.roll(e, shift, dims=1) + 0.1 * e.std() * noise
+        return torch.cat([e.reshape(x.shape[0], -1), side], dim=1)
+
+
+def trainable(task: str, net: nn.Module) -> nn.Module:
+    """What training updates: the whole vision net; the head of a kws net."""
+    return HeadOnly(net) if task == "kws" else net
+
+
 def collapse_matrix(student_classes: Sequence[int], total: int, has_other: bool) -> torch.Tensor:
     """(total, student outputs) 0/1 matrix mapping task classes to the student's outputs."""
     outputs = len(student_classes) + (1 if has_other else 0)
@@ -93,12 +129,15 @@ class FitConfig:
 
 def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: FitConfig,
         device: torch.device, *, teacher: Optional[nn.Module] = None,
-        collapse: Optional[torch.Tensor] = None, log: Log = print, name: str = "model") -> nn.Module:
+        collapse: Optional[torch.Tensor] = None, sample_weight: Optional[torch.Tensor] = None,
+        log: Log = print, name: str = "model") -> nn.Module:
     """Trains ``model`` on (x, y) where y is already in the model's label space.
 
     With a teacher, ``collapse`` maps the teacher's classes onto the model's
     outputs; the loss is kd_alpha * KD + (1 - kd_alpha) * cross entropy.
-    Classes are balanced by weighting both terms by the inverse class frequency.
+    Classes are balanced by weighting both terms by the inverse class frequency,
+    times ``sample_weight`` when given (e.g. to give real recordings the weight of
+    the far more numerous synthesized ones).
     """
     torch.manual_seed(config.seed)
     torch.backends.cudnn.benchmark = True
@@ -110,6 +149,7 @@ def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: F
     classes = int(model.backbone.fc.out_features)
     counts = torch.bincount(y, minlength=classes).float()
     weight = (counts.sum() / (classes * counts.clamp(min=1))).to(device)
+    sample_w = (torch.ones(len(y)) if sample_weight is None else sample_weight.float()).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(y) / config.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps,
@@ -121,19 +161,20 @@ def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: F
         total, correct, loss_sum = 0, 0, 0.0
         for start in range(0, len(y), config.batch):
             idx = order[start:start + config.batch]
-            xb = augment(task, x_dev[idx], gen)
+            xb = (model.augment(x_dev[idx], gen) if isinstance(model, HeadOnly)
+                  else augment(task, x_dev[idx], gen))
             yb = y_dev[idx]
+            w = weight[yb] * sample_w[idx]
             with _autocast(device):
                 logits = model(xb).float()
-            loss = F.cross_entropy(logits, yb, weight=weight,
-                                   label_smoothing=config.label_smoothing)
+            loss = (F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing,
+                                    reduction="none") * w).sum() / w.sum()
             if teacher is not None:
                 with torch.no_grad(), _autocast(device):
                     target = tempered(F.softmax(teacher(xb).float(), dim=1) @ collapse, t)
                 # Class-balanced like the cross entropy: without it "other" (most
                 # of a cached student's data) becomes the prior, and the student
                 # defers on its own classes whenever it is unsure.
-                w = weight[yb]
                 kd = (F.kl_div(F.log_softmax(logits / t, dim=1), target.clamp(min=1e-8),
                                reduction="none").sum(1) * w).sum() / w.sum() * t * t
                 loss = config.kd_alpha * kd + (1 - config.kd_alpha) * loss

@@ -9,7 +9,7 @@ import numpy as np
 
 from knowcache import tasks
 from knowcache.bench.streams import DEFAULT_REPEAT, QueryStream, StreamConfig, build
-from knowcache.data import store
+from knowcache.data import folders, store
 from knowcache.data.dataset import model_input
 
 QUERIES = {True: 300, False: 1000}   # --quick, full
@@ -18,13 +18,37 @@ QUERIES = {True: 300, False: 1000}   # --quick, full
 def load(task: str, *, quick: bool, queries: Optional[int] = None, zipf: float = 1.0,
          repeat: Optional[float] = None, seed: int = 0, speech_commands: Optional[Path] = None,
          fashion_mnist: Optional[Path] = None, cifar10: Optional[Path] = None,
+         data: Optional[Path] = None, exclude_speakers: frozenset[str] = frozenset(),
          progress: Optional[Callable[[str, int, int], None]] = None
          ) -> tuple[QueryStream, np.ndarray, str]:
-    """(stream, the test split as float32 model input, where the data came from)."""
+    """(stream, the test split as float32 model input, where the data came from).
+
+    With ``data``, a folder of ``<label>/*.wav`` (or images), the stream is drawn
+    from its files instead, leaving out speakers in ``exclude_speakers`` (those the
+    models were fitted or calibrated on)."""
     spec = tasks.VISION_CIFAR10 if (task == "vision" and cifar10) else tasks.get(task)
-    data = store.test_split(task, seed=seed, quick=quick, speech_commands=speech_commands,
-                            fashion_mnist=fashion_mnist, cifar10=cifar10, progress=progress)
     config = StreamConfig(queries=queries or QUERIES[quick], zipf=zipf,
                           repeat=DEFAULT_REPEAT[task] if repeat is None else repeat, seed=seed)
-    stream = build(data.test.y, tuple(data.labels), spec.popularity, config)
-    return stream, model_input(task, data.test.x), data.source
+    if data is not None:
+        y, x, source = _folder(task, spec, data, exclude_speakers)
+        return build(y, spec.labels, spec.popularity, config), x, source
+    split = store.test_split(task, seed=seed, quick=quick, speech_commands=speech_commands,
+                             fashion_mnist=fashion_mnist, cifar10=cifar10, progress=progress)
+    stream = build(split.test.y, tuple(split.labels), spec.popularity, config)
+    return stream, model_input(task, split.test.x), split.source
+
+
+def _folder(task: str, spec, root: Path, exclude: frozenset[str]
+            ) -> tuple[np.ndarray, np.ndarray, str]:
+    found = (folders.load(root, spec.labels) if task == "kws"
+             else folders.load_images(root, spec.labels, spec.image_size))
+    keep = ~np.isin(found.speaker, sorted(exclude))
+    if not keep.any():
+        raise ValueError(f"every file in {root} is from a speaker the models were fitted or "
+                         "calibrated on; nothing is left to measure")
+    speakers = len(set(found.speaker[keep].tolist()))
+    source = f"{root} ({int(keep.sum())} files, {speakers} speakers"
+    if (~keep).any():
+        source += f"; {int((~keep).sum())} files of speakers the models were fitted or " \
+                  "calibrated on left out"
+    return found.y[keep].astype(np.int64), model_input(task, found.x[keep]), source + ")"

@@ -79,7 +79,7 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
                                               **(data_paths or {}))
         except (ValueError, FileNotFoundError, RuntimeError) as e:
             raise click.ClickException(str(e)) from e
-    console.print(f"[dim]{len(stream)} queries from the test split of {source}; systems: "
+    console.print(f"[dim]{len(stream)} queries from {source}; systems: "
                   f"{', '.join(systems)}; link {link_profile.name} via a user-space relay[/dim]")
     with progress_bar() as update:
         try:
@@ -169,10 +169,17 @@ def _online(task, task_dir, quick, requests, zipf, repeat, seed, retrain_every, 
               default=None, help="vision: folder of Fashion-MNIST idx files (default: Debian's).")
 @click.option("--cifar10", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="vision: stream from a CIFAR-10 python-pickle folder.")
-def bench(task, speech_commands, fashion_mnist, cifar10, **options) -> None:
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None,
+              help="Stream from a folder of <label>/*.wav (kws) or <label>/*.png|jpg, e.g. real "
+                   "voices; speakers the models were fitted or calibrated on are left out.")
+def bench(task, speech_commands, fashion_mnist, cifar10, data, **options) -> None:
     """Compare cloud_only, device_only, two_stage, cachenet and device_full on one stream."""
+    from knowcache.evaluate import fitted_speakers
+    exclude = frozenset(fitted_speakers(options["models"] / task)) if data else frozenset()
     run_one(task, data_paths={"speech_commands": speech_commands, "fashion_mnist": fashion_mnist,
-                              "cifar10": cifar10}, **options)
+                              "cifar10": cifar10, "data": data, "exclude_speakers": exclude},
+            **options)
 
 
 def _has_staged(task_dir: Path) -> bool:

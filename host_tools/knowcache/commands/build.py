@@ -30,14 +30,24 @@ def build_options(f):
                   help="vision: folder of Fashion-MNIST idx files (default: Debian's).")
     @click.option("--cifar10", type=click.Path(exists=True, file_okay=False, path_type=Path),
                   default=None, help="vision: train on a CIFAR-10 python-pickle folder.")
+    @click.option("--real", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                  default=None,
+                  help="kws: a folder of real recordings, <word>/<speaker>_nohash_<n>.wav, split by "
+                  "speaker: 50% fitted on, 20% calibrate the gates, 30% only measured.")
+    @click.option("--spectrogram-from", type=click.Path(exists=True, dir_okay=False,
+                  path_type=Path), default=None,
+                  help="kws: take the full model's spectrogram ResNet branch from this program "
+                  "(a previous kws full.pte) instead of training it.")
     @functools.wraps(f)
-    def wrapper(task, work, quick, device, seed, speech_commands, fashion_mnist, cifar10,
-                **kwargs):
+    def wrapper(task, work, quick, device, seed, speech_commands, fashion_mnist, cifar10, real,
+                spectrogram_from, **kwargs):
         from knowcache.pipeline import BuildConfig
+        if real is not None and task != "kws":
+            raise click.BadParameter("--real is for the kws task", param_hint="--real")
         work = work or Path("out/work") / (task + ("-quick" if quick else ""))
         cfg = BuildConfig(task=task, work=work, quick=quick, device=device, seed=seed,
                           speech_commands=speech_commands, fashion_mnist=fashion_mnist,
-                          cifar10=cifar10)
+                          cifar10=cifar10, real=real, spectrogram_from=spectrogram_from)
         return f(cfg=cfg, **kwargs)
     return wrapper
 

@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from knowcache.data.dataset import Dataset, cache_dir
+from knowcache.data.dataset import Dataset, Split, cache_dir
 
 Progress = Optional[Callable[[str, int, int], None]]
 
@@ -112,3 +112,38 @@ def for_task(task: str, **kwargs) -> Dataset:
         return images(**{k: v for k, v in kwargs.items() if k in
                          ("seed", "quick", "fashion_mnist", "cifar10", "refresh")})
     raise ValueError(f"unknown task {task!r}; choose kws or vision")
+
+
+# Speaker-disjoint parts of a folder of real recordings: fitted on (train),
+# calibrated on (val: gate thresholds, the "other" bias), reported on (test).
+REAL_PARTS = {"train": 0.5, "val": 0.2, "test": 0.3}
+REAL_GROUP = "real:"
+
+
+def with_real(ds: Dataset, folder: Path, *, parts: dict[str, float] = REAL_PARTS,
+              seed: int = 0) -> Dataset:
+    """``ds`` with the labelled recordings in ``folder/<label>/*.wav`` added, each
+    speaker to one split only (its group is ``real:<speaker>``)."""
+    from knowcache.data import folders
+    clips = folders.load(folder, ds.labels)
+    split = folders.speaker_split(clips, parts, seed)
+    merged, info = {}, {}
+    for name in Dataset.SPLITS:
+        sp, add = ds.split(name), split.get(name)
+        if add is None or not len(add):
+            merged[name] = sp
+            continue
+        group = np.array([REAL_GROUP + s for s in add.speaker])
+        merged[name] = Split(np.concatenate([sp.x, add.x]),
+                             np.concatenate([sp.y, add.y.astype(sp.y.dtype)]),
+                             np.concatenate([sp.group.astype(str), group]))
+        info[name] = {"clips": int(len(add)), "speakers": sorted(set(add.speaker.tolist()))}
+    meta = {**ds.meta, "real": {"folder": str(Path(folder).resolve()), "parts": parts,
+                                "seed": seed, "added": info}}
+    return Dataset(ds.task, ds.labels, merged["train"], merged["val"], merged["test"],
+                   f"{ds.source} + real recordings ({Path(folder).name}, by speaker)", meta)
+
+
+def is_real(split: Split) -> np.ndarray:
+    """Which samples of a split are real recordings added by ``with_real``."""
+    return np.char.startswith(split.group.astype(str), REAL_GROUP)

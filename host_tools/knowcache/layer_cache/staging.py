@@ -1,7 +1,7 @@
 """Cutting a knowcache network into stages.
 
-For the ResNet family: stage 0 is the input handling (log-mel front end or
-pixel normalization) and the stem, then one stage per residual block; the
+For the ResNet family (the vision task): stage 0 is the input handling
+(pixel normalization) and the stem, then one stage per residual block; the
 head is global pooling and the classifier. Running the stages in order and
 then the head is exactly the network's forward pass.
 """
@@ -59,9 +59,13 @@ class Stages:
 
 
 def split(net: nn.Module, input_example: torch.Tensor) -> Stages:
-    if not isinstance(net, (KwsNet, VisionNet)):
+    if isinstance(net, KwsNet):
+        raise ValueError("layer caching cannot cut the kws model into stages yet: its speech-"
+                         "embedding and spectrogram branches run side by side, and a staged "
+                         "program passes one activation from stage to stage")
+    if not isinstance(net, VisionNet):
         raise TypeError(f"cannot cut a {type(net).__name__} into stages; expected a knowcache "
-                        "KwsNet or VisionNet")
+                        "VisionNet")
     net = net.eval()
     modules: list[nn.Module] = [_Stem(net), *net.backbone.stages]
     head = _Head(net)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from knowcache.models.nets import FULL_CONFIGS, ModelRecord, build_net
+from knowcache.models.spectrogram import SPECTROGRAM_CONFIG, SpectrogramNet
 
 _CONV_NODES = ("XNNConv2d", "XNNDepthwiseConv2d")
 _XNN_HEADER_MAGIC = b"XH00"
@@ -154,7 +155,8 @@ def recover(program_path: str | Path, task: str, labels: list[str], check_inputs
     if len(scalars) < 2:
         raise RecoveryError(f"expected the input mean and std among the program's scalar "
                             f"constants, found {len(scalars)} scalars")
-    config = FULL_CONFIGS[task]
+    # A kws program with a bare ResNet is a spectrogram branch (the previous kws full model).
+    config = SPECTROGRAM_CONFIG if task == "kws" else FULL_CONFIGS[task]
     kind, stem, _ = next(n for n in nodes if n[0] in _CONV_NODES)
     channels, stem_width = (1, stem.shape[3]) if kind == "XNNDepthwiseConv2d" else (
         stem.shape[3], stem.shape[0])
@@ -168,7 +170,8 @@ def recover(program_path: str | Path, task: str, labels: list[str], check_inputs
     # The input mean and std are two of the scalars (the front end has its
     # own), unnamed: the pair that reproduces the program's logits wins.
     for norm in itertools.permutations(scalars, 2):
-        model = build_net(task, config, len(labels), norm)
+        model = (SpectrogramNet(config, len(labels), *norm) if task == "kws"
+                 else build_net(task, config, len(labels), norm))
         _load_weights(model, nodes)
         model.eval()
         with torch.no_grad():

@@ -1,7 +1,8 @@
 """Whole programs: input handling + ResNet backbone, as exported to the device.
 
 ``KwsNet`` takes raw 16 kHz waveform (B, 16000) and contains the log-mel
-front end; ``VisionNet`` takes float images in [0, 1] (B, C, H, W) and
+front end and Google's speech_embedding (models/speech_embedding.py) with a
+small keyword head on it; ``VisionNet`` takes float images in [0, 1] (B, C, H, W) and
 normalizes inside. Only ``backbone`` is quantized to int8; the front end
 stays float32 so host and device compute the same features.
 """
@@ -9,31 +10,127 @@ stays float32 so host and device compute the same features.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
 
 from knowcache.atomic import replace_atomically
-from knowcache.models.frontend import LogMel
+from knowcache.models.speech_embedding import (EMBEDDING_DIM, GoogleMel, SpeechEmbedding,
+                                                padded_samples)
 from knowcache.models.resnet import ResNet, ResNetConfig
+from knowcache.models.spectrogram import SpectrogramNet
+
+
+@dataclass(frozen=True)
+class EmbeddingHeadConfig:
+    """A keyword head on speech_embedding vectors: two 1-D convolutions over the
+    sequence of embeddings, max over time, a linear layer. ``pad_s`` seconds of
+    zeros are put on each side of the 1 s clip so every window position sees
+    the whole word. With ``spectrogram`` (the full model), the head also reads
+    the pooled features of a spectrogram ResNet branch (``side_hidden``
+    units), dropped as a whole for ``branch_dropout`` of training samples so the
+    head never leans on it alone."""
+    hidden: int = 128
+    dropout: float = 0.3
+    pad_s: float = 0.5
+    spectrogram: Optional[dict] = None     # {"resnet": ResNetConfig dict, "classes": n}
+    side_hidden: int = 64
+    branch_dropout: float = 0.5
+
+    def to_dict(self) -> dict:
+        return {"kind": "embedding_head", **asdict(self)}
+
+    @staticmethod
+    def from_dict(d: dict) -> "EmbeddingHeadConfig":
+        return EmbeddingHeadConfig(**{k: v for k, v in d.items() if k != "kind"})
+
+    def scaled(self, factor: float) -> "EmbeddingHeadConfig":
+        return replace(self, hidden=max(8, int(round(self.hidden * factor))))
+
+    def student(self, factor: float) -> "EmbeddingHeadConfig":
+        """A device student's head: narrower, and no spectrogram branch."""
+        return replace(self.scaled(factor), spectrogram=None)
+
+    @property
+    def side(self) -> int:
+        """Width of the spectrogram branch's pooled features (0: no branch)."""
+        return self.spectrogram["resnet"]["widths"][-1] if self.spectrogram else 0
+
+
+class EmbeddingHead(nn.Module):
+    """(B, windows, 96) embeddings [+ (B, side) features] -> (B, classes) logits."""
+
+    def __init__(self, config: EmbeddingHeadConfig, classes: int):
+        super().__init__()
+        h = config.hidden
+        self.conv1 = nn.Conv1d(EMBEDDING_DIM, h, 3, padding=1)
+        self.conv2 = nn.Conv1d(h, h, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.dropout = nn.Dropout(config.dropout)
+        self.side = nn.Linear(config.side, config.side_hidden) if config.side else None
+        self.branch_dropout = config.branch_dropout
+        self.fc = nn.Linear(h + (config.side_hidden if config.side else 0), classes)
+
+    def forward(self, e: torch.Tensor, side: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = self.relu(self.conv1(e.transpose(1, 2)))
+        x = self.relu(self.conv2(self.dropout(x))).amax(dim=2)
+        if self.side is not None:
+            s = self.relu(self.side(side))
+            if self.training and self.branch_dropout:
+                keep = torch.rand(s.shape[0], 1, device=s.device) >= self.branch_dropout
+                s = s * keep.to(s.dtype)
+            x = torch.cat([x, s], dim=1)
+        return self.fc(self.dropout(x))
+
+
+class KwsBackbone(nn.Module):
+    """(B, frames, 32) log-mel [+ side features] -> logits: the speech_embedding
+    trunk, then the head."""
+
+    def __init__(self, config: EmbeddingHeadConfig, classes: int):
+        super().__init__()
+        self.trunk = SpeechEmbedding()
+        self.head = EmbeddingHead(config, classes)
+        self.fc = self.head.fc
+
+    def forward(self, mel: torch.Tensor, side: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.head(self.trunk(mel), side)
 
 
 class KwsNet(nn.Module):
-    def __init__(self, config: ResNetConfig, classes: int, feature_mean: float = 0.0,
-                 feature_std: float = 1.0):
+    """(B, 16000) waveform in [-1, 1] -> logits. ``features`` (zero padding and
+    the log-mel front end) stays float32; ``backbone`` is what int8 quantizes.
+    The full model adds ``spectrogram``, a ResNet branch whose pooled features
+    the head reads beside the embeddings."""
+
+    def __init__(self, config: EmbeddingHeadConfig, classes: int, samples: int = 16000):
         super().__init__()
-        self.frontend = LogMel()
-        self.register_buffer("feature_mean", torch.tensor(float(feature_mean)))
-        self.register_buffer("feature_std", torch.tensor(float(feature_std)))
-        self.backbone = ResNet(config, classes)
+        self.samples = samples
+        total = padded_samples(samples, config.pad_s)
+        self.left = int(round(config.pad_s * 16000))
+        self.right = total - samples - self.left
+        self.frontend = GoogleMel(total)
+        self.backbone = KwsBackbone(config, classes)
+        self.spectrogram = None
+        if config.spectrogram:
+            sc = config.spectrogram
+            self.spectrogram = SpectrogramNet(ResNetConfig.from_dict(sc["resnet"]), sc["classes"])
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
-        return (self.frontend(wave) - self.feature_mean) / self.feature_std
+        b = wave.shape[0]
+        padded = torch.cat([wave.new_zeros(b, self.left), wave, wave.new_zeros(b, self.right)], 1)
+        return self.frontend(padded)
+
+    def embeddings(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, windows, 96): what the head sees; frozen, so computed once for training."""
+        return self.backbone.trunk(self.features(wave))
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.features(wave))
+        side = self.spectrogram.pooled(wave) if self.spectrogram is not None else None
+        return self.backbone(self.features(wave), side)
 
 
 class VisionNet(nn.Module):
@@ -57,7 +154,7 @@ class ModelRecord:
     role: str                 # full | cached | partition | generic
     name: str
     labels: list[str]         # output labels, "other" included where there is one
-    config: ResNetConfig
+    config: ResNetConfig | EmbeddingHeadConfig
     norm: tuple[float, float]
     state_dict: dict
     other_label: str | None = None
@@ -79,25 +176,33 @@ class ModelRecord:
         if not path.is_file():
             raise FileNotFoundError(f"no trained model at {path}")
         doc = torch.load(path, map_location="cpu", weights_only=False)
-        doc["config"] = ResNetConfig.from_dict(doc["config"])
+        doc["config"] = config_from_dict(doc["config"])
         doc["norm"] = tuple(doc["norm"])
         return ModelRecord(**doc)
 
 
-def build_net(task: str, config: ResNetConfig, classes: int,
+def config_from_dict(d: dict) -> ResNetConfig | EmbeddingHeadConfig:
+    if d.get("kind") == "embedding_head":
+        return EmbeddingHeadConfig.from_dict(d)
+    return ResNetConfig.from_dict(d)
+
+
+def build_net(task: str, config: ResNetConfig | EmbeddingHeadConfig, classes: int,
               norm: tuple[float, float] = (0.0, 1.0)) -> nn.Module:
+    """A task's network; ``norm`` is the vision input's (mean, std), unused by kws."""
     if task == "kws":
-        return KwsNet(config, classes, *norm)
+        return KwsNet(config, classes)
     if task == "vision":
         return VisionNet(config, classes, *norm)
     raise ValueError(f"unknown task {task!r}")
 
 
 # The full (cloud) models and the students' width factors. Students are the
-# same ResNet made narrower, then int8: see docs/models.md for the sizes.
+# same network made narrower (kws: a narrower head on the same speech_embedding
+# trunk), then int8: see docs/models.md for the sizes.
 FULL_CONFIGS = {
-    "kws": ResNetConfig(in_channels=1, stem_width=48, stem_stride=2, widths=(48, 96, 192)),
+    "kws": EmbeddingHeadConfig(hidden=128),
     "vision": ResNetConfig(in_channels=1, stem_width=48, stem_stride=1, widths=(48, 96, 192)),
 }
-STUDENT_WIDTH = {"kws": 1 / 3, "vision": 1 / 3}
+STUDENT_WIDTH = {"kws": 1 / 2, "vision": 1 / 3}
 QUICK_FULL_WIDTH = 1 / 4     # --quick: a small full model that trains in seconds on a CPU

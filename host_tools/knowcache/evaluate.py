@@ -1,0 +1,223 @@
+"""`knowcache eval`: a folder of labelled files through every program of a manifest.
+
+Each program runs in the C++ runtime, as on a device. Reported per label and
+overall: the full and generic models' accuracy; the cached model's accuracy on
+its own classes, how often its gate accepts, how right it is when it does, and
+how often it says "other" for the classes it leaves to the cloud; the
+two-stage answer (the cached model when its gate accepts, else the full
+model); each CacheNet partition on its classes.
+
+Clips whose speaker the models were fitted or calibrated on (listed in the
+models folder's metrics.json by `knowcache build-models --real`) are left out
+and counted, so no figure is measured on data a model has seen.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from knowcache import runtime
+from knowcache.calibration import gate_entropies
+from knowcache.data import folders
+from knowcache.data.dataset import model_input
+from knowcache.tasks import OTHER
+
+CARD_BEGIN = "<!-- knowcache eval: begin -->"
+CARD_END = "<!-- knowcache eval: end -->"
+
+
+@dataclass
+class Evaluation:
+    task: str
+    data: str
+    samples: int
+    speakers: int
+    excluded: dict                     # clips / speakers left out (fitted or calibrated on)
+    labels: list[str]
+    y: np.ndarray
+    programs: dict[str, dict] = field(default_factory=dict)   # id -> figures
+    per_label: list[dict] = field(default_factory=list)
+    full_pred: np.ndarray | None = None
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "data": self.data, "samples": self.samples,
+                "speakers": self.speakers, "excluded": self.excluded,
+                "programs": self.programs, "per_label": self.per_label}
+
+
+def fitted_speakers(models_dir: Path) -> set[str]:
+    """Speakers of real recordings the models in ``models_dir`` were fitted or calibrated on."""
+    path = models_dir / "metrics.json"
+    if not path.is_file():
+        return set()
+    added = json.loads(path.read_text()).get("real", {}).get("source", {}).get("added", {})
+    return {s for part in ("train", "val") for s in added.get(part, {}).get("speakers", [])}
+
+
+def load_inputs(manifest: runtime.Manifest, data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(program inputs, label indices, speakers) of ``data/<label>/*`` for the manifest's task."""
+    labels = tuple(manifest.labels)
+    if manifest.task == "kws":
+        clips = folders.load(data, labels)
+        return model_input("kws", clips.x), clips.y.astype(np.int64), clips.speaker
+    full = next(p for p in manifest.partitions if p.role == "full")
+    images = folders.load_images(data, labels, tuple(full.input.image_size))
+    return model_input("vision", images.x), images.y.astype(np.int64), images.speaker
+
+
+def run(models_dir: Path, data: Path, *, include_fitted: bool = False) -> Evaluation:
+    manifest = runtime.Manifest.load(str(models_dir / "manifest.json"))
+    x, y, speakers = load_inputs(manifest, data)
+    excluded = {"clips": 0, "speakers": 0}
+    seen = set() if include_fitted else fitted_speakers(models_dir)
+    drop = np.array([s in seen for s in speakers], dtype=bool)
+    if drop.any():
+        excluded = {"clips": int(drop.sum()), "speakers": len(set(speakers[drop].tolist()))}
+        x, y, speakers = x[~drop], y[~drop], speakers[~drop]
+    if len(y) == 0:
+        raise ValueError(f"every clip in {data} is from a speaker the models in {models_dir} were "
+                         "fitted or calibrated on; nothing is left to measure (--include-fitted "
+                         "measures them anyway, but such figures are not honest)")
+    labels = list(manifest.labels)
+    ev = Evaluation(manifest.task, str(data), int(len(y)), len(set(speakers.tolist())), excluded,
+                    labels, y)
+    logits = {}
+    for info in manifest.partitions:
+        if info.role == "staged":
+            continue
+        program = runtime.Partition.from_file(manifest.path_of(info))
+        logits[info.id] = np.stack([program.run(row[None]).reshape(-1) for row in x])
+    infos = {p.id: p for p in manifest.partitions}
+    full_pred = logits["full"].argmax(1)
+    ev.full_pred = full_pred
+    for pid, out in logits.items():
+        ev.programs[pid] = _figures(infos[pid], out, y, labels, full_pred)
+    ev.per_label = _per_label(ev, logits, infos)
+    return ev
+
+
+def _figures(info, logits: np.ndarray, y: np.ndarray, labels: list[str],
+             full_pred: np.ndarray) -> dict:
+    own = [labels.index(c) for c in info.labels if c != OTHER]
+    other = info.other_index
+    pred = np.array(own + [-1])[logits.argmax(1)] if other >= 0 else logits.argmax(1)
+    if info.role in ("full",):
+        return {"role": "full", "accuracy": _share(pred == y)}
+    ent, _, is_other = gate_entropies(logits, other)
+    accepted = (~is_other) & (ent <= info.threshold)
+    mine = np.isin(y, own)
+    f = {"role": info.role, "classes": len(own), "threshold": info.threshold,
+         "accept_rate": _share(accepted),
+         "accuracy_accepted": _share(pred[accepted] == y[accepted]),
+         "agreement_accepted": _share(pred[accepted] == full_pred[accepted])}
+    if other >= 0:
+        f["accuracy_own_classes"] = _share(pred[mine] == y[mine])
+        f["other_recall"] = _share(pred[~mine] == -1)
+        f["accept_rate_own_classes"] = _share(accepted[mine])
+        two = np.where(accepted, pred, full_pred)
+        f["two_stage_accuracy"] = _share(two == y)
+        f["two_stage_local_rate"] = f["accept_rate"]
+    else:
+        f["accuracy"] = _share(pred == y)
+    return f
+
+
+def _per_label(ev: Evaluation, logits: dict[str, np.ndarray], infos: dict) -> list[dict]:
+    rows = []
+    cached = infos.get("cached")
+    for i, label in enumerate(ev.labels):
+        m = ev.y == i
+        if not m.any():
+            continue
+        row = {"label": label, "clips": int(m.sum()),
+               "full": _share(ev.full_pred[m] == i)}
+        if "generic" in logits:
+            row["generic"] = _share(logits["generic"][m].argmax(1) == i)
+        if cached is not None:
+            own = [ev.labels.index(c) for c in cached.labels if c != OTHER]
+            pred = np.array(own + [-1])[logits["cached"][m].argmax(1)]
+            ent, _, is_other = gate_entropies(logits["cached"][m], cached.other_index)
+            accepted = (~is_other) & (ent <= cached.threshold)
+            row["cached"] = _share(pred == (i if i in own else -1))
+            row["cached_accepts"] = _share(accepted)
+            row["two_stage"] = _share(np.where(accepted, pred, ev.full_pred[m]) == i)
+        rows.append(row)
+    return rows
+
+
+def _share(hits: np.ndarray) -> float | None:
+    return float(np.mean(hits)) if len(hits) else None
+
+
+def confusion_plot(ev: Evaluation, path: Path) -> Path:
+    """The full model's confusion matrix (rows: true label, normalized) as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(ev.labels)
+    cm = np.zeros((n, n))
+    np.add.at(cm, (ev.y, ev.full_pred), 1)
+    cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(0.28 * n + 3, 0.28 * n + 2.5))
+    im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), ev.labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), ev.labels, fontsize=7)
+    ax.set_xlabel("full model's answer")
+    ax.set_ylabel("true label")
+    acc = ev.programs["full"]["accuracy"]
+    ax.set_title(f"{ev.task}: full model on {ev.samples} clips ({100 * acc:.1f}%)", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def card_section(ev: Evaluation, how: str) -> str:
+    """The model card's "real voices" section (markdown) for this evaluation."""
+    p = ev.programs
+    lines = [CARD_BEGIN, "## Real voices", "",
+             f"Written by `knowcache eval` on `{ev.data}`: {ev.samples} clips from "
+             f"{ev.speakers} speakers, run through the exported programs by the C++ runtime. "
+             f"{ev.excluded['clips']} clips of {ev.excluded['speakers']} speakers the models "
+             "were fitted or calibrated on were left out.", "", how, "",
+             "| program | role | accuracy | gate accepts | accepted correct | other for uncached |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for pid, f in p.items():
+        acc = f.get("accuracy", f.get("accuracy_own_classes"))
+        lines.append(f"| {pid} | {f['role']} | {_pct(acc)} | {_pct(f.get('accept_rate'))} | "
+                     f"{_pct(f.get('accuracy_accepted'))} | {_pct(f.get('other_recall'))} |")
+    if "cached" in p:
+        c = p["cached"]
+        lines += ["", f"Two-stage (cached model when its gate accepts, else the full model): "
+                  f"{_pct(c['two_stage_accuracy'])} accuracy with {_pct(c['two_stage_local_rate'])}"
+                  f" answered on the device, against {_pct(p['full']['accuracy'])} for the full "
+                  "model alone."]
+    worst = sorted((r for r in ev.per_label if r["clips"] >= 5), key=lambda r: r["full"])[:5]
+    if worst:
+        lines += ["", "Hardest words for the full model (at least 5 clips): " + ", ".join(
+            f"{r['label']} {_pct(r['full'])} ({r['clips']})" for r in worst) + "."]
+    lines.append(CARD_END)
+    return "\n".join(lines) + "\n"
+
+
+def update_card(card: Path, section: str) -> None:
+    """Replaces the card's eval section (between markers), or appends it."""
+    text = card.read_text() if card.is_file() else ""
+    if CARD_BEGIN in text and CARD_END in text:
+        head, rest = text.split(CARD_BEGIN, 1)
+        tail = rest.split(CARD_END, 1)[1].lstrip("\n")
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    card.write_text(text)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"

@@ -1,0 +1,165 @@
+"""Google's speech_embedding (Lin et al., "Training Keyword Spotters with Limited
+and Synthesized Speech Data", ICASSP 2020) as plain PyTorch modules.
+
+The network was trained on a large corpus of real speech; a keyword head on its
+96-d embeddings learns from synthesized speech what a model trained on
+spectrograms learns only from real recordings. The weights come from the
+``openwakeword==0.5.1`` wheel (Apache-2.0), which ships the model as
+``embedding_model.onnx`` with its front end ``melspectrogram.onnx``; they are
+read from the ONNX initializers with the ``onnx`` package (build time only:
+exported programs carry them).
+
+* ``GoogleMel``: raw 16 kHz waveform -> (B, T, 32) log-mel, the same numbers
+  as ``melspectrogram.onnx`` followed by openWakeWord's ``x / 10 + 2``. The
+  512-point DFT is computed factorized (N1 x N2 = 16 x 32, ``dft.FactorizedDFT``)
+  over frames cut from 32-sample blocks, so a program
+  carries 3.6k DFT constants instead of the ONNX model's 263k.
+* ``SpeechEmbedding``: (B, T, 32) -> (B, T', 96). It is fully convolutional in
+  time with a time stride of 8 frames, so one pass over a long input gives the
+  embedding of every 76-frame window at a step of 8 frames (openWakeWord's
+  streaming step), sharing all computation between windows.
+
+Both are checked against onnxruntime by the tests (tests/test_speech_embedding.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from knowcache.models.dft import FactorizedDFT
+
+WINDOW_FRAMES = 76       # one embedding sees 76 frames (775 ms)
+FRAME_STEP = 8           # successive embeddings are 8 frames (80 ms) apart
+EMBEDDING_DIM = 96
+MEL_BINS = 32
+HOP = 160
+N_FFT = 512
+TOP_DB = 80.0
+
+
+def openwakeword_model(name: str) -> Path:
+    """Path of one of openWakeWord's bundled ONNX models (``embedding_model``, ``melspectrogram``)."""
+    try:
+        root = resources.files("openwakeword") / "resources" / "models"
+    except ModuleNotFoundError:
+        raise RuntimeError("the openwakeword wheel is not installed; run `make setup` (it installs "
+                           "openwakeword==0.5.1 for its bundled speech_embedding weights)") from None
+    path = Path(str(root / f"{name}.onnx"))
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing from the openwakeword wheel; reinstall "
+                           "openwakeword==0.5.1")
+    return path
+
+
+@functools.lru_cache(maxsize=4)
+def onnx_weights(name: str) -> dict[str, np.ndarray]:
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise RuntimeError("the onnx package is needed to read speech_embedding weights; run "
+                           "`make setup`") from None
+    model = onnx.load(str(openwakeword_model(name)))
+    return {t.name: numpy_helper.to_array(t).copy() for t in model.graph.initializer}
+
+
+class GoogleMel(nn.Module):
+    """(B, samples) waveform in [-1, 1] at 16 kHz -> (B, frames, 32) log-mel.
+
+    frames = (samples - 512) // 160 + 1 (no centring, as the ONNX front end).
+    The top-dB floor is taken per example (the ONNX model takes it over its
+    whole input, which is the same for the batch of one it is run with).
+    """
+
+    def __init__(self, samples: int):
+        super().__init__()
+        if samples < N_FFT or samples % 32:
+            raise ValueError("samples must be at least 512 and a multiple of 32")
+        w = onnx_weights("melspectrogram")
+        real = w["0.stft.conv_real.weight"][:, 0, :].astype(np.float64)
+        window = real[0]                                   # the DC row is the window itself
+        self.samples = samples
+        self.frames = (samples - N_FFT) // HOP + 1
+        self.dft = FactorizedDFT(16, 32)
+        self.register_buffer("window", torch.from_numpy(window).float().view(1, 1, N_FFT),
+                             persistent=False)
+        # Bins 0..256 picked out of the DFT's flat layout, then the 257 x 32 filterbank.
+        self.register_buffer("bins", torch.from_numpy(self.dft.flat_bins(N_FFT // 2 + 1)),
+                             persistent=False)
+        self.register_buffer("mel", torch.from_numpy(w["1.melW"].astype(np.float32)),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        blocks = (x * 32768.0).reshape(b, self.samples // 32, 32)   # int16 scale, as trained
+        step, per_frame = HOP // 32, N_FFT // 32
+        span = step * (self.frames - 1) + 1
+        frames = torch.cat([blocks[:, i:i + span:step] for i in range(per_frame)], dim=2)
+        power = self.dft.power(frames * self.window)             # (B, T, N) flat layout
+        power = torch.index_select(power, 2, self.bins)          # (B, T, 257) bin order
+        mel = torch.clamp(torch.matmul(power, self.mel), min=1e-10)
+        db = 10.0 * torch.log10(mel)
+        floor = db.amax(dim=(1, 2), keepdim=True) - TOP_DB
+        return torch.maximum(db, floor) / 10.0 + 2.0
+
+
+class SpeechEmbedding(nn.Module):
+    """(B, T, 32) log-mel -> (B, (T - 76) // 8 + 1, 96): one embedding per 76-frame
+    window, windows 8 frames apart (T - 76 must be a multiple of 8)."""
+
+    # (kernel, pad along mel) of convs 0..18, and where the max-pools sit.
+    _KERNELS = [(3, 3)] + [(1, 3), (3, 1)] * 9
+    _POOLS = {2: (2, 2), 6: (1, 2), 10: (2, 2), 14: (1, 2), 18: (2, 2)}
+
+    def __init__(self):
+        super().__init__()
+        w = onnx_weights("embedding_model")
+        self.convs = nn.ModuleList()
+        for i, (kt, km) in enumerate(self._KERNELS):
+            name = "model/conv2d" + (f"_{i}" if i else "")
+            weight = torch.from_numpy(w[f"{name}/Conv2D_weights_fused_bn"])
+            conv = nn.Conv2d(weight.shape[1], weight.shape[0], (kt, km),
+                             padding=(0, 1 if km == 3 else 0))
+            conv.weight.data.copy_(weight)
+            conv.bias.data.copy_(torch.from_numpy(w[f"{name}/Conv2D_bias_fused_bn"]))
+            self.convs.append(conv)
+        last = torch.from_numpy(w["model/conv2d_19/Conv2D/ReadVariableOp:0"])
+        self.out = nn.Conv2d(96, 96, (3, 1), bias=False)
+        self.out.weight.data.copy_(last)
+        self.floor = float(w["const_fold_opt__287"].reshape(-1)[0])   # max(x, -0.4) after each act
+        self.act = nn.LeakyReLU(0.2)
+
+    def trunk(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        """(B, 1, T, 32) -> activations after conv ``upto`` (and its pool); all when None."""
+        last = len(self.convs) - 1 if upto is None else upto
+        for i in range(last + 1):
+            x = torch.clamp(self.act(self.convs[i](x)), min=self.floor)
+            if i in self._POOLS:
+                x = nn.functional.max_pool2d(x, self._POOLS[i])
+        return x
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = self.trunk(mel.unsqueeze(1))
+        return self.out(x).squeeze(3).transpose(1, 2)        # (B, T', 96)
+
+    @staticmethod
+    def windows(frames: int) -> int:
+        if frames < WINDOW_FRAMES or (frames - WINDOW_FRAMES) % FRAME_STEP:
+            raise ValueError(f"{frames} frames: need 76 + a multiple of 8")
+        return (frames - WINDOW_FRAMES) // FRAME_STEP + 1
+
+
+def padded_samples(samples: int, pad_s: float) -> int:
+    """Samples after zero-padding each side by ``pad_s`` seconds, rounded up so that the
+    frame count is 76 + a multiple of 8."""
+    n = samples + 2 * int(round(pad_s * 16000))
+    frames = (n - N_FFT) // HOP + 1
+    frames = WINDOW_FRAMES + math.ceil(max(0, frames - WINDOW_FRAMES) / FRAME_STEP) * FRAME_STEP
+    return (frames - 1) * HOP + N_FFT

@@ -1,0 +1,114 @@
+"""The kws build end to end at toy scale, with real recordings split by speaker:
+spectrogram branch, speech-embedding full model, students on the frozen
+embeddings, partitions, int8 export, gates calibrated with the real clips as
+their own group, and the model card's real-voices section."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from knowcache import pipeline, publish
+from knowcache.data import folders, speech, store
+from knowcache.models import ModelRecord
+from knowcache.runtime import Manifest, Partition
+from test_real_voices import real_voices
+
+pytestmark = pytest.mark.slow
+
+WORDS = ("yes", "no", "up", "down", "left", "right", "stop", "go")
+
+
+@pytest.fixture(scope="module")
+def kws_build(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kws")
+    real = root / "real"
+    for word in WORDS:                       # 8 clips of each of 8 words, several speakers
+        for f in sorted((real_voices() / word).glob("*.wav"))[:8]:
+            (real / word).mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, real / word / f.name)
+    synth = speech.generate(speech.SynthConfig(per_word=(6, 2, 2)))
+    cfg = pipeline.BuildConfig(task="kws", work=root / "work", quick=True, device="cpu", k=2,
+                               full_epochs=4, student_epochs=2, real=real)
+    data = store.with_real(synth, real, seed=cfg.seed)
+    logs: list[str] = []
+    pipeline.train_full(cfg, data, logs.append)
+    pipeline.run_specialize(cfg, data, logs.append)
+    pipeline.run_partition(cfg, data, logs.append)
+    out = root / "models" / "kws"
+    metrics = publish.publish(cfg, out, logs.append, data=data)
+    return out, metrics, data, cfg, real
+
+
+def test_real_clips_are_split_by_speaker(kws_build):
+    _, metrics, data, _, real = kws_build
+    clips = folders.load(real, data.labels)
+    parts = np.array([folders.speaker_part(s, store.REAL_PARTS) for s in clips.speaker])
+    added = metrics["real"]["source"]["added"]
+    speakers = {p: set(added[p]["speakers"]) for p in added}
+    assert not (speakers["train"] & speakers["test"]) and not (speakers["val"] & speakers["test"])
+    for part in ("train", "val", "test"):
+        assert added[part]["clips"] == int((parts == part).sum())
+    assert metrics["real"]["test_samples"] == int((parts == "test").sum())
+    assert metrics["test_samples"] == len(data.test) - int((parts == "test").sum())
+
+
+def test_full_program_is_the_two_branch_network(kws_build):
+    models, _, data, cfg, _ = kws_build
+    record = ModelRecord.load(cfg.work / "full.pt")
+    net = record.build()
+    assert net.spectrogram is not None
+    x = data.test.x[:4].astype(np.float32) / 32768
+    program = Partition.from_file(str(models / "full.pte"))
+    got = np.stack([program.run(row[None]).reshape(-1) for row in x])
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-3 * (np.abs(want).max() + 1))
+
+
+def test_device_programs_fit_the_budget_and_drop_the_branch(kws_build):
+    models, metrics, _, cfg, _ = kws_build
+    manifest = Manifest.load(str(models / "manifest.json"))
+    for info in manifest.partitions:
+        assert info.input.shape == [1, 16000] and info.input.sample_rate == 16000
+        if info.role != "full":
+            assert info.bytes <= 512 * 1024, (info.id, info.bytes)
+            assert ModelRecord.load(cfg.work / f"{info.id}.pt").build().spectrogram is None
+    assert metrics["real"]["models"]["cached"]["size_ratio"] > 1
+
+
+def test_real_clips_calibrate_their_own_gate(kws_build):
+    """Every student's threshold lets at most 1% of accepted real validation answers
+    disagree with the full model (the synthesized ones reach that on their own too)."""
+    models, _, data, _, _ = kws_build
+    manifest = Manifest.load(str(models / "manifest.json"))
+    real = store.is_real(data.val)
+    x = data.val.x[real].astype(np.float32) / 32768
+    full = Partition.from_file(str(models / "full.pte"))
+    full_pred = np.array([np.argmax(full.run(r[None])) for r in x])
+    for info in manifest.partitions:
+        if info.role == "full":
+            continue
+        prog = Partition.from_file(str(models / info.file))
+        logits = np.stack([prog.run(r[None]).reshape(-1) for r in x])
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        ent = -(p * np.log(np.clip(p, 1e-30, 1))).sum(1) / np.log(p.shape[1])
+        own = [data.labels.index(c) for c in info.labels if c != "other"]
+        pred = np.array(own + [-1] * (len(info.labels) - len(own)))[logits.argmax(1)]
+        accepted = (pred >= 0) & (ent <= info.threshold + 1e-6)
+        mapped = np.where(np.isin(full_pred, own), full_pred, -1)
+        if accepted.sum():
+            assert (pred[accepted] == mapped[accepted]).mean() >= 0.99, info.id
+
+
+def test_model_card_reports_real_voices(kws_build):
+    models, metrics, _, _, _ = kws_build
+    card = (models / "README.md").read_text()
+    assert "## Real voices" in card and "were only measured" in card
+    doc = json.loads((models / "metrics.json").read_text())
+    assert doc["real"]["models"]["full"]["samples"] == metrics["real"]["test_samples"]

@@ -20,7 +20,10 @@ void PybindManifest(py::module_* m) {
   py::class_<PartitionInfo>(*m, "PartitionInfo")
       .def_readonly("id", &PartitionInfo::id)
       .def_readonly("version", &PartitionInfo::version)
-      .def_readonly("role", &PartitionInfo::role)
+      .def_static("parse",
+                  [](const std::string& text) { return ValueOrRaise(PartitionInfo::Parse(text)); },
+                  py::arg("text"), "Parses and validates one manifest entry (JSON text).")
+      .def_property_readonly("role", [](const PartitionInfo& p) { return PartitionRoleName(p.role); })
       .def_readonly("file", &PartitionInfo::file)
       .def_readonly("labels", &PartitionInfo::labels)
       .def_readonly("other_index", &PartitionInfo::other_index)
@@ -29,7 +32,7 @@ void PybindManifest(py::module_* m) {
       .def_readonly("bytes", &PartitionInfo::bytes)
       .def_readonly("sha256", &PartitionInfo::sha256)
       .def("__repr__", [](const PartitionInfo& p) {
-        return "PartitionInfo(id='" + p.id + "', role='" + p.role + "', labels=" +
+        return "PartitionInfo(id='" + p.id + "', role='" + PartitionRoleName(p.role) + "', labels=" +
                std::to_string(p.labels.size()) + ", bytes=" + std::to_string(p.bytes) + ")";
       });
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch import nn
 
-from knowcache import export
+from knowcache import export, manifest
 
 FEATURES = 16
 
@@ -69,11 +69,12 @@ def tiny_models(tmp_path_factory) -> Path:
     for pid, (labels, other) in PARTITIONS.items():
         pte = export.lower_to_pte(Pick(len(labels)), (torch.zeros(1, FEATURES),))
         name = export.save_program(out, pid, pte)
-        role = {"cached": "cached", "full": "full"}.get(pid, "partition")
-        entries.append(export.partition_entry(pid, pte, role=role, labels=labels, file=name,
-                                              input_shape=(1, FEATURES), threshold=0.3,
-                                              other_label=other))
-    export.write_manifest(out, "kws", TASK_LABELS, entries)
+        role = {"cached": manifest.Role.CACHED, "full": manifest.Role.FULL}.get(
+            pid, manifest.Role.PARTITION)
+        entries.append(manifest.partition_entry(pid, pte, role=role, labels=labels, file=name,
+                                                input_shape=(1, FEATURES), threshold=0.3,
+                                                other_label=other))
+    manifest.write(out, "kws", TASK_LABELS, entries)
     return out
 
 

@@ -11,6 +11,7 @@ from knowcache import export, partitioning, training
 from knowcache.models import FULL_CONFIGS, build_net
 from knowcache.models.frontend import LogMel
 from knowcache.quantize import quantize_int8
+from knowcache.server.selector import PartitionSelector
 from knowcache.runtime import Partition
 from knowcache.tasks import KWS, VISION
 
@@ -97,14 +98,14 @@ def test_grouping_covers_every_class_with_bounded_sizes():
 
 
 def test_selector_picks_the_partition_with_most_mass():
-    sel = partitioning.PartitionSelector([[0, 1], [2], [3, 4]], 5)
+    sel = PartitionSelector([[0, 1], [2], [3, 4]], 5)
     probs = np.array([[0.3, 0.0, 0.4, 0.3, 0.0], [0.1, 0.1, 0.0, 0.4, 0.4],
                       [0.2, 0.2, 0.3, 0.15, 0.15]])
     # The last row's top class (2) is alone in p1, but p0 holds more mass.
     assert sel.select(probs).tolist() == [1, 2, 0]
     assert sel.select(np.array([0.5, 0.4, 0.1, 0, 0])).tolist() == [0]
     with pytest.raises(ValueError, match="cover"):
-        partitioning.PartitionSelector([[0, 1], [2]], 5)
+        PartitionSelector([[0, 1], [2]], 5)
 
 
 def test_collapse_and_temperature():

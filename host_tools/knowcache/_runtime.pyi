@@ -108,6 +108,10 @@ class Manifest:
         """
     def find(self, id: str) -> typing.Any:
         ...
+    def ids_with_role(self, role: str) -> list[str]:
+        """
+        Ids of the partitions with this role, in manifest order.
+        """
     def path_of(self, info: PartitionInfo) -> str:
         ...
     @property
@@ -546,12 +550,6 @@ class InstallPlan:
         The staged program: the engine answers through its exits.
         """
     def __repr__(self) -> str:
-        ...
-    @property
-    def ids(self) -> list[str]:
-        ...
-    @property
-    def pinned(self) -> bool:
         ...
 class Engine:
     @staticmethod

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from knowcache import _runtime, export, flops, model_card, specialize, training
+from knowcache import _runtime, export, flops, manifest, model_card, specialize, training
 from knowcache.calibration import calibrate_threshold, gate_entropies
 from knowcache.data import Dataset
 from knowcache.models import ModelRecord
@@ -117,7 +117,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     def cost(rec: ModelRecord) -> int:
         return flops.program_flops(cfg.task, rec.config, len(rec.labels), spec.input_shape)
 
-    entries = [export.partition_entry(
+    entries = [manifest.partition_entry(
         "full", programs["full"], role="full", labels=labels, file="full.pte",
         input_shape=spec.input_shape, threshold=1.0, flops=cost(records["full"]),
         **_input_extra(spec))]
@@ -161,7 +161,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
             m["accuracy"] = float((pred_t == yt).mean())
             m["accuracy_cached_classes"] = float((pred_t[on_cached_t] == yt[on_cached_t]).mean())
         metrics["models"][name] = m
-        entries.append(export.partition_entry(
+        entries.append(manifest.partition_entry(
             name, programs[name], role=rec.role, labels=rec.labels, file=f"{name}.pte",
             input_shape=spec.input_shape, threshold=cal.threshold,
             other_label=rec.other_label, flops=cost(rec), **_input_extra(spec)))
@@ -179,7 +179,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     }
     metrics["build"] = {"config": _plan_config(cfg), "trained_on": plan.get("trained_on"),
                         "export_seconds": round(time.time() - started, 1)}
-    export.write_manifest(stage, cfg.task, labels, entries,
+    manifest.write(stage, cfg.task, labels, entries,
                           selector={"kind": "partition_mass",
                                     "partitions": [f"p{i}" for i in range(len(plan["groups"]))]})
     (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -137,19 +137,17 @@ def export_cmd(cfg, out, staged, cold, target, train_samples) -> None:
 
 
 def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int) -> None:
-    import json
-
+    from knowcache import manifest
     from knowcache.layer_cache import build as staged_build
     from knowcache.models import ModelRecord
     from knowcache.models.from_program import RecoveryError, recover
-    manifest = out / "manifest.json"
-    if not manifest.is_file():
-        raise click.ClickException(f"{manifest} does not exist: export the models first "
-                                   "(`knowcache export` or `knowcache build-models`)")
-    doc = json.loads(manifest.read_text())
-    full = next((p for p in doc["partitions"] if p["role"] == "full"), None)
+    if not manifest.exists(out):
+        raise click.ClickException(f"{manifest.path_of(out)} does not exist: export the models "
+                                   "first (`knowcache export` or `knowcache build-models`)")
+    doc = manifest.load(out)
+    full = doc.first(manifest.Role.FULL)
     if full is None:
-        raise click.ClickException(f"{manifest} lists no full model to stage")
+        raise click.ClickException(f"{doc.path} lists no full model to stage")
     try:
         data = _data(cfg)
         from knowcache.data.dataset import model_input
@@ -158,10 +156,9 @@ def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int
             record = ModelRecord.load(cfg.work / "full.pt")
         else:
             _log(f"no {cfg.work}/full.pt: rebuilding the full model from {out / full['file']}")
-            record = recover(out / full["file"], cfg.task, doc["labels"], check)
-        extra = {k: v for k, v in full["input"].items() if k in ("sample_rate", "image_size")}
+            record = recover(doc.file_of(full), cfg.task, doc.labels, check)
         entry = staged_build.run(record, data, out, input_shape=full["input"]["shape"],
-                                 input_extra=extra, target=target, cold=cold,
+                                 input_extra=doc.input_extra(), target=target, cold=cold,
                                  train_samples=train_samples, seed=cfg.seed, log=_log)
     except (ValueError, FileNotFoundError, RuntimeError, RecoveryError) as e:
         _fail(e)

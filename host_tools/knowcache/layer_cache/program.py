@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from knowcache import _runtime, export, flops
+from knowcache import _runtime, flops, manifest
 from knowcache.layer_cache.calibrate import ExitOutputs
 from knowcache.layer_cache.heads import ExitHead
 from knowcache.layer_cache.staging import Stages
@@ -110,6 +110,6 @@ def entry(pid: str, program: StagedProgram, *, labels, input_shape, thresholds: 
                    "classes": len(labels), "thresholds": thresholds[i]}
                   for i in range(len(program.exit_flops))],
     }
-    return export.partition_entry(pid, program.pte, role="staged", labels=labels,
-                                  file=f"{pid}.pte", input_shape=input_shape, threshold=1.0,
-                                  version=version, staged=staged, **input_extra)
+    return manifest.partition_entry(pid, program.pte, role=manifest.Role.STAGED, labels=labels,
+                                    file=f"{pid}.pte", input_shape=input_shape, threshold=1.0,
+                                    version=version, staged=staged, **input_extra)

@@ -90,8 +90,6 @@ void PybindEngine(py::module_* m) {
       .def_static("staged", &InstallPlan::Staged,
                   "The staged program: the engine answers through its exits.")
       .def_static("none", &InstallPlan::None, "Nothing: a cold device.")
-      .def_readonly("ids", &InstallPlan::ids)
-      .def_readonly("pinned", &InstallPlan::pinned)
       .def("__repr__", &InstallPlan::ToString);
 
   py::class_<Engine>(*m, "Engine")

@@ -51,6 +51,11 @@ void PybindManifest(py::module_* m) {
         const PartitionInfo* p = mf.Find(id);
         return p ? py::cast(*p) : py::none();
       }, py::arg("id"))
+      .def("ids_with_role",
+           [](const Manifest& mf, const std::string& role) {
+             return mf.IdsWithRole(ValueOrRaise(ParsePartitionRole(role)));
+           },
+           py::arg("role"), "Ids of the partitions with this role, in manifest order.")
       .def("path_of", &Manifest::PathOf, py::arg("info"));
 
   m->def("sha256_hex", [](py::bytes data) {

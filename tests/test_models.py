@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from knowcache import export, partitioning, training
+from knowcache.build import lower, partitioning, training
 from knowcache.models import FULL_CONFIGS, build_net
 from knowcache.models.frontend import LogMel
-from knowcache.quantize import quantize_int8
+from knowcache.build.quantize import quantize_int8
 from knowcache.server.selector import PartitionSelector
 from knowcache.runtime import Partition
 from knowcache.tasks import KWS, VISION
@@ -19,7 +19,7 @@ from knowcache.tasks import KWS, VISION
 @pytest.fixture(scope="module")
 def frontend_pte(tmp_path_factory):
     path = tmp_path_factory.mktemp("fe") / "frontend.pte"
-    path.write_bytes(export.lower_to_pte(LogMel(), (torch.zeros(1, 16000),)))
+    path.write_bytes(lower.lower_to_pte(LogMel(), (torch.zeros(1, 16000),)))
     return path
 
 
@@ -63,9 +63,9 @@ def test_int8_export_round_trip(tmp_path):
     cfg = FULL_CONFIGS["vision"].scaled(1 / 8)
     net = build_net("vision", cfg, 5, (0.3, 0.3)).eval()
     calib = torch.rand(32, 1, 28, 28)
-    fp32 = export.lower_to_pte(net, (calib[:1],))
+    fp32 = lower.lower_to_pte(net, (calib[:1],))
     q = quantize_int8(net, calib)
-    int8 = export.lower_to_pte(q, (calib[:1],))
+    int8 = lower.lower_to_pte(q, (calib[:1],))
     assert len(int8) < 0.6 * len(fp32)
     (tmp_path / "q.pte").write_bytes(int8)
     part = Partition.from_file(str(tmp_path / "q.pte"))
@@ -132,7 +132,7 @@ def test_cached_class_selection():
 
 
 def test_other_bias_trades_other_recall_for_own_class_accuracy():
-    from knowcache.specialize import fit_other_bias
+    from knowcache.build.specialize import fit_other_bias
     rng = np.random.default_rng(0)
     # Owned inputs (labels 0, 1) whose "other" logit is a bit too high; non-owned inputs (2).
     own = np.column_stack([rng.normal(2, 1, 200), rng.normal(0, 1, 200), rng.normal(2.5, 1, 200)])

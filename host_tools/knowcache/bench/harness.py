@@ -1,5 +1,6 @@
-"""`knowcache bench`: the five systems on one query stream, through the C++
-runtime on the device side and `knowcache serve` behind an emulated link.
+"""`knowcache bench`: the six systems (+ four with --layer-cache) on one query
+stream, through the C++ runtime on the device side and `knowcache serve`
+behind an emulated link.
 
 Every system sees the identical queries in the same order. Each system that
 uses the cloud gets a fresh `knowcache serve` process (no batching: one

@@ -1,4 +1,5 @@
-"""The five systems `knowcache bench` compares, each an Engine configuration.
+"""The six systems `knowcache bench` compares (four more with --layer-cache), each an
+Engine built from the manifest by the C++ factory (Engine.from_manifest).
 
 - cloud_only:  no model on the device; every query goes to the full model over the link.
 - device_only: the generic compressed student (all classes, the cache's byte budget)

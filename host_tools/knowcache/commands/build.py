@@ -33,7 +33,7 @@ def build_options(f):
     @functools.wraps(f)
     def wrapper(task, work, quick, device, seed, speech_commands, fashion_mnist, cifar10,
                 **kwargs):
-        from knowcache.pipeline import BuildConfig
+        from knowcache.build.pipeline import BuildConfig
         work = work or Path("out/work") / (task + ("-quick" if quick else ""))
         cfg = BuildConfig(task=task, work=work, quick=quick, device=device, seed=seed,
                           speech_commands=speech_commands, fashion_mnist=fashion_mnist,
@@ -51,7 +51,7 @@ def _fail(e: Exception) -> None:
 
 
 def _data(cfg):
-    from knowcache.pipeline import load_data
+    from knowcache.build.pipeline import load_data
     with progress_bar() as update:
         return load_data(cfg, _log, progress=update)
 
@@ -61,7 +61,7 @@ def _data(cfg):
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs.")
 def train(cfg, epochs) -> None:
     """Train the full (cloud) model of a task."""
-    from knowcache.pipeline import train_full
+    from knowcache.build.pipeline import train_full
     cfg.full_epochs = epochs
     try:
         train_full(cfg, _data(cfg), _log)
@@ -78,7 +78,7 @@ def train(cfg, epochs) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs.")
 def specialize(cfg, classes, private, epochs) -> None:
     """Knowledge caching: distil the full model into a small cached student (+ other)."""
-    from knowcache.pipeline import run_specialize
+    from knowcache.build.pipeline import run_specialize
     cfg.classes, cfg.private, cfg.student_epochs = classes, private, epochs
     try:
         cfg.spec().cached_classes(cfg.classes or None, cfg.private)   # fail fast on a typo
@@ -95,7 +95,7 @@ def specialize(cfg, classes, private, epochs) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs.")
 def partition(cfg, k, epochs) -> None:
     """CacheNet: split the classes into K partitions and train a student for each."""
-    from knowcache.pipeline import run_partition
+    from knowcache.build.pipeline import run_partition
     cfg.k, cfg.student_epochs = k, epochs
     try:
         plan = run_partition(cfg, _data(cfg), _log)
@@ -124,7 +124,7 @@ def partition(cfg, k, epochs) -> None:
               help="With --staged: training inputs the heads are distilled on (labels unused).")
 def export_cmd(cfg, out, staged, cold, target, train_samples) -> None:
     """Quantize, lower to .pte, calibrate gates, write manifest and model card."""
-    from knowcache.publish import load_records, publish
+    from knowcache.build.publish import load_records, publish
     out = out or _default_out(cfg)
     if staged:
         return _export_staged(cfg, out, cold, target, train_samples)
@@ -177,7 +177,7 @@ def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int
 @click.option("--train-only", is_flag=True, help="Stop after training (export elsewhere).")
 def build_models(cfg, k, classes, private, out, train_only) -> None:
     """The whole chain: data, full model, specialize, partition, export."""
-    from knowcache.pipeline import run_partition, run_specialize, train_full
+    from knowcache.build.pipeline import run_partition, run_specialize, train_full
     cfg.k, cfg.classes, cfg.private = k, classes, private
     out = out or _default_out(cfg)
     try:
@@ -189,7 +189,7 @@ def build_models(cfg, k, classes, private, out, train_only) -> None:
         if train_only:
             click.echo(f"trained models in {cfg.work}; export them with `knowcache export`")
             return
-        from knowcache.publish import publish
+        from knowcache.build.publish import publish
         metrics = publish(cfg, out, _log, data=data)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(e)

@@ -37,11 +37,12 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
-from knowcache import _runtime, manifest
+from knowcache import manifest
 from knowcache.layer_cache import build as staged_build
 from knowcache.layer_cache import calibrate, distill
 from knowcache.layer_cache.calibrate import ExitOutputs
 from knowcache.layer_cache.heads import ExitHead
+from knowcache.runtime import StagedModel
 
 RAW_INPUTS_KEPT = 32
 
@@ -264,7 +265,7 @@ class OnlineLearner:
         return (float((answer == ref).mean()), float((where >= 0).mean()),
                 float(1.0 - spent.mean() / total))
 
-    def _check_export(self, model: _runtime.StagedModel, heads: list[ExitHead],
+    def _check_export(self, model: StagedModel, heads: list[ExitHead],
                       raw: np.ndarray) -> str:
         for x in raw[:8]:
             exits, logits = model.run_all(x)
@@ -278,7 +279,7 @@ class OnlineLearner:
                     return "the exported exit heads differ from the trained heads"
         return ""
 
-    def _swap(self, entry: dict, model: _runtime.StagedModel,
+    def _swap(self, entry: dict, model: StagedModel,
               candidate: staged_build.StagedBuild) -> None:
         old_file = self.entry["file"]
         manifest_version = manifest.update(self.directory, entry)

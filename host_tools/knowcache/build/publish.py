@@ -2,7 +2,7 @@
 thresholds, ``manifest.json``, ``metrics.json`` and the model card.
 
 Every figure here is measured on the exported programs themselves, run by the
-C++ runtime (``knowcache._runtime.Partition``), so the card describes what a
+C++ runtime (``knowcache.runtime.Partition``), so the card describes what a
 device will run, quantization included.
 """
 
@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from knowcache import _runtime, export, flops, manifest, model_card, specialize, training
-from knowcache.calibration import calibrate_threshold, gate_entropies
+from knowcache import manifest
+from knowcache.build import flops, lower, model_card, specialize, training
+from knowcache.build.calibration import calibrate_threshold, gate_entropies
 from knowcache.data import Dataset
 from knowcache.models import ModelRecord
-from knowcache.pipeline import PLAN, BuildConfig, config_dict, load_data
-from knowcache.quantize import quantize_int8
+from knowcache.build.pipeline import PLAN, BuildConfig, config_dict, load_data
+from knowcache.build.quantize import quantize_int8
+from knowcache.runtime import Partition
 
 CALIBRATION_SAMPLES = 256
 SIZE_TARGET = 20.0          # cached model at least 20x smaller than the full model
@@ -54,14 +56,14 @@ def _program(rec: ModelRecord, calib: torch.Tensor, example: tuple, other_bias: 
             model.backbone.fc.bias[rec.labels.index(rec.other_label)] -= other_bias
     if rec.role != "full":
         model = quantize_int8(model, calib)
-    return export.lower_to_pte(model, example)
+    return lower.lower_to_pte(model, example)
 
 
 def run_programs(paths: dict[str, Path], x: np.ndarray, workers: int = 2) -> dict[str, np.ndarray]:
     """Logits of each program on every row of x, through the C++ runtime."""
     def one(item):
         pid, path = item
-        part = _runtime.Partition.from_file(str(path))
+        part = Partition.from_file(str(path))
         return pid, np.stack([part.run(row[None]).reshape(-1) for row in x])
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return dict(pool.map(one, paths.items()))
@@ -87,7 +89,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     for name, rec in records.items():
         log(f"exporting {name} ({'float32' if rec.role == 'full' else 'int8'})...")
         programs[name] = _program(rec, calib, example, biases.get(name, 0.0))
-        export.save_program(stage, name, programs[name])
+        lower.save_program(stage, name, programs[name])
 
     log("running the exported programs on validation and test data...")
     paths = {n: stage / f"{n}.pte" for n in programs}

@@ -17,7 +17,7 @@ from knowcache.atomic import replace_atomically
 
 def lower_to_pte(model: torch.nn.Module, example_inputs: tuple) -> bytes:
     """Exports ``model`` (eval mode; or a quantized GraphModule from
-    ``knowcache.quantize``) and lowers it to XNNPACK; returns the .pte bytes."""
+    ``knowcache.build.quantize``) and lowers it to XNNPACK; returns the .pte bytes."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 

@@ -36,11 +36,12 @@ $(VENV)/.stamp-ext: $(VENV)/.stamp-deps $(CPP_SOURCES)
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	touch $@
 
-## build-cpp: C++ unit tests and benchmarks in build/host
+## build-cpp: C++ unit tests, benchmarks and knowcache-device in build/host
+## (CMakePresets.json: `host`; also host-release, aarch64-linux, fuzz)
+JOBS ?= 2
 build-cpp: setup
-	cmake -S . -B $(BUILD) -G Ninja -DPython_EXECUTABLE=$(CURDIR)/$(PY) \
-	  -DKNOWCACHE_BUILD_TESTS=ON -DKNOWCACHE_BUILD_BENCH=ON > /dev/null
-	cmake --build $(BUILD) -j2
+	cmake --preset host > /dev/null
+	cmake --build --preset host -j$(JOBS)
 
 ## build-aarch64: knowcache-device cross-built for aarch64 Linux in build/aarch64
 build-aarch64: setup
@@ -49,20 +50,17 @@ build-aarch64: setup
 ## build-fuzz / fuzz: libFuzzer (+ASan, UBSan) on the serial protocol's frame parser;
 ## `make fuzz` runs for FUZZ_SECONDS (the suite runs a short pass of 40,000 inputs)
 FUZZER := build/fuzz/frame_fuzzer
-FUZZ_SOURCES := runtime_cpp/device/fuzz/frame_fuzzer.cc runtime_cpp/device/serial_protocol.cc \
-	runtime_cpp/src/status.cc
 FUZZ_SECONDS ?= 600
 build-fuzz: $(FUZZER)
-$(FUZZER): $(FUZZ_SOURCES) runtime_cpp/device/serial_protocol.h runtime_cpp/device/little_endian.h $(VENV)/.stamp-system
-	mkdir -p $(dir $@)
-	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime_cpp/include \
-	  $(FUZZ_SOURCES) -lz -o $@
+$(FUZZER): $(CPP_SOURCES) CMakePresets.json $(VENV)/.stamp-deps
+	cmake --preset fuzz > /dev/null
+	cmake --build --preset fuzz -j$(JOBS)
 fuzz: $(FUZZER)
 	mkdir -p build/fuzz/corpus && cp -n runtime_cpp/device/fuzz/corpus/* build/fuzz/corpus/
 	$(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 build/fuzz/corpus
 
 test-cpp: build-cpp
-	cd $(BUILD) && ctest --output-on-failure -j2
+	ctest --preset host -j$(JOBS)
 
 test-py: setup
 	$(PY) -m pytest -q

@@ -21,9 +21,7 @@ with zipfile.ZipFile(wheel) as z:
                        if n.startswith(("executorch/lib/", "executorch/include/", "executorch/share/"))])
 PY
 fi
-cmake -S "$root" -B "$out/build" -G Ninja \
-  -DCMAKE_TOOLCHAIN_FILE="$root/cmake/toolchains/aarch64-linux-gnu.cmake" \
-  -DKNOWCACHE_EXECUTORCH_ROOT="$et" -DKNOWCACHE_BUILD_PYTHON=OFF \
-  -DKNOWCACHE_BUILD_TESTS=OFF -DKNOWCACHE_BUILD_BENCH=OFF -DKNOWCACHE_BUILD_DEVICE=ON > /dev/null
-cmake --build "$out/build" --target knowcache-device -j2
+cd "$root"
+cmake --preset aarch64-linux > /dev/null     # CMakePresets.json: build/aarch64/build
+cmake --build --preset aarch64-linux -j"${JOBS:-2}"
 echo "$out/build/runtime_cpp/knowcache-device"

@@ -20,7 +20,8 @@ import pytest
 import torch
 from torch import nn
 
-from knowcache import export
+from knowcache import manifest
+from knowcache.build import lower
 
 FEATURES = 16
 
@@ -67,13 +68,14 @@ def tiny_models(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "kws"
     entries = []
     for pid, (labels, other) in PARTITIONS.items():
-        pte = export.lower_to_pte(Pick(len(labels)), (torch.zeros(1, FEATURES),))
-        name = export.save_program(out, pid, pte)
-        role = {"cached": "cached", "full": "full"}.get(pid, "partition")
-        entries.append(export.partition_entry(pid, pte, role=role, labels=labels, file=name,
-                                              input_shape=(1, FEATURES), threshold=0.3,
-                                              other_label=other))
-    export.write_manifest(out, "kws", TASK_LABELS, entries)
+        pte = lower.lower_to_pte(Pick(len(labels)), (torch.zeros(1, FEATURES),))
+        name = lower.save_program(out, pid, pte)
+        role = {"cached": manifest.Role.CACHED, "full": manifest.Role.FULL}.get(
+            pid, manifest.Role.PARTITION)
+        entries.append(manifest.partition_entry(pid, pte, role=role, labels=labels, file=name,
+                                                input_shape=(1, FEATURES), threshold=0.3,
+                                                other_label=other))
+    manifest.write(out, "kws", TASK_LABELS, entries)
     return out
 
 
@@ -86,7 +88,7 @@ def quick_vision_build(tmp_path_factory):
 
     Returns (models/vision folder, metrics, data, build log); ``folder.parent`` is a
     models root that `knowcache serve` and `knowcache bench` accept."""
-    from knowcache import pipeline, publish
+    from knowcache.build import pipeline, publish
     from knowcache.data import images, store
 
     root = tmp_path_factory.mktemp("build")
@@ -108,7 +110,7 @@ def small_cnn_pte(tmp_path_factory) -> Path:
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2),
                           nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
     path = tmp_path_factory.mktemp("cnn") / "cnn.pte"
-    path.write_bytes(export.lower_to_pte(model, (torch.zeros(1, 3, 16, 16),)))
+    path.write_bytes(lower.lower_to_pte(model, (torch.zeros(1, 3, 16, 16),)))
     return path
 
 

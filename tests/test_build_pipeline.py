@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from knowcache import pipeline, publish
+from knowcache.build import pipeline, publish
 from knowcache.data import images, store
 from knowcache.runtime import Engine, Manifest, Partition, sha256_hex
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from knowcache import runtime
-from knowcache.calibration import calibrate_threshold, gate_entropies
+from knowcache.build.calibration import calibrate_threshold, gate_entropies
 
 
 def numpy_gate(logits):

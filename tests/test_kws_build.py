@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from knowcache import pipeline, publish
+from knowcache.build import pipeline, publish
 from knowcache.data import folders, speech, store
 from knowcache.models import ModelRecord
 from knowcache.runtime import Manifest, Partition
@@ -109,6 +109,6 @@ def test_real_clips_calibrate_their_own_gate(kws_build):
 def test_model_card_reports_real_voices(kws_build):
     models, metrics, _, _, _ = kws_build
     card = (models / "README.md").read_text()
-    assert "## Real voices" in card and "were only measured" in card
+    assert "## Real recordings" in card and "were only measured" in card
     doc = json.loads((models / "metrics.json").read_text())
     assert doc["real"]["models"]["full"]["samples"] == metrics["real"]["test_samples"]

@@ -22,7 +22,7 @@ from knowcache.layer_cache import build as staged_build
 from knowcache.layer_cache import calibrate
 from knowcache.layer_cache.online import OnlineConfig, learner_for, slices
 from knowcache.models import ModelRecord
-from knowcache.runtime import Engine, Manifest
+from knowcache.runtime import Engine
 
 
 def _copy_models(quick_vision_build, tmp_path: Path) -> Path:
@@ -60,10 +60,7 @@ def _with_thresholds(models: Path, thresholds: dict, dst: Path) -> Path:
 
 
 def _engine(models: Path, gate: str, **kw) -> Engine:
-    engine = Engine("vision", manifest=Manifest.load(str(models / "manifest.json")),
-                    exit_gate=gate, **kw)
-    engine.install_staged_from_manifest("staged")
-    return engine
+    return Engine.from_models_dir(models, staged=True, exit_gate=gate, **kw)
 
 
 def test_recovering_the_record_from_its_program(quick_vision_build):

@@ -1,16 +1,17 @@
-"""Manifests: written by knowcache.export, read by the C++ parser."""
+"""Manifests: written and read by knowcache.manifest, validated by the C++ parser."""
 
 import json
 
 import pytest
 
-from knowcache import export, runtime
+from knowcache import manifest, runtime
+from knowcache.manifest import Role
 
 
 def test_round_trip(tiny_models):
     m = runtime.Manifest.load(str(tiny_models / "manifest.json"))
     assert m.task == "kws"
-    assert m.schema_version == export.MANIFEST_SCHEMA_VERSION
+    assert m.schema_version == manifest.SCHEMA_VERSION
     assert [p.id for p in m.partitions] == ["cached", "p0", "p1", "full"]
     cached = m.find("cached")
     assert cached.other_index == 2
@@ -46,14 +47,69 @@ def test_load_missing_and_unreadable(tmp_path):
 
 
 def test_write_manifest_refuses_invalid_entries(tmp_path):
-    entry = export.partition_entry("a", b"abc", role="cached", labels=["x", "x"], file="a.pte",
-                                   input_shape=(1, 4))
+    entry = manifest.partition_entry("a", b"abc", role=Role.CACHED, labels=["x", "x"],
+                                     file="a.pte", input_shape=(1, 4))
     with pytest.raises(runtime.InvalidInputError, match="repeats 'x'"):
-        export.write_manifest(tmp_path, "kws", ["x"], [entry])
+        manifest.write(tmp_path, "kws", ["x"], [entry])
     assert not (tmp_path / "manifest.json").exists()
     with pytest.raises(ValueError, match="role"):
-        export.partition_entry("a", b"abc", role="boss", labels=["x", "y"], file="a.pte",
-                               input_shape=(1, 4))
+        manifest.partition_entry("a", b"abc", role="boss", labels=["x", "y"], file="a.pte",
+                                 input_shape=(1, 4))
+    with pytest.raises(runtime.InvalidInputError, match="labels needs at least 2"):
+        manifest.info_of(dict(entry, labels=["x"]))
+
+
+def test_manifest_file_reads_entries_by_role(tiny_models):
+    m = manifest.load(tiny_models)
+    assert m.task == "kws" and m.labels == ["yes", "no", "up", "down", "left", "right"]
+    assert m.parsed.labels == m.labels
+    assert [p["id"] for p in m.entries(Role.PARTITION)] == ["p0", "p1"]
+    assert m.parsed.ids_with_role(Role.PARTITION) == ["p0", "p1"]
+    assert m.first(Role.CACHED)["id"] == "cached" and m.first(Role.STAGED) is None
+    assert m.file_of(m.entry("p1")) == tiny_models / "p1.pte"
+    assert m.parsed.find("cached").role == Role.CACHED == "cached"
+    with pytest.raises(FileNotFoundError, match="export --staged"):
+        m.require(Role.STAGED)
+    assert m.selector is None and m.flops() == {}
+    with pytest.raises(runtime.InvalidInputError, match="boss"):
+        m.parsed.ids_with_role("boss")
+
+
+def test_update_replaces_one_entry_and_keeps_the_rest(tiny_models, tmp_path):
+    import shutil
+
+    copy = tmp_path / "kws"
+    shutil.copytree(tiny_models, copy)
+    before = manifest.load(copy)
+    manifest.write(copy, before.task, before.labels, before.entries(), version=before.version,
+                   selector={"kind": "partition_mass", "partitions": ["p0", "p1"]})
+    p1 = dict(before.entry("p1"), threshold=0.7, version=2)
+    assert manifest.update(copy, p1) == before.version + 1
+    after = manifest.load(copy)
+    assert [p["id"] for p in after.entries()] == ["cached", "p0", "full", "p1"]
+    assert after.parsed.find("p1").threshold == pytest.approx(0.7)
+    assert after.selector == {"kind": "partition_mass", "partitions": ["p0", "p1"]}
+    assert manifest.update(copy, p1, bump=False) == before.version + 1
+
+
+def test_the_server_selector_comes_from_the_manifest(tiny_models, tmp_path):
+    import shutil
+
+    from knowcache.server import selector
+
+    assert selector.from_manifest(manifest.load(tiny_models)) == ([], None)
+    copy = tmp_path / "kws"
+    shutil.copytree(tiny_models, copy)
+    m = manifest.load(copy)
+    manifest.write(copy, m.task, m.labels, m.entries(),
+                   selector={"kind": "partition_mass", "partitions": ["p1", "p0"]})
+    ids, sel = selector.from_manifest(manifest.load(copy))
+    assert ids == ["p1", "p0"]   # the selector's order, not the manifest's
+    # p1 holds down, left, right (task indices 3, 4, 5)
+    assert sel.select([0.0, 0.0, 0.1, 0.5, 0.2, 0.2]).tolist() == [0]
+    manifest.write(copy, m.task, m.labels, m.entries(), selector={"kind": "nearest"})
+    with pytest.raises(ValueError, match="nearest"):
+        selector.from_manifest(manifest.load(copy))
 
 
 def test_file_changed_after_manifest_is_detected(tiny_models, tmp_path):

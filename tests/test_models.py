@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from knowcache import export, partitioning, training
+from knowcache.build import lower, partitioning, training
 from knowcache.models import FULL_CONFIGS, build_net
+from knowcache.build.quantize import quantize_int8
 from knowcache.models.dft import FactorizedDFT
 from knowcache.models.speech_embedding import GoogleMel, padded_samples
-from knowcache.quantize import quantize_int8
+from knowcache.server.selector import PartitionSelector
 from knowcache.runtime import Partition
 from knowcache.tasks import KWS, VISION
 
@@ -22,7 +23,7 @@ N_PADDED = padded_samples(16000, 0.5)
 @pytest.fixture(scope="module")
 def frontend_pte(tmp_path_factory):
     path = tmp_path_factory.mktemp("fe") / "frontend.pte"
-    path.write_bytes(export.lower_to_pte(GoogleMel(N_PADDED), (torch.zeros(1, N_PADDED),)))
+    path.write_bytes(lower.lower_to_pte(GoogleMel(N_PADDED), (torch.zeros(1, N_PADDED),)))
     return path
 
 
@@ -56,9 +57,9 @@ def test_int8_export_round_trip(tmp_path):
     cfg = FULL_CONFIGS["vision"].scaled(1 / 8)
     net = build_net("vision", cfg, 5, (0.3, 0.3)).eval()
     calib = torch.rand(32, 1, 28, 28)
-    fp32 = export.lower_to_pte(net, (calib[:1],))
+    fp32 = lower.lower_to_pte(net, (calib[:1],))
     q = quantize_int8(net, calib)
-    int8 = export.lower_to_pte(q, (calib[:1],))
+    int8 = lower.lower_to_pte(q, (calib[:1],))
     assert len(int8) < 0.6 * len(fp32)
     (tmp_path / "q.pte").write_bytes(int8)
     part = Partition.from_file(str(tmp_path / "q.pte"))
@@ -91,14 +92,14 @@ def test_grouping_covers_every_class_with_bounded_sizes():
 
 
 def test_selector_picks_the_partition_with_most_mass():
-    sel = partitioning.PartitionSelector([[0, 1], [2], [3, 4]], 5)
+    sel = PartitionSelector([[0, 1], [2], [3, 4]], 5)
     probs = np.array([[0.3, 0.0, 0.4, 0.3, 0.0], [0.1, 0.1, 0.0, 0.4, 0.4],
                       [0.2, 0.2, 0.3, 0.15, 0.15]])
     # The last row's top class (2) is alone in p1, but p0 holds more mass.
     assert sel.select(probs).tolist() == [1, 2, 0]
     assert sel.select(np.array([0.5, 0.4, 0.1, 0, 0])).tolist() == [0]
     with pytest.raises(ValueError, match="cover"):
-        partitioning.PartitionSelector([[0, 1], [2]], 5)
+        PartitionSelector([[0, 1], [2]], 5)
 
 
 def test_collapse_and_temperature():
@@ -125,7 +126,7 @@ def test_cached_class_selection():
 
 
 def test_other_bias_trades_other_recall_for_own_class_accuracy():
-    from knowcache.specialize import fit_other_bias
+    from knowcache.build.specialize import fit_other_bias
     rng = np.random.default_rng(0)
     # Owned inputs (labels 0, 1) whose "other" logit is a bit too high; non-owned inputs (2).
     own = np.column_stack([rng.normal(2, 1, 200), rng.normal(0, 1, 200), rng.normal(2.5, 1, 200)])

@@ -16,8 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from knowcache import evaluate, export
-from knowcache.calibration import calibrate_threshold
+from knowcache import evaluate, manifest
+from knowcache.build import lower
+from knowcache.build.calibration import calibrate_threshold
 from knowcache.data import audio, folders
 from test_listen import alsa_home, listen
 
@@ -140,13 +141,13 @@ def tiny_eval(tmp_path_factory):
         if pid == "cached":      # "other" = max(no, up): a second linear row over thirds 2 and 3
             net.pick[1] = torch.tensor([0.0, 400.0, 400.0])
         nets[pid] = net
-        pte = export.lower_to_pte(net, (torch.zeros(1, 16000),))
-        export.save_program(models, pid, pte)
-        entries.append(export.partition_entry(pid, pte, role=role, labels=labels,
+        pte = lower.lower_to_pte(net, (torch.zeros(1, 16000),))
+        lower.save_program(models, pid, pte)
+        entries.append(manifest.partition_entry(pid, pte, role=role, labels=labels,
                                               file=f"{pid}.pte", input_shape=(1, 16000),
                                               threshold=0.5, other_label=other,
                                               sample_rate=16000))
-    export.write_manifest(models, "kws", LABELS, entries)
+    manifest.write(models, "kws", LABELS, entries)
     data = root / "data"
     rng = np.random.default_rng(2)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from knowcache import export
+from knowcache.build import lower
 from knowcache.models import build_net
 from knowcache.models.nets import EmbeddingHeadConfig
 from knowcache.models.speech_embedding import (GoogleMel, SpeechEmbedding, openwakeword_model,
@@ -59,7 +59,7 @@ def test_exported_keyword_program_equals_pytorch(tmp_path, speech):
     torch.manual_seed(0)
     net = build_net("kws", EmbeddingHeadConfig(hidden=16), 5).eval()
     path = tmp_path / "kws.pte"
-    path.write_bytes(export.lower_to_pte(net, (torch.zeros(1, 16000),)))
+    path.write_bytes(lower.lower_to_pte(net, (torch.zeros(1, 16000),)))
     x = (speech[8000:24000].astype(np.float32) / 32768)[None]
     got = Partition.from_file(str(path)).run(x).reshape(-1)
     with torch.no_grad():

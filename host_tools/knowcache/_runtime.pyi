@@ -3,10 +3,11 @@
 knowcache C++ runtime (ExecuTorch partitions, slot cache, entropy gate, cloud fallback)
 """
 from __future__ import annotations
+import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['ActivationCacheStats', 'CachedModel', 'CloudAnswer', 'CloudClient', 'CloudClientConfig', 'CloudTimeoutError', 'CloudUnavailableError', 'CorruptPartitionError', 'Engine', 'EngineConfig', 'EngineStats', 'ExitGate', 'ExitOutput', 'ExitVerdict', 'FailedPreconditionError', 'GateDecision', 'InferenceResult', 'InputSpec', 'InvalidInputError', 'KnowcacheError', 'LayerCacheStats', 'Manifest', 'NotFoundError', 'Partition', 'PartitionInfo', 'ProtocolError', 'ResourceExhaustedError', 'SlotCache', 'SlotCacheConfig', 'SlotCacheStats', 'StagedModel', 'activation_entry_bytes', 'gate_evaluate', 'set_compute_threads', 'sha256_hex']
+__all__: list[str] = ['ActivationCacheStats', 'CachedModel', 'CloudAnswer', 'CloudClient', 'CloudClientConfig', 'CloudTimeoutError', 'CloudUnavailableError', 'CorruptPartitionError', 'Engine', 'EngineConfig', 'EngineStats', 'ExitGate', 'ExitOutput', 'ExitVerdict', 'FailedPreconditionError', 'GateDecision', 'InferenceResult', 'InputSpec', 'InstallPlan', 'InvalidInputError', 'KnowcacheError', 'LayerCacheStats', 'Manifest', 'NotFoundError', 'Partition', 'PartitionInfo', 'ProtocolError', 'ResourceExhaustedError', 'SlotCache', 'SlotCacheConfig', 'SlotCacheStats', 'StagedModel', 'activation_entry_bytes', 'gate_evaluate', 'set_compute_threads', 'sha256_hex']
 class KnowcacheError(RuntimeError):
     """
     Base class of every error the knowcache runtime raises.
@@ -57,6 +58,11 @@ class InputSpec:
     def shape(self) -> list[int]:
         ...
 class PartitionInfo:
+    @staticmethod
+    def parse(text: str) -> PartitionInfo:
+        """
+        Parses and validates one manifest entry (JSON text).
+        """
     def __repr__(self) -> str:
         ...
     @property
@@ -102,6 +108,10 @@ class Manifest:
         """
     def find(self, id: str) -> typing.Any:
         ...
+    def ids_with_role(self, role: str) -> list[str]:
+        """
+        Ids of the partitions with this role, in manifest order.
+        """
     def path_of(self, info: PartitionInfo) -> str:
         ...
     @property
@@ -518,7 +528,35 @@ class EngineStats:
     @property
     def uplink_bytes(self) -> int:
         ...
+class InstallPlan:
+    @staticmethod
+    def cached(pinned: bool = True) -> InstallPlan:
+        """
+        Every partition with role 'cached' (the default).
+        """
+    @staticmethod
+    def ids(ids: collections.abc.Sequence[str], pinned: bool = True) -> InstallPlan:
+        """
+        These partitions, in order; the first is active.
+        """
+    @staticmethod
+    def none() -> InstallPlan:
+        """
+        Nothing: a cold device.
+        """
+    @staticmethod
+    def staged() -> InstallPlan:
+        """
+        The staged program: the engine answers through its exits.
+        """
+    def __repr__(self) -> str:
+        ...
 class Engine:
+    @staticmethod
+    def from_manifest(config: EngineConfig, manifest: Manifest, plan: InstallPlan = ...) -> Engine:
+        """
+        An engine for the manifest's task with `plan` installed from its folder.
+        """
     def __init__(self, config: EngineConfig) -> None:
         ...
     def activate(self, id: str) -> None:
@@ -539,6 +577,8 @@ class Engine:
         ...
     def layer_cache_stats(self) -> LayerCacheStats:
         ...
+    def local_input(self) -> InputSpec:
+        ...
     def set_manifest(self, manifest: Manifest) -> None:
         ...
     def stats(self) -> EngineStats:
@@ -547,6 +587,9 @@ class Engine:
         ...
     @property
     def config(self) -> EngineConfig:
+        ...
+    @property
+    def mode(self) -> str:
         ...
 def activation_entry_bytes(dim: typing.SupportsInt | typing.SupportsIndex) -> int:
     ...

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from knowcache import runtime
-from knowcache.calibration import gate_entropies
+from knowcache.build.calibration import gate_entropies
 from knowcache.data import folders
 from knowcache.data.dataset import model_input
 from knowcache.tasks import OTHER
@@ -182,7 +182,7 @@ def confusion_plot(ev: Evaluation, path: Path) -> Path:
 def card_section(ev: Evaluation, how: str) -> str:
     """The model card's "real voices" section (markdown) for this evaluation."""
     p = ev.programs
-    lines = [CARD_BEGIN, "## Real voices", "",
+    lines = [CARD_BEGIN, "## Real voices (`knowcache eval`)", "",
              f"Written by `knowcache eval` on `{ev.data}`: {ev.samples} clips from "
              f"{ev.speakers} speakers, run through the exported programs by the C++ runtime. "
              f"{ev.excluded['clips']} clips of {ev.excluded['speakers']} speakers the models "

@@ -19,18 +19,24 @@ from typing import Iterable, Optional
 
 from knowcache import _runtime as _rt
 from knowcache._runtime import (  # noqa: F401  (re-exported)
+    ActivationCacheStats,
     CachedModel,
     CloudAnswer,
     CloudTimeoutError,
     CloudUnavailableError,
     CorruptPartitionError,
     EngineStats,
+    ExitGate,
+    ExitOutput,
+    ExitVerdict,
     FailedPreconditionError,
     GateDecision,
     InferenceResult,
     InputSpec,
+    InstallPlan,
     InvalidInputError,
     KnowcacheError,
+    LayerCacheStats,
     Manifest,
     NotFoundError,
     Partition,
@@ -38,13 +44,16 @@ from knowcache._runtime import (  # noqa: F401  (re-exported)
     ProtocolError,
     ResourceExhaustedError,
     SlotCacheStats,
+    StagedModel,
+    activation_entry_bytes,
     gate_evaluate,
     set_compute_threads,
     sha256_hex,
 )
 
 __all__ = [
-    "CloudClient", "Engine", "Manifest", "Partition", "SlotCache", "gate_evaluate",
+    "CloudClient", "Engine", "InstallPlan", "Manifest", "PartitionInfo", "Partition", "SlotCache",
+    "StagedModel", "ExitGate", "ExitOutput", "gate_evaluate", "activation_entry_bytes",
     "set_compute_threads", "sha256_hex", "KnowcacheError", "InvalidInputError", "NotFoundError",
     "CorruptPartitionError", "CloudUnavailableError", "CloudTimeoutError",
     "ResourceExhaustedError", "FailedPreconditionError", "ProtocolError",
@@ -75,51 +84,78 @@ class CloudClient(_rt.CloudClient):
         super().__init__(_cloud_config(url, token, connect_timeout_ms, read_timeout_ms))
 
 
+def _engine_config(task: str, *, slots: int = 2, budget_bytes: int = DEFAULT_BUDGET_BYTES,
+                   cloud_url: Optional[str] = None, token: Optional[str] = None,
+                   connect_timeout_ms: int = 1000, read_timeout_ms: int = 5000,
+                   fetch_hints: bool = True, max_local_attempts: int = 1,
+                   threshold: Optional[float] = None, admit_after_hints: int = 1,
+                   hint_window: int = 8, exit_gate: str = "learned",
+                   activation_entries: int = 512,
+                   activation_bytes: int = 1 << 20) -> "_rt.EngineConfig":
+    return _rt.EngineConfig(
+        task=task,
+        cache=_rt.SlotCacheConfig(slots, budget_bytes),
+        cloud=_cloud_config(cloud_url, token, connect_timeout_ms, read_timeout_ms),
+        fetch_hints=fetch_hints,
+        max_local_attempts=max_local_attempts,
+        threshold_override=-1.0 if threshold is None else float(threshold),
+        admit_after_hints=admit_after_hints, hint_window=hint_window,
+        exit_gate=exit_gate, activation_entries=activation_entries,
+        activation_bytes=activation_bytes,
+    )
+
+
 class Engine:
     """Two-stage inference: cached partitions on the device, the cloud for the rest.
 
     ``infer`` never fails because the cloud is down or slow: it then returns
     the local answer with ``source == "degraded"``. It raises only for bad
-    input, or when no partition is cached and no cloud answers.
+    input, or when no partition is cached and no cloud answers. With a staged
+    program installed (``mode == "staged"``, layer caching) it answers through
+    the program's exits instead and does not ask the cloud.
+
+    Keyword arguments: ``slots``, ``budget_bytes``, ``cloud_url``, ``token``,
+    ``connect_timeout_ms``, ``read_timeout_ms``, ``fetch_hints``,
+    ``max_local_attempts``, ``threshold`` (replaces every calibrated one),
+    ``admit_after_hints``, ``hint_window``, ``exit_gate``,
+    ``activation_entries``, ``activation_bytes``.
     """
 
-    def __init__(self, task: str, *, slots: int = 2, budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 cloud_url: Optional[str] = None, token: Optional[str] = None,
-                 connect_timeout_ms: int = 1000, read_timeout_ms: int = 5000,
-                 fetch_hints: bool = True, max_local_attempts: int = 1,
-                 threshold: Optional[float] = None, manifest: Optional[Manifest] = None,
-                 admit_after_hints: int = 1, hint_window: int = 8, exit_gate: str = "learned",
-                 activation_entries: int = 512, activation_bytes: int = 1 << 20):
-        config = _rt.EngineConfig(
-            task=task,
-            cache=_rt.SlotCacheConfig(slots, budget_bytes),
-            cloud=_cloud_config(cloud_url, token, connect_timeout_ms, read_timeout_ms),
-            fetch_hints=fetch_hints,
-            max_local_attempts=max_local_attempts,
-            threshold_override=-1.0 if threshold is None else float(threshold),
-            admit_after_hints=admit_after_hints, hint_window=hint_window,
-            exit_gate=exit_gate, activation_entries=activation_entries,
-            activation_bytes=activation_bytes,
-        )
-        self._engine = _rt.Engine(config)
-        self.manifest: Optional[Manifest] = None
-        if manifest is not None:
-            self.set_manifest(manifest)
+    def __init__(self, task: str, *, manifest: Optional[Manifest] = None, **kwargs):
+        config = _engine_config(task, **kwargs)
+        if manifest is None:
+            self._engine = _rt.Engine(config)
+        else:  # nothing installed: a cold device
+            self._engine = _rt.Engine.from_manifest(config, manifest, _rt.InstallPlan.none())
+        self.manifest: Optional[Manifest] = manifest
 
     @classmethod
-    def from_models_dir(cls, models_dir: str | os.PathLike, *, install: Iterable[str] = (),
-                        pin: bool = True, **kwargs) -> "Engine":
-        """An engine for the task in ``models_dir/manifest.json``.
+    def from_manifest(cls, manifest: Manifest, *, install: Iterable[str] = (),
+                      staged: bool = False, pin: bool = True, **kwargs) -> "Engine":
+        """An engine for ``manifest``'s task, built by the C++ ``Engine::FromManifest``.
 
         ``install`` lists partition ids to load now (pinned unless ``pin`` is
-        False); by default the ``cached`` role's partitions are installed.
+        False; the first is active); by default the ``cached`` role's
+        partitions are installed. ``staged`` installs the staged program
+        instead (layer caching, with ``exit_gate``).
         """
-        manifest = Manifest.load(os.path.join(os.fspath(models_dir), "manifest.json"))
-        engine = cls(manifest.task, manifest=manifest, **kwargs)
-        ids = list(install) or [p.id for p in manifest.partitions if p.role == "cached"]
-        for pid in ids:
-            engine.install_from_manifest(pid, pinned=pin)
+        if staged:
+            plan = _rt.InstallPlan.staged()
+        elif install:
+            plan = _rt.InstallPlan.ids(list(install), pin)
+        else:
+            plan = _rt.InstallPlan.cached(pin)
+        engine = cls.__new__(cls)
+        engine._engine = _rt.Engine.from_manifest(_engine_config(manifest.task, **kwargs),
+                                                  manifest, plan)
+        engine.manifest = manifest
         return engine
+
+    @classmethod
+    def from_models_dir(cls, models_dir: str | os.PathLike, **kwargs) -> "Engine":
+        """``from_manifest`` for ``models_dir/manifest.json``."""
+        return cls.from_manifest(Manifest.load(os.path.join(os.fspath(models_dir),
+                                                            "manifest.json")), **kwargs)
 
     def set_manifest(self, manifest: Manifest) -> None:
         self._engine.set_manifest(manifest)
@@ -149,6 +185,11 @@ class Engine:
     def wait_for_fetches(self, timeout_s: float = 10.0) -> bool:
         """Blocks until background partition downloads finish; False on timeout."""
         return self._engine.wait_for_fetches(int(timeout_s * 1000))
+
+    @property
+    def mode(self) -> str:
+        """How the engine answers locally: "partitions" or "staged" (layer caching)."""
+        return self._engine.mode
 
     def cached_ids(self) -> list[str]:
         return self._engine.cached_ids()

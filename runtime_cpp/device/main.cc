@@ -25,7 +25,6 @@
 #include "inputs.h"
 #include "serial_server.h"
 #include "knowcache/engine.h"
-#include "knowcache/manifest.h"
 #include "knowcache/threads.h"
 
 namespace {
@@ -137,56 +136,23 @@ int Run(int argc, char** argv) {
   RunOptions o = std::move(parsed).value();
   if (Status s = SetComputeThreads(o.threads); !s.ok()) return Fail(s.ToString());
 
-  auto manifest = Manifest::Load(o.models + "/manifest.json");
-  if (!manifest.ok()) return Fail(manifest.status().ToString());
-  o.engine.task = manifest->task;
-  if (o.layer_cache) {
-    const PartitionInfo* staged = nullptr;
-    for (const auto& p : manifest->partitions) {
-      if (p.role == "staged") staged = &p;
-    }
-    if (staged == nullptr) {
-      return Fail("--layer-cache needs a staged program in the manifest; write one with "
-                  "`knowcache export --staged`");
-    }
-    o.install = {staged->id};
-  }
-  if (o.install.empty()) {
-    for (const auto& p : manifest->partitions) {
-      if (p.role == "cached") o.install.push_back(p.id);
-    }
-  }
-  if (o.install.empty()) return Fail("the manifest has no 'cached' partition; pass --install ID");
-  auto engine = Engine::Create(o.engine);
+  const InstallPlan plan = o.layer_cache      ? InstallPlan::Staged()
+                           : o.install.empty() ? InstallPlan::Cached()
+                                               : InstallPlan::Ids(o.install);
+  auto engine = Engine::FromModelsDir(o.engine, o.models, plan);
   if (!engine.ok()) return Fail(engine.status().ToString());
-  const Manifest& m = *manifest;
-  if (Status s = (*engine)->SetManifest(m); !s.ok()) return Fail(s.ToString());
-  const PartitionInfo* first = nullptr;
-  if (o.layer_cache) {
-    if (Status s = (*engine)->InstallStagedFromManifest(o.install.front()); !s.ok()) {
-      return Fail("installing '" + o.install.front() + "': " + s.ToString());
-    }
-    first = m.Find(o.install.front());
-  }
-  for (const auto& id : o.layer_cache ? std::vector<std::string>{} : o.install) {
-    if (Status s = (*engine)->InstallFromManifest(id, /*pinned=*/true); !s.ok()) {
-      return Fail("installing '" + id + "': " + s.ToString());
-    }
-    if (first == nullptr) first = m.Find(id);
-  }
-  if (!o.layer_cache) {
-    if (Status s = (*engine)->Activate(o.install.front()); !s.ok()) return Fail(s.ToString());
-  }
+  auto input = (*engine)->LocalInput();
+  if (!input.ok()) return Fail(input.status().ToString());
 
   int failures = 0;
   for (const auto& path : o.inputs) {
-    auto x = device::ReadInput(path, first->input);
+    auto x = device::ReadInput(path, *input);
     if (!x.ok()) {
       ++failures;
       Fail(x.status().message());
       continue;
     }
-    TensorView view{DType::kFloat32, first->input.shape, x->data(), x->size() * sizeof(float)};
+    TensorView view{DType::kFloat32, input->shape, x->data(), x->size() * sizeof(float)};
     auto r = (*engine)->Infer(view);
     if (!r.ok()) {
       ++failures;

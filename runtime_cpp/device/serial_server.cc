@@ -177,21 +177,14 @@ class Session {
                       {"partition", r.partition_id}, {"total_us", r.total_us}});
   }
 
+  // The store's cached model, or its first partition when it holds no cached one.
   Status StartEngine() {
     KC_ASSIGN_OR_RETURN(Manifest m, store_->LoadManifest());
-    EngineConfig cfg = config_.engine;
-    cfg.task = m.task;
-    KC_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(cfg));
-    KC_RETURN_IF_ERROR(engine->SetManifest(m));
-    std::string first = m.partitions.front().id;   // the cached model if there is one
-    for (const auto& p : m.partitions) {
-      if (p.role == "cached") {
-        first = p.id;
-        break;
-      }
-    }
-    KC_RETURN_IF_ERROR(engine->InstallFromManifest(first, /*pinned=*/true));
-    engine_ = std::move(engine);
+    if (m.partitions.empty()) return FailedPrecondition("the store holds no partition; flash one");
+    std::vector<std::string> cached = m.IdsWithRole(PartitionRole::kCached);
+    const InstallPlan plan =
+        InstallPlan::Ids({cached.empty() ? m.partitions.front().id : cached.front()});
+    KC_ASSIGN_OR_RETURN(engine_, Engine::FromManifest(config_.engine, std::move(m), plan));
     return Status::Ok();
   }
 

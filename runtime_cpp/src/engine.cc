@@ -2,16 +2,14 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <mutex>
-#include <set>
-#include <thread>
+#include <optional>
 #include <utility>
 
 #include "knowcache/entropy_gate.h"
 #include "knowcache/log.h"
 #include "knowcache/partition.h"
+#include "knowcache/sha256.h"
 
 namespace knowcache {
 namespace {
@@ -22,13 +20,33 @@ int64_t MicrosSince(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
 }
 
+// Bytes are checked against the manifest before either factory runs.
 StatusOr<std::shared_ptr<CachedModel>> LoadPartition(
     const PartitionInfo& info, std::shared_ptr<const std::vector<uint8_t>> bytes) {
   PartitionLoadOptions options;
-  options.verify = false;  // the engine has checked size and sha256 already
+  options.verify = false;
   KC_ASSIGN_OR_RETURN(std::shared_ptr<Partition> p,
                       Partition::FromBytes(std::move(bytes), info, options));
   return std::shared_ptr<CachedModel>(std::move(p));
+}
+
+StatusOr<std::shared_ptr<StagedModel>> LoadStaged(
+    const PartitionInfo& info, std::shared_ptr<const std::vector<uint8_t>> bytes) {
+  return StagedModel::FromBytes(std::move(bytes), info, /*verify=*/false);
+}
+
+// A program file read whole and checked against its manifest entry.
+StatusOr<std::shared_ptr<const std::vector<uint8_t>>> ReadChecked(const std::string& path,
+                                                                  const PartitionInfo& info) {
+  KC_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadFileBytes(path));
+  if (Status s = info.CheckBytes(bytes); !s.ok()) return Status(s.code(), path + ": " + s.message());
+  return std::make_shared<const std::vector<uint8_t>>(std::move(bytes));
+}
+
+template <typename T>
+StatusOr<T> PrefixPath(const std::string& path, StatusOr<T> v) {
+  if (v.ok()) return v;
+  return Status(v.status().code(), path + ": " + v.status().message());
 }
 
 }  // namespace
@@ -42,6 +60,14 @@ const char* AnswerSourceName(AnswerSource source) {
   return "unknown";
 }
 
+const char* LocalModeName(LocalMode mode) {
+  switch (mode) {
+    case LocalMode::kPartitions: return "partitions";
+    case LocalMode::kStaged: return "staged";
+  }
+  return "unknown";
+}
+
 Status EngineConfig::Validate() const {
   if (task.empty() || task.find_first_of("/ ") != std::string::npos) {
     return InvalidArgument("EngineConfig.task must be a non-empty name like 'kws'");
@@ -51,19 +77,60 @@ Status EngineConfig::Validate() const {
   if (max_local_attempts < 1) return InvalidArgument("max_local_attempts must be >= 1");
   KC_RETURN_IF_ERROR(layer_cache.Validate());
   if (threshold_override > 1.0f) return InvalidArgument("threshold_override must be <= 1");
-  if (admit_after_hints < 1 || hint_window < admit_after_hints) {
-    return InvalidArgument("admit_after_hints must be >= 1 and hint_window >= admit_after_hints");
-  }
-  return Status::Ok();
+  return PartitionFetcherConfig{task, admit_after_hints, hint_window}.Validate();
 }
 
 std::string EngineConfig::ToString() const {
   return "EngineConfig(task=" + task + ", " + cache.ToString() + ", " +
          (cloud.base_url.empty() ? std::string("cloud=none") : cloud.ToString()) +
-         ", fetch_hints=" + (fetch_hints ? "true" : "false") +
-         ", admit_after_hints=" + std::to_string(admit_after_hints) + "/" +
-         std::to_string(hint_window) +
+         ", fetch_hints=" + (fetch_hints ? "true" : "false") + ", " +
+         PartitionFetcherConfig{task, admit_after_hints, hint_window}.ToString() +
          ", max_local_attempts=" + std::to_string(max_local_attempts) + ")";
+}
+
+StatusOr<std::vector<std::string>> InstallPlan::Resolve(const Manifest& manifest) const {
+  switch (kind) {
+    case Kind::kNone:
+      return std::vector<std::string>{};
+    case Kind::kIds:
+      for (const auto& id : ids) {
+        if (manifest.Find(id) == nullptr) {
+          return NotFound("the manifest has no partition '" + id + "'");
+        }
+      }
+      return ids;
+    case Kind::kCached: {
+      auto found = manifest.IdsWithRole(PartitionRole::kCached);
+      if (found.empty()) {
+        return FailedPrecondition("the manifest has no 'cached' partition; name the partitions "
+                                  "to install (--install ID)");
+      }
+      return found;
+    }
+    case Kind::kStaged: {
+      auto found = manifest.IdsWithRole(PartitionRole::kStaged);
+      if (found.empty()) {
+        return FailedPrecondition("the manifest has no staged program; write one with "
+                                  "`knowcache export --staged`");
+      }
+      return std::vector<std::string>{found.front()};
+    }
+  }
+  return Internal("unknown install plan");
+}
+
+std::string InstallPlan::ToString() const {
+  switch (kind) {
+    case Kind::kCached: return "InstallPlan(cached)";
+    case Kind::kStaged: return "InstallPlan(staged)";
+    case Kind::kNone: return "InstallPlan(none)";
+    case Kind::kIds: {
+      std::string s = "InstallPlan(ids=";
+      for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + ids[i];
+      return s + ")";
+    }
+  }
+  return "InstallPlan(?)";
 }
 
 class EngineImpl {
@@ -72,26 +139,30 @@ class EngineImpl {
   std::unique_ptr<SlotCache> cache;
   std::shared_ptr<CloudBackend> cloud;
   ModelFactory factory;
+  StagedModelFactory staged_factory;
 
-  mutable std::mutex mu;  // manifest, active_id, last_fetch_error, recent_hints
+  mutable std::mutex mu;  // manifest, active_id, layer_cache
   Manifest manifest;
   bool has_manifest = false;
   std::string active_id;
-  std::string last_fetch_error;
-  std::deque<std::string> recent_hints;  // the cloud's last hint_window hints
-  std::shared_ptr<LayerCache> layer_cache;  // staged model, when installed
+  std::shared_ptr<LayerCache> layer_cache;  // staged model, when installed (LocalMode::kStaged)
 
   std::atomic<int64_t> queries{0}, local{0}, cloud_answers{0}, degraded{0}, cloud_errors{0},
-      fetches{0}, fetch_failures{0}, fetched_bytes{0}, uplink_bytes{0};
+      uplink_bytes{0};
 
-  // Background downloads.
-  std::mutex fetch_mu;
-  std::condition_variable fetch_cv;
-  std::condition_variable idle_cv;
-  std::deque<std::string> queue;
-  std::set<std::string> pending;  // queued or running
-  bool stopping = false;
-  std::thread worker;
+  // Declared last: destroyed (its worker joined) before what its hooks use.
+  std::unique_ptr<PartitionFetcher> fetcher;  // only with a cloud
+
+  // The one place the active partition changes.
+  void SetActive(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mu);
+    active_id = id;
+  }
+
+  std::shared_ptr<LayerCache> Staged() const {
+    std::lock_guard<std::mutex> lock(mu);
+    return layer_cache;
+  }
 
   // A partition's manifest entry and the path of its file.
   StatusOr<std::pair<PartitionInfo, std::string>> Lookup(const std::string& id) const {
@@ -100,6 +171,19 @@ class EngineImpl {
     const PartitionInfo* p = manifest.Find(id);
     if (p == nullptr) return NotFound("manifest has no partition '" + id + "'");
     return std::make_pair(*p, manifest.PathOf(*p));
+  }
+
+  std::optional<PartitionInfo> Find(const std::string& id) const {
+    std::lock_guard<std::mutex> lock(mu);
+    const PartitionInfo* p = has_manifest ? manifest.Find(id) : nullptr;
+    return p ? std::optional<PartitionInfo>(*p) : std::nullopt;
+  }
+
+  void Adopt(Manifest fresh) {
+    std::lock_guard<std::mutex> lock(mu);
+    fresh.directory = manifest.directory;
+    manifest = std::move(fresh);
+    has_manifest = true;
   }
 
   float ThresholdFor(const PartitionInfo& info) const {
@@ -130,102 +214,113 @@ class EngineImpl {
     return out;
   }
 
-  // Records a hint; true when `id` has now been hinted often enough to download.
-  bool Admit(const std::string& id) {
-    std::lock_guard<std::mutex> lock(mu);
-    recent_hints.push_back(id);
-    while (static_cast<int>(recent_hints.size()) > config.hint_window) recent_hints.pop_front();
-    int count = 0;
-    for (const auto& h : recent_hints) count += h == id;
-    return count >= config.admit_after_hints;
+  // LocalMode::kStaged: the staged model answers, exit by exit.
+  StatusOr<InferenceResult> AnswerStaged(LayerCache& staged, const TensorView& input,
+                                         Clock::time_point t0) {
+    InferenceResult r;
+    KC_ASSIGN_OR_RETURN(LayerCacheResult lc, staged.Run(input));
+    const PartitionInfo& info = staged.model().info();
+    r.source = AnswerSource::kLocal;
+    r.partition_id = info.id;
+    r.label = lc.index >= 0 && lc.index < static_cast<int>(info.labels.size())
+                  ? info.labels[lc.index] : std::to_string(lc.index);
+    r.index = TaskIndex(r.label, lc.index);
+    r.confidence = lc.confidence;
+    r.exit_index = lc.exit;
+    r.flops = lc.flops;
+    r.lookup_us = lc.lookup_us;
+    r.local_attempts = 1;
+    r.local_us = lc.total_us;
+    ++local;
+    r.total_us = MicrosSince(t0);
+    return r;
   }
 
-  void Enqueue(const std::string& id) {
-    std::lock_guard<std::mutex> lock(fetch_mu);
-    if (stopping || pending.count(id)) return;
-    pending.insert(id);
-    queue.push_back(id);
-    fetch_cv.notify_one();
-  }
-
-  void WorkerLoop() {
-    std::unique_lock<std::mutex> lock(fetch_mu);
-    while (true) {
-      fetch_cv.wait(lock, [&] { return stopping || !queue.empty(); });
-      if (stopping) break;
-      std::string id = queue.front();
-      queue.pop_front();
-      lock.unlock();
-      Status s = FetchAndInstall(id);
-      if (!s.ok()) {
-        ++fetch_failures;
-        KC_LOG(kWarn, "fetching partition '%s' failed: %s", id.c_str(), s.ToString().c_str());
-        std::lock_guard<std::mutex> g(mu);
-        last_fetch_error = s.ToString();
+  // LocalMode::kPartitions: cached partitions behind the gate, then the cloud.
+  StatusOr<InferenceResult> AnswerTwoStage(const TensorView& input, Clock::time_point t0) {
+    InferenceResult r;
+    bool have_local = false;
+    for (const auto& model : Candidates()) {
+      const auto t_local = Clock::now();
+      KC_ASSIGN_OR_RETURN(std::vector<float> logits, model->Run(input));
+      const PartitionInfo& info = model->info();
+      KC_ASSIGN_OR_RETURN(GateDecision d,
+                          EntropyGate::Evaluate(logits, ThresholdFor(info), info.other_index));
+      r.local_us += MicrosSince(t_local);
+      ++r.local_attempts;
+      if (!have_local || d.accept) {
+        have_local = true;
+        r.partition_id = info.id;
+        r.entropy = d.entropy;
+        r.confidence = d.max_prob;
+        r.label = d.index < static_cast<int>(info.labels.size()) ? info.labels[d.index]
+                                                                : std::to_string(d.index);
+        r.index = d.is_other ? -1 : TaskIndex(r.label, d.index);
       }
-      lock.lock();
-      pending.erase(id);
-      if (pending.empty()) idle_cv.notify_all();
-    }
-    pending.clear();
-    queue.clear();
-    idle_cv.notify_all();
-  }
-
-  Status FetchAndInstall(const std::string& id) {
-    if (cache->Contains(id)) return Status::Ok();
-    PartitionInfo info;
-    bool known = false;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (has_manifest) {
-        if (const PartitionInfo* p = manifest.Find(id)) {
-          info = *p;
-          known = true;
-        }
+      if (d.accept) {
+        cache->Get(info.id);  // a hit: keeps the answering partition most recent
+        r.source = AnswerSource::kLocal;
+        ++local;
+        r.total_us = MicrosSince(t0);
+        return r;
       }
     }
-    if (!known) {
-      KC_ASSIGN_OR_RETURN(Manifest fresh, cloud->FetchManifest(config.task));
-      const PartitionInfo* p = fresh.Find(id);
-      if (p == nullptr) return NotFound("the cloud hinted partition '" + id + "' but its manifest has no such entry");
-      info = *p;
-      std::lock_guard<std::mutex> lock(mu);
-      fresh.directory = manifest.directory;
-      manifest = std::move(fresh);
-      has_manifest = true;
+
+    if (!cloud) {
+      if (!have_local) {
+        return FailedPrecondition("no partition is cached and no cloud is configured");
+      }
+      r.source = AnswerSource::kDegraded;
+      r.degraded_reason = "gate rejected the local answer and no cloud is configured";
+      ++degraded;
+      r.total_us = MicrosSince(t0);
+      return r;
     }
-    KC_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, cloud->FetchPartition(config.task, id));
-    ++fetches;
-    fetched_bytes += static_cast<int64_t>(raw.size());
-    // Fetched manifests always carry bytes and sha256 (the parser requires them).
-    if (Status s = info.CheckBytes(raw); !s.ok()) {
-      return Status(s.code(), "downloaded " + s.message());
+    const auto t_net = Clock::now();
+    auto answer = cloud->Infer(config.task, input);
+    r.network_us = MicrosSince(t_net);
+    if (!answer.ok()) {
+      ++cloud_errors;
+      if (answer.status().code() == StatusCode::kInvalidArgument) return answer.status();
+      if (!have_local) {
+        return Unavailable("no partition is cached and the cloud failed: " +
+                           answer.status().message());
+      }
+      r.source = AnswerSource::kDegraded;
+      r.degraded_reason = answer.status().ToString();
+      ++degraded;
+      r.total_us = MicrosSince(t0);
+      return r;
     }
-    auto bytes = std::make_shared<const std::vector<uint8_t>>(std::move(raw));
-    KC_ASSIGN_OR_RETURN(std::shared_ptr<CachedModel> model, factory(info, std::move(bytes)));
-    KC_RETURN_IF_ERROR(cache->Install(model, /*pinned=*/false));
-    std::lock_guard<std::mutex> lock(mu);
-    active_id = id;
-    KC_LOG(kInfo, "installed partition '%s' from the cloud", id.c_str());
-    return Status::Ok();
+    r.source = AnswerSource::kCloud;
+    r.label = answer->label;
+    r.index = answer->index;
+    r.confidence = answer->confidence;
+    r.partition_hint = answer->partition_hint;
+    r.uplink_bytes = answer->uplink_bytes;
+    uplink_bytes += answer->uplink_bytes;
+    ++cloud_answers;
+    if (!r.partition_hint.empty()) {
+      const bool admitted = fetcher->Admit(r.partition_hint);
+      if (cache->Get(r.partition_hint)) {
+        SetActive(r.partition_hint);
+      } else if (config.fetch_hints && admitted) {
+        fetcher->Enqueue(r.partition_hint);
+      }
+    }
+    r.total_us = MicrosSince(t0);
+    return r;
   }
 };
 
 Engine::Engine(std::unique_ptr<EngineImpl> impl) : impl_(std::move(impl)) {}
 
-Engine::~Engine() {
-  {
-    std::lock_guard<std::mutex> lock(impl_->fetch_mu);
-    impl_->stopping = true;
-  }
-  impl_->fetch_cv.notify_all();
-  if (impl_->worker.joinable()) impl_->worker.join();
-}
+Engine::~Engine() { impl_->fetcher.reset(); }
 
 StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineConfig config,
                                                  std::shared_ptr<CloudBackend> cloud,
-                                                 ModelFactory factory) {
+                                                 ModelFactory factory,
+                                                 StagedModelFactory staged_factory) {
   KC_RETURN_IF_ERROR(config.Validate());
   auto impl = std::make_unique<EngineImpl>();
   KC_ASSIGN_OR_RETURN(impl->cache, SlotCache::Create(config.cache));
@@ -235,10 +330,53 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineConfig config,
   }
   impl->cloud = std::move(cloud);
   impl->factory = factory ? std::move(factory) : ModelFactory(LoadPartition);
+  impl->staged_factory =
+      staged_factory ? std::move(staged_factory) : StagedModelFactory(LoadStaged);
   impl->config = std::move(config);
   EngineImpl* raw = impl.get();
-  if (raw->cloud) raw->worker = std::thread([raw] { raw->WorkerLoop(); });
+  if (raw->cloud) {
+    FetchHooks hooks;
+    hooks.find = [raw](const std::string& id) { return raw->Find(id); };
+    hooks.adopt = [raw](Manifest fresh) { raw->Adopt(std::move(fresh)); };
+    hooks.installed = [raw](const std::string& id) { raw->SetActive(id); };
+    KC_ASSIGN_OR_RETURN(
+        raw->fetcher,
+        PartitionFetcher::Create({raw->config.task, raw->config.admit_after_hints,
+                                  raw->config.hint_window},
+                                 raw->cloud, raw->cache.get(), raw->factory, std::move(hooks)));
+  }
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+StatusOr<std::unique_ptr<Engine>> Engine::FromManifest(EngineConfig config, Manifest manifest,
+                                                       const InstallPlan& plan,
+                                                       std::shared_ptr<CloudBackend> cloud,
+                                                       ModelFactory factory,
+                                                       StagedModelFactory staged_factory) {
+  if (config.task.empty()) config.task = manifest.task;
+  KC_ASSIGN_OR_RETURN(std::vector<std::string> ids, plan.Resolve(manifest));
+  KC_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
+                      Create(std::move(config), std::move(cloud), std::move(factory),
+                             std::move(staged_factory)));
+  KC_RETURN_IF_ERROR(engine->SetManifest(std::move(manifest)));
+  if (plan.kind == InstallPlan::Kind::kStaged) {
+    KC_RETURN_IF_ERROR(engine->InstallStagedFromManifest(ids.front()));
+    return engine;
+  }
+  for (const auto& id : ids) {
+    if (Status s = engine->InstallFromManifest(id, plan.pinned); !s.ok()) {
+      return Status(s.code(), "installing '" + id + "': " + s.message());
+    }
+  }
+  if (!ids.empty()) KC_RETURN_IF_ERROR(engine->Activate(ids.front()));
+  return engine;
+}
+
+StatusOr<std::unique_ptr<Engine>> Engine::FromModelsDir(EngineConfig config,
+                                                        const std::string& directory,
+                                                        const InstallPlan& plan) {
+  KC_ASSIGN_OR_RETURN(Manifest manifest, Manifest::Load(directory + "/manifest.json"));
+  return FromManifest(std::move(config), std::move(manifest), plan);
 }
 
 Status Engine::SetManifest(Manifest manifest) {
@@ -254,17 +392,18 @@ Status Engine::SetManifest(Manifest manifest) {
 
 Status Engine::InstallFromManifest(const std::string& id, bool pinned) {
   KC_ASSIGN_OR_RETURN(auto found, impl_->Lookup(id));
-  KC_ASSIGN_OR_RETURN(std::shared_ptr<Partition> partition,
-                      Partition::FromFile(found.second, found.first));
-  return Install(std::move(partition), pinned);
+  const auto& [info, path] = found;
+  KC_ASSIGN_OR_RETURN(auto bytes, ReadChecked(path, info));
+  KC_ASSIGN_OR_RETURN(std::shared_ptr<CachedModel> model,
+                      PrefixPath(path, impl_->factory(info, std::move(bytes))));
+  return Install(std::move(model), pinned);
 }
 
 Status Engine::Install(std::shared_ptr<CachedModel> model, bool pinned) {
   if (!model) return InvalidArgument("cannot install a null model");
   std::string id = model->info().id;
   KC_RETURN_IF_ERROR(impl_->cache->Install(std::move(model), pinned));
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  impl_->active_id = id;
+  impl_->SetActive(id);
   return Status::Ok();
 }
 
@@ -278,139 +417,47 @@ Status Engine::InstallStaged(std::shared_ptr<StagedModel> model) {
 
 Status Engine::InstallStagedFromManifest(const std::string& id) {
   KC_ASSIGN_OR_RETURN(auto found, impl_->Lookup(id));
+  const auto& [info, path] = found;
+  KC_ASSIGN_OR_RETURN(auto bytes, ReadChecked(path, info));
   KC_ASSIGN_OR_RETURN(std::shared_ptr<StagedModel> model,
-                      StagedModel::FromFile(found.second, found.first));
+                      PrefixPath(path, impl_->staged_factory(info, std::move(bytes))));
   return InstallStaged(std::move(model));
 }
 
 StatusOr<LayerCacheStats> Engine::LayerCacheStatistics() const {
-  std::shared_ptr<LayerCache> cache;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    cache = impl_->layer_cache;
-  }
+  std::shared_ptr<LayerCache> cache = impl_->Staged();
   if (!cache) return NotFound("no staged model is installed");
   return cache->Stats();
 }
 
 Status Engine::Activate(const std::string& id) {
   if (!impl_->cache->Contains(id)) return NotFound("partition '" + id + "' is not cached");
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  impl_->active_id = id;
+  impl_->SetActive(id);
   return Status::Ok();
+}
+
+LocalMode Engine::Mode() const {
+  return impl_->Staged() ? LocalMode::kStaged : LocalMode::kPartitions;
+}
+
+StatusOr<InputSpec> Engine::LocalInput() const {
+  if (auto staged = impl_->Staged()) return staged->model().info().input;
+  if (auto model = impl_->cache->Peek(ActiveId())) return model->info().input;
+  return NotFound("no partition is installed");
 }
 
 StatusOr<InferenceResult> Engine::Infer(const TensorView& input) {
   const auto t0 = Clock::now();
   KC_RETURN_IF_ERROR(input.Validate());
-  EngineImpl& e = *impl_;
-  ++e.queries;
-  InferenceResult r;
-
-  std::shared_ptr<LayerCache> staged;
-  {
-    std::lock_guard<std::mutex> lock(e.mu);
-    staged = e.layer_cache;
+  ++impl_->queries;
+  if (std::shared_ptr<LayerCache> staged = impl_->Staged()) {
+    return impl_->AnswerStaged(*staged, input, t0);
   }
-  if (staged) {
-    KC_ASSIGN_OR_RETURN(LayerCacheResult lc, staged->Run(input));
-    const PartitionInfo& info = staged->model().info();
-    r.source = AnswerSource::kLocal;
-    r.partition_id = info.id;
-    r.label = lc.index >= 0 && lc.index < static_cast<int>(info.labels.size())
-                  ? info.labels[lc.index] : std::to_string(lc.index);
-    r.index = e.TaskIndex(r.label, lc.index);
-    r.confidence = lc.confidence;
-    r.exit_index = lc.exit;
-    r.flops = lc.flops;
-    r.lookup_us = lc.lookup_us;
-    r.local_attempts = 1;
-    r.local_us = lc.total_us;
-    ++e.local;
-    r.total_us = MicrosSince(t0);
-    return r;
-  }
-
-  // Stage one: the cached partitions.
-  bool have_local = false;
-  for (const auto& model : e.Candidates()) {
-    const auto t_local = Clock::now();
-    KC_ASSIGN_OR_RETURN(std::vector<float> logits, model->Run(input));
-    const PartitionInfo& info = model->info();
-    KC_ASSIGN_OR_RETURN(GateDecision d,
-                        EntropyGate::Evaluate(logits, e.ThresholdFor(info), info.other_index));
-    r.local_us += MicrosSince(t_local);
-    ++r.local_attempts;
-    if (!have_local || d.accept) {
-      have_local = true;
-      r.partition_id = info.id;
-      r.entropy = d.entropy;
-      r.confidence = d.max_prob;
-      r.label = d.index < static_cast<int>(info.labels.size()) ? info.labels[d.index]
-                                                              : std::to_string(d.index);
-      r.index = d.is_other ? -1 : e.TaskIndex(r.label, d.index);
-    }
-    if (d.accept) {
-      e.cache->Get(info.id);  // a hit: keeps the answering partition most recent
-      r.source = AnswerSource::kLocal;
-      ++e.local;
-      r.total_us = MicrosSince(t0);
-      return r;
-    }
-  }
-
-  // Stage two: the cloud.
-  if (!e.cloud) {
-    if (!have_local) {
-      return FailedPrecondition("no partition is cached and no cloud is configured");
-    }
-    r.source = AnswerSource::kDegraded;
-    r.degraded_reason = "gate rejected the local answer and no cloud is configured";
-    ++e.degraded;
-    r.total_us = MicrosSince(t0);
-    return r;
-  }
-  const auto t_net = Clock::now();
-  auto answer = e.cloud->Infer(e.config.task, input);
-  r.network_us = MicrosSince(t_net);
-  if (!answer.ok()) {
-    ++e.cloud_errors;
-    if (answer.status().code() == StatusCode::kInvalidArgument) return answer.status();
-    if (!have_local) {
-      return Unavailable("no partition is cached and the cloud failed: " +
-                         answer.status().message());
-    }
-    r.source = AnswerSource::kDegraded;
-    r.degraded_reason = answer.status().ToString();
-    ++e.degraded;
-    r.total_us = MicrosSince(t0);
-    return r;
-  }
-  r.source = AnswerSource::kCloud;
-  r.label = answer->label;
-  r.index = answer->index;
-  r.confidence = answer->confidence;
-  r.partition_hint = answer->partition_hint;
-  r.uplink_bytes = answer->uplink_bytes;
-  e.uplink_bytes += answer->uplink_bytes;
-  ++e.cloud_answers;
-  if (!r.partition_hint.empty()) {
-    const bool admitted = e.Admit(r.partition_hint);
-    if (e.cache->Get(r.partition_hint)) {
-      std::lock_guard<std::mutex> lock(e.mu);
-      e.active_id = r.partition_hint;
-    } else if (e.config.fetch_hints && admitted) {
-      e.Enqueue(r.partition_hint);
-    }
-  }
-  r.total_us = MicrosSince(t0);
-  return r;
+  return impl_->AnswerTwoStage(input, t0);
 }
 
 bool Engine::WaitForFetches(int timeout_ms) {
-  std::unique_lock<std::mutex> lock(impl_->fetch_mu);
-  return impl_->idle_cv.wait_for(lock, std::chrono::milliseconds(timeout_ms),
-                                 [&] { return impl_->pending.empty(); });
+  return impl_->fetcher ? impl_->fetcher->WaitIdle(timeout_ms) : true;
 }
 
 std::vector<std::string> Engine::CachedIds() const { return impl_->cache->Ids(); }
@@ -428,13 +475,13 @@ EngineStats Engine::Stats() const {
   s.cloud = e.cloud_answers;
   s.degraded = e.degraded;
   s.cloud_errors = e.cloud_errors;
-  s.fetches = e.fetches;
-  s.fetch_failures = e.fetch_failures;
-  s.fetched_bytes = e.fetched_bytes;
   s.uplink_bytes = e.uplink_bytes;
-  {
-    std::lock_guard<std::mutex> lock(e.mu);
-    s.last_fetch_error = e.last_fetch_error;
+  if (e.fetcher) {
+    FetchStats f = e.fetcher->Stats();
+    s.fetches = f.fetches;
+    s.fetch_failures = f.failures;
+    s.fetched_bytes = f.bytes;
+    s.last_fetch_error = f.last_error;
   }
   s.cache = e.cache->Stats();
   return s;

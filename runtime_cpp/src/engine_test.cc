@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
+#include "knowcache/sha256.h"
+
 #include "test_doubles.h"
 
 namespace knowcache {
@@ -12,6 +16,7 @@ namespace {
 using testing::MakeInfo;
 using testing::ScriptedCloud;
 using testing::ScriptedModel;
+using testing::ScriptedStagedModel;
 
 // Model whose logits are the input itself: tests choose confidence by input.
 std::shared_ptr<ScriptedModel> Echo(const std::string& id, std::vector<std::string> labels,
@@ -289,6 +294,162 @@ TEST(Engine, ConcurrentInfersAreConsistent) {
   EXPECT_EQ(s.queries, 2000);
   EXPECT_EQ(s.local + s.cloud + s.degraded, 2000);
   EXPECT_EQ(s.local, 1000);
+}
+
+TEST(Engine, StagedModeAnswersAtTheFirstExitThatHitsWithoutTheCloud) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  EngineConfig cfg;
+  cfg.task = "kws";
+  cfg.layer_cache.gate = "confidence";
+  auto engine = std::move(Engine::Create(cfg, cloud).value());
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  EXPECT_EQ(engine->Mode(), LocalMode::kPartitions);
+  EXPECT_EQ(engine->LayerCacheStatistics().status().code(), StatusCode::kNotFound);
+  auto staged = std::make_shared<ScriptedStagedModel>();
+  ASSERT_TRUE(engine->InstallStaged(staged).ok());
+  EXPECT_EQ(engine->Mode(), LocalMode::kStaged);
+
+  auto hit = engine->Infer(kConfidentA.view());  // exit 0 is sure of "a"
+  ASSERT_TRUE(hit.ok()) << hit.status().ToString();
+  EXPECT_EQ(hit->source, AnswerSource::kLocal);
+  EXPECT_EQ(hit->partition_id, "staged");
+  EXPECT_EQ(hit->label, "a");
+  EXPECT_EQ(hit->exit_index, 0);
+  EXPECT_EQ(hit->flops, 10 + 1);  // stage 0 and the exit head only
+  EXPECT_EQ(staged->head_runs, 0);
+
+  auto whole = engine->Infer(kUnsure.view());  // no exit hits: the head answers "b"
+  ASSERT_TRUE(whole.ok()) << whole.status().ToString();
+  EXPECT_EQ(whole->source, AnswerSource::kLocal);
+  EXPECT_EQ(whole->label, "b");
+  EXPECT_EQ(whole->exit_index, -1);
+  EXPECT_EQ(whole->flops, 10 + 1 + 20 + 5);
+  EXPECT_EQ(staged->head_runs, 1);
+
+  EXPECT_EQ(cloud->infers, 0);  // the cached partition and the cloud are not consulted
+  EXPECT_EQ(engine->Stats().local, 2);
+  auto lc = engine->LayerCacheStatistics();
+  ASSERT_TRUE(lc.ok());
+  EXPECT_EQ(lc->queries, 2);
+  EXPECT_EQ(lc->exit_hits, (std::vector<int64_t>{1}));
+  EXPECT_EQ(lc->full_runs, 1);
+  EXPECT_EQ(engine->Infer(TensorView{DType::kFloat32, {1, 3}, kUnsure.data, 12}).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(Engine, StagedModeWithAGateThatHasNoThresholdRunsTheWholeModel) {
+  EngineConfig cfg;
+  cfg.task = "kws";
+  cfg.layer_cache.gate = "entropy";  // the scripted exit only has a confidence threshold
+  auto engine = std::move(Engine::Create(cfg).value());
+  auto staged = std::make_shared<ScriptedStagedModel>();
+  ASSERT_TRUE(engine->InstallStaged(staged).ok());
+  auto r = engine->Infer(kConfidentA.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exit_index, -1);
+  EXPECT_EQ(r->label, "b");
+  EXPECT_EQ(staged->exit_runs, 0);
+}
+
+// A models folder on disk: each partition's file holds `bytes` arbitrary
+// bytes, and the factories build scripted models from them.
+class FromManifestTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/from_manifest_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    ASSERT_EQ(std::system(("mkdir -p " + dir_).c_str()), 0);
+    manifest_.task = "kws";
+    manifest_.labels = {"a", "b", "c", "d", "e", "f", "g", "h"};
+    manifest_.directory = dir_;
+  }
+  void Add(PartitionInfo info, PartitionRole role) {
+    std::vector<uint8_t> blob(64, static_cast<uint8_t>(manifest_.partitions.size() + 1));
+    info.role = role;
+    info.file = info.id + ".pte";
+    info.bytes = static_cast<int64_t>(blob.size());
+    info.sha256 = Sha256Hex(blob.data(), blob.size());
+    std::ofstream(dir_ + "/" + info.file, std::ios::binary)
+        .write(reinterpret_cast<const char*>(blob.data()), static_cast<std::streamsize>(blob.size()));
+    manifest_.partitions.push_back(std::move(info));
+  }
+  StatusOr<std::unique_ptr<Engine>> Build(const InstallPlan& plan) {
+    EngineConfig cfg;  // the task comes from the manifest
+    cfg.layer_cache.gate = "confidence";
+    return Engine::FromManifest(
+        cfg, manifest_, plan, nullptr, EchoFactory(),
+        [](const PartitionInfo& info, std::shared_ptr<const std::vector<uint8_t>>)
+            -> StatusOr<std::shared_ptr<StagedModel>> {
+          return std::shared_ptr<StagedModel>(std::make_shared<ScriptedStagedModel>(info));
+        });
+  }
+  std::string dir_;
+  Manifest manifest_;
+};
+
+TEST_F(FromManifestTest, InstallsTheCachedPartitionsByDefault) {
+  Add(MakeInfo("full", {"a", "b", "c", "d"}), PartitionRole::kFull);
+  Add(MakeInfo("cached", {"a", "b", "c", "d"}), PartitionRole::kCached);
+  Add(MakeInfo("p0", {"e", "f", "g", "h"}), PartitionRole::kPartition);
+  auto engine = Build(InstallPlan::Cached());
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  EXPECT_EQ((*engine)->config().task, "kws");
+  EXPECT_EQ((*engine)->CachedIds(), (std::vector<std::string>{"cached"}));
+  EXPECT_EQ((*engine)->ActiveId(), "cached");
+  EXPECT_EQ((*engine)->Mode(), LocalMode::kPartitions);
+  auto input = (*engine)->LocalInput();
+  ASSERT_TRUE(input.ok());
+  EXPECT_EQ(input->shape, (std::vector<int64_t>{1, 4}));
+  auto r = (*engine)->Infer(kConfidentA.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->label, "a");
+  EXPECT_EQ(r->index, 0);  // mapped through the manifest's task labels
+}
+
+TEST_F(FromManifestTest, InstallsNamedPartitionsFirstActiveOrNothing) {
+  Add(MakeInfo("p0", {"a", "b", "c", "d"}), PartitionRole::kPartition);
+  Add(MakeInfo("p1", {"e", "f", "g", "h"}), PartitionRole::kPartition);
+  auto engine = Build(InstallPlan::Ids({"p0", "p1"}, /*pinned=*/false));
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  EXPECT_EQ((*engine)->ActiveId(), "p0");
+  EXPECT_EQ((*engine)->CachedIds().size(), 2u);
+  auto cold = Build(InstallPlan::None());
+  ASSERT_TRUE(cold.ok());
+  EXPECT_TRUE((*cold)->CachedIds().empty());
+  EXPECT_EQ((*cold)->LocalInput().status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(Build(InstallPlan::Ids({"nope"})).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(FromManifestTest, StagedPlanAnswersThroughTheStagedProgram) {
+  Add(MakeInfo("cached", {"a", "b", "c", "d"}), PartitionRole::kCached);
+  auto missing = Build(InstallPlan::Staged());
+  EXPECT_EQ(missing.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(missing.status().message().find("knowcache export --staged"), std::string::npos);
+  PartitionInfo staged = ScriptedStagedModel::Info();
+  Add(staged, PartitionRole::kStaged);
+  auto engine = Build(InstallPlan::Staged());
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  EXPECT_EQ((*engine)->Mode(), LocalMode::kStaged);
+  EXPECT_TRUE((*engine)->CachedIds().empty());
+  auto r = (*engine)->Infer(kConfidentA.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exit_index, 0);
+}
+
+TEST_F(FromManifestTest, RefusesAMissingCachedRoleAndACorruptFile) {
+  Add(MakeInfo("p0", {"a", "b", "c", "d"}), PartitionRole::kPartition);
+  EXPECT_EQ(Build(InstallPlan::Cached()).status().code(), StatusCode::kFailedPrecondition);
+  manifest_.partitions[0].role = PartitionRole::kCached;
+  std::ofstream(dir_ + "/p0.pte", std::ios::binary | std::ios::app) << "tail";
+  auto corrupt = Build(InstallPlan::Cached());
+  ASSERT_EQ(corrupt.status().code(), StatusCode::kCorrupt);
+  EXPECT_NE(corrupt.status().message().find(dir_ + "/p0.pte"), std::string::npos)
+      << corrupt.status().message();
+  manifest_.task = "vision";
+  EngineConfig cfg;
+  cfg.task = "kws";
+  EXPECT_EQ(Engine::FromManifest(cfg, manifest_, InstallPlan::None()).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 }  // namespace

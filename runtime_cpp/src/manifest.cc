@@ -185,13 +185,11 @@ Status ParsePartition(const json& obj, const std::string& where, PartitionInfo* 
   int64_t version = 1;
   KC_RETURN_IF_ERROR(ReadInt(obj, "version", at, &version, false));
   p->version = static_cast<int>(version);
-  KC_RETURN_IF_ERROR(ReadString(obj, "role", at, &p->role));
-  static const std::set<std::string> kRoles = {"full", "cached", "partition", "generic",
-                                                "staged"};
-  if (!kRoles.count(p->role)) {
-    return InvalidArgument(at + ".role is '" + p->role +
-                           "'; expected full, cached, partition, generic or staged");
-  }
+  std::string role;
+  KC_RETURN_IF_ERROR(ReadString(obj, "role", at, &role));
+  auto parsed_role = ParsePartitionRole(role);
+  if (!parsed_role.ok()) return InvalidArgument(at + "." + parsed_role.status().message());
+  p->role = *parsed_role;
   KC_RETURN_IF_ERROR(ReadString(obj, "file", at, &p->file));
   KC_RETURN_IF_ERROR(ReadLabels(obj, "labels", at, &p->labels, true));
   if (p->labels.size() < 2) return InvalidArgument(at + ".labels needs at least 2 labels");
@@ -220,7 +218,7 @@ Status ParsePartition(const json& obj, const std::string& where, PartitionInfo* 
   std::transform(p->sha256.begin(), p->sha256.end(), p->sha256.begin(),
                  [](unsigned char c) { return std::tolower(c); });
   if (!IsSha256Hex(p->sha256)) return InvalidArgument(at + ".sha256 must be 64 hex digits");
-  if (p->role == "staged") {
+  if (p->role == PartitionRole::kStaged) {
     auto staged = obj.find("staged");
     if (staged == obj.end()) return InvalidArgument(at + ".staged is missing (role staged)");
     KC_RETURN_IF_ERROR(ParseStaged(*staged, at + ".staged", p->labels.size(), &p->staged));
@@ -229,6 +227,34 @@ Status ParsePartition(const json& obj, const std::string& where, PartitionInfo* 
 }
 
 }  // namespace
+
+const char* PartitionRoleName(PartitionRole role) {
+  switch (role) {
+    case PartitionRole::kFull: return "full";
+    case PartitionRole::kCached: return "cached";
+    case PartitionRole::kPartition: return "partition";
+    case PartitionRole::kGeneric: return "generic";
+    case PartitionRole::kStaged: return "staged";
+  }
+  return "unknown";
+}
+
+StatusOr<PartitionRole> ParsePartitionRole(const std::string& name) {
+  for (PartitionRole r : {PartitionRole::kFull, PartitionRole::kCached, PartitionRole::kPartition,
+                          PartitionRole::kGeneric, PartitionRole::kStaged}) {
+    if (name == PartitionRoleName(r)) return r;
+  }
+  return InvalidArgument("role is '" + name +
+                         "'; expected full, cached, partition, generic or staged");
+}
+
+StatusOr<PartitionInfo> PartitionInfo::Parse(const std::string& json_text) {
+  json obj = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (obj.is_discarded()) return InvalidArgument("partition entry is not valid JSON");
+  PartitionInfo p;
+  KC_RETURN_IF_ERROR(ParsePartition(obj, "partition", &p));
+  return p;
+}
 
 StatusOr<Manifest> Manifest::Parse(const std::string& json_text) {
   json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
@@ -283,6 +309,14 @@ const PartitionInfo* Manifest::Find(const std::string& id) const {
     if (p.id == id) return &p;
   }
   return nullptr;
+}
+
+std::vector<std::string> Manifest::IdsWithRole(PartitionRole role) const {
+  std::vector<std::string> ids;
+  for (const auto& p : partitions) {
+    if (p.role == role) ids.push_back(p.id);
+  }
+  return ids;
 }
 
 int Manifest::LabelIndex(const std::string& label) const {

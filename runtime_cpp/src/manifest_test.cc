@@ -25,6 +25,9 @@ TEST(Manifest, ParsesEveryField) {
   const PartitionInfo* p = m->Find("cached");
   ASSERT_NE(p, nullptr);
   EXPECT_EQ(p->version, 3);
+  EXPECT_EQ(p->role, PartitionRole::kCached);
+  EXPECT_EQ(m->IdsWithRole(PartitionRole::kCached), std::vector<std::string>{"cached"});
+  EXPECT_TRUE(m->IdsWithRole(PartitionRole::kFull).empty());
   EXPECT_EQ(p->other_index, 2);
   EXPECT_EQ(p->input.shape, (std::vector<int64_t>{1, 16000}));
   EXPECT_EQ(p->input.sample_rate, 16000);
@@ -61,6 +64,26 @@ TEST(Manifest, ErrorsNameTheField) {
   ExpectError(Replace(kGood, "\"bytes\": 1000", "\"bytes\": \"big\""), "bytes");
   ExpectError(Replace(kGood, "\"id\": \"cached\"", "\"id\": \"../x\""), "id");
   ExpectError(Replace(kGood, "[\"yes\", \"no\", \"other\"]", "[\"yes\", \"yes\"]"), "repeats");
+}
+
+TEST(Manifest, RolesRoundTripTheirNames) {
+  for (const char* name : {"full", "cached", "partition", "generic", "staged"}) {
+    auto role = ParsePartitionRole(name);
+    ASSERT_TRUE(role.ok()) << name;
+    EXPECT_STREQ(PartitionRoleName(*role), name);
+  }
+  EXPECT_EQ(ParsePartitionRole("boss").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(PartitionInfo, ParsesOneEntryWithTheManifestsChecks) {
+  auto p = PartitionInfo::Parse(R"({"id": "g", "role": "generic", "file": "g.pte",
+      "labels": ["a", "b"], "input": {"dtype": "float32", "shape": [1, 4]},
+      "threshold": 0.5, "bytes": 10, "sha256": ")" + std::string(64, 'a') + R"("})");
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->role, PartitionRole::kGeneric);
+  auto bad = PartitionInfo::Parse(R"({"id": "g", "role": "generic"})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("file"), std::string::npos) << bad.status().message();
 }
 
 TEST(Manifest, LoadReportsMissingFile) {

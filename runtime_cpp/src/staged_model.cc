@@ -63,8 +63,27 @@ class StagedModelImpl {
   }
 };
 
-StagedModel::StagedModel(std::unique_ptr<StagedModelImpl> impl) : impl_(std::move(impl)) {}
-StagedModel::~StagedModel() = default;
+namespace {
+
+// The ExecuTorch implementation behind StagedModel::FromBytes.
+class ProgramStagedModel final : public StagedModel {
+ public:
+  explicit ProgramStagedModel(std::unique_ptr<StagedModelImpl> impl) : impl_(std::move(impl)) {}
+
+  const PartitionInfo& info() const override { return impl_->info; }
+  int64_t resident_bytes() const override {
+    return static_cast<int64_t>(impl_->bytes->size()) + impl_->planned_bytes;
+  }
+  StatusOr<Activation> RunFirstStage(const TensorView& input) override;
+  StatusOr<Activation> RunStage(int stage, const Activation& in) override;
+  StatusOr<ExitOutput> RunExit(int exit, const Activation& in) override;
+  StatusOr<std::vector<float>> RunHead(const Activation& in) override;
+
+ private:
+  std::unique_ptr<StagedModelImpl> impl_;
+};
+
+}  // namespace
 
 StatusOr<std::shared_ptr<StagedModel>> StagedModel::FromFile(const std::string& path,
                                                              PartitionInfo info, bool verify) {
@@ -80,7 +99,7 @@ StatusOr<std::shared_ptr<StagedModel>> StagedModel::FromBytes(
   auto impl = std::make_unique<StagedModelImpl>();
   impl->info = std::move(info);
   const std::string who = impl->Who();
-  if (impl->info.role != "staged" || impl->info.staged.empty()) {
+  if (impl->info.role != PartitionRole::kStaged || impl->info.staged.empty()) {
     return InvalidArgument(who + " needs a manifest entry with role 'staged' and its stages");
   }
   if (!bytes || bytes->empty()) return Corrupt(who + " has no bytes");
@@ -122,24 +141,17 @@ StatusOr<std::shared_ptr<StagedModel>> StagedModel::FromBytes(
   }
   KC_LOG(kInfo, "loaded %s: %zu stages, %zu exits, %zu bytes", who.c_str(), st.stages.size(),
          st.exits.size(), bytes->size());
-  return std::shared_ptr<StagedModel>(new StagedModel(std::move(impl)));
+  return std::shared_ptr<StagedModel>(std::make_shared<ProgramStagedModel>(std::move(impl)));
 }
 
-const PartitionInfo& StagedModel::info() const { return impl_->info; }
-int StagedModel::num_stages() const { return static_cast<int>(impl_->info.staged.stages.size()); }
-int StagedModel::num_exits() const { return static_cast<int>(impl_->info.staged.exits.size()); }
-int64_t StagedModel::resident_bytes() const {
-  return static_cast<int64_t>(impl_->bytes->size()) + impl_->planned_bytes;
-}
-
-StatusOr<Activation> StagedModel::RunFirstStage(const TensorView& input) {
+StatusOr<Activation> ProgramStagedModel::RunFirstStage(const TensorView& input) {
   Status valid = impl_->info.input.Check(input);
   if (!valid.ok()) return InvalidArgument(impl_->Who() + ": " + valid.message());
   KC_ASSIGN_OR_RETURN(auto out, impl_->Execute(impl_->info.staged.stages[0].method, input));
   return std::move(out[0]);
 }
 
-StatusOr<Activation> StagedModel::RunStage(int stage, const Activation& in) {
+StatusOr<Activation> ProgramStagedModel::RunStage(int stage, const Activation& in) {
   if (stage == 0) return RunFirstStage(in.view());
   if (stage < 0 || stage >= num_stages()) {
     return InvalidArgument(impl_->Who() + " has no stage " + std::to_string(stage));
@@ -148,7 +160,7 @@ StatusOr<Activation> StagedModel::RunStage(int stage, const Activation& in) {
   return std::move(out[0]);
 }
 
-StatusOr<ExitOutput> StagedModel::RunExit(int exit, const Activation& in) {
+StatusOr<ExitOutput> ProgramStagedModel::RunExit(int exit, const Activation& in) {
   if (exit < 0 || exit >= num_exits()) {
     return InvalidArgument(impl_->Who() + " has no exit " + std::to_string(exit));
   }
@@ -165,7 +177,7 @@ StatusOr<ExitOutput> StagedModel::RunExit(int exit, const Activation& in) {
   return e;
 }
 
-StatusOr<std::vector<float>> StagedModel::RunHead(const Activation& in) {
+StatusOr<std::vector<float>> ProgramStagedModel::RunHead(const Activation& in) {
   KC_ASSIGN_OR_RETURN(auto out, impl_->Execute(impl_->info.staged.head.method, in.view()));
   return std::move(out[0].data);
 }

@@ -1,5 +1,6 @@
-// Test doubles for the core's unit tests: a model that returns scripted
-// logits and a cloud that returns scripted answers. Not part of the library.
+// Test doubles for the core's unit tests: a model and a staged model that
+// return scripted logits, and a cloud that returns scripted answers. Not part
+// of the library.
 #pragma once
 
 #include <atomic>
@@ -12,6 +13,7 @@
 #include "knowcache/cached_model.h"
 #include "knowcache/cloud_client.h"
 #include "knowcache/sha256.h"
+#include "knowcache/staged_model.h"
 
 namespace knowcache::testing {
 
@@ -20,7 +22,7 @@ inline PartitionInfo MakeInfo(const std::string& id, std::vector<std::string> la
                               int other_index = -1) {
   PartitionInfo p;
   p.id = id;
-  p.role = "partition";
+  p.role = PartitionRole::kPartition;
   p.labels = std::move(labels);
   p.other_index = other_index;
   p.input.dtype = DType::kFloat32;
@@ -46,6 +48,53 @@ class ScriptedModel : public CachedModel {
  private:
   PartitionInfo info_;
   Fn fn_;
+};
+
+// A staged model over 4-feature inputs with labels a..d: two stages that pass
+// the input on, one exit after stage 0 whose logits are the input itself (so
+// a test picks whether it hits), and a head that always answers "b".
+class ScriptedStagedModel : public StagedModel {
+ public:
+  static PartitionInfo Info(const std::string& id = "staged") {
+    PartitionInfo p = MakeInfo(id, {"a", "b", "c", "d"});
+    p.role = PartitionRole::kStaged;
+    p.staged.stages = {{"stage_0", 10, 0.0}, {"stage_1", 20, 0.0}};
+    ExitInfo e;
+    e.cost = {"exit_0", 1, 0.0};
+    e.after_stage = 0;
+    e.feature_dim = 4;
+    e.classes = 4;
+    e.thresholds = {{"confidence", 0.9}};
+    p.staged.exits = {e};
+    p.staged.head = {"head", 5, 0.0};
+    p.staged.total_flops = 35;
+    return p;
+  }
+  explicit ScriptedStagedModel(PartitionInfo info = Info()) : info_(std::move(info)) {}
+
+  const PartitionInfo& info() const override { return info_; }
+  int64_t resident_bytes() const override { return info_.bytes; }
+  StatusOr<Activation> RunFirstStage(const TensorView& input) override {
+    KC_RETURN_IF_ERROR(info_.input.Check(input));
+    const float* x = static_cast<const float*>(input.data);
+    return Activation{input.shape, std::vector<float>(x, x + 4)};
+  }
+  StatusOr<Activation> RunStage(int stage, const Activation& in) override {
+    if (stage == 0) return RunFirstStage(in.view());
+    return in;
+  }
+  StatusOr<ExitOutput> RunExit(int, const Activation& in) override {
+    ++exit_runs;
+    return ExitOutput{in.data, 0.0f, in.data};
+  }
+  StatusOr<std::vector<float>> RunHead(const Activation&) override {
+    ++head_runs;
+    return std::vector<float>{0.f, 20.f, 0.f, 0.f};
+  }
+  std::atomic<int> exit_runs{0}, head_runs{0};
+
+ private:
+  PartitionInfo info_;
 };
 
 class ScriptedCloud : public CloudBackend {

@@ -1,5 +1,6 @@
-"""`knowcache bench`: the five systems on one query stream, through the C++
-runtime on the device side and `knowcache serve` behind an emulated link.
+"""`knowcache bench`: the six systems (+ four with --layer-cache) on one query
+stream, through the C++ runtime on the device side and `knowcache serve`
+behind an emulated link.
 
 Every system sees the identical queries in the same order. Each system that
 uses the cloud gets a fresh `knowcache serve` process (no batching: one
@@ -10,7 +11,6 @@ process with ExecuTorch pinned to ``device_threads`` threads.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from contextlib import ExitStack
@@ -26,7 +26,8 @@ from knowcache.bench.cloud_process import CloudProcess
 from knowcache.bench.streams import QueryStream
 from knowcache.bench.systems import (ALL_SYSTEMS, LAYER_CACHE_SYSTEMS, SYSTEMS, USES_CLOUD,
                                      SystemOptions, make_engine, skip_reason)
-from knowcache.flops import manifest_flops
+from knowcache.manifest import ManifestFile, Role
+from knowcache.manifest import load as load_manifest
 from knowcache.runtime import (CloudTimeoutError, CloudUnavailableError, Manifest,
                                set_compute_threads)
 
@@ -79,16 +80,16 @@ class SystemRun:
     errors: list[str] = field(default_factory=list)
 
 
-def run_system(name: str, manifest: Manifest, stream: QueryStream, x: np.ndarray,
+def run_system(name: str, models: ManifestFile, stream: QueryStream, x: np.ndarray,
                config: BenchConfig, progress: Progress = None) -> SystemRun:
     """Runs one system over the stream; the cloud and link are started here if it needs them."""
     n = len(stream)
     run = SystemRun(name, np.full(n, -1), [""] * n, np.zeros(n), np.zeros(n, np.int64),
                     np.ones(n, np.float32), stream.sample.copy(), np.zeros(n, np.int64),
                     np.zeros(n, np.int64), np.full(n, -1), np.zeros(n, np.int64))
-    doc = json.loads((Path(manifest.directory) / "manifest.json").read_text())
-    costs = manifest_flops(doc)
-    full_id = next((p.id for p in manifest.partitions if p.role == "full"), None)
+    manifest = models.parsed
+    costs = models.flops()
+    full_id = next((p["id"] for p in models.entries(Role.FULL)), None)
     with ExitStack() as stack:
         cloud, url = None, None
         if name in USES_CLOUD:
@@ -134,11 +135,10 @@ def run_system(name: str, manifest: Manifest, stream: QueryStream, x: np.ndarray
                      "evictions": stats.cache.evictions, "fetch_failures": stats.fetch_failures}
         if name in LAYER_CACHE_SYSTEMS:
             lc = engine.layer_cache_stats()
-            staged = manifest.find(next(p.id for p in manifest.partitions if p.role == "staged"))
-            run.model_bytes = max(run.model_bytes, staged.bytes)
-            run.layer_cache = {"total_flops": costs.get(staged.id),
-                               "exits": len(next(p for p in doc["partitions"]
-                                                 if p["id"] == staged.id)["staged"]["exits"]),
+            staged = models.require(Role.STAGED)
+            run.model_bytes = max(run.model_bytes, staged["bytes"])
+            run.layer_cache = {"total_flops": costs.get(staged["id"]),
+                               "exits": len(staged["staged"]["exits"]),
                                "activation_cache": {
                                    "entries": lc.activation.entries,
                                    "memory_bytes": lc.activation.memory_bytes,
@@ -203,7 +203,8 @@ def _layer_cache_summary(run: SystemRun, reference: Optional[np.ndarray]) -> dic
 def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
               progress: Progress = None, log=print) -> dict:
     """Runs every system over ``stream`` (x_test: the test split as model input)."""
-    manifest = Manifest.load(str(Path(config.models) / config.task / "manifest.json"))
+    models = load_manifest(Path(config.models) / config.task)
+    manifest = models.parsed
     if tuple(manifest.labels) != tuple(stream.labels):
         raise ValueError(f"the models in {manifest.directory} were trained on labels "
                          f"{list(manifest.labels)[:5]}..., the test data has "
@@ -219,11 +220,11 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
             skipped[name] = reason
             log(f"{name}: skipped ({reason})")
             continue
-        runs[name] = run_system(name, manifest, stream, x, config, progress)
+        runs[name] = run_system(name, models, stream, x, config, progress)
     if "device_full" in runs:
         reference = runs["device_full"].pred
     else:
-        reference = sweep.predictions(manifest, "full", x)
+        reference = sweep.predictions(manifest, Role.FULL, x)
     systems = {name: summarize(run, y, reference) for name, run in runs.items()}
     whole = systems.get("device_full")
     for name in LAYER_CACHE_SYSTEMS:
@@ -256,7 +257,7 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
 
 def partition_of(manifest: Manifest, y: np.ndarray) -> np.ndarray:
     """Which CacheNet partition holds each query's class (-1: none)."""
-    parts = [p for p in manifest.partitions if p.role == "partition"]
+    parts = [p for p in manifest.partitions if p.role == Role.PARTITION]
     owner = {manifest.labels.index(l): i for i, p in enumerate(parts) for l in p.labels
              if l in manifest.labels}
     return np.array([owner.get(int(c), -1) for c in y])
@@ -264,7 +265,7 @@ def partition_of(manifest: Manifest, y: np.ndarray) -> np.ndarray:
 
 def bounds(manifest: Manifest, stream: QueryStream, systems: dict) -> dict:
     """What the stream allows two_stage at best: it can only answer its cached classes."""
-    cached = next((p for p in manifest.partitions if p.role == "cached"), None)
+    cached = next((p for p in manifest.partitions if p.role == Role.CACHED), None)
     if cached is None or "cloud_only" not in systems:
         return {}
     mass = stream.class_mass([l for l in cached.labels if l in manifest.labels])

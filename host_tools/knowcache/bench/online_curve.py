@@ -25,14 +25,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from knowcache.layer_cache.online import OnlineConfig, learner_for
-from knowcache.runtime import Engine, Manifest
-
-
-def _device(directory: Path, gate: str) -> Engine:
-    manifest = Manifest.load(str(directory / "manifest.json"))
-    engine = Engine(manifest.task, manifest=manifest, exit_gate=gate)
-    engine.install_staged_from_manifest("staged")
-    return engine
+from knowcache.runtime import Engine
 
 
 def run(task_dir: Path, x: np.ndarray, *, gate: str = "confidence", retrain_every: int = 250,
@@ -48,7 +41,7 @@ def run(task_dir: Path, x: np.ndarray, *, gate: str = "confidence", retrain_ever
         learner = learner_for(work, OnlineConfig(retrain_every=retrain_every, verify_gate=gate),
                               cold=True, background=False, log=log)
         total = learner.entry["staged"]["total_flops"]
-        device = _device(work, gate)
+        device = Engine.from_models_dir(work, staged=True, exit_gate=gate)
         whole = Engine.from_models_dir(work, install=["full"], threshold=1.0)
         version = learner.version
         pred, ref, flops, exits = (np.zeros(n, np.int64) for _ in range(4))
@@ -67,7 +60,7 @@ def run(task_dir: Path, x: np.ndarray, *, gate: str = "confidence", retrain_ever
             if learner.version != version:
                 version = learner.version
                 versions.append((i + 1, version))
-                device = _device(work, gate)
+                device = Engine.from_models_dir(work, staged=True, exit_gate=gate)
             if progress:
                 progress(f"online ({gate})", i + 1, n)
         windows = []

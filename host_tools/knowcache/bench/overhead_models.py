@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from knowcache import export
+from knowcache.build import lower
 
 
 def cnn1ms() -> nn.Module:
@@ -30,8 +30,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     args = parser.parse_args()
-    pte = export.lower_to_pte(cnn1ms(), (torch.zeros(1, 3, 32, 32),))
-    name = export.save_program(args.out, "cnn1ms", pte)
+    pte = lower.lower_to_pte(cnn1ms(), (torch.zeros(1, 3, 32, 32),))
+    name = lower.save_program(args.out, "cnn1ms", pte)
     print(args.out / name)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from knowcache.manifest import Role
 from knowcache.runtime import Manifest, Partition, gate_evaluate
 
 THRESHOLDS = np.round(np.linspace(0.0, 1.0, 51), 4)
@@ -23,11 +24,11 @@ def _partition(manifest: Manifest, pid: str) -> Partition:
     return Partition.from_file(manifest.path_of(info), info)
 
 
-def _id_of_role(manifest: Manifest, role: str) -> str | None:
-    return next((p.id for p in manifest.partitions if p.role == role), None)
+def _id_of_role(manifest: Manifest, role: Role) -> str | None:
+    return next(iter(manifest.ids_with_role(role)), None)
 
 
-def predictions(manifest: Manifest, role: str, x: np.ndarray) -> np.ndarray:
+def predictions(manifest: Manifest, role: Role, x: np.ndarray) -> np.ndarray:
     """Task class index each query gets from the model with this role."""
     pid = _id_of_role(manifest, role)
     if pid is None:
@@ -65,10 +66,10 @@ def curve(pred: np.ndarray, entropy: np.ndarray, y: np.ndarray, reference: np.nd
 def gate_sweeps(manifest: Manifest, x: np.ndarray, y: np.ndarray, reference: np.ndarray) -> dict:
     """Sweeps for the cached (knowledge-caching) and generic students, full-model fallback."""
     out = {}
-    for role in ("cached", "generic"):
+    for role in (Role.CACHED, Role.GENERIC):
         pid = _id_of_role(manifest, role)
         if pid is None:
             continue
         pred, entropy = local_answers(manifest, pid, x)
-        out[role] = curve(pred, entropy, y, reference, manifest.find(pid).threshold)
+        out[str(role)] = curve(pred, entropy, y, reference, manifest.find(pid).threshold)
     return out

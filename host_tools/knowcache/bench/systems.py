@@ -1,4 +1,5 @@
-"""The five systems `knowcache bench` compares, each an Engine configuration.
+"""The six systems `knowcache bench` compares (four more with --layer-cache), each an
+Engine built from the manifest by the C++ factory (Engine.from_manifest).
 
 - cloud_only:  no model on the device; every query goes to the full model over the link.
 - device_only: the generic compressed student (all classes, the cache's byte budget)
@@ -28,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from knowcache.manifest import Role
 from knowcache.runtime import Engine, Manifest
 
 SYSTEMS = ("cloud_only", "device_only", "two_stage", "cachenet", "device_full", "generic_gate")
@@ -55,12 +57,8 @@ class SystemOptions:
     activation_bytes: int = 1 << 20 # layer_cache_activation: bytes, all exits
 
 
-def role_ids(manifest: Manifest, role: str) -> list[str]:
-    return [p.id for p in manifest.partitions if p.role == role]
-
-
-def _one(manifest: Manifest, role: str) -> str:
-    ids = role_ids(manifest, role)
+def _one(manifest: Manifest, role: Role) -> str:
+    ids = manifest.ids_with_role(role)
     if not ids:
         raise ValueError(f"{manifest.directory}/manifest.json has no '{role}' program; "
                          "rebuild the models with `knowcache build-models`")
@@ -70,13 +68,13 @@ def _one(manifest: Manifest, role: str) -> str:
 def skip_reason(name: str, manifest: Manifest, options: SystemOptions) -> Optional[str]:
     """Why a system cannot run on this device, or None."""
     if name == "device_full" and options.device_budget_bytes is not None:
-        full = manifest.find(_one(manifest, "full"))
+        full = manifest.find(_one(manifest, Role.FULL))
         if full.bytes > options.device_budget_bytes:
             return (f"the full model ({full.bytes / 2**20:.1f} MiB) exceeds the device budget "
                     f"({options.device_budget_bytes / 2**20:.1f} MiB)")
-    if name == "cachenet" and not role_ids(manifest, "partition"):
+    if name == "cachenet" and not manifest.ids_with_role(Role.PARTITION):
         return "the models have no CacheNet partitions"
-    if name in LAYER_CACHE_SYSTEMS and not role_ids(manifest, "staged"):
+    if name in LAYER_CACHE_SYSTEMS and not manifest.ids_with_role(Role.STAGED):
         return "the models have no staged program (`knowcache export --staged`)"
     return None
 
@@ -84,28 +82,25 @@ def skip_reason(name: str, manifest: Manifest, options: SystemOptions) -> Option
 def make_engine(name: str, manifest: Manifest, cloud_url: Optional[str],
                 options: SystemOptions) -> Engine:
     """A fresh engine for one system (cold: nothing downloaded yet)."""
-    models = manifest.directory
     cloud = {"cloud_url": cloud_url, "read_timeout_ms": options.read_timeout_ms}
     if name == "cloud_only":
         return Engine(manifest.task, manifest=manifest, fetch_hints=False, **cloud)
     if name == "device_only":
-        return Engine.from_models_dir(models, install=[_one(manifest, "generic")], threshold=1.0)
+        return Engine.from_manifest(manifest, install=[_one(manifest, Role.GENERIC)], threshold=1.0)
     if name == "device_full":
-        return Engine.from_models_dir(models, install=[_one(manifest, "full")], threshold=1.0)
+        return Engine.from_manifest(manifest, install=[_one(manifest, Role.FULL)], threshold=1.0)
     if name == "two_stage":
-        return Engine.from_models_dir(models, install=[_one(manifest, "cached")],
-                                      fetch_hints=False, **cloud)
+        return Engine.from_manifest(manifest, install=[_one(manifest, Role.CACHED)],
+                                    fetch_hints=False, **cloud)
     if name == "generic_gate":
-        return Engine.from_models_dir(models, install=[_one(manifest, "generic")],
-                                      fetch_hints=False, **cloud)
+        return Engine.from_manifest(manifest, install=[_one(manifest, Role.GENERIC)],
+                                    fetch_hints=False, **cloud)
     if name in LAYER_CACHE_SYSTEMS:
-        engine = Engine(manifest.task, manifest=manifest, exit_gate=exit_gate_of(name),
-                        activation_entries=options.activation_entries,
-                        activation_bytes=options.activation_bytes)
-        engine.install_staged_from_manifest(_one(manifest, "staged"))
-        return engine
+        return Engine.from_manifest(manifest, staged=True, exit_gate=exit_gate_of(name),
+                                    activation_entries=options.activation_entries,
+                                    activation_bytes=options.activation_bytes)
     if name == "cachenet":
-        largest = max(p.bytes for p in manifest.partitions if p.role == "partition")
+        largest = max(p.bytes for p in manifest.partitions if p.role == Role.PARTITION)
         return Engine(manifest.task, manifest=manifest, slots=options.slots,
                       # slots are the binding limit; the byte budget leaves room for
                       # each program's planned activation memory

@@ -183,10 +183,8 @@ def bench(task, speech_commands, fashion_mnist, cifar10, data, **options) -> Non
 
 
 def _has_staged(task_dir: Path) -> bool:
-    import json
-    manifest = task_dir / "manifest.json"
-    return manifest.is_file() and any(
-        p.get("role") == "staged" for p in json.loads(manifest.read_text())["partitions"])
+    from knowcache import manifest
+    return manifest.exists(task_dir) and manifest.load(task_dir).first(manifest.Role.STAGED) is not None
 
 
 @click.command()

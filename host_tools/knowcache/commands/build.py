@@ -41,7 +41,7 @@ def build_options(f):
     @functools.wraps(f)
     def wrapper(task, work, quick, device, seed, speech_commands, fashion_mnist, cifar10, real,
                 spectrogram_from, **kwargs):
-        from knowcache.pipeline import BuildConfig
+        from knowcache.build.pipeline import BuildConfig
         if real is not None and task != "kws":
             raise click.BadParameter("--real is for the kws task", param_hint="--real")
         work = work or Path("out/work") / (task + ("-quick" if quick else ""))
@@ -61,7 +61,7 @@ def _fail(e: Exception) -> None:
 
 
 def _data(cfg):
-    from knowcache.pipeline import load_data
+    from knowcache.build.pipeline import load_data
     with progress_bar() as update:
         return load_data(cfg, _log, progress=update)
 
@@ -71,7 +71,7 @@ def _data(cfg):
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs.")
 def train(cfg, epochs) -> None:
     """Train the full (cloud) model of a task."""
-    from knowcache.pipeline import train_full
+    from knowcache.build.pipeline import train_full
     cfg.full_epochs = epochs
     try:
         train_full(cfg, _data(cfg), _log)
@@ -88,7 +88,7 @@ def train(cfg, epochs) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs.")
 def specialize(cfg, classes, private, epochs) -> None:
     """Knowledge caching: distil the full model into a small cached student (+ other)."""
-    from knowcache.pipeline import run_specialize
+    from knowcache.build.pipeline import run_specialize
     cfg.classes, cfg.private, cfg.student_epochs = classes, private, epochs
     try:
         cfg.spec().cached_classes(cfg.classes or None, cfg.private)   # fail fast on a typo
@@ -105,7 +105,7 @@ def specialize(cfg, classes, private, epochs) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs.")
 def partition(cfg, k, epochs) -> None:
     """CacheNet: split the classes into K partitions and train a student for each."""
-    from knowcache.pipeline import run_partition
+    from knowcache.build.pipeline import run_partition
     cfg.k, cfg.student_epochs = k, epochs
     try:
         plan = run_partition(cfg, _data(cfg), _log)
@@ -134,7 +134,7 @@ def partition(cfg, k, epochs) -> None:
               help="With --staged: training inputs the heads are distilled on (labels unused).")
 def export_cmd(cfg, out, staged, cold, target, train_samples) -> None:
     """Quantize, lower to .pte, calibrate gates, write manifest and model card."""
-    from knowcache.publish import load_records, publish
+    from knowcache.build.publish import load_records, publish
     out = out or _default_out(cfg)
     if staged:
         return _export_staged(cfg, out, cold, target, train_samples)
@@ -147,19 +147,17 @@ def export_cmd(cfg, out, staged, cold, target, train_samples) -> None:
 
 
 def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int) -> None:
-    import json
-
+    from knowcache import manifest
     from knowcache.layer_cache import build as staged_build
     from knowcache.models import ModelRecord
     from knowcache.models.from_program import RecoveryError, recover
-    manifest = out / "manifest.json"
-    if not manifest.is_file():
-        raise click.ClickException(f"{manifest} does not exist: export the models first "
-                                   "(`knowcache export` or `knowcache build-models`)")
-    doc = json.loads(manifest.read_text())
-    full = next((p for p in doc["partitions"] if p["role"] == "full"), None)
+    if not manifest.exists(out):
+        raise click.ClickException(f"{manifest.path_of(out)} does not exist: export the models "
+                                   "first (`knowcache export` or `knowcache build-models`)")
+    doc = manifest.load(out)
+    full = doc.first(manifest.Role.FULL)
     if full is None:
-        raise click.ClickException(f"{manifest} lists no full model to stage")
+        raise click.ClickException(f"{doc.path} lists no full model to stage")
     try:
         data = _data(cfg)
         from knowcache.data.dataset import model_input
@@ -168,10 +166,9 @@ def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int
             record = ModelRecord.load(cfg.work / "full.pt")
         else:
             _log(f"no {cfg.work}/full.pt: rebuilding the full model from {out / full['file']}")
-            record = recover(out / full["file"], cfg.task, doc["labels"], check)
-        extra = {k: v for k, v in full["input"].items() if k in ("sample_rate", "image_size")}
+            record = recover(doc.file_of(full), cfg.task, doc.labels, check)
         entry = staged_build.run(record, data, out, input_shape=full["input"]["shape"],
-                                 input_extra=extra, target=target, cold=cold,
+                                 input_extra=doc.input_extra(), target=target, cold=cold,
                                  train_samples=train_samples, seed=cfg.seed, log=_log)
     except (ValueError, FileNotFoundError, RuntimeError, RecoveryError) as e:
         _fail(e)
@@ -190,7 +187,7 @@ def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int
 @click.option("--train-only", is_flag=True, help="Stop after training (export elsewhere).")
 def build_models(cfg, k, classes, private, out, train_only) -> None:
     """The whole chain: data, full model, specialize, partition, export."""
-    from knowcache.pipeline import run_partition, run_specialize, train_full
+    from knowcache.build.pipeline import run_partition, run_specialize, train_full
     cfg.k, cfg.classes, cfg.private = k, classes, private
     out = out or _default_out(cfg)
     try:
@@ -202,7 +199,7 @@ def build_models(cfg, k, classes, private, out, train_only) -> None:
         if train_only:
             click.echo(f"trained models in {cfg.work}; export them with `knowcache export`")
             return
-        from knowcache.publish import publish
+        from knowcache.build.publish import publish
         metrics = publish(cfg, out, _log, data=data)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(e)

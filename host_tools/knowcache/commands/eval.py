@@ -42,9 +42,10 @@ def eval_cmd(task, models, data, out, as_json, card, include_fitted) -> None:
     doc = ev.to_dict()
     (out / f"{task}-eval.json").write_text(json.dumps(doc, indent=2) + "\n")
     if card:
-        how = ("Shipped recipe: the real clips of ../shared/real-voices were split by speaker "
-               "(`knowcache build-models --real`): half the speakers fitted on, a fifth for gate "
-               "thresholds; the figures here are on the rest.")
+        how = ("The build split its real recordings by speaker (see Real recordings above); "
+               "these are the speakers it neither fitted nor calibrated on."
+               if evaluate.fitted_speakers(models) else
+               "These models were built without real recordings: every clip here is new to them.")
         evaluate.update_card(models / "README.md", evaluate.card_section(ev, how))
     if as_json:
         click.echo(json.dumps(doc, indent=2))

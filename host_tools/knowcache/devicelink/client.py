@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from knowcache import manifest
 from knowcache.devicelink.frames import RESPONSE, Decoder, Frame, Msg, encode
 
 CHUNK = 16 * 1024
@@ -131,12 +132,12 @@ def flash(client: DeviceClient, models: Path, partitions: Optional[list[str]] = 
           progress: Optional[Callable[[str, int, int], None]] = None,
           log: Callable[[str], None] = print) -> dict:
     """Uploads the partitions of ``models/manifest.json`` the device lacks (by sha256)."""
-    manifest = json.loads((Path(models) / "manifest.json").read_text())
-    entries = {p["id"]: p for p in manifest["partitions"]}
-    wanted = partitions or [p["id"] for p in manifest["partitions"] if p["role"] != "full"]
+    current = manifest.load(models)
+    entries = {p["id"]: p for p in current.entries()}
+    wanted = partitions or [p["id"] for p in current.entries() if p["role"] != manifest.Role.FULL]
     unknown = [p for p in wanted if p not in entries]
     if unknown:
-        raise ValueError(f"{models}/manifest.json has no partitions {unknown}; it has "
+        raise ValueError(f"{current.path} has no partitions {unknown}; it has "
                          f"{', '.join(entries)}")
     have = {p["id"]: p["sha256"] for p in client.list()["partitions"]}
     sent, skipped = [], []
@@ -145,8 +146,8 @@ def flash(client: DeviceClient, models: Path, partitions: Optional[list[str]] = 
         if have.get(pid) == entry["sha256"]:
             skipped.append(pid)
             continue
-        data = (Path(models) / entry["file"]).read_bytes()
-        client.put(manifest["task"], manifest["labels"], entry, data,
+        data = current.file_of(entry).read_bytes()
+        client.put(current.task, current.labels, entry, data,
                    (lambda done, total, pid=pid: progress(pid, done, total)) if progress else None)
         sent.append(pid)
         log(f"{pid}: {len(data)} bytes flashed and verified")

@@ -4,7 +4,6 @@ added to the task's manifest."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -12,7 +11,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from knowcache import _runtime, export
+from knowcache import manifest
 from knowcache.atomic import replace_atomically
 from knowcache.data import Dataset
 from knowcache.data.dataset import model_input
@@ -20,6 +19,7 @@ from knowcache.layer_cache import calibrate, distill, program
 from knowcache.layer_cache.heads import ExitHead, HeadConfig, grid_for
 from knowcache.layer_cache.staging import Stages, split
 from knowcache.models import ModelRecord
+from knowcache.runtime import StagedModel
 
 STAGED_ID = "staged"
 DEFAULT_TARGET = 0.998     # the whole system's agreement with the full model (lower bound)
@@ -120,27 +120,9 @@ def exit_costs(stage_flops: list[int]) -> list[float]:
     return [float(c / cum[-1]) for c in cum[:-1]]
 
 
-def load(entry: dict, directory: Path, task: str = "task") -> "_runtime.StagedModel":
+def load(entry: dict, directory: Path) -> StagedModel:
     """The runtime's StagedModel for a manifest entry (parsed by the C++ parser)."""
-    doc = {"schema_version": export.MANIFEST_SCHEMA_VERSION, "task": task,
-           "labels": entry["labels"], "partitions": [entry]}
-    info = _runtime.Manifest.parse(json.dumps(doc)).partitions[0]
-    return _runtime.StagedModel.from_file(str(directory / entry["file"]), info)
-
-
-def add_to_manifest(directory: Path, entry: dict, bump: bool = True) -> int:
-    """Replaces (or adds) the entry with the same id; returns the manifest version."""
-    path = directory / "manifest.json"
-    doc = json.loads(path.read_text())
-    parts = [p for p in doc["partitions"] if p["id"] != entry["id"]]
-    doc["partitions"] = parts + [entry]
-    if bump:
-        doc["version"] = int(doc.get("version", 1)) + 1
-    extra = {k: v for k, v in doc.items()
-             if k not in ("schema_version", "task", "version", "labels", "partitions")}
-    export.write_manifest(directory, doc["task"], doc["labels"], doc["partitions"],
-                          version=doc["version"], **extra)
-    return doc["version"]
+    return StagedModel.from_file(str(directory / entry["file"]), manifest.info_of(entry))
 
 
 def run(record: ModelRecord, data: Dataset, out: Path, *, input_shape: list[int],
@@ -165,11 +147,10 @@ def run(record: ModelRecord, data: Dataset, out: Path, *, input_shape: list[int]
         calib_x = model_input(build.task, data.val.x[cal])
         log(f"calibrating thresholds on {len(calib_x)} validation inputs for "
             f">= {target:.1%} agreement...")
-    doc = json.loads((out / "manifest.json").read_text())
-    old = next((p for p in doc["partitions"] if p["id"] == STAGED_ID), None)
+    old = manifest.load(out).entry(STAGED_ID)
     version = (old["version"] + 1) if old else 1
     entry, path = export_program(build, out, [], target, version, calib_x)
-    add_to_manifest(out, entry)
+    manifest.update(out, entry)
     if old and old["file"] != entry["file"]:
         (out / old["file"]).unlink(missing_ok=True)
     for i, e in enumerate(entry["staged"]["exits"]):

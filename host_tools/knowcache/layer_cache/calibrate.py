@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from knowcache.calibration import gate_scores
+from knowcache.build.calibration import gate_scores
 
 GATES = ("learned", "confidence", "entropy", "activation")
 MIN_ACCEPTED = 20          # fewer accepted calibration samples: the exit stays off

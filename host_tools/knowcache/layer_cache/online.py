@@ -27,7 +27,6 @@ the serving version stays.
 from __future__ import annotations
 
 import copy
-import json
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -38,11 +37,12 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
-from knowcache import _runtime
+from knowcache import manifest
 from knowcache.layer_cache import build as staged_build
 from knowcache.layer_cache import calibrate, distill
 from knowcache.layer_cache.calibrate import ExitOutputs
 from knowcache.layer_cache.heads import ExitHead
+from knowcache.runtime import StagedModel
 
 RAW_INPUTS_KEPT = 32
 
@@ -124,12 +124,7 @@ class OnlineLearner:
 
     # -- serving ---------------------------------------------------------
     def _current_entry(self) -> dict:
-        doc = json.loads((self.directory / "manifest.json").read_text())
-        entry = next((p for p in doc["partitions"] if p["id"] == staged_build.STAGED_ID), None)
-        if entry is None:
-            raise FileNotFoundError(f"{self.directory}/manifest.json has no staged program; "
-                                    "write one with `knowcache export --staged`")
-        return entry
+        return manifest.load(self.directory).require(manifest.Role.STAGED)
 
     @property
     def version(self) -> int:
@@ -270,7 +265,7 @@ class OnlineLearner:
         return (float((answer == ref).mean()), float((where >= 0).mean()),
                 float(1.0 - spent.mean() / total))
 
-    def _check_export(self, model: _runtime.StagedModel, heads: list[ExitHead],
+    def _check_export(self, model: StagedModel, heads: list[ExitHead],
                       raw: np.ndarray) -> str:
         for x in raw[:8]:
             exits, logits = model.run_all(x)
@@ -284,10 +279,10 @@ class OnlineLearner:
                     return "the exported exit heads differ from the trained heads"
         return ""
 
-    def _swap(self, entry: dict, model: _runtime.StagedModel,
+    def _swap(self, entry: dict, model: StagedModel,
               candidate: staged_build.StagedBuild) -> None:
         old_file = self.entry["file"]
-        manifest_version = staged_build.add_to_manifest(self.directory, entry)
+        manifest_version = manifest.update(self.directory, entry)
         with self._lock:
             self.entry, self.model, self.build = entry, model, candidate
             # Requests recorded so far are verified against the new version next time.
@@ -337,22 +332,19 @@ def learner_for(directory: Path, config: OnlineConfig = OnlineConfig(), cold: bo
     from knowcache.models.from_program import recover
 
     directory = Path(directory)
-    doc = json.loads((directory / "manifest.json").read_text())
-    full = next((p for p in doc["partitions"] if p["role"] == "full"), None)
-    staged = next((p for p in doc["partitions"] if p["id"] == staged_build.STAGED_ID), None)
-    if full is None or staged is None:
-        raise FileNotFoundError(f"{directory}/manifest.json needs a full model and a staged "
-                                "program (`knowcache export --staged`) to learn exits online")
+    current = manifest.load(directory)
+    why = " (learning exits online needs a full model and a staged program)"
+    full = current.require(manifest.Role.FULL, why)
+    staged = current.require(manifest.Role.STAGED, why)
     shape = full["input"]["shape"]
     rng = np.random.default_rng(0)
     check = rng.uniform(-0.5, 0.5, (8, *shape[1:])).astype(np.float32)
-    record = recover(directory / full["file"], doc["task"], doc["labels"], check)
-    extra = {k: v for k, v in full["input"].items() if k in ("sample_rate", "image_size")}
-    build = staged_build.prepare(record, shape, extra, seed=config.seed)
+    record = recover(current.file_of(full), current.task, current.labels, check)
+    build = staged_build.prepare(record, shape, current.input_extra(), seed=config.seed)
     if cold:
         entry, _ = staged_build.export_program(build, directory, [], config.target,
                                                int(staged["version"]) + 1)
-        staged_build.add_to_manifest(directory, entry)
+        manifest.update(directory, entry)
         if staged["file"] != entry["file"]:
             (directory / staged["file"]).unlink(missing_ok=True)
         staged = entry

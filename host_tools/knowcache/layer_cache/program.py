@@ -21,10 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from knowcache import _runtime, export, flops
+from knowcache import manifest
+from knowcache.build import flops
 from knowcache.layer_cache.calibrate import ExitOutputs
 from knowcache.layer_cache.heads import ExitHead
 from knowcache.layer_cache.staging import Stages
+from knowcache.runtime import StagedModel
 
 
 @dataclass
@@ -58,7 +60,7 @@ def lower(stages: Stages, heads: list[ExitHead]) -> StagedProgram:
                          stages.head_flops)
 
 
-def run_exits(model: "_runtime.StagedModel", x: np.ndarray) -> tuple[list[ExitOutputs], np.ndarray]:
+def run_exits(model: StagedModel, x: np.ndarray) -> tuple[list[ExitOutputs], np.ndarray]:
     """Every exit's outputs and the final logits for a batch, through the runtime."""
     per_exit: list[list] = [[] for _ in range(model.num_exits)]
     final = []
@@ -72,7 +74,7 @@ def run_exits(model: "_runtime.StagedModel", x: np.ndarray) -> tuple[list[ExitOu
     return exits, np.stack(final)
 
 
-def measure_us(model: "_runtime.StagedModel", example: np.ndarray, repeats: int = 30
+def measure_us(model: StagedModel, example: np.ndarray, repeats: int = 30
                ) -> tuple[list[float], list[float], float]:
     """Median microseconds of every stage, exit and the head, through the runtime."""
     stage_us = [[] for _ in range(model.num_stages)]
@@ -110,6 +112,6 @@ def entry(pid: str, program: StagedProgram, *, labels, input_shape, thresholds: 
                    "classes": len(labels), "thresholds": thresholds[i]}
                   for i in range(len(program.exit_flops))],
     }
-    return export.partition_entry(pid, program.pte, role="staged", labels=labels,
-                                  file=f"{pid}.pte", input_shape=input_shape, threshold=1.0,
-                                  version=version, staged=staged, **input_extra)
+    return manifest.partition_entry(pid, program.pte, role=manifest.Role.STAGED, labels=labels,
+                                    file=f"{pid}.pte", input_shape=input_shape, threshold=1.0,
+                                    version=version, staged=staged, **input_extra)

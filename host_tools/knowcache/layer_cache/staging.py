@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from knowcache import flops
+from knowcache.build import flops
 from knowcache.models.nets import KwsNet, VisionNet
 
 

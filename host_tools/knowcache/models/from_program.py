@@ -148,7 +148,7 @@ def recover(program_path: str | Path, task: str, labels: list[str], check_inputs
             atol: float = 1e-3) -> ModelRecord:
     """The full model of ``task`` rebuilt from ``program_path``; ``check_inputs``
     (a batch of real inputs) must give the program's logits within ``atol``."""
-    from knowcache import _runtime
+    from knowcache.runtime import Partition
 
     program_path = Path(program_path)
     nodes, scalars = _tensors(program_path)
@@ -164,7 +164,7 @@ def recover(program_path: str | Path, task: str, labels: list[str], check_inputs
     if stem_width != config.stem_width:
         config = config.scaled(stem_width / config.stem_width)
     config = replace(config, in_channels=int(channels))
-    program = _runtime.Partition.from_file(str(program_path))
+    program = Partition.from_file(str(program_path))
     theirs = np.stack([program.run(x[None]).reshape(-1) for x in check_inputs])
     best = (np.inf, None, None, None)
     # The input mean and std are two of the scalars (the front end has its

@@ -1,6 +1,6 @@
 """What the server serves per task: the manifest, the full model (an ExecuTorch
-program run by the knowcache runtime), the partition selector, and the
-partition files with their sha256 (the ETag)."""
+program run by the knowcache runtime), the partition selector the manifest
+names, and the partition files with their sha256 (the ETag)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.special import softmax
 
-from knowcache import _runtime
-from knowcache.partitioning import PartitionSelector
+from knowcache import manifest as manifests
+from knowcache.manifest import Role
+from knowcache.runtime import Manifest, Partition
+from knowcache.server import selector as selectors
+from knowcache.server.selector import PartitionSelector
 
 if TYPE_CHECKING:
     from knowcache.layer_cache.online import OnlineLearner
@@ -33,9 +36,9 @@ class Answer:
 @dataclass
 class TaskModels:
     name: str
-    manifest: _runtime.Manifest
+    manifest: Manifest
     manifest_text: str
-    full: _runtime.Partition
+    full: Partition
     dtype: str
     shape: list[int]
     partition_ids: list[str]
@@ -64,10 +67,9 @@ class TaskModels:
 
 def refresh_manifest(task: TaskModels, directory: Path) -> None:
     """Re-reads the manifest after a new staged version was swapped in."""
-    text = (directory / "manifest.json").read_text()
-    manifest = _runtime.Manifest.parse(text)
-    task.files = {p.id: directory / p.file for p in manifest.partitions}
-    task.manifest, task.manifest_text = manifest, text
+    current = manifests.load(directory)
+    task.files = {p.id: directory / p.file for p in current.parsed.partitions}
+    task.manifest, task.manifest_text = current.parsed, current.text
 
 
 def attach_learner(task: TaskModels, directory: Path, retrain_every: int, log=print) -> None:
@@ -77,25 +79,18 @@ def attach_learner(task: TaskModels, directory: Path, retrain_every: int, log=pr
 
 
 def load_task(directory: Path) -> TaskModels:
-    manifest_path = directory / "manifest.json"
-    text = manifest_path.read_text()
-    manifest = _runtime.Manifest.parse(text)
-    full_infos = [p for p in manifest.partitions if p.role == "full"]
-    if not full_infos:
-        raise ValueError(f"{manifest_path}: no partition with role 'full' for the cloud to run")
-    info = full_infos[0]
-    full = _runtime.Partition.from_file(str(directory / info.file), info)
-    parts = [p for p in manifest.partitions if p.role == "partition"]
-    selector = None
-    if parts:
-        labels = list(manifest.labels)
-        groups = [[labels.index(c) for i, c in enumerate(p.labels) if i != p.other_index]
-                  for p in parts]
-        selector = PartitionSelector(groups, len(labels))
+    current = manifests.load(directory)
+    manifest = current.parsed
+    full_ids = manifest.ids_with_role(Role.FULL)
+    if not full_ids:
+        raise ValueError(f"{current.path}: no partition with role 'full' for the cloud to run")
+    info = manifest.find(full_ids[0])
+    full = Partition.from_file(str(directory / info.file), info)
+    partition_ids, selector = selectors.from_manifest(current)
     return TaskModels(
-        name=manifest.task, manifest=manifest, manifest_text=text, full=full,
+        name=manifest.task, manifest=manifest, manifest_text=current.text, full=full,
         dtype=info.input.dtype, shape=list(info.input.shape),
-        partition_ids=[p.id for p in parts], selector=selector,
+        partition_ids=partition_ids, selector=selector,
         files={p.id: directory / p.file for p in manifest.partitions})
 
 
@@ -110,7 +105,7 @@ def load_all(models: Path, learn_exits: bool = False, retrain_every: int = 250,
         if t.name in tasks:
             raise ValueError(f"task {t.name!r} appears twice under {models}")
         tasks[t.name] = t
-        if learn_exits and t.manifest.find("staged") is not None:
+        if learn_exits and t.manifest.ids_with_role(Role.STAGED):
             attach_learner(t, manifest.parent, retrain_every, log)
     if not tasks:
         raise FileNotFoundError(f"no <task>/manifest.json under {models}")

@@ -1,6 +1,6 @@
 #include <pybind11/stl.h>
 
-#include "errors.h"
+#include "status_py.h"
 #include "knowcache/engine.h"
 #include "knowcache/partition.h"
 #include "tensor_py.h"
@@ -82,9 +82,26 @@ void PybindEngine(py::module_* m) {
       .def_readonly("last_fetch_error", &EngineStats::last_fetch_error)
       .def_readonly("cache", &EngineStats::cache);
 
+  py::class_<InstallPlan>(*m, "InstallPlan")
+      .def_static("cached", &InstallPlan::Cached, py::arg("pinned") = true,
+                  "Every partition with role 'cached' (the default).")
+      .def_static("ids", &InstallPlan::Ids, py::arg("ids"), py::arg("pinned") = true,
+                  "These partitions, in order; the first is active.")
+      .def_static("staged", &InstallPlan::Staged,
+                  "The staged program: the engine answers through its exits.")
+      .def_static("none", &InstallPlan::None, "Nothing: a cold device.")
+      .def("__repr__", &InstallPlan::ToString);
+
   py::class_<Engine>(*m, "Engine")
       .def(py::init([](const EngineConfig& c) { return ValueOrRaise(Engine::Create(c)); }),
            py::arg("config"))
+      .def_static("from_manifest",
+                  [](const EngineConfig& c, Manifest mf, const InstallPlan& plan) {
+                    return ValueOrRaise(WithoutGil(
+                        [&] { return Engine::FromManifest(c, std::move(mf), plan); }));
+                  },
+                  py::arg("config"), py::arg("manifest"), py::arg("plan") = InstallPlan::Cached(),
+                  "An engine for the manifest's task with `plan` installed from its folder.")
       .def("set_manifest", [](Engine& e, Manifest mf) { RaiseIfError(e.SetManifest(std::move(mf))); },
            py::arg("manifest"))
       .def("install_from_manifest",
@@ -123,6 +140,8 @@ void PybindEngine(py::module_* m) {
              return WithoutGil([&] { return e.WaitForFetches(timeout_ms); });
            },
            py::arg("timeout_ms") = 10000)
+      .def_property_readonly("mode", [](const Engine& e) { return LocalModeName(e.Mode()); })
+      .def("local_input", [](const Engine& e) { return ValueOrRaise(e.LocalInput()); })
       .def("cached_ids", &Engine::CachedIds)
       .def("active_id", &Engine::ActiveId)
       .def("stats", &Engine::Stats)

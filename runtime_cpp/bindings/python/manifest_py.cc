@@ -1,6 +1,6 @@
 #include <pybind11/stl.h>
 
-#include "errors.h"
+#include "status_py.h"
 #include "knowcache/manifest.h"
 #include "knowcache/sha256.h"
 
@@ -20,7 +20,10 @@ void PybindManifest(py::module_* m) {
   py::class_<PartitionInfo>(*m, "PartitionInfo")
       .def_readonly("id", &PartitionInfo::id)
       .def_readonly("version", &PartitionInfo::version)
-      .def_readonly("role", &PartitionInfo::role)
+      .def_static("parse",
+                  [](const std::string& text) { return ValueOrRaise(PartitionInfo::Parse(text)); },
+                  py::arg("text"), "Parses and validates one manifest entry (JSON text).")
+      .def_property_readonly("role", [](const PartitionInfo& p) { return PartitionRoleName(p.role); })
       .def_readonly("file", &PartitionInfo::file)
       .def_readonly("labels", &PartitionInfo::labels)
       .def_readonly("other_index", &PartitionInfo::other_index)
@@ -29,7 +32,7 @@ void PybindManifest(py::module_* m) {
       .def_readonly("bytes", &PartitionInfo::bytes)
       .def_readonly("sha256", &PartitionInfo::sha256)
       .def("__repr__", [](const PartitionInfo& p) {
-        return "PartitionInfo(id='" + p.id + "', role='" + p.role + "', labels=" +
+        return "PartitionInfo(id='" + p.id + "', role='" + PartitionRoleName(p.role) + "', labels=" +
                std::to_string(p.labels.size()) + ", bytes=" + std::to_string(p.bytes) + ")";
       });
 
@@ -48,6 +51,11 @@ void PybindManifest(py::module_* m) {
         const PartitionInfo* p = mf.Find(id);
         return p ? py::cast(*p) : py::none();
       }, py::arg("id"))
+      .def("ids_with_role",
+           [](const Manifest& mf, const std::string& role) {
+             return mf.IdsWithRole(ValueOrRaise(ParsePartitionRole(role)));
+           },
+           py::arg("role"), "Ids of the partitions with this role, in manifest order.")
       .def("path_of", &Manifest::PathOf, py::arg("info"));
 
   m->def("sha256_hex", [](py::bytes data) {

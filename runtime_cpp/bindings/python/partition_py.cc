@@ -1,7 +1,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
-#include "errors.h"
+#include "status_py.h"
 #include "knowcache/partition.h"
 #include "tensor_py.h"
 

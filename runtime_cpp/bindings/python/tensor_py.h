@@ -5,7 +5,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include "errors.h"
+#include "status_py.h"
 #include "knowcache/tensor.h"
 
 namespace knowcache::python {

@@ -1,4 +1,4 @@
-#include "errors.h"
+#include "status_py.h"
 #include "knowcache/threads.h"
 
 namespace py = pybind11;

@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <vector>
 
 #include "knowcache/manifest.h"
@@ -25,5 +27,10 @@ class CachedModel {
   /// safe to call from several threads (they may serialize internally).
   virtual StatusOr<std::vector<float>> Run(const TensorView& input) = 0;
 };
+
+/// Builds a model from program bytes already checked against `info`
+/// (Partition::FromBytes in production; scripted models in tests).
+using ModelFactory = std::function<StatusOr<std::shared_ptr<CachedModel>>(
+    const PartitionInfo&, std::shared_ptr<const std::vector<uint8_t>>)>;
 
 }  // namespace knowcache

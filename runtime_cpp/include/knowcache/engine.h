@@ -1,19 +1,28 @@
 // Engine: two-stage inference on the device.
 //
-// With a staged model installed (layer caching), Infer runs it stage by
-// stage and answers at the first exit whose gate hits (see layer_cache.h).
+// The engine answers locally in one of two ways (LocalMode):
 //
-// Otherwise Infer(input) runs the active cached partition, asks the EntropyGate, and
-// answers locally when the gate accepts. Otherwise it asks the cloud and
-// returns the cloud's answer; when the cloud hints a partition that is not in
-// a slot, the engine fetches it in the background, checks its size and
-// sha256 against the manifest, and installs it (evicting LRU). A cloud that
-// is down, slow or answers garbage never fails Infer: the local answer comes
-// back flagged kDegraded. Infer fails only on bad input, or when there is
-// neither a cached partition nor a reachable cloud.
+// - kPartitions (knowledge caching, CacheNet): Infer(input) runs the active
+//   cached partition, asks the EntropyGate, and answers locally when the gate
+//   accepts. Otherwise it asks the cloud and returns the cloud's answer; a
+//   partition the cloud hints at is made active when it is in a slot, or
+//   handed to the PartitionFetcher, which downloads, verifies and installs it
+//   in the background. A cloud that is down, slow or answers garbage never
+//   fails Infer: the local answer comes back flagged kDegraded.
+// - kStaged (layer caching), once a staged model is installed: Infer runs it
+//   stage by stage and answers at the first exit whose gate hits, or with the
+//   whole model (see layer_cache.h); the cloud is not asked.
 //
-// Thread-safety: Infer, Install and the accessors may be called from several
-// threads. One background thread performs downloads.
+// Infer fails only on bad input, or when there is neither a cached partition
+// nor a reachable cloud. Engine::FromManifest is the one way front ends (the
+// Python runtime, knowcache-device, the bench, JNI) build an engine from a
+// models folder.
+//
+// Ownership: the engine owns its slot cache, its fetcher and its staged
+// model's LayerCache; partitions are shared with whoever else holds them.
+// Thread-safety: Infer, the Install* methods and the accessors may be called
+// from several threads. The fetcher's one background thread performs
+// downloads; the destructor joins it.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +35,7 @@
 #include "knowcache/cloud_client.h"
 #include "knowcache/layer_cache.h"
 #include "knowcache/manifest.h"
+#include "knowcache/partition_fetcher.h"
 #include "knowcache/slot_cache.h"
 #include "knowcache/status.h"
 #include "knowcache/tensor.h"
@@ -35,16 +45,18 @@ namespace knowcache {
 enum class AnswerSource { kLocal, kCloud, kDegraded };
 const char* AnswerSourceName(AnswerSource source);
 
+/// How the engine answers locally: cached partitions behind the entropy gate
+/// (the cloud answers the rest), or a staged model's exits (layer caching).
+enum class LocalMode { kPartitions, kStaged };
+const char* LocalModeName(LocalMode mode);
+
 struct EngineConfig {
   std::string task;            // "kws", "vision"; names the cloud routes
   SlotCacheConfig cache;
   CloudClientConfig cloud;     // base_url empty: device-only
   /// Fetch partitions the cloud hints at, in the background.
   bool fetch_hints = true;
-  /// Admission: download a hinted partition once the cloud has hinted it this
-  /// many times within its last `hint_window` hints. 1 downloads at the first
-  /// hint (CacheNet's policy); 2 or more keeps streams with weak locality from
-  /// thrashing the slots (each download evicts a partition and uses the link).
+  /// The fetcher's admission rule (see PartitionFetcherConfig).
   int admit_after_hints = 1;
   int hint_window = 8;
   /// How many cached partitions to try (most recent first) before asking the
@@ -92,24 +104,64 @@ struct EngineStats {
   SlotCacheStats cache;
 };
 
-/// Builds a model from downloaded bytes; Partition::FromBytes by default.
-using ModelFactory = std::function<StatusOr<std::shared_ptr<CachedModel>>(
+/// Builds a staged model from program bytes already checked against `info`;
+/// StagedModel::FromBytes by default.
+using StagedModelFactory = std::function<StatusOr<std::shared_ptr<StagedModel>>(
     const PartitionInfo&, std::shared_ptr<const std::vector<uint8_t>>)>;
+
+/// What Engine::FromManifest loads from the manifest's folder before the
+/// first query.
+struct InstallPlan {
+  enum class Kind {
+    kCached,  // every partition with role kCached (at least one)
+    kIds,     // `ids`, in order
+    kStaged,  // the staged program: the engine answers in LocalMode::kStaged
+    kNone,    // nothing: a cold device that fills its slots from the cloud's hints
+  };
+  Kind kind = Kind::kCached;
+  std::vector<std::string> ids;  // kIds only
+  bool pinned = true;            // partitions are never evicted
+
+  static InstallPlan Cached(bool pinned = true) { return {Kind::kCached, {}, pinned}; }
+  static InstallPlan Ids(std::vector<std::string> ids, bool pinned = true) {
+    return {Kind::kIds, std::move(ids), pinned};
+  }
+  static InstallPlan Staged() { return {Kind::kStaged, {}, true}; }
+  static InstallPlan None() { return {Kind::kNone, {}, true}; }
+
+  /// The ids this plan loads from `manifest`; FailedPrecondition saying what
+  /// to export or pass when the manifest lacks them.
+  StatusOr<std::vector<std::string>> Resolve(const Manifest& manifest) const;
+  std::string ToString() const;
+};
 
 class EngineImpl;
 
 class Engine {
  public:
-  /// `cloud` overrides the HTTP client built from config.cloud (tests);
-  /// `factory` overrides Partition::FromBytes (tests).
+  /// An engine with nothing installed. `cloud` overrides the HTTP client
+  /// built from config.cloud (tests); `factory` and `staged_factory` override
+  /// Partition::FromBytes and StagedModel::FromBytes (tests).
   static StatusOr<std::unique_ptr<Engine>> Create(
       EngineConfig config, std::shared_ptr<CloudBackend> cloud = nullptr,
-      ModelFactory factory = nullptr);
+      ModelFactory factory = nullptr, StagedModelFactory staged_factory = nullptr);
+  /// An engine for `manifest`'s task (config.task may be empty; it must match
+  /// when set) with the manifest set and `plan` installed from its folder.
+  /// The first partition installed is the active one.
+  static StatusOr<std::unique_ptr<Engine>> FromManifest(
+      EngineConfig config, Manifest manifest, const InstallPlan& plan = InstallPlan::Cached(),
+      std::shared_ptr<CloudBackend> cloud = nullptr, ModelFactory factory = nullptr,
+      StagedModelFactory staged_factory = nullptr);
+  /// FromManifest with `directory`/manifest.json.
+  static StatusOr<std::unique_ptr<Engine>> FromModelsDir(
+      EngineConfig config, const std::string& directory,
+      const InstallPlan& plan = InstallPlan::Cached());
   ~Engine();  // stops and joins the download thread
 
   /// Metadata used to verify downloads and map labels to task indices.
   Status SetManifest(Manifest manifest);
-  /// Loads `id` from the manifest's directory into a slot.
+  /// Loads `id` from the manifest's directory into a slot: the file's size
+  /// and sha256 are checked against the manifest first.
   Status InstallFromManifest(const std::string& id, bool pinned = false);
   Status Install(std::shared_ptr<CachedModel> model, bool pinned = false);
   /// Layer caching: from now on Infer runs this staged model locally, exit by
@@ -122,6 +174,11 @@ class Engine {
   StatusOr<LayerCacheStats> LayerCacheStatistics() const;
   /// Makes `id` (which must be cached) the partition Infer runs first.
   Status Activate(const std::string& id);
+  /// kStaged once a staged model is installed.
+  LocalMode Mode() const;
+  /// The input the local model expects (the staged model's, else the active
+  /// partition's); NotFound when nothing is installed.
+  StatusOr<InputSpec> LocalInput() const;
 
   StatusOr<InferenceResult> Infer(const TensorView& input);
 

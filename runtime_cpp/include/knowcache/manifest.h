@@ -71,10 +71,22 @@ struct StagedInfo {
   bool empty() const { return stages.empty(); }
 };
 
+/// What a program in a manifest is for ("role" in the JSON).
+enum class PartitionRole {
+  kFull,       // the whole model: what the cloud runs (a device may run it too)
+  kCached,     // knowledge caching: the student specialized to popular classes + other
+  kPartition,  // CacheNet: the student for one group of classes + other
+  kGeneric,    // a student over every class, the size of the cached one
+  kStaged,     // layer caching: the full model cut into stages with exit heads
+};
+const char* PartitionRoleName(PartitionRole role);
+/// InvalidArgument naming the roles when `name` is none of them.
+StatusOr<PartitionRole> ParsePartitionRole(const std::string& name);
+
 struct PartitionInfo {
   std::string id;
   int version = 1;
-  std::string role;  // full | cached | partition | generic | staged
+  PartitionRole role = PartitionRole::kPartition;
   std::string file;  // relative to the manifest's directory
   std::vector<std::string> labels;
   int other_index = -1;  // index of the "other" label, -1 if none
@@ -83,6 +95,10 @@ struct PartitionInfo {
   int64_t bytes = 0;
   std::string sha256;  // lowercase hex
   StagedInfo staged;   // role "staged" only
+
+  /// One manifest entry on its own (a writer checking an entry before it
+  /// joins a manifest); the same checks as inside Manifest::Parse.
+  static StatusOr<PartitionInfo> Parse(const std::string& json_text);
 
   /// Corrupt when `bytes` do not have this entry's size (when bytes > 0) or
   /// sha256 (when set): a truncated, replaced or tampered program.
@@ -102,6 +118,8 @@ struct Manifest {
 
   /// nullptr if no partition has that id.
   const PartitionInfo* Find(const std::string& id) const;
+  /// Ids of the partitions with `role`, in manifest order.
+  std::vector<std::string> IdsWithRole(PartitionRole role) const;
   /// Index of `label` in the task label set, -1 if absent.
   int LabelIndex(const std::string& label) const;
   /// Absolute or manifest-relative path of a partition's file.

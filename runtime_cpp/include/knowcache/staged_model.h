@@ -4,8 +4,11 @@
 // Layer caching runs stage i, then exit i's cache head, and stops when the
 // exit's gate hits. Activations pass between methods as float32 tensors the
 // model owns copies of, so a caller can keep them (the server records them).
-// Thread-safety: calls are serialized on one mutex (an ExecuTorch Module is
-// not thread-safe); outputs are copied out before it is released.
+// StagedModel is an interface, like CachedModel, so LayerCache and the engine's
+// staged mode are unit-tested without .pte files; FromBytes / FromFile build
+// the ExecuTorch implementation. Thread-safety: that implementation
+// serializes calls on one mutex (an ExecuTorch Module is not thread-safe);
+// outputs are copied out before it is released.
 #pragma once
 
 #include <cstdint>
@@ -34,31 +37,26 @@ struct ExitOutput {
   std::vector<float> feature; // compact (pooled) activation
 };
 
-class StagedModelImpl;
-
 class StagedModel {
  public:
-  /// `info.role` must be "staged"; every method it lists must be in the program.
+  /// The ExecuTorch implementation. `info.role` must be kStaged; every method
+  /// it lists must be in the program.
   static StatusOr<std::shared_ptr<StagedModel>> FromBytes(
       std::shared_ptr<const std::vector<uint8_t>> bytes, PartitionInfo info, bool verify = true);
   static StatusOr<std::shared_ptr<StagedModel>> FromFile(const std::string& path,
                                                          PartitionInfo info, bool verify = true);
-  ~StagedModel();
+  virtual ~StagedModel() = default;
 
-  const PartitionInfo& info() const;
-  int num_stages() const;
-  int num_exits() const;
-  int64_t resident_bytes() const;
+  virtual const PartitionInfo& info() const = 0;
+  int num_stages() const { return static_cast<int>(info().staged.stages.size()); }
+  int num_exits() const { return static_cast<int>(info().staged.exits.size()); }
+  virtual int64_t resident_bytes() const = 0;
 
   /// Stage 0 takes the model input (checked against info().input).
-  StatusOr<Activation> RunFirstStage(const TensorView& input);
-  StatusOr<Activation> RunStage(int stage, const Activation& in);
-  StatusOr<ExitOutput> RunExit(int exit, const Activation& in);
-  StatusOr<std::vector<float>> RunHead(const Activation& in);
-
- private:
-  explicit StagedModel(std::unique_ptr<StagedModelImpl> impl);
-  std::unique_ptr<StagedModelImpl> impl_;
+  virtual StatusOr<Activation> RunFirstStage(const TensorView& input) = 0;
+  virtual StatusOr<Activation> RunStage(int stage, const Activation& in) = 0;
+  virtual StatusOr<ExitOutput> RunExit(int exit, const Activation& in) = 0;
+  virtual StatusOr<std::vector<float>> RunHead(const Activation& in) = 0;
 };
 
 }  // namespace knowcache

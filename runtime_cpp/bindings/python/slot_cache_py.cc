@@ -1,6 +1,6 @@
 #include <pybind11/stl.h>
 
-#include "errors.h"
+#include "status_py.h"
 #include "knowcache/slot_cache.h"
 
 namespace py = pybind11;

@@ -7,7 +7,7 @@
 
 namespace knowcache::python {
 
-void PybindErrors(pybind11::module_* m);
+void PybindStatus(pybind11::module_* m);
 /// Raises the Python exception that matches `status` (no-op when ok).
 void RaiseIfError(const Status& status);
 

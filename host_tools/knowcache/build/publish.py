@@ -2,7 +2,7 @@
 thresholds, ``manifest.json``, ``metrics.json`` and the model card.
 
 Every figure here is measured on the exported programs themselves, run by the
-C++ runtime (``knowcache._runtime.Partition``), so the card describes what a
+C++ runtime (``knowcache.runtime.Partition``), so the card describes what a
 device will run, quantization included.
 """
 
@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from knowcache import _runtime, export, flops, model_card, specialize, training
-from knowcache.calibration import Calibration, calibrate_threshold, gate_entropies
+from knowcache import manifest
+from knowcache.build import flops, lower, model_card, specialize, training
+from knowcache.build.calibration import Calibration, calibrate_threshold, gate_entropies
+from knowcache.build.pipeline import PLAN, BuildConfig, config_dict, inputs, load_data
+from knowcache.build.quantize import quantize_int8
 from knowcache.data import Dataset, store
 from knowcache.models import ModelRecord
-from knowcache.pipeline import PLAN, BuildConfig, config_dict, inputs, load_data
-from knowcache.quantize import quantize_int8
+from knowcache.runtime import Partition
 
 CALIBRATION_SAMPLES = 256
 SIZE_TARGET = 20.0          # cached model at least 20x smaller than the full model
@@ -54,14 +56,14 @@ def _program(rec: ModelRecord, calib: torch.Tensor, example: tuple, other_bias: 
             model.backbone.fc.bias[rec.labels.index(rec.other_label)] -= other_bias
     if rec.role != "full":
         model = quantize_int8(model, calib)
-    return export.lower_to_pte(model, example)
+    return lower.lower_to_pte(model, example)
 
 
 def run_programs(paths: dict[str, Path], x: np.ndarray, workers: int = 2) -> dict[str, np.ndarray]:
     """Logits of each program on every row of x, through the C++ runtime."""
     def one(item):
         pid, path = item
-        part = _runtime.Partition.from_file(str(path))
+        part = Partition.from_file(str(path))
         return pid, np.stack([part.run(row[None]).reshape(-1) for row in x])
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return dict(pool.map(one, paths.items()))
@@ -87,7 +89,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     for name, rec in records.items():
         log(f"exporting {name} ({'float32' if rec.role == 'full' else 'int8'})...")
         programs[name] = _program(rec, calib, example, biases.get(name, 0.0))
-        export.save_program(stage, name, programs[name])
+        lower.save_program(stage, name, programs[name])
 
     log("running the exported programs on validation and test data...")
     paths = {n: stage / f"{n}.pte" for n in programs}
@@ -110,7 +112,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     def cost(rec: ModelRecord) -> int:
         return flops.program_flops(cfg.task, rec.config, len(rec.labels), spec.input_shape)
 
-    entries = [export.partition_entry(
+    entries = [manifest.partition_entry(
         "full", programs["full"], role="full", labels=labels, file="full.pte",
         input_shape=spec.input_shape, threshold=1.0, flops=cost(records["full"]),
         **_input_extra(spec))]
@@ -126,7 +128,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
         groups = [real_v] if real_v.any() else None
         cal = calibrate_threshold(val[name], table[full_v], other_index=other, groups=groups)
         thresholds[name] = cal
-        entries.append(export.partition_entry(
+        entries.append(manifest.partition_entry(
             name, programs[name], role=rec.role, labels=rec.labels, file=f"{name}.pte",
             input_shape=spec.input_shape, threshold=cal.threshold,
             other_label=rec.other_label, flops=cost(rec), **_input_extra(spec)))
@@ -165,7 +167,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     }
     metrics["build"] = {"config": _plan_config(cfg), "trained_on": plan.get("trained_on"),
                         "export_seconds": round(time.time() - started, 1)}
-    export.write_manifest(stage, cfg.task, labels, entries,
+    manifest.write(stage, cfg.task, labels, entries,
                           selector={"kind": "partition_mass",
                                     "partitions": [f"p{i}" for i in range(len(plan["groups"]))]})
     (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -63,7 +63,7 @@ def render(m: dict) -> str:
         "over inputs of its own classes (answering the right class, not \"other\"). "
         "Accepts: the share of all test inputs the entropy gate lets the model answer at the "
         "threshold calibrated so that at least 99% of accepted validation answers agree with "
-        "the full model" + (" (on the real validation speakers alone: see Real voices)."
+        "the full model" + (" (on the real validation speakers alone: see Real recordings)."
                             if m.get("real") else "."),
         "",
         "## Knowledge caching (two-stage inference)",
@@ -137,7 +137,7 @@ def _real_section(m: dict) -> list[str]:
     r = real["models"]
     full, cached = r["full"], r["cached"]
     lines = [
-        "", "## Real voices", "",
+        "", "## Real recordings", "",
         f"Real recordings from `{src.get('folder')}`, split by speaker (each speaker in one part "
         f"only, by a hash of its id, seed {src.get('seed')}): {fit_c} clips of {fit_s} "
         f"speakers were fitted on (with {100 * m['build']['config'].get('real_weight', 0.5):.0f}% "

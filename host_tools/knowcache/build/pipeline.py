@@ -1,6 +1,6 @@
 """The model build, stage by stage: full model -> cached + generic students ->
 CacheNet partitions (training, any device) -> int8 export, calibration and
-model card (`knowcache.publish`, CPU with ExecuTorch).
+model card (`knowcache.build.publish`, CPU with ExecuTorch).
 
 Every stage reads and writes a work folder of ``ModelRecord`` files, so the
 stages can run on different machines (train on a GPU, export on the host)
@@ -18,8 +18,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from knowcache import partitioning, specialize, training
 from knowcache.atomic import replace_atomically
+from knowcache.build import partitioning, specialize, training
 from knowcache.data import Dataset, store
 from knowcache.models import FULL_CONFIGS, STUDENT_WIDTH, ModelRecord, build_net
 from knowcache.models.nets import QUICK_FULL_WIDTH

@@ -1,14 +1,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
-#include "errors.h"
+#include "status_py.h"
 #include "knowcache/entropy_gate.h"
 
 namespace py = pybind11;
 
 namespace knowcache::python {
 
-void PybindGate(py::module_* m) {
+void PybindEntropyGate(py::module_* m) {
   py::class_<GateDecision>(*m, "GateDecision")
       .def_readonly("accept", &GateDecision::accept)
       .def_readonly("index", &GateDecision::index)

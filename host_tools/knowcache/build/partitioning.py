@@ -1,6 +1,7 @@
 """CacheNet partitions: split the classes into K groups the full model confuses
 among themselves, so each partition covers one coherent region of the input
-space, and say which partition an input belongs to (the cloud's selector)."""
+space. Which partition an input belongs to is the cloud's business
+(``knowcache.server.selector``)."""
 
 from __future__ import annotations
 
@@ -69,21 +70,3 @@ def within_group_confusion(confusion: np.ndarray, groups: Sequence[Sequence[int]
     np.fill_diagonal(off, 0.0)
     inside = sum(off[np.ix_(g, g)].sum() for g in groups)
     return float(inside / off.sum()) if off.sum() > 0 else 1.0
-
-
-class PartitionSelector:
-    """Which partition an input belongs to, from the full model's probabilities:
-    the partition holding the most probability mass (its classes' sum)."""
-
-    def __init__(self, groups: Sequence[Sequence[int]], classes: int):
-        self.groups = [list(g) for g in groups]
-        covered = sorted(c for g in self.groups for c in g)
-        if covered != list(range(classes)):
-            raise ValueError("partitions must cover every class exactly once")
-        self.matrix = np.zeros((classes, len(self.groups)), np.float32)
-        for p, g in enumerate(self.groups):
-            self.matrix[g, p] = 1.0
-
-    def select(self, probs: np.ndarray) -> np.ndarray:
-        """(N, C) or (C,) probabilities -> partition index per row."""
-        return np.argmax(np.atleast_2d(probs) @ self.matrix, axis=1)

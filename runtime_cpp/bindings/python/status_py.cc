@@ -1,4 +1,4 @@
-#include "errors.h"
+#include "status_py.h"
 
 #include <map>
 
@@ -22,7 +22,7 @@ PyObject* NewClass(py::module_* m, const char* name, PyObject* bases, const char
 
 }  // namespace
 
-void PybindErrors(py::module_* m) {
+void PybindStatus(py::module_* m) {
   PyObject* base = NewClass(m, "KnowcacheError", PyExc_RuntimeError,
                             "Base class of every error the knowcache runtime raises.");
   auto with = [&](PyObject* extra) {

@@ -5,7 +5,7 @@ the partition's threshold (and the answer is not "other"). We pick the
 largest threshold at which the accepted answers agree with the full model at
 least ``target`` of the time, so the cache trades no more than 1 - target of
 fidelity for its local rate. Entropies come from the runtime's own gate
-(`knowcache._runtime.gate_evaluate`), so host and device agree exactly.
+(`knowcache.runtime.gate_evaluate`), so host and device agree exactly.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from knowcache import _runtime
+from knowcache.runtime import gate_evaluate
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def gate_scores(logits: np.ndarray, other_index: int = -1
     the C++ gate."""
     ent, peak, arg, other = [], [], [], []
     for row in np.asarray(logits, dtype=np.float32):
-        d = _runtime.gate_evaluate(row, 1.0, other_index)
+        d = gate_evaluate(row, 1.0, other_index)
         ent.append(d.entropy)
         peak.append(d.max_prob)
         arg.append(d.index)

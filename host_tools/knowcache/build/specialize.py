@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from knowcache import training
+from knowcache.build import training
 from knowcache.models import ModelRecord, build_net
 from knowcache.models.nets import EmbeddingHeadConfig
 from knowcache.models.resnet import ResNetConfig

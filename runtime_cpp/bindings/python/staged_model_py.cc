@@ -4,7 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
-#include "errors.h"
+#include "status_py.h"
 #include "knowcache/exit_gate.h"
 #include "knowcache/layer_cache.h"
 #include "knowcache/staged_model.h"
@@ -44,7 +44,7 @@ ExitOutput ExitFrom(const py::array_t<float>& logits, float selector,
 
 }  // namespace
 
-void PybindStaged(py::module_* m) {
+void PybindStagedModel(py::module_* m) {
   py::class_<ExitOutput>(*m, "ExitOutput")
       .def(py::init(&ExitFrom), py::arg("logits"), py::arg("selector"), py::arg("feature"))
       .def_property_readonly("logits", [](const ExitOutput& o) {

@@ -4,7 +4,7 @@ Only the network's ``backbone`` is quantized (static, symmetric, per-channel
 weights); input handling (the kws log-mel front end, image normalization)
 stays float32, so host and device compute the same features. The backbone
 is exported and quantized on its own, then composed with the float input
-stage into one module that `knowcache.export.lower_to_pte` lowers as a whole.
+stage into one module that `knowcache.build.lower.lower_to_pte` lowers as a whole.
 """
 
 from __future__ import annotations

@@ -19,15 +19,3 @@ def program_flops(task: str, config, classes: int, input_shape) -> int:
     from knowcache.models import build_net
 
     return count(build_net(task, config, classes), torch.zeros(1, *list(input_shape)[1:]))
-
-
-def manifest_flops(manifest_doc: dict) -> dict[str, int]:
-    """Per-query FLOPs of each program a manifest lists (its "flops" field; a
-    staged program counts its whole path). Programs without the field are left out."""
-    out = {}
-    for p in manifest_doc["partitions"]:
-        if "staged" in p:
-            out[p["id"]] = int(p["staged"]["total_flops"])
-        elif "flops" in p:
-            out[p["id"]] = int(p["flops"])
-    return out

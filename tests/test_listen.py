@@ -167,4 +167,4 @@ def test_recordings_fold_into_training_once(tmp_path, monkeypatch):
     assert "added 0 new recordings" in CliRunner().invoke(main, args).output
     (rec / "yess").mkdir()
     res = CliRunner().invoke(main, args)
-    assert res.exit_code != 0 and "'yess' is not a keyword" in res.output
+    assert res.exit_code != 0 and "'yess' is not a label" in res.output

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -202,10 +203,7 @@ def test_eval_reports_what_the_programs_answer(tiny_eval, tmp_path):
 
 def test_eval_leaves_out_speakers_the_models_were_fitted_on(tiny_eval, tmp_path):
     models, data, nets = tiny_eval
-    fitted = tmp_path / "models"
-    fitted.mkdir()
-    for f in models.iterdir():
-        (fitted / f.name).write_bytes(f.read_bytes())
+    fitted = shutil.copytree(models, tmp_path / "models")
     (fitted / "metrics.json").write_text(json.dumps({"real": {"source": {"added": {
         "train": {"clips": 3, "speakers": ["cccc0003"]}}}}}))
     ev = evaluate.run(fitted, data)
@@ -217,10 +215,7 @@ def test_eval_leaves_out_speakers_the_models_were_fitted_on(tiny_eval, tmp_path)
 
 def test_eval_cli_writes_json_plot_and_card(tiny_eval, tmp_path):
     models, data, _ = tiny_eval
-    card = tmp_path / "m"
-    card.mkdir()
-    for f in models.iterdir():
-        (card / f.name).write_bytes(f.read_bytes())
+    card = shutil.copytree(models, tmp_path / "m")
     (card / "README.md").write_text("# card\n\nintro\n")
     run = lambda: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "knowcache.cli", "eval", "--task", "kws", "--models", str(card),

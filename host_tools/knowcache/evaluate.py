@@ -105,7 +105,7 @@ def _figures(info, logits: np.ndarray, y: np.ndarray, labels: list[str],
     own = [labels.index(c) for c in info.labels if c != OTHER]
     other = info.other_index
     pred = np.array(own + [-1])[logits.argmax(1)] if other >= 0 else logits.argmax(1)
-    if info.role in ("full",):
+    if info.role == "full":
         return {"role": "full", "accuracy": _share(pred == y)}
     ent, _, is_other = gate_entropies(logits, other)
     accepted = (~is_other) & (ent <= info.threshold)

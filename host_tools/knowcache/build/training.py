@@ -68,10 +68,11 @@ class HeadOnly(nn.Module):
         from knowcache.models.speech_embedding import EMBEDDING_DIM, SpeechEmbedding
         self.net = net
         self.backbone = net.backbone.head     # `fit` reads backbone.fc
+        self.dim = EMBEDDING_DIM
         self.width = SpeechEmbedding.windows(net.frontend.frames) * EMBEDDING_DIM
 
     def unpack(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x[:, :self.width].reshape(x.shape[0], -1, 96), x[:, self.width:]
+        return x[:, :self.width].reshape(x.shape[0], -1, self.dim), x[:, self.width:]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e, side = self.unpack(x)

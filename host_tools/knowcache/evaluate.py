@@ -58,30 +58,21 @@ def fitted_speakers(models_dir: Path) -> set[str]:
     return {s for part in ("train", "val") for s in added.get(part, {}).get("speakers", [])}
 
 
-def load_inputs(manifest: runtime.Manifest, data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(program inputs, label indices, speakers) of ``data/<label>/*`` for the manifest's task."""
-    labels = tuple(manifest.labels)
-    if manifest.task == "kws":
-        clips = folders.load(data, labels)
-        return model_input("kws", clips.x), clips.y.astype(np.int64), clips.speaker
-    full = next(p for p in manifest.partitions if p.role == "full")
-    images = folders.load_images(data, labels, tuple(full.input.image_size))
-    return model_input("vision", images.x), images.y.astype(np.int64), images.speaker
-
-
 def run(models_dir: Path, data: Path, *, include_fitted: bool = False) -> Evaluation:
     manifest = runtime.Manifest.load(str(models_dir / "manifest.json"))
-    x, y, speakers = load_inputs(manifest, data)
-    excluded = {"clips": 0, "speakers": 0}
-    seen = set() if include_fitted else fitted_speakers(models_dir)
-    drop = np.array([s in seen for s in speakers], dtype=bool)
-    if drop.any():
-        excluded = {"clips": int(drop.sum()), "speakers": len(set(speakers[drop].tolist()))}
-        x, y, speakers = x[~drop], y[~drop], speakers[~drop]
-    if len(y) == 0:
+    image_size = None
+    if manifest.task != "kws":
+        full = next(p for p in manifest.partitions if p.role == "full")
+        image_size = tuple(full.input.image_size)
+    found = folders.load_task_folder(data, tuple(manifest.labels), image_size)
+    kept, dropped = folders.leave_out(found, set() if include_fitted
+                                      else fitted_speakers(models_dir))
+    excluded = {"clips": len(dropped), "speakers": len(set(dropped.speaker.tolist()))}
+    if len(kept) == 0:
         raise ValueError(f"every clip in {data} is from a speaker the models in {models_dir} were "
                          "fitted or calibrated on; nothing is left to measure (--include-fitted "
                          "measures them anyway, but such figures are not honest)")
+    x, y, speakers = model_input(manifest.task, kept.x), kept.y.astype(np.int64), kept.speaker
     labels = list(manifest.labels)
     ev = Evaluation(manifest.task, str(data), int(len(y)), len(set(speakers.tolist())), excluded,
                     labels, y)

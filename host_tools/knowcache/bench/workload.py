@@ -40,15 +40,15 @@ def load(task: str, *, quick: bool, queries: Optional[int] = None, zipf: float =
 
 def _folder(task: str, spec, root: Path, exclude: frozenset[str]
             ) -> tuple[np.ndarray, np.ndarray, str]:
-    found = (folders.load(root, spec.labels) if task == "kws"
-             else folders.load_images(root, spec.labels, spec.image_size))
-    keep = ~np.isin(found.speaker, sorted(exclude))
-    if not keep.any():
+    found = folders.load_task_folder(root, spec.labels,
+                                     None if task == "kws" else spec.image_size)
+    kept, dropped = folders.leave_out(found, exclude)
+    if not len(kept):
         raise ValueError(f"every file in {root} is from a speaker the models were fitted or "
                          "calibrated on; nothing is left to measure")
-    speakers = len(set(found.speaker[keep].tolist()))
-    source = f"{root} ({int(keep.sum())} files, {speakers} speakers"
-    if (~keep).any():
-        source += f"; {int((~keep).sum())} files of speakers the models were fitted or " \
+    speakers = len(set(kept.speaker.tolist()))
+    source = f"{root} ({len(kept)} files, {speakers} speakers"
+    if len(dropped):
+        source += f"; {len(dropped)} files of speakers the models were fitted or " \
                   "calibrated on left out"
-    return found.y[keep].astype(np.int64), model_input(task, found.x[keep]), source + ")"
+    return kept.y.astype(np.int64), model_input(task, kept.x), source + ")"

@@ -120,9 +120,13 @@ def inputs(cfg: BuildConfig, data: Dataset, split: str) -> torch.Tensor:
     key = (f"{data.source}|{split}|{len(sp)}|{int(sp.y.astype(np.int64).sum())}|"
            f"{branch.metrics['digest']}")
     path = cfg.work / EMBEDDINGS
-    cached = dict(np.load(path, allow_pickle=False)) if path.is_file() else {}
-    if str(cached.get(f"{split}_key", "")) == key:
-        return torch.from_numpy(cached[f"{split}_x"])
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:     # reads only the arrays asked for
+            if f"{split}_key" in z.files and str(z[f"{split}_key"]) == key:
+                return torch.from_numpy(z[f"{split}_x"])
+            cached = {name: z[name] for name in z.files}
+    else:
+        cached = {}
     net = build_net("kws", cfg.full_config(), len(data.labels)).eval()
     net.spectrogram.load_state_dict(branch.state_dict)
     x = training.as_float("kws", sp.x)

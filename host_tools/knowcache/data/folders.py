@@ -95,6 +95,20 @@ def load(root: str | Path, labels: tuple[str, ...], *, allow_unknown: bool = Fal
                          digests)
 
 
+def load_task_folder(root: str | Path, labels: tuple[str, ...],
+                     image_size: tuple[int, int, int] | None = None) -> LabelledClips:
+    """A task's labelled folder: audio clips, or images converted to ``image_size``."""
+    if image_size is None:
+        return load(root, labels)
+    return load_images(root, labels, image_size)
+
+
+def leave_out(clips: LabelledClips, speakers) -> tuple[LabelledClips, LabelledClips]:
+    """(clips of other speakers, clips of ``speakers``)."""
+    mine = np.isin(clips.speaker, sorted(speakers))
+    return clips.subset(~mine), clips.subset(mine)
+
+
 def speaker_part(speaker: str, fractions: dict[str, float], seed: int = 0) -> str:
     """Which part (``fractions`` keys, in order) a speaker falls in, by hashing its name."""
     h = int.from_bytes(hashlib.sha256(f"{seed}:{speaker}".encode()).digest()[:8], "big") / 2**64

@@ -140,3 +140,27 @@ def test_store_shrink_is_seeded():
                                                np.arange(10)) for _ in range(3)), "t", {})
     a, b = store.shrink(ds, (4, 3, 2), 0), store.shrink(ds, (4, 3, 2), 0)
     assert len(a.train) == 4 and np.array_equal(a.train.x, b.train.x)
+
+
+def test_perturbed_takes_of_a_recording_keep_the_length_and_vary():
+    rate = 16000
+    t = np.arange(rate) / rate
+    word = np.where((t > 0.3) & (t < 0.6), 0.5 * np.sin(2 * np.pi * 440 * t), 0).astype(np.float32)
+    takes = [audio.perturb(word, rate, np.random.default_rng(i)) for i in range(6)]
+    assert all(take.shape == word.shape and take.dtype == np.float32 for take in takes)
+    assert all(np.abs(take).max() <= 0.9 + 1e-6 for take in takes)
+    again = audio.perturb(word, rate, np.random.default_rng(3))
+    np.testing.assert_array_equal(again, takes[3])                # seeded
+    assert min(np.abs(a - b).max() for i, a in enumerate(takes) for b in takes[i + 1:]) > 0.01
+    # speed perturbation changes the tone's pitch: the spectral peak moves off 440 Hz
+    peaks = [np.fft.rfftfreq(rate, 1 / rate)[np.argmax(np.abs(np.fft.rfft(
+        audio.perturb(word, rate, np.random.default_rng(i), noise_prob=0, reverb_prob=0))))]
+        for i in range(6)]
+    assert max(abs(p - 440) for p in peaks) > 10 and all(370 <= p <= 510 for p in peaks)
+
+
+def test_shift_moves_and_zero_fills():
+    x = np.arange(1, 6, dtype=np.float32)
+    np.testing.assert_array_equal(audio.shift(x, 2), [0, 0, 1, 2, 3])
+    np.testing.assert_array_equal(audio.shift(x, -2), [3, 4, 5, 0, 0])
+    np.testing.assert_array_equal(audio.shift(x, 0), x)

@@ -33,8 +33,9 @@ def kws_build(tmp_path_factory):
             shutil.copy(f, real / word / f.name)
     synth = speech.generate(speech.SynthConfig(per_word=(6, 2, 2)))
     cfg = pipeline.BuildConfig(task="kws", work=root / "work", quick=True, device="cpu", k=2,
-                               full_epochs=4, student_epochs=2, real=real)
-    data = store.with_real(synth, real, seed=cfg.seed)
+                               full_epochs=4, student_epochs=2, real=real,
+                               real_copies=2)
+    data = store.with_real(synth, real, seed=cfg.seed, copies=cfg.real_copies)
     logs: list[str] = []
     pipeline.train_full(cfg, data, logs.append)
     pipeline.run_specialize(cfg, data, logs.append)
@@ -53,6 +54,11 @@ def test_real_clips_are_split_by_speaker(kws_build):
     assert not (speakers["train"] & speakers["test"]) and not (speakers["val"] & speakers["test"])
     for part in ("train", "val", "test"):
         assert added[part]["clips"] == int((parts == part).sum())
+    # the training part also holds two perturbed takes of each of its recordings
+    train_real = store.is_real(data.train)
+    assert train_real.sum() == 3 * added["train"]["clips"]
+    assert {g.removeprefix(store.REAL_GROUP) for g in data.train.group[train_real]} \
+        == speakers["train"]
     assert metrics["real"]["test_samples"] == int((parts == "test").sum())
     assert metrics["test_samples"] == len(data.test) - int((parts == "test").sum())
 
@@ -62,6 +68,7 @@ def test_full_program_is_the_two_branch_network(kws_build):
     record = ModelRecord.load(cfg.work / "full.pt")
     net = record.build()
     assert net.spectrogram is not None
+    assert len(net.backbone.head.members) == record.config.members == 3
     x = data.test.x[:4].astype(np.float32) / 32768
     program = Partition.from_file(str(models / "full.pte"))
     got = np.stack([program.run(row[None]).reshape(-1) for row in x])

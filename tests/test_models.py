@@ -141,3 +141,20 @@ def test_other_bias_trades_other_recall_for_own_class_accuracy():
     assert (adj[200:].argmax(1) == 2).mean() >= 0.95
     assert (adj[:200].argmax(1) == 0).mean() > (logits[:200].argmax(1) == 0).mean()
     assert fit_other_bias(logits, y, other=2, min_recall=1.01) == 0.0
+
+
+def test_full_kws_head_is_an_ensemble_whose_logits_are_the_members_mean():
+    from dataclasses import replace
+    from knowcache.models.nets import EmbeddingHeadConfig, HeadEnsemble
+    config = replace(EmbeddingHeadConfig(hidden=16), members=3)
+    torch.manual_seed(0)
+    ensemble = HeadEnsemble(config, 5).eval()
+    e = torch.randn(4, 17, 96)
+    each = [m(e) for m in ensemble.members]
+    assert not torch.allclose(each[0], each[1])          # members start apart
+    torch.testing.assert_close(ensemble(e), torch.stack(each).mean(0))
+    # the device students never carry an ensemble
+    assert FULL_CONFIGS["kws"].members > 1 and FULL_CONFIGS["kws"].student(0.5).members == 1
+    net = build_net("kws", config, 5)
+    assert isinstance(net.backbone.head, HeadEnsemble)
+    assert not any(k.startswith("backbone.fc.") for k in net.state_dict())

@@ -81,7 +81,8 @@ def render(m: dict) -> str:
         f"{_pct(generic['accuracy_cached_classes'])} |",
         "",
         "Each student with an \"other\" output has that logit lowered by a shift fitted on "
-        "validation data (the largest accuracy on its own classes that keeps at least 95% of "
+        "validation data (real speakers alone when the build had real recordings; the "
+        "largest accuracy on its own classes that keeps at least 95% of "
         f"other inputs answered \"other\"; cached: {cached.get('other_bias', 0.0):.2f}): "
         "trained on many classes folded into one, a student otherwise defers on unfamiliar "
         "renditions of its own classes.",
@@ -136,17 +137,20 @@ def _real_section(m: dict) -> list[str]:
     count = lambda part: (added.get(part, {}).get("clips", 0),  # noqa: E731
                           len(added.get(part, {}).get("speakers", [])))
     (fit_c, fit_s), (cal_c, cal_s) = count("train"), count("val")
+    copies = (f", each also as {src['copies']} perturbed takes (speed, time shift, room, noise, "
+              "gain)") if src.get("copies") else ""
     r = real["models"]
     full, cached = r["full"], r["cached"]
     lines = [
         "", "## Real recordings", "",
         f"Real recordings from `{src.get('folder')}`, split by speaker (each speaker in one part "
         f"only, by a hash of its id, seed {src.get('seed')}): {fit_c} clips of {fit_s} "
-        f"speakers were fitted on (with {100 * m['build']['config'].get('real_weight', 0.5):.0f}% "
-        f"of the training weight), {cal_c} clips of {cal_s} speakers calibrated the gates (each "
-        f"gate's accepted answers agree >= 99% with the full model on them) and, with the "
-        f"synthesized validation clips, the \"other\" shift, and the {real['test_samples']} clips of the other speakers were only measured: "
-        "the figures below.",
+        f"speakers were fitted on{copies} (with "
+        f"{100 * m['build']['config'].get('real_weight', 0.5):.0f}% of the training weight), "
+        f"{cal_c} clips of {cal_s} speakers calibrated the gates (each "
+        f"gate's accepted answers agree >= 99% with the full model on them) and the students' "
+        f"\"other\" shift, and the {real['test_samples']} clips of the other speakers were "
+        "only measured: the figures below.",
         "",
         "| model | size | size vs full | accuracy | gate accepts | accepted agree with full |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

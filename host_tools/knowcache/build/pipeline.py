@@ -47,6 +47,7 @@ class BuildConfig:
     cifar10: Optional[Path] = None
     real: Optional[Path] = None               # kws: folder of real <word>/*.wav, split by speaker
     real_weight: float = 0.5                  # share of the training weight the real clips get
+    real_copies: int = 8                      # perturbed takes of each real training clip
     spectrogram_from: Optional[Path] = None   # kws: reuse this .pte as the spectrogram branch
     extra: dict = field(default_factory=dict)
 
@@ -98,7 +99,7 @@ def load_data(cfg: BuildConfig, log: training.Log = print, progress=None) -> Dat
                           speech_commands=cfg.speech_commands, fashion_mnist=cfg.fashion_mnist,
                           cifar10=cfg.cifar10, progress=progress)
     if cfg.real is not None:
-        data = store.with_real(data, cfg.real, seed=cfg.seed)
+        data = store.with_real(data, cfg.real, seed=cfg.seed, copies=cfg.real_copies)
     log(data.summary())
     if tuple(data.labels) != cfg.spec().labels:
         raise ValueError(f"data set labels {data.labels} do not match task {cfg.task}")
@@ -214,12 +215,25 @@ def train_full(cfg: BuildConfig, data: Dataset, log: training.Log = print) -> Mo
     norm = (0.0, 1.0)
     if cfg.task == "vision":
         norm = (float(x.mean()), float(x.std()))
-    model = build_net(cfg.task, config, len(data.labels), norm)
-    if cfg.task == "kws":
+    members = getattr(config, "members", 1)
+    heads = []
+    for i in range(members):            # an ensemble's heads train apart, one seed each
+        torch.manual_seed(cfg.seed + i)
+        model = build_net(cfg.task, replace(config, members=1) if members > 1 else config,
+                          len(data.labels), norm)
+        if cfg.task == "kws":
+            model.spectrogram.load_state_dict(spectrogram_branch(cfg).state_dict)
+        what = f"full model{f' (head {i + 1} of {members})' if members > 1 else ''}"
+        log(f"{what}: {sum(p.numel() for p in model.parameters()):,} parameters on {device}")
+        training.fit(training.trainable(cfg.task, model), cfg.task, x, y,
+                     replace(cfg.fit("full"), seed=cfg.seed + i), device,
+                     sample_weight=sample_weights(cfg, data), log=log, name="full")
+        heads.append(model.backbone.head)
+    if members > 1:
+        model = build_net(cfg.task, config, len(data.labels), norm)
         model.spectrogram.load_state_dict(spectrogram_branch(cfg).state_dict)
-    log(f"full model: {sum(p.numel() for p in model.parameters()):,} parameters on {device}")
-    training.fit(training.trainable(cfg.task, model), cfg.task, x, y, cfg.fit("full"), device,
-                 sample_weight=sample_weights(cfg, data), log=log, name="full")
+        for member, head in zip(model.backbone.head.members, heads):
+            member.load_state_dict(head.state_dict())
     val = training.predict(training.trainable(cfg.task, model), inputs(cfg, data, "val"),
                            device).argmax(1)
     acc = float((val == data.val.y).mean())

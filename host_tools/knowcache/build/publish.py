@@ -222,10 +222,14 @@ def _mean(hits: np.ndarray) -> float | None:
 
 def _other_biases(cfg: BuildConfig, records: dict[str, ModelRecord], data: Dataset,
                   labels: list[str]) -> dict[str, float]:
-    """Per student with "other": the logit shift fitted on validation data (float model)."""
+    """Per student with "other": the logit shift fitted on validation data (float
+    model); on the real validation speakers alone when there are any, like the gates."""
     device = torch.device("cpu")
     xv = inputs(cfg, data, "val")
     yv = data.val.y.astype(np.int64)
+    rows = store.is_real(data.val)
+    if not rows.any():
+        rows = np.ones(len(yv), bool)
     out = {}
     for name, rec in records.items():
         if not rec.other_label:
@@ -233,7 +237,7 @@ def _other_biases(cfg: BuildConfig, records: dict[str, ModelRecord], data: Datas
         owned = sorted(labels.index(c) for c in rec.metrics["owned"])
         logits = training.predict(training.trainable(cfg.task, rec.build()), xv, device)
         out[name] = specialize.fit_other_bias(
-            logits, specialize.label_table(owned, len(labels))[yv], len(owned))
+            logits[rows], specialize.label_table(owned, len(labels))[yv[rows]], len(owned))
     return out
 
 

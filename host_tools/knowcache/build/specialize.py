@@ -45,6 +45,7 @@ def distil(full: ModelRecord, role: str, name: str, owned: Sequence[int] | None,
         owned_list = sorted(owned)
         labels, targets, has_other = student_labels(full.labels, owned_list), \
             map_labels(y, owned_list, total), True
+    torch.manual_seed(fit.seed)           # the same initial weights run after run
     student = build_net(full.task, config, len(labels), full.norm)
     collapse = training.collapse_matrix(owned_list, total, has_other)
     training.fit(training.trainable(full.task, student), full.task, x, targets, fit, device,

@@ -34,20 +34,24 @@ def build_options(f):
                   default=None,
                   help="kws: a folder of real recordings, <word>/<speaker>_nohash_<n>.wav, split by "
                   "speaker: 50% fitted on, 20% calibrate the gates, 30% only measured.")
+    @click.option("--real-copies", type=click.IntRange(min=0), default=8, show_default=True,
+                  help="kws: perturbed takes (speed, shift, room, noise, gain) of each real "
+                  "training recording added to the training set.")
     @click.option("--spectrogram-from", type=click.Path(exists=True, dir_okay=False,
                   path_type=Path), default=None,
                   help="kws: take the full model's spectrogram ResNet branch from this program "
                   "(a previous kws full.pte) instead of training it.")
     @functools.wraps(f)
     def wrapper(task, work, quick, device, seed, speech_commands, fashion_mnist, cifar10, real,
-                spectrogram_from, **kwargs):
+                real_copies, spectrogram_from, **kwargs):
         from knowcache.build.pipeline import BuildConfig
         if real is not None and task != "kws":
             raise click.BadParameter("--real is for the kws task", param_hint="--real")
         work = work or Path("out/work") / (task + ("-quick" if quick else ""))
         cfg = BuildConfig(task=task, work=work, quick=quick, device=device, seed=seed,
                           speech_commands=speech_commands, fashion_mnist=fashion_mnist,
-                          cifar10=cifar10, real=real, spectrogram_from=spectrogram_from)
+                          cifar10=cifar10, real=real, real_copies=real_copies,
+                          spectrogram_from=spectrogram_from)
         return f(cfg=cfg, **kwargs)
     return wrapper
 

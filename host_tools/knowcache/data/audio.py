@@ -1,5 +1,6 @@
 """Waveform helpers: WAV reading, resampling, and the augmentations applied to
-synthesized keywords (time shift, gain, reverberation, background noise)."""
+synthesized keywords (time shift, gain, reverberation, background noise) and to
+real recordings (``perturb``: those plus speed perturbation)."""
 
 from __future__ import annotations
 
@@ -132,3 +133,37 @@ def mix_noise(x: np.ndarray, n: np.ndarray, snr_db: float) -> np.ndarray:
 
 def to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
+
+
+def shift(x: np.ndarray, samples: int) -> np.ndarray:
+    """x moved by ``samples`` (later if positive), zero-filled, same length."""
+    out = np.zeros_like(x)
+    if samples >= 0:
+        out[samples:] = x[:len(x) - samples]
+    else:
+        out[:samples] = x[-samples:]
+    return out
+
+
+def perturb(x: np.ndarray, rate: int, rng: np.random.Generator, *,
+            speed: tuple[float, float] = (0.85, 1.15), max_shift_s: float = 0.15,
+            reverb_prob: float = 0.3, noise_prob: float = 0.6,
+            snr_db: tuple[float, float] = (5.0, 30.0)) -> np.ndarray:
+    """Another take of a real recording (float in [-1, 1], same length): speed
+    perturbation (tempo and pitch together, as Kaldi's 0.9/1.0/1.1 speed
+    perturbation, here drawn from ``speed``), a time shift, synthetic room
+    reverberation, background noise at a random SNR and a random gain."""
+    n = len(x)
+    y = resample(x, rate, int(round(rate * rng.uniform(*speed))))
+    if len(y) >= n:
+        start = (len(y) - n) // 2
+        y = y[start:start + n]
+    else:
+        y = np.pad(y, (0, n - len(y)))
+    limit = int(max_shift_s * rate)
+    y = shift(y, int(rng.integers(-limit, limit + 1)))
+    if rng.random() < reverb_prob:
+        y = reverberate(y, rate, rng)
+    if rng.random() < noise_prob:
+        y = mix_noise(y, noise(str(rng.choice(NOISE_KINDS)), n, rate, rng), rng.uniform(*snr_db))
+    return (y / (np.max(np.abs(y)) + 1e-9) * rng.uniform(0.05, 0.9)).astype(np.float32)

@@ -121,10 +121,14 @@ REAL_GROUP = "real:"
 
 
 def with_real(ds: Dataset, folder: Path, *, parts: dict[str, float] = REAL_PARTS,
-              seed: int = 0) -> Dataset:
+              seed: int = 0, copies: int = 0) -> Dataset:
     """``ds`` with the labelled recordings in ``folder/<label>/*.wav`` added, each
-    speaker to one split only (its group is ``real:<speaker>``)."""
+    speaker to one split only (its group is ``real:<speaker>``). The training
+    part also gets ``copies`` perturbed takes of each of its recordings
+    (``audio.perturb``), drawn from ``seed``; val and test stay as recorded."""
     from knowcache.data import folders
+    if copies < 0:
+        raise ValueError(f"copies must be 0 or more, not {copies}")
     clips = folders.load(folder, ds.labels)
     split = folders.speaker_split(clips, parts, seed)
     merged, info = {}, {}
@@ -133,15 +137,32 @@ def with_real(ds: Dataset, folder: Path, *, parts: dict[str, float] = REAL_PARTS
         if add is None or not len(add):
             merged[name] = sp
             continue
-        group = np.array([REAL_GROUP + s for s in add.speaker])
-        merged[name] = Split(np.concatenate([sp.x, add.x]),
-                             np.concatenate([sp.y, add.y.astype(sp.y.dtype)]),
+        x, y, speakers = add.x, add.y, add.speaker
+        if name == "train" and copies:
+            x, y, speakers = _perturbed(add, copies, seed)
+        group = np.array([REAL_GROUP + s for s in speakers])
+        merged[name] = Split(np.concatenate([sp.x, x]),
+                             np.concatenate([sp.y, y.astype(sp.y.dtype)]),
                              np.concatenate([sp.group.astype(str), group]))
         info[name] = {"clips": int(len(add)), "speakers": sorted(set(add.speaker.tolist()))}
+        if name == "train" and copies:
+            info[name]["perturbed_copies"] = copies
     meta = {**ds.meta, "real": {"folder": str(Path(folder).resolve()), "parts": parts,
-                                "seed": seed, "added": info}}
+                                "seed": seed, "copies": copies, "added": info}}
+    more = f", {copies} perturbed copies of each training clip" if copies else ""
     return Dataset(ds.task, ds.labels, merged["train"], merged["val"], merged["test"],
-                   f"{ds.source} + real recordings ({Path(folder).name}, by speaker)", meta)
+                   f"{ds.source} + real recordings ({Path(folder).name}, by speaker{more})", meta)
+
+
+def _perturbed(clips, copies: int, seed: int):
+    """The recordings followed by ``copies`` perturbed takes of each, as int16."""
+    from knowcache.data import audio
+    rng = np.random.default_rng([seed, 7919])
+    x = clips.x.astype(np.float32) / 32768.0
+    takes = [audio.to_int16(audio.perturb(clip, 16000, rng))
+             for _ in range(copies) for clip in x]
+    return (np.concatenate([clips.x, np.stack(takes)]), np.tile(clips.y, copies + 1),
+            np.tile(clips.speaker, copies + 1))
 
 
 def is_real(split: Split) -> np.ndarray:

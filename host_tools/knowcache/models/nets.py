@@ -32,13 +32,17 @@ class EmbeddingHeadConfig:
     the whole word. With ``spectrogram`` (the full model), the head also reads
     the pooled features of a spectrogram ResNet branch (``side_hidden``
     units), dropped as a whole for ``branch_dropout`` of training samples so the
-    head never leans on it alone."""
+    head never leans on it alone. ``members`` > 1 makes the head an ensemble of
+    that many heads, trained apart (each its own seed), whose logits are
+    averaged: heads on the same frozen features differ by a point or more on
+    real voices from seed alone, and their average beats the typical one."""
     hidden: int = 128
     dropout: float = 0.3
     pad_s: float = 0.5
     spectrogram: Optional[dict] = None     # {"resnet": ResNetConfig dict, "classes": n}
     side_hidden: int = 64
     branch_dropout: float = 0.5
+    members: int = 1
 
     def to_dict(self) -> dict:
         return {"kind": "embedding_head", **asdict(self)}
@@ -51,8 +55,8 @@ class EmbeddingHeadConfig:
         return replace(self, hidden=max(8, int(round(self.hidden * factor))))
 
     def student(self, factor: float) -> "EmbeddingHeadConfig":
-        """A device student's head: narrower, and no spectrogram branch."""
-        return replace(self.scaled(factor), spectrogram=None)
+        """A device student's head: narrower, one head, and no spectrogram branch."""
+        return replace(self.scaled(factor), spectrogram=None, members=1)
 
     @property
     def side(self) -> int:
@@ -86,15 +90,34 @@ class EmbeddingHead(nn.Module):
         return self.fc(self.dropout(x))
 
 
+class HeadEnsemble(nn.Module):
+    """Several ``EmbeddingHead``s on the same inputs; their logits averaged."""
+
+    def __init__(self, config: EmbeddingHeadConfig, classes: int):
+        super().__init__()
+        self.members = nn.ModuleList(EmbeddingHead(config, classes)
+                                     for _ in range(config.members))
+
+    @property
+    def side(self) -> Optional[nn.Module]:
+        return self.members[0].side
+
+    def forward(self, e: torch.Tensor, side: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return torch.stack([m(e, side) for m in self.members]).mean(0)
+
+
 class KwsBackbone(nn.Module):
     """(B, frames, 32) log-mel [+ side features] -> logits: the speech_embedding
-    trunk, then the head."""
+    trunk, then the head (or an ensemble of heads)."""
 
     def __init__(self, config: EmbeddingHeadConfig, classes: int):
         super().__init__()
         self.trunk = SpeechEmbedding()
-        self.head = EmbeddingHead(config, classes)
-        self.fc = self.head.fc
+        if config.members > 1:
+            self.head = HeadEnsemble(config, classes)
+        else:
+            self.head = EmbeddingHead(config, classes)
+            self.fc = self.head.fc
 
     def forward(self, mel: torch.Tensor, side: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.head(self.trunk(mel), side)
@@ -201,7 +224,7 @@ def build_net(task: str, config: ResNetConfig | EmbeddingHeadConfig, classes: in
 # same network made narrower (kws: a narrower head on the same speech_embedding
 # trunk), then int8: see docs/models.md for the sizes.
 FULL_CONFIGS = {
-    "kws": EmbeddingHeadConfig(hidden=128),
+    "kws": EmbeddingHeadConfig(hidden=128, members=3),
     "vision": ResNetConfig(in_channels=1, stem_width=48, stem_stride=1, widths=(48, 96, 192)),
 }
 STUDENT_WIDTH = {"kws": 1 / 2, "vision": 1 / 3}

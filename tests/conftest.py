@@ -62,10 +62,8 @@ PARTITIONS = {
 TASK_LABELS = ["yes", "no", "up", "down", "left", "right"]
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> Path:
-    """A models directory with a manifest and four tiny programs."""
-    out = tmp_path_factory.mktemp("models") / "kws"
+def write_tiny_models(out: Path, **extra) -> Path:
+    """Writes the four tiny programs and their manifest (with ``extra`` fields) to ``out``."""
     entries = []
     for pid, (labels, other) in PARTITIONS.items():
         pte = lower.lower_to_pte(Pick(len(labels)), (torch.zeros(1, FEATURES),))
@@ -75,8 +73,14 @@ def tiny_models(tmp_path_factory) -> Path:
         entries.append(manifest.partition_entry(pid, pte, role=role, labels=labels, file=name,
                                                 input_shape=(1, FEATURES), threshold=0.3,
                                                 other_label=other))
-    manifest.write(out, "kws", TASK_LABELS, entries)
+    manifest.write(out, "kws", TASK_LABELS, entries, **extra)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """A models directory with a manifest and four tiny programs."""
+    return write_tiny_models(tmp_path_factory.mktemp("models") / "kws")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ BUILD := build/host
 CPP_SOURCES := $(shell find runtime_cpp cmake -type f) CMakeLists.txt
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup build-cpp build-java build-aarch64 build-fuzz fuzz test test-cpp test-java test-py demo bench-overhead models clean
+.PHONY: setup build-cpp build-java build-aarch64 android-bundle build-fuzz fuzz test test-cpp test-java test-py demo bench-overhead models clean
 
 ## setup: Debian packages, .venv, torch/executorch and the editable install
 setup: $(VENV)/.stamp-ext
@@ -67,6 +67,11 @@ test-java: build-java setup
 ## build-aarch64: knowcache-device cross-built for aarch64 Linux in build/aarch64
 build-aarch64: setup
 	bash scripts/build_aarch64.sh
+
+## android-bundle: knowcache-device for aarch64 with its own loader and every library it
+## needs in build/android-bundle, started by run.sh from `adb shell` (docs/android.md)
+android-bundle: build-aarch64
+	$(PY) -m knowcache.devicelink.bundle --out build/android-bundle
 
 ## build-fuzz / fuzz: libFuzzer (+ASan, UBSan) on the serial protocol's frame parser;
 ## `make fuzz` runs for FUZZ_SECONDS (the suite runs a short pass of 40,000 inputs)

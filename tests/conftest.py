@@ -62,6 +62,20 @@ PARTITIONS = {
 TASK_LABELS = ["yes", "no", "up", "down", "left", "right"]
 
 
+def spoken_words(words) -> list[np.ndarray]:
+    """Each word in a held-out espeak-ng voice, padded to the kws models' 1 s (1, 16000)."""
+    from knowcache.data import audio, speech
+    variants = speech.split_variants(speech.voice_variants(), speech.SynthConfig(seed=0))["test"]
+    voice = speech.english_voices()[0]
+    out = []
+    for w in words:
+        x = audio.trim(speech.synthesize(w, voice, variants[0], 50, 160), 16000)[:16000]
+        padded = np.zeros((1, 16000), np.float32)
+        padded[0, : len(x)] = x / (np.abs(x).max() + 1e-9) * 0.5
+        out.append(padded)
+    return out
+
+
 def write_tiny_models(out: Path, **extra) -> Path:
     """Writes the four tiny programs and their manifest (with ``extra`` fields) to ``out``."""
     entries = []

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FEATURES, confident, unsure, write_tiny_models
+from conftest import FEATURES, confident, spoken_words, unsure, write_tiny_models
 from knowcache import manifest, runtime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,6 @@ JNI_DIR = REPO / "build/host/runtime_cpp/bindings/jni"
 CLASSES = REPO / "build/java/classes"
 TEST_CLASSES = REPO / "build/java/test-classes"
 JUNIT = Path("/usr/share/java/junit-platform-console-standalone.jar")
-RATE = 16000
 
 PARITY_HEADER = ("name", "models", "plan", "cloud", "input", "shape", "label", "index",
                  "confidence", "entropy", "source", "partition", "hint")
@@ -46,20 +45,6 @@ def python_engine(models: Path, plan: str, **kw) -> runtime.Engine:
     if plan.startswith("ids:"):
         return runtime.Engine.from_models_dir(models, install=plan[4:].split(","), **kw)
     return runtime.Engine.from_models_dir(models, staged=plan == "staged", **kw)
-
-
-def spoken_words(words) -> list[np.ndarray]:
-    """Each word in a held-out espeak-ng voice, padded to the kws models' 1 s."""
-    from knowcache.data import audio, speech
-    variants = speech.split_variants(speech.voice_variants(), speech.SynthConfig(seed=0))["test"]
-    voice = speech.english_voices()[0]
-    out = []
-    for w in words:
-        x = audio.trim(speech.synthesize(w, voice, variants[0], 50, 160), RATE)[:RATE]
-        padded = np.zeros((1, RATE), np.float32)
-        padded[0, : len(x)] = x / (np.abs(x).max() + 1e-9) * 0.5
-        out.append(padded)
-    return out
 
 
 def fashion_images(n: int) -> list[np.ndarray]:

@@ -43,12 +43,13 @@ build-cpp: setup
 	cmake --preset host > /dev/null
 	cmake --build --preset host -j$(JOBS)
 
-## build-java: the JNI library (build/host, preset host) and the Java library
-## org.knowcache.runtime with its JUnit 5 tests (android_app/runtime), compiled with javac
-## into build/java for the host JVM (no Gradle: that is for the Android app)
+## build-java: the JNI library (build/host, preset host), the Java library
+## org.knowcache.runtime (android_app/runtime) and the app's platform-free logic
+## org.knowcache.logic (android_app/logic) with their JUnit 5 tests, compiled with javac
+## into build/java for the host JVM (Gradle is for the Android app)
 JUNIT_JAR := /usr/share/java/junit-platform-console-standalone.jar
-JAVA_MAIN := $(shell find android_app/runtime/src/main/java -name '*.java')
-JAVA_TEST := $(shell find android_app/runtime/src/test/java -name '*.java')
+JAVA_MAIN := $(shell find android_app/runtime/src/main/java android_app/logic/src/main/java -name '*.java')
+JAVA_TEST := $(shell find android_app/runtime/src/test/java android_app/logic/src/test/java -name '*.java')
 JNI_LIB := $(BUILD)/runtime_cpp/bindings/jni/libknowcache_jni.so
 build-java: build/java/.stamp
 $(JNI_LIB): $(CPP_SOURCES) CMakePresets.json $(VENV)/.stamp-deps
@@ -60,9 +61,10 @@ build/java/.stamp: $(JNI_LIB) $(JAVA_MAIN) $(JAVA_TEST)
 	javac -Xlint:all,-serial -Werror -d build/java/test-classes -cp build/java/classes:$(JUNIT_JAR) $(JAVA_TEST)
 	touch $@
 
-## test-java: the JUnit tests on the host JVM (tests/test_jni.py prepares their fixtures)
+## test-java: the JUnit tests on the host JVM (tests/test_jni.py and
+## tests/test_android_logic.py prepare their fixtures and run them)
 test-java: build-java setup
-	$(PY) -m pytest -q tests/test_jni.py
+	$(PY) -m pytest -q tests/test_jni.py tests/test_android_logic.py
 
 ## build-aarch64: knowcache-device cross-built for aarch64 Linux in build/aarch64
 build-aarch64: setup

@@ -110,5 +110,5 @@ def test_java_listening_logic_matches_knowcache_listen(tmp_path):
     assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
     suites = ET.parse(fx / "reports" / "TEST-junit-jupiter.xml").getroot()
     suite = suites if suites.tag == "testsuite" else suites.find("testsuite")
-    assert int(suite.get("tests")) == len(stream_rows) + 4
+    assert int(suite.get("tests")) == len(stream_rows) + 4 + 3   # + ImageInputTest
     assert int(suite.get("failures")) == int(suite.get("errors")) == 0

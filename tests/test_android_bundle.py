@@ -184,3 +184,20 @@ def test_adb_errors_say_what_to_do(bundle, tmp_path):
     assert "not files" in res.stderr
     res = phone.knowcache("flash", "--task", "kws", ok=False)
     assert "either --serial PORT (a board) or --adb (a phone)" in res.stderr
+
+
+def test_flash_with_an_apk_installs_it_and_copies_the_programs_into_the_app(bundle, tmp_path):
+    phone = Phone(tmp_path / "phone", bundle)
+    (tmp_path / "phone/data/local/tmp").mkdir(parents=True)
+    apk = tmp_path / "app-debug.apk"   # the stand-in does not look inside
+    apk.write_bytes(b"PK\x03\x04 not a real apk")
+    out = phone.flash("--apk", str(apk), "--partitions", "cached,p0")
+    assert out["pushed"] == 3      # manifest.json, cached.pte, p0.pte; no bundle
+    files = tmp_path / "phone/data/data/org.knowcache.demo/files/models/kws"
+    for name in ("manifest.json", "cached.pte", "p0.pte"):
+        assert (files / name).read_bytes() == (REPO / "models/kws" / name).read_bytes()
+    assert not (tmp_path / "phone/data/local/tmp/knowcache/run.sh").exists()
+    assert "install -r" in (phone.root / "adb.log").read_text()
+    res = phone.knowcache("flash", "--serial", "/dev/null", "--apk", str(apk), "--task", "kws",
+                          ok=False)
+    assert res.returncode == 2 and "--apk goes with --adb" in res.stderr

@@ -34,15 +34,20 @@ def _link(port, adb) -> None:
               "(`adb devices`), when several are connected.")
 @click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_BUNDLE,
               show_default=True, help="With --adb: the folder `make android-bundle` wrote.")
+@click.option("--apk", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --adb: install this build of the demo app (android_app/) and copy "
+              "the programs into its files folder, instead of the bundle.")
 @click.option("--baud", default=115200, show_default=True)
 @click.option("--task", type=click.Choice(["kws", "vision"]), required=True)
 @click.option("--models", type=click.Path(file_okay=False, path_type=Path), default=Path("models"),
               show_default=True, help="Folder of <task>/manifest.json.")
 @click.option("--partitions", default=None,
               help="Comma-separated partition ids (default: every one but the full model).")
-def flash(port, adb, adb_serial, bundle, baud, task, models, partitions) -> None:
+def flash(port, adb, adb_serial, bundle, apk, baud, task, models, partitions) -> None:
     """Upload the partitions a device lacks (by sha256): verified, resumable."""
     _link(port, adb)
+    if apk and not adb:
+        raise click.UsageError("--apk goes with --adb")
     task_dir = models / task
     if not (task_dir / "manifest.json").is_file():
         raise click.ClickException(f"no {task_dir}/manifest.json; pass --models")
@@ -51,7 +56,9 @@ def flash(port, adb, adb_serial, bundle, baud, task, models, partitions) -> None
         from knowcache.devicelink import adb as phone
         with progress_bar() as update:
             try:
-                result = phone.flash(phone.Adb(adb_serial), bundle, task_dir, wanted, update)
+                link = phone.Adb(adb_serial)
+                result = (phone.install_app(link, apk, task_dir, wanted, update) if apk
+                          else phone.flash(link, bundle, task_dir, wanted, update))
             except (phone.AdbError, FileNotFoundError, ValueError) as e:
                 raise click.ClickException(str(e)) from e
         click.echo(json.dumps({"pushed": len(result["pushed"]), "up_to_date": result["up_to_date"],

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 from knowcache import manifest
 
 ROOT = PurePosixPath("/data/local/tmp/knowcache")
+APP_PACKAGE = "org.knowcache.demo"   # android_app/app/build.gradle's applicationId
 
 
 class AdbError(RuntimeError):
@@ -79,13 +80,16 @@ class Adb:
         return hashes
 
 
-def planned_files(bundle: Path, task_dir: Path,
+def planned_files(bundle: Optional[Path], task_dir: Path,
                   partitions: Optional[list[str]] = None) -> dict[str, Path]:
-    """Phone path (relative to ROOT) -> local file: the bundle and the task's programs
-    (every partition but the full model unless ``partitions`` names them)."""
-    if not (bundle / "run.sh").is_file():
-        raise FileNotFoundError(f"{bundle} is not an android bundle: run `make android-bundle`")
-    files = {f.relative_to(bundle).as_posix(): f for f in sorted(bundle.rglob("*")) if f.is_file()}
+    """Phone path (relative to ROOT) -> local file: the bundle (unless None) and the
+    task's programs (every partition but the full model unless ``partitions`` names them)."""
+    files = {}
+    if bundle is not None:
+        if not (bundle / "run.sh").is_file():
+            raise FileNotFoundError(f"{bundle} is not an android bundle: run `make android-bundle`")
+        files = {f.relative_to(bundle).as_posix(): f for f in sorted(bundle.rglob("*"))
+                 if f.is_file()}
     current = manifest.load(task_dir)
     entries = {p["id"]: p for p in current.entries()}
     wanted = partitions or [p["id"] for p in current.entries() if p["role"] != manifest.Role.FULL]
@@ -99,9 +103,11 @@ def planned_files(bundle: Path, task_dir: Path,
     return files
 
 
-def flash(adb: Adb, bundle: Path, task_dir: Path, partitions: Optional[list[str]] = None,
+def flash(adb: Adb, bundle: Optional[Path], task_dir: Path,
+          partitions: Optional[list[str]] = None,
           progress: Optional[Callable[[str, int, int], None]] = None) -> dict:
-    """Pushes what differs from the phone by sha256; returns what was pushed."""
+    """Pushes what differs from the phone by sha256 (the bundle unless None, and the
+    task's programs); returns what was pushed."""
     files = planned_files(bundle, task_dir, partitions)
     have = adb.hashes(ROOT)
     todo = [(rel, f) for rel, f in files.items() if have.get(rel) != sha256_file(f)]
@@ -116,13 +122,27 @@ def flash(adb: Adb, bundle: Path, task_dir: Path, partitions: Optional[list[str]
         done += f.stat().st_size
         if progress:
             progress("push", done, total)
-    adb.shell(f"chmod 755 {ROOT}/run.sh {ROOT}/knowcache-device {ROOT}/lib/*")
+    if bundle is not None:
+        adb.shell(f"chmod 755 {ROOT}/run.sh {ROOT}/knowcache-device {ROOT}/lib/*")
     after = adb.hashes(ROOT)
     bad = [rel for rel, f in files.items() if after.get(rel) != sha256_file(f)]
     if bad:
         raise AdbError(f"after pushing, {', '.join(bad)} differ on the phone (storage full?)")
     return {"pushed": [rel for rel, _ in todo], "up_to_date": len(files) - len(todo),
             "bytes": total}
+
+
+def install_app(adb: Adb, apk: Path, task_dir: Path, partitions: Optional[list[str]] = None,
+                progress: Optional[Callable[[str, int, int], None]] = None) -> dict:
+    """Installs the demo app (an APK the user built: android_app/README.md) and copies
+    the task's programs into its files/models/<task>, where the app reads them. The
+    copy goes through `run-as`, which a debuggable (debug) build allows."""
+    adb.run("install", "-r", str(apk))
+    result = flash(adb, None, task_dir, partitions, progress)
+    task = manifest.load(task_dir).task
+    adb.shell(f"run-as {APP_PACKAGE} sh -c 'mkdir -p files/models/{task} && "
+              f"cp {ROOT}/models/{task}/* files/models/{task}/'")
+    return result
 
 
 def tasks_on_phone(adb: Adb) -> list[str]:

@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "engine_config_jni.h"
-#include "inference_result_jni.h"
 #include "jni_helper.h"
 #include "knowcache/engine.h"
+#include "values_jni.h"
 
 using knowcache::Engine;
 

@@ -1,5 +1,7 @@
 #include "jni_helper.h"
 
+#include <cstdarg>
+
 namespace knowcache::jni {
 namespace {
 
@@ -62,7 +64,20 @@ std::vector<std::string> ToStdStrings(JNIEnv* env, jobjectArray items) {
   return out;
 }
 
-jclass FindClass(JNIEnv* env, const char* name) { return env->FindClass(name); }
+jobject NewObject(JNIEnv* env, const char* class_name, const char* signature, ...) {
+  jclass cls = env->FindClass(class_name);
+  if (cls == nullptr) return nullptr;
+  jmethodID ctor = env->GetMethodID(cls, "<init>", signature);
+  jobject obj = nullptr;
+  if (ctor != nullptr) {
+    va_list args;
+    va_start(args, signature);
+    obj = env->NewObjectV(cls, ctor, args);
+    va_end(args);
+  }
+  env->DeleteLocalRef(cls);
+  return obj;
+}
 
 int32_t GetInt(JNIEnv* env, jobject obj, const char* field) {
   jfieldID id = Field(env, obj, field, "I");

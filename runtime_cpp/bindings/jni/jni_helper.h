@@ -30,8 +30,10 @@ jstring ToJavaString(JNIEnv* env, const std::string& s);
 jobjectArray ToJavaStrings(JNIEnv* env, const std::vector<std::string>& items);
 std::vector<std::string> ToStdStrings(JNIEnv* env, jobjectArray items);
 
-/// Finds a class; leaves NoClassDefFoundError pending when absent.
-jclass FindClass(JNIEnv* env, const char* name);
+/// `new class_name(...)` through the constructor of JNI `signature`; null with
+/// NoClassDefFoundError / NoSuchMethodError pending when the Java side disagrees.
+/// Varargs promote float to double, as JNI's NewObjectV expects.
+jobject NewObject(JNIEnv* env, const char* class_name, const char* signature, ...);
 
 /// Reads a field of `obj`, whose class must declare it with this JNI type.
 /// On a missing field NoSuchFieldError is pending and 0 / "" returned.

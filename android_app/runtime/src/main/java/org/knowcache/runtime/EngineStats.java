@@ -15,7 +15,7 @@ public final class EngineStats {
   public final String lastFetchError;
   public final SlotCacheStats cache;
 
-  // Called by runtime_cpp/bindings/jni/inference_result_jni.cc.
+  // Called by runtime_cpp/bindings/jni/engine_stats_jni.cc.
   EngineStats(long queries, long local, long cloud, long degraded, long cloudErrors, long fetches,
       long fetchFailures, long fetchedBytes, long uplinkBytes, String lastFetchError,
       SlotCacheStats cache) {

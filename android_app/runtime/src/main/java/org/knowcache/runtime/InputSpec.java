@@ -12,7 +12,7 @@ public final class InputSpec {
   public final int imageWidth;
   public final int imageChannels;
 
-  // Called by runtime_cpp/bindings/jni/inference_result_jni.cc.
+  // Called by runtime_cpp/bindings/jni/input_spec_jni.cc.
   InputSpec(String dtype, long[] shape, int sampleRate, int imageHeight, int imageWidth,
       int imageChannels) {
     this.dtype = dtype;

@@ -9,7 +9,7 @@ public final class SlotCacheStats {
   public final long residentBytes;
   public final int slotsUsed;
 
-  // Called by runtime_cpp/bindings/jni/inference_result_jni.cc.
+  // Called by runtime_cpp/bindings/jni/engine_stats_jni.cc.
   SlotCacheStats(long hits, long misses, long installs, long evictions, long residentBytes,
       int slotsUsed) {
     this.hits = hits;

@@ -9,7 +9,7 @@ BUILD := build/host
 CPP_SOURCES := $(shell find runtime_cpp cmake -type f) CMakeLists.txt
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup build-cpp build-aarch64 build-fuzz fuzz test test-cpp test-py demo bench-overhead models clean
+.PHONY: setup build-cpp build-java build-aarch64 android-bundle build-fuzz fuzz test test-cpp test-java test-py demo bench-overhead models clean
 
 ## setup: Debian packages, .venv, torch/executorch and the editable install
 setup: $(VENV)/.stamp-ext
@@ -43,9 +43,37 @@ build-cpp: setup
 	cmake --preset host > /dev/null
 	cmake --build --preset host -j$(JOBS)
 
+## build-java: the JNI library (build/host, preset host), the Java library
+## org.knowcache.runtime (android_app/runtime) and the app's platform-free logic
+## org.knowcache.logic (android_app/logic) with their JUnit 5 tests, compiled with javac
+## into build/java for the host JVM (Gradle is for the Android app)
+JUNIT_JAR := /usr/share/java/junit-platform-console-standalone.jar
+JAVA_MAIN := $(shell find android_app/runtime/src/main/java android_app/logic/src/main/java -name '*.java')
+JAVA_TEST := $(shell find android_app/runtime/src/test/java android_app/logic/src/test/java -name '*.java')
+JNI_LIB := $(BUILD)/runtime_cpp/bindings/jni/libknowcache_jni.so
+build-java: build/java/.stamp
+$(JNI_LIB): $(CPP_SOURCES) CMakePresets.json $(VENV)/.stamp-deps
+	cmake --preset host > /dev/null
+	cmake --build --preset host --target knowcache_jni -j$(JOBS)
+build/java/.stamp: $(JNI_LIB) $(JAVA_MAIN) $(JAVA_TEST)
+	rm -rf build/java && mkdir -p build/java
+	javac -Xlint:all,-serial -Werror -d build/java/classes $(JAVA_MAIN)
+	javac -Xlint:all,-serial -Werror -d build/java/test-classes -cp build/java/classes:$(JUNIT_JAR) $(JAVA_TEST)
+	touch $@
+
+## test-java: the JUnit tests on the host JVM (tests/test_jni.py and
+## tests/test_android_logic.py prepare their fixtures and run them)
+test-java: build-java setup
+	$(PY) -m pytest -q tests/test_jni.py tests/test_android_logic.py
+
 ## build-aarch64: knowcache-device cross-built for aarch64 Linux in build/aarch64
 build-aarch64: setup
 	bash scripts/build_aarch64.sh
+
+## android-bundle: knowcache-device for aarch64 with its own loader and every library it
+## needs in build/android-bundle, started by run.sh from `adb shell` (docs/android.md)
+android-bundle: build-aarch64
+	$(PY) -m knowcache.devicelink.bundle --out build/android-bundle
 
 ## build-fuzz / fuzz: libFuzzer (+ASan, UBSan) on the serial protocol's frame parser;
 ## `make fuzz` runs for FUZZ_SECONDS (the suite runs a short pass of 40,000 inputs)
@@ -62,12 +90,12 @@ fuzz: $(FUZZER)
 test-cpp: build-cpp
 	ctest --preset host -j$(JOBS)
 
-test-py: setup
+test-py: setup build-java
 	$(PY) -m pytest -q
 
 ## test: the whole suite (C++ under ctest, then Python under pytest, which runs
-## the aarch64 knowcache-device under qemu)
-test: test-cpp build-aarch64 build-fuzz test-py
+## the aarch64 knowcache-device under qemu and the Java library's JUnit tests)
+test: test-cpp build-aarch64 build-fuzz build-java test-py
 
 ## demo: a short `knowcache bench` of both tasks on the shipped models (tables, JSON, plots in out/demo)
 demo: setup

@@ -28,5 +28,13 @@ message(STATUS "knowcache: ExecuTorch ${EXECUTORCH_BUILD_VERSION} at ${KNOWCACHE
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 find_package(ZLIB REQUIRED)   # CRC-32 of the serial protocol (knowcache-device)
 find_package(nlohmann_json 3 REQUIRED)
-find_package(PkgConfig REQUIRED)
-pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+if(ANDROID)
+  # The NDK has no pkg-config: cpp-httplib (header-only, plain HTTP) is found under
+  # CMAKE_FIND_ROOT_PATH (android_app/README.md). Not built on these machines.
+  find_path(KNOWCACHE_HTTPLIB_INCLUDE httplib.h REQUIRED)
+  add_library(PkgConfig::HTTPLIB INTERFACE IMPORTED)
+  target_include_directories(PkgConfig::HTTPLIB INTERFACE ${KNOWCACHE_HTTPLIB_INCLUDE})
+else()
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+endif()

@@ -17,6 +17,9 @@ PACKAGES=(
   g++-aarch64-linux-gnu qemu-user libssl-dev:arm64 libcpp-httplib-dev:arm64 zlib1g-dev:arm64
   zlib1g-dev                # CRC-32 of knowcache-device's serial protocol
   clang libclang-rt-14-dev  # libFuzzer + sanitizers for the protocol parser (make fuzz)
+  # The JNI bindings and the Java library org.knowcache.runtime, built and tested on
+  # the host JVM (javac + JUnit 5's console launcher; no Maven or Gradle)
+  openjdk-17-jdk-headless junit5
 )
 
 missing=()

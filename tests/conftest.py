@@ -62,10 +62,22 @@ PARTITIONS = {
 TASK_LABELS = ["yes", "no", "up", "down", "left", "right"]
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> Path:
-    """A models directory with a manifest and four tiny programs."""
-    out = tmp_path_factory.mktemp("models") / "kws"
+def spoken_words(words) -> list[np.ndarray]:
+    """Each word in a held-out espeak-ng voice, padded to the kws models' 1 s (1, 16000)."""
+    from knowcache.data import audio, speech
+    variants = speech.split_variants(speech.voice_variants(), speech.SynthConfig(seed=0))["test"]
+    voice = speech.english_voices()[0]
+    out = []
+    for w in words:
+        x = audio.trim(speech.synthesize(w, voice, variants[0], 50, 160), 16000)[:16000]
+        padded = np.zeros((1, 16000), np.float32)
+        padded[0, : len(x)] = x / (np.abs(x).max() + 1e-9) * 0.5
+        out.append(padded)
+    return out
+
+
+def write_tiny_models(out: Path, **extra) -> Path:
+    """Writes the four tiny programs and their manifest (with ``extra`` fields) to ``out``."""
     entries = []
     for pid, (labels, other) in PARTITIONS.items():
         pte = lower.lower_to_pte(Pick(len(labels)), (torch.zeros(1, FEATURES),))
@@ -75,8 +87,14 @@ def tiny_models(tmp_path_factory) -> Path:
         entries.append(manifest.partition_entry(pid, pte, role=role, labels=labels, file=name,
                                                 input_shape=(1, FEATURES), threshold=0.3,
                                                 other_label=other))
-    manifest.write(out, "kws", TASK_LABELS, entries)
+    manifest.write(out, "kws", TASK_LABELS, entries, **extra)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """A models directory with a manifest and four tiny programs."""
+    return write_tiny_models(tmp_path_factory.mktemp("models") / "kws")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,172 @@
+package org.knowcache.runtime;
+
+import java.util.Objects;
+
+/**
+ * Settings of an {@link Engine}: the C++ {@code knowcache::EngineConfig}
+ * (with its SlotCacheConfig and CloudClientConfig) with the same defaults as
+ * the Python runtime's keyword arguments. Immutable; build with
+ * {@link #builder(String)}. The core validates it when the engine is made and
+ * throws {@link KnowcacheException.InvalidInputException} naming the bad field.
+ */
+public final class EngineConfig {
+  // Read by name from runtime_cpp/bindings/jni/engine_config_jni.cc.
+  private final String task;
+  private final int slots;
+  private final long budgetBytes;
+  private final String cloudUrl;
+  private final String token;
+  private final int connectTimeoutMs;
+  private final int readTimeoutMs;
+  private final boolean fetchHints;
+  private final int maxLocalAttempts;
+  private final float threshold;
+  private final int admitAfterHints;
+  private final int hintWindow;
+  private final String exitGate;
+  private final int activationEntries;
+  private final long activationBytes;
+
+  private EngineConfig(Builder b) {
+    task = b.task;
+    slots = b.slots;
+    budgetBytes = b.budgetBytes;
+    cloudUrl = b.cloudUrl;
+    token = b.token;
+    connectTimeoutMs = b.connectTimeoutMs;
+    readTimeoutMs = b.readTimeoutMs;
+    fetchHints = b.fetchHints;
+    maxLocalAttempts = b.maxLocalAttempts;
+    threshold = b.threshold;
+    admitAfterHints = b.admitAfterHints;
+    hintWindow = b.hintWindow;
+    exitGate = b.exitGate;
+    activationEntries = b.activationEntries;
+    activationBytes = b.activationBytes;
+  }
+
+  /** {@code task} may be "" to take the manifest's. */
+  public static Builder builder(String task) {
+    return new Builder(task);
+  }
+
+  public String task() {
+    return task;
+  }
+
+  public int slots() {
+    return slots;
+  }
+
+  public String cloudUrl() {
+    return cloudUrl;
+  }
+
+  @Override
+  public String toString() {  // never prints the token
+    return "EngineConfig(task=" + task + ", slots=" + slots + ", budgetBytes=" + budgetBytes
+        + ", cloudUrl=" + (cloudUrl.isEmpty() ? "none" : cloudUrl) + ", fetchHints=" + fetchHints
+        + ", maxLocalAttempts=" + maxLocalAttempts + ", threshold=" + threshold + ")";
+  }
+
+  /** Builder with the defaults of the C++ structs. */
+  public static final class Builder {
+    private final String task;
+    private int slots = 2;
+    private long budgetBytes = 64L << 20;
+    private String cloudUrl = "";
+    private String token = "";
+    private int connectTimeoutMs = 1000;
+    private int readTimeoutMs = 5000;
+    private boolean fetchHints = true;
+    private int maxLocalAttempts = 1;
+    private float threshold = -1.0f;
+    private int admitAfterHints = 1;
+    private int hintWindow = 8;
+    private String exitGate = "learned";
+    private int activationEntries = 512;
+    private long activationBytes = 1L << 20;
+
+    private Builder(String task) {
+      this.task = Objects.requireNonNull(task, "task");
+    }
+
+    public Builder slots(int slots) {
+      this.slots = slots;
+      return this;
+    }
+
+    public Builder budgetBytes(long budgetBytes) {
+      this.budgetBytes = budgetBytes;
+      return this;
+    }
+
+    /** "http://host:port" of a {@code knowcache serve}; "" (the default) for device only. */
+    public Builder cloudUrl(String cloudUrl) {
+      this.cloudUrl = Objects.requireNonNull(cloudUrl, "cloudUrl");
+      return this;
+    }
+
+    public Builder token(String token) {
+      this.token = Objects.requireNonNull(token, "token");
+      return this;
+    }
+
+    public Builder connectTimeoutMs(int ms) {
+      this.connectTimeoutMs = ms;
+      return this;
+    }
+
+    public Builder readTimeoutMs(int ms) {
+      this.readTimeoutMs = ms;
+      return this;
+    }
+
+    /** Download the partitions the cloud hints at, in the background (default true). */
+    public Builder fetchHints(boolean fetchHints) {
+      this.fetchHints = fetchHints;
+      return this;
+    }
+
+    public Builder maxLocalAttempts(int n) {
+      this.maxLocalAttempts = n;
+      return this;
+    }
+
+    /** Replaces every partition's calibrated gate threshold (in [0, 1]). */
+    public Builder threshold(float threshold) {
+      this.threshold = threshold;
+      return this;
+    }
+
+    public Builder admitAfterHints(int n) {
+      this.admitAfterHints = n;
+      return this;
+    }
+
+    public Builder hintWindow(int n) {
+      this.hintWindow = n;
+      return this;
+    }
+
+    /** The staged model's exit gate: "learned", "confidence", "entropy", "activation". */
+    public Builder exitGate(String exitGate) {
+      this.exitGate = Objects.requireNonNull(exitGate, "exitGate");
+      return this;
+    }
+
+    public Builder activationEntries(int n) {
+      this.activationEntries = n;
+      return this;
+    }
+
+    public Builder activationBytes(long bytes) {
+      this.activationBytes = bytes;
+      return this;
+    }
+
+    public EngineConfig build() {
+      return new EngineConfig(this);
+    }
+  }
+}

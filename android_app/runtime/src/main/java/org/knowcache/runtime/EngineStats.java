@@ -1,0 +1,39 @@
+package org.knowcache.runtime;
+
+/** Counters of an {@link Engine}: the C++ {@code knowcache::EngineStats}. Immutable. */
+public final class EngineStats {
+  public final long queries;
+  public final long local;
+  public final long cloud;
+  public final long degraded;
+  public final long cloudErrors;
+  public final long fetches;
+  public final long fetchFailures;
+  public final long fetchedBytes;
+  public final long uplinkBytes;
+  /** "" when no download failed. */
+  public final String lastFetchError;
+  public final SlotCacheStats cache;
+
+  // Called by runtime_cpp/bindings/jni/engine_stats_jni.cc.
+  EngineStats(long queries, long local, long cloud, long degraded, long cloudErrors, long fetches,
+      long fetchFailures, long fetchedBytes, long uplinkBytes, String lastFetchError,
+      SlotCacheStats cache) {
+    this.queries = queries;
+    this.local = local;
+    this.cloud = cloud;
+    this.degraded = degraded;
+    this.cloudErrors = cloudErrors;
+    this.fetches = fetches;
+    this.fetchFailures = fetchFailures;
+    this.fetchedBytes = fetchedBytes;
+    this.uplinkBytes = uplinkBytes;
+    this.lastFetchError = lastFetchError;
+    this.cache = cache;
+  }
+
+  /** Share of queries answered on the device. */
+  public double localRate() {
+    return queries == 0 ? 0.0 : (double) local / queries;
+  }
+}

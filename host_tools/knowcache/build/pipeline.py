@@ -228,7 +228,8 @@ def train_full(cfg: BuildConfig, data: Dataset, log: training.Log = print) -> Mo
         training.fit(training.trainable(cfg.task, model), cfg.task, x, y,
                      replace(cfg.fit("full"), seed=cfg.seed + i), device,
                      sample_weight=sample_weights(cfg, data), log=log, name="full")
-        heads.append(model.backbone.head)
+        if members > 1:
+            heads.append(model.backbone.head)
     if members > 1:
         model = build_net(cfg.task, config, len(data.labels), norm)
         model.spectrogram.load_state_dict(spectrogram_branch(cfg).state_dict)

@@ -137,16 +137,13 @@ def with_real(ds: Dataset, folder: Path, *, parts: dict[str, float] = REAL_PARTS
         if add is None or not len(add):
             merged[name] = sp
             continue
-        x, y, speakers = add.x, add.y, add.speaker
-        if name == "train" and copies:
-            x, y, speakers = _perturbed(add, copies, seed)
+        info[name] = {"clips": int(len(add)), "speakers": sorted(set(add.speaker.tolist()))}
+        x, y, speakers = _perturbed(add, copies, seed) if name == "train" and copies else \
+            (add.x, add.y, add.speaker)
         group = np.array([REAL_GROUP + s for s in speakers])
         merged[name] = Split(np.concatenate([sp.x, x]),
                              np.concatenate([sp.y, y.astype(sp.y.dtype)]),
                              np.concatenate([sp.group.astype(str), group]))
-        info[name] = {"clips": int(len(add)), "speakers": sorted(set(add.speaker.tolist()))}
-        if name == "train" and copies:
-            info[name]["perturbed_copies"] = copies
     meta = {**ds.meta, "real": {"folder": str(Path(folder).resolve()), "parts": parts,
                                 "seed": seed, "copies": copies, "added": info}}
     more = f", {copies} perturbed copies of each training clip" if copies else ""
@@ -157,9 +154,10 @@ def with_real(ds: Dataset, folder: Path, *, parts: dict[str, float] = REAL_PARTS
 def _perturbed(clips, copies: int, seed: int):
     """The recordings followed by ``copies`` perturbed takes of each, as int16."""
     from knowcache.data import audio
+    from knowcache.data.speech import SAMPLE_RATE
     rng = np.random.default_rng([seed, 7919])
     x = clips.x.astype(np.float32) / 32768.0
-    takes = [audio.to_int16(audio.perturb(clip, 16000, rng))
+    takes = [audio.to_int16(audio.perturb(clip, SAMPLE_RATE, rng))
              for _ in range(copies) for clip in x]
     return (np.concatenate([clips.x, np.stack(takes)]), np.tile(clips.y, copies + 1),
             np.tile(clips.speaker, copies + 1))

@@ -109,8 +109,9 @@ def flash(adb: Adb, bundle: Optional[Path], task_dir: Path,
     """Pushes what differs from the phone by sha256 (the bundle unless None, and the
     task's programs); returns what was pushed."""
     files = planned_files(bundle, task_dir, partitions)
+    want = {rel: sha256_file(f) for rel, f in files.items()}
     have = adb.hashes(ROOT)
-    todo = [(rel, f) for rel, f in files.items() if have.get(rel) != sha256_file(f)]
+    todo = [(rel, f) for rel, f in files.items() if have.get(rel) != want[rel]]
     total = sum(f.stat().st_size for _, f in todo)
     done = 0
     if progress:
@@ -125,7 +126,7 @@ def flash(adb: Adb, bundle: Optional[Path], task_dir: Path,
     if bundle is not None:
         adb.shell(f"chmod 755 {ROOT}/run.sh {ROOT}/knowcache-device {ROOT}/lib/*")
     after = adb.hashes(ROOT)
-    bad = [rel for rel, f in files.items() if after.get(rel) != sha256_file(f)]
+    bad = [rel for rel in files if after.get(rel) != want[rel]]
     if bad:
         raise AdbError(f"after pushing, {', '.join(bad)} differ on the phone (storage full?)")
     return {"pushed": [rel for rel, _ in todo], "up_to_date": len(files) - len(todo),

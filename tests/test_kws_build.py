@@ -18,7 +18,9 @@ from knowcache.models import ModelRecord
 from knowcache.runtime import Manifest, Partition
 from test_real_voices import real_voices
 
-pytestmark = pytest.mark.slow
+# The module's fixtures train and export a whole toy build (minutes on a busy
+# machine): more than the suite's default 300 s per test must be allowed.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "stop", "go")
 
@@ -119,3 +121,79 @@ def test_model_card_reports_real_voices(kws_build):
     assert "## Real recordings" in card and "were only measured" in card
     doc = json.loads((models / "metrics.json").read_text())
     assert doc["real"]["models"]["full"]["samples"] == metrics["real"]["test_samples"]
+
+
+@pytest.fixture(scope="module")
+def kws_staged(kws_build):
+    """The toy full model as a staged program with distilled, calibrated exits."""
+    from knowcache import manifest as manifest_doc
+    from knowcache.layer_cache import build as staged_build
+    models, _, data, cfg, _ = kws_build
+    record = ModelRecord.load(cfg.work / "full.pt")
+    doc = manifest_doc.load(models)
+    entry = staged_build.run(record, data, models, input_shape=[1, 16000],
+                             input_extra=doc.input_extra(), train_samples=300, seed=0,
+                             log=lambda _: None)
+    return models, entry, data, record
+
+
+def test_kws_staged_program_is_the_full_model_and_its_branch_reads_the_waveform(kws_staged):
+    from knowcache.build import flops
+    from knowcache.layer_cache import build as staged_build
+    models, entry, data, record = kws_staged
+    staged = staged_build.load(entry, models)
+    # trunk stages, then the spectrogram branch: the only stage that takes the waveform
+    assert [staged.stage_reads_input(i) for i in range(staged.num_stages)] == \
+        [False] * (staged.num_stages - 1) + [True]
+    st = entry["staged"]
+    assert st["total_flops"] == flops.program_flops("kws", record.config, len(record.labels),
+                                                    [1, 16000])
+    full = Partition.from_file(str(models / "full.pte"))
+    x = data.test.x[:4].astype(np.float32) / 32768
+    for row in x:
+        _, logits = staged.run_all(row[None])
+        np.testing.assert_allclose(logits, full.run(row[None]).reshape(-1), atol=1e-4)
+    # run stage by stage: the last stage needs the waveform, and uses it
+    act = row[None]
+    for i in range(staged.num_stages - 1):
+        act = staged.run_stage(i, act)
+    with pytest.raises(ValueError, match="also reads the model input"):
+        staged.run_stage(staged.num_stages - 1, act)
+    last = staged.run_stage(staged.num_stages - 1, act, row[None])
+    np.testing.assert_allclose(staged.run_head(last), staged.run_all(row[None])[1], atol=1e-5)
+    silent = staged.run_stage(staged.num_stages - 1, act, np.zeros_like(row[None]))
+    assert not np.allclose(silent, last)
+
+
+def test_eval_reports_layer_caching_through_the_engine(kws_staged, kws_build, tmp_path):
+    """With exit 0 made to take every query (confidence threshold 0), eval must
+    report exactly exit 0's answers and cost, computed here from the program's
+    own exit outputs and the manifest's FLOPs."""
+    from knowcache import evaluate
+    from knowcache import manifest as manifest_doc
+    from knowcache.data.dataset import model_input
+    from knowcache.layer_cache import build as staged_build
+    models, entry, _, _ = kws_staged
+    _, _, _, _, real = kws_build
+    copy = tmp_path / "kws"
+    shutil.copytree(models, copy)
+    doc = json.loads((copy / "manifest.json").read_text())
+    st = next(p for p in doc["partitions"] if p["role"] == "staged")["staged"]
+    for i, e in enumerate(st["exits"]):
+        e["thresholds"] = {g: (0.0 if (i, g) == (0, "confidence") else None)
+                           for g in e["thresholds"]}
+    (copy / "manifest.json").write_text(json.dumps(doc))
+    ev = evaluate.run(copy, real)
+    assert set(ev.layer_cache) == {"confidence"}
+    f = ev.layer_cache["confidence"]
+    assert f["exit_rate"][0] == 1.0 and f["whole_rate"] == 0.0
+    cost = st["stages"][0]["flops"] + st["exits"][0]["flops"]
+    assert f["flops_saved"] == pytest.approx(1 - cost / st["total_flops"])
+    staged = staged_build.load(manifest_doc.load(copy).entry("staged"), copy)
+    kept = folders.leave_out(folders.load_task_folder(real, tuple(ev.labels), None),
+                             evaluate.fitted_speakers(copy))[0]
+    x = model_input("kws", kept.x)
+    exit0 = np.array([np.argmax(staged.run_all(r[None])[0][0].logits) for r in x])
+    assert f["accuracy"] == pytest.approx(np.mean(exit0 == kept.y))
+    assert f["agreement"] == pytest.approx(np.mean(exit0 == ev.full_pred))
+    assert "Layer caching" in evaluate.card_section(ev, "toy")

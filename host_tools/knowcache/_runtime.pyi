@@ -330,7 +330,11 @@ class StagedModel:
         ...
     def run_head(self, activation: typing.Any) -> numpy.typing.NDArray[numpy.float32]:
         ...
-    def run_stage(self, stage: typing.SupportsInt | typing.SupportsIndex, input: typing.Any) -> numpy.typing.NDArray[numpy.float32]:
+    def run_stage(self, stage: typing.SupportsInt | typing.SupportsIndex, input: typing.Any, model_input: typing.Any = None) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        Stage `stage` on `input` (the model input for stage 0, else the previous stage's output); stages that read the model input too need `model_input`.
+        """
+    def stage_reads_input(self, stage: typing.SupportsInt | typing.SupportsIndex) -> bool:
         ...
     @property
     def info(self) -> PartitionInfo:

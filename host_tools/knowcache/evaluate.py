@@ -5,7 +5,10 @@ overall: the full and generic models' accuracy; the cached model's accuracy on
 its own classes, how often its gate accepts, how right it is when it does, and
 how often it says "other" for the classes it leaves to the cloud; the
 two-stage answer (the cached model when its gate accepts, else the full
-model); each CacheNet partition on its classes.
+model); each CacheNet partition on its classes. With a staged program (layer
+caching), each exit gate it has thresholds for runs in the C++ Engine: where
+queries stopped, accuracy, agreement with the full model, and FLOPs and time
+against the full program's.
 
 Clips whose speaker the models were fitted or calibrated on (listed in the
 models folder's metrics.json by `knowcache build-models --real`) are left out
@@ -15,11 +18,13 @@ and counted, so no figure is measured on data a model has seen.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from knowcache import manifest as manifest_doc
 from knowcache import runtime
 from knowcache.build.calibration import gate_entropies
 from knowcache.data import folders
@@ -42,11 +47,13 @@ class Evaluation:
     programs: dict[str, dict] = field(default_factory=dict)   # id -> figures
     per_label: list[dict] = field(default_factory=list)
     full_pred: np.ndarray | None = None
+    layer_cache: dict[str, dict] = field(default_factory=dict)   # exit gate -> figures
 
     def to_dict(self) -> dict:
         return {"task": self.task, "data": self.data, "samples": self.samples,
                 "speakers": self.speakers, "excluded": self.excluded,
-                "programs": self.programs, "per_label": self.per_label}
+                "programs": self.programs, "per_label": self.per_label,
+                "layer_cache": self.layer_cache}
 
 
 def fitted_speakers(models_dir: Path) -> set[str]:
@@ -88,7 +95,48 @@ def run(models_dir: Path, data: Path, *, include_fitted: bool = False) -> Evalua
     for pid, out in logits.items():
         ev.programs[pid] = _figures(infos[pid], out, y, labels, full_pred)
     ev.per_label = _per_label(ev, logits, infos)
+    staged = manifest_doc.load(models_dir).first(manifest_doc.Role.STAGED)
+    if staged is not None:
+        ev.layer_cache = layer_cache_figures(manifest, staged, x, y, full_pred)
     return ev
+
+
+def layer_cache_figures(manifest, staged: dict, x: np.ndarray, y: np.ndarray,
+                        full_pred: np.ndarray) -> dict[str, dict]:
+    """Per exit gate with thresholds in the ``staged`` manifest entry: every input
+    through an Engine in staged mode (exit by exit, as a device runs it). Each
+    input also runs the full program right before, so that both times see the
+    same machine load."""
+    exits = staged["staged"]["exits"]
+    total = staged["staged"]["total_flops"]
+    gates = sorted({g for e in exits for g, t in e["thresholds"].items() if t is not None})
+    if not gates:
+        return {}
+    engines = {g: runtime.Engine.from_manifest(manifest, staged=True, exit_gate=g)
+               for g in gates}
+    full = runtime.Partition.from_file(
+        manifest.path_of(next(p for p in manifest.partitions if p.role == "full")))
+    full_us, results = [], {g: [] for g in gates}
+    for row in x:
+        t = time.perf_counter()
+        full.run(row[None])
+        full_us.append((time.perf_counter() - t) * 1e6)
+        for g in gates:
+            results[g].append(engines[g].infer(row[None]))
+    figures = {}
+    for gate in gates:
+        pred = np.array([r.index for r in results[gate]])
+        stopped = np.array([r.exit_index for r in results[gate]])
+        us = float(np.mean([r.total_us for r in results[gate]]))
+        figures[gate] = {
+            "accuracy": _share(pred == y), "full_accuracy": _share(full_pred == y),
+            "agreement": _share(pred == full_pred),
+            "exit_rate": [_share(stopped == i) for i in range(len(exits))],
+            "whole_rate": _share(stopped < 0),
+            "flops_saved": 1.0 - float(np.mean([r.flops for r in results[gate]])) / total,
+            "us": us, "full_us": float(np.mean(full_us)),
+            "latency_saved": 1.0 - us / float(np.mean(full_us))}
+    return figures
 
 
 def _figures(info, logits: np.ndarray, y: np.ndarray, labels: list[str],
@@ -190,6 +238,15 @@ def card_section(ev: Evaluation, how: str) -> str:
                   f"{_pct(c['two_stage_accuracy'])} accuracy with {_pct(c['two_stage_local_rate'])}"
                   f" answered on the device, against {_pct(p['full']['accuracy'])} for the full "
                   "model alone."]
+    if ev.layer_cache:
+        lines += ["", "Layer caching (the staged full program, exit by exit in the C++ Engine; "
+                  "time against the full program on the same clips, one thread):", "",
+                  "| exit gate | accuracy | agreement with full | stopped at exits | FLOPs saved "
+                  "| time saved |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for gate, f in ev.layer_cache.items():
+            lines.append(f"| {gate} | {_pct(f['accuracy'])} | {_pct(f['agreement'])} | "
+                         f"{' / '.join(_pct(r) for r in f['exit_rate'])} | "
+                         f"{_pct(f['flops_saved'])} | {_pct(f['latency_saved'])} |")
     worst = sorted((r for r in ev.per_label if r["clips"] >= 5), key=lambda r: r["full"])[:5]
     if worst:
         lines += ["", "Hardest words for the full model (at least 5 clips): " + ", ".join(

@@ -75,7 +75,7 @@ StatusOr<LayerCacheResult> LayerCache::Run(const TensorView& input) {
       if (gate_->kind() == ExitGateKind::kActivation) missed.emplace_back(e, std::move(out));
     }
     if (s + 1 >= model_->num_stages()) break;
-    KC_ASSIGN_OR_RETURN(act, model_->RunStage(s + 1, act));
+    KC_ASSIGN_OR_RETURN(act, model_->RunStage(s + 1, act, input));
     r.flops += st.stages[s + 1].flops;
   }
   KC_ASSIGN_OR_RETURN(std::vector<float> logits, model_->RunHead(act));

@@ -1,5 +1,6 @@
 #include "knowcache/staged_model.h"
 
+#include <initializer_list>
 #include <mutex>
 
 #include <executorch/extension/data_loader/shared_ptr_data_loader.h>
@@ -31,17 +32,24 @@ class StagedModelImpl {
   std::shared_ptr<const std::vector<uint8_t>> bytes;
   std::unique_ptr<Module> module;
   int64_t planned_bytes = 0;
+  std::vector<bool> reads_input;  // per stage: its method takes the model input too
   std::mutex mu;
 
   std::string Who() const { return "staged program '" + info.id + "'"; }
 
-  // Runs `method` on one float32 tensor; outputs copied out under the lock.
-  StatusOr<std::vector<Activation>> Execute(const std::string& method, const TensorView& in) {
-    std::vector<::executorch::aten::SizesType> sizes(in.shape.begin(), in.shape.end());
-    auto tensor = ::executorch::extension::from_blob(const_cast<void*>(in.data), sizes,
-                                                     ScalarType::Float);
+  // Runs `method` on float32 tensors; outputs copied out under the lock.
+  StatusOr<std::vector<Activation>> Execute(const std::string& method,
+                                            std::initializer_list<const TensorView*> ins) {
+    std::vector<::executorch::extension::TensorPtr> tensors;
+    std::vector<::executorch::runtime::EValue> args;
+    for (const TensorView* in : ins) {
+      std::vector<::executorch::aten::SizesType> sizes(in->shape.begin(), in->shape.end());
+      tensors.push_back(::executorch::extension::from_blob(const_cast<void*>(in->data), sizes,
+                                                           ScalarType::Float));
+      args.emplace_back(*tensors.back());
+    }
     std::lock_guard<std::mutex> lock(mu);
-    auto outputs = module->execute(method, *tensor);
+    auto outputs = module->execute(method, args);
     if (!outputs.ok()) {
       return Internal(Who() + " method '" + method + "' failed: error " +
                       std::to_string(static_cast<int>(outputs.error())));
@@ -75,7 +83,11 @@ class ProgramStagedModel final : public StagedModel {
     return static_cast<int64_t>(impl_->bytes->size()) + impl_->planned_bytes;
   }
   StatusOr<Activation> RunFirstStage(const TensorView& input) override;
-  StatusOr<Activation> RunStage(int stage, const Activation& in) override;
+  StatusOr<Activation> RunStage(int stage, const Activation& in,
+                                const TensorView& input) override;
+  bool StageReadsInput(int stage) const override {
+    return stage >= 0 && stage < num_stages() && impl_->reads_input[stage];
+  }
   StatusOr<ExitOutput> RunExit(int exit, const Activation& in) override;
   StatusOr<std::vector<float>> RunHead(const Activation& in) override;
 
@@ -129,10 +141,30 @@ StatusOr<std::shared_ptr<StagedModel>> StagedModel::FromBytes(
   }
   auto first = impl->module->method_meta(st.stages[0].method);
   auto in = first->input_tensor_meta(0);
-  if (!in.ok() || in->scalar_type() != ScalarType::Float) {
-    return Corrupt(who + " stage 0 must take a float32 tensor");
+  if (!in.ok() || in->scalar_type() != ScalarType::Float || first->num_inputs() != 1) {
+    return Corrupt(who + " stage 0 must take one float32 tensor (the model input)");
   }
   std::vector<int64_t> shape(in->sizes().begin(), in->sizes().end());
+  impl->reads_input.push_back(false);
+  for (size_t i = 1; i < st.stages.size(); ++i) {
+    auto meta = impl->module->method_meta(st.stages[i].method);
+    const size_t n = meta->num_inputs();
+    if (n != 1 && n != 2) {
+      return Corrupt(who + " method '" + st.stages[i].method + "' takes " + std::to_string(n) +
+                     " inputs; a stage takes the previous stage's output and optionally the "
+                     "model input");
+    }
+    if (n == 2) {
+      auto second = meta->input_tensor_meta(1);
+      if (!second.ok() || second->scalar_type() != ScalarType::Float ||
+          std::vector<int64_t>(second->sizes().begin(), second->sizes().end()) != shape) {
+        return Corrupt(who + " method '" + st.stages[i].method +
+                       "' must take the model input [" + ShapeToString(shape) +
+                       "] (float32) as its second argument");
+      }
+    }
+    impl->reads_input.push_back(n == 2);
+  }
   if (impl->info.input.shape.empty()) {
     impl->info.input.shape = shape;
   } else if (impl->info.input.shape != shape) {
@@ -147,16 +179,28 @@ StatusOr<std::shared_ptr<StagedModel>> StagedModel::FromBytes(
 StatusOr<Activation> ProgramStagedModel::RunFirstStage(const TensorView& input) {
   Status valid = impl_->info.input.Check(input);
   if (!valid.ok()) return InvalidArgument(impl_->Who() + ": " + valid.message());
-  KC_ASSIGN_OR_RETURN(auto out, impl_->Execute(impl_->info.staged.stages[0].method, input));
+  KC_ASSIGN_OR_RETURN(auto out, impl_->Execute(impl_->info.staged.stages[0].method, {&input}));
   return std::move(out[0]);
 }
 
-StatusOr<Activation> ProgramStagedModel::RunStage(int stage, const Activation& in) {
-  if (stage == 0) return RunFirstStage(in.view());
+StatusOr<Activation> ProgramStagedModel::RunStage(int stage, const Activation& in,
+                                                  const TensorView& input) {
+  if (stage == 0) return RunFirstStage(input);
   if (stage < 0 || stage >= num_stages()) {
     return InvalidArgument(impl_->Who() + " has no stage " + std::to_string(stage));
   }
-  KC_ASSIGN_OR_RETURN(auto out, impl_->Execute(impl_->info.staged.stages[stage].method, in.view()));
+  const std::string& method = impl_->info.staged.stages[stage].method;
+  const TensorView act = in.view();
+  if (!impl_->reads_input[stage]) {
+    KC_ASSIGN_OR_RETURN(auto out, impl_->Execute(method, {&act}));
+    return std::move(out[0]);
+  }
+  Status valid = impl_->info.input.Check(input);
+  if (!valid.ok()) {
+    return InvalidArgument(impl_->Who() + " stage " + std::to_string(stage) +
+                           " reads the model input: " + valid.message());
+  }
+  KC_ASSIGN_OR_RETURN(auto out, impl_->Execute(method, {&act, &input}));
   return std::move(out[0]);
 }
 
@@ -164,8 +208,9 @@ StatusOr<ExitOutput> ProgramStagedModel::RunExit(int exit, const Activation& in)
   if (exit < 0 || exit >= num_exits()) {
     return InvalidArgument(impl_->Who() + " has no exit " + std::to_string(exit));
   }
+  const TensorView act = in.view();
   KC_ASSIGN_OR_RETURN(auto out,
-                      impl_->Execute(impl_->info.staged.exits[exit].cost.method, in.view()));
+                      impl_->Execute(impl_->info.staged.exits[exit].cost.method, {&act}));
   if (out.size() != 3 || out[1].data.size() != 1) {
     return Corrupt(impl_->Who() + " exit " + std::to_string(exit) +
                    " must return (logits, selector logit, feature)");
@@ -178,7 +223,8 @@ StatusOr<ExitOutput> ProgramStagedModel::RunExit(int exit, const Activation& in)
 }
 
 StatusOr<std::vector<float>> ProgramStagedModel::RunHead(const Activation& in) {
-  KC_ASSIGN_OR_RETURN(auto out, impl_->Execute(impl_->info.staged.head.method, in.view()));
+  const TensorView act = in.view();
+  KC_ASSIGN_OR_RETURN(auto out, impl_->Execute(impl_->info.staged.head.method, {&act}));
   return std::move(out[0].data);
 }
 

@@ -79,8 +79,8 @@ class ScriptedStagedModel : public StagedModel {
     const float* x = static_cast<const float*>(input.data);
     return Activation{input.shape, std::vector<float>(x, x + 4)};
   }
-  StatusOr<Activation> RunStage(int stage, const Activation& in) override {
-    if (stage == 0) return RunFirstStage(in.view());
+  StatusOr<Activation> RunStage(int stage, const Activation& in, const TensorView& input) override {
+    if (stage == 0) return RunFirstStage(input);
     return in;
   }
   StatusOr<ExitOutput> RunExit(int, const Activation& in) override {

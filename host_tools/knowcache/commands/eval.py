@@ -79,6 +79,19 @@ def _print(ev, plot: Path) -> None:
                   pct(f.get("accept_rate")), pct(f.get("accuracy_accepted")),
                   pct(f.get("other_recall")), pct(f.get("two_stage_accuracy")))
     console.print(s)
+    if ev.layer_cache:
+        lc = Table(title="layer caching (staged program, C++ Engine)")
+        for c in ("exit gate", "accuracy", "agreement with full", "stopped at exits",
+                  "FLOPs saved", "time saved"):
+            lc.add_column(c, justify="left" if c == "exit gate" else "right")
+        for gate, f in ev.layer_cache.items():
+            lc.add_row(gate, pct(f["accuracy"]), pct(f["agreement"]),
+                       " / ".join(pct(r) for r in f["exit_rate"]), pct(f["flops_saved"]),
+                       pct(f["latency_saved"]))
+        console.print(lc)
+        console.print("stopped at exits: share of inputs answered at exit 0, 1, ...; the rest ran "
+                      "the whole program. Time saved: the staged Engine's mean against the full "
+                      "program's on the same inputs.")
     console.print("accuracy: full and generic over all labels; cached and partitions on their "
                   "own classes. two-stage: the cached model where its gate accepts, else the "
                   f"full model. Confusion matrix: {plot}")

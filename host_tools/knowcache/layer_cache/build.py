@@ -16,7 +16,8 @@ from knowcache.atomic import replace_atomically
 from knowcache.data import Dataset
 from knowcache.data.dataset import model_input
 from knowcache.layer_cache import calibrate, distill, program
-from knowcache.layer_cache.heads import ExitHead, HeadConfig, grid_for
+from knowcache.layer_cache.heads import ExitHead, HeadConfig
+from knowcache.layer_cache.heads import make as make_head
 from knowcache.layer_cache.staging import Stages, split
 from knowcache.models import ModelRecord
 from knowcache.runtime import StagedModel
@@ -48,9 +49,8 @@ def prepare(record: ModelRecord, input_shape: list[int], input_extra: dict,
     heads = []
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        for shape in stages.activation_shapes[:-1]:
-            cfg = head_config or HeadConfig(grid=grid_for(shape))
-            heads.append(ExitHead(shape[1], len(record.labels), cfg).eval())
+        for shape, proposed in zip(stages.activation_shapes[:-1], stages.head_configs):
+            heads.append(make_head(shape, len(record.labels), head_config or proposed).eval())
     return StagedBuild(record.task, list(record.labels), record, stages, heads, input_extra)
 
 

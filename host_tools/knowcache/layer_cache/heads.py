@@ -7,13 +7,17 @@ approximate cache looks up), standardizes it, and feeds a two-layer MLP
 predictor's hidden layer and probabilities and predicts whether the
 predictor agrees with the full model (GATI's selector).
 
+A *sequence* head (kws, on the speech embeddings: (B, 96, windows, 1)) keeps
+the whole sequence as its compact feature and reads it as the full model's
+keyword head does: two 1-D convolutions over time, max over time.
+
 Exported as the method ``exit_i``: activation -> (predictor logits,
 selector logit, compact feature).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +29,10 @@ SELECTOR_BOUND = 16.0
 
 @dataclass(frozen=True)
 class HeadConfig:
-    grid: tuple[int, int] = (2, 2)   # pooled (height, width)
+    grid: tuple[int, int] = (2, 2)   # pooled (height, width); a sequence head keeps (T, 1)
     hidden: int = 256
     selector_hidden: int = 64
+    kind: str = "grid"               # grid | sequence
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,17 +47,25 @@ class ExitHead(nn.Module):
         self.feature_dim = dim
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("inv_std", torch.ones(dim))
-        self.hidden = nn.Linear(dim, config.hidden)
+        self.hidden = self._encoder(channels, dim, config)
         self.out = nn.Linear(config.hidden, classes)
         self.selector = nn.Sequential(nn.Linear(config.hidden + classes, config.selector_hidden),
                                       nn.ReLU(), nn.Linear(config.selector_hidden, 1))
+
+    @staticmethod
+    def _encoder(channels: int, dim: int, config: HeadConfig) -> nn.Module:
+        return nn.Sequential(nn.Linear(dim, config.hidden), nn.ReLU())
 
     def feature(self, activation: torch.Tensor) -> torch.Tensor:
         """The compact feature: average-pooled to the grid, flattened."""
         return F.adaptive_avg_pool2d(activation, self.grid).flatten(1)
 
+    def encode(self, feature: torch.Tensor) -> torch.Tensor:
+        """The predictor's hidden layer (what the selector reads)."""
+        return self.hidden((feature - self.mean) * self.inv_std)
+
     def from_feature(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = F.relu(self.hidden((feature - self.mean) * self.inv_std))
+        h = self.encode(feature)
         logits = self.out(h)
         raw = self.selector(torch.cat([h, F.softmax(logits, 1)], 1))
         # Bounded to +-16 so the sigmoid stays resolvable in float64 and the
@@ -69,6 +82,41 @@ class ExitHead(nn.Module):
         with torch.no_grad():
             self.mean.copy_(features.mean(0))
             self.inv_std.copy_(1.0 / (features.std(0) + 1e-3))
+
+
+class SequenceExitHead(ExitHead):
+    """On a (B, C, T, 1) sequence: the feature is the whole sequence (C x T), the
+    predictor two 1-D convolutions over time then a max over time."""
+
+    def __init__(self, channels: int, classes: int, config: HeadConfig):
+        self.channels = channels
+        super().__init__(channels, classes, config)
+
+    @staticmethod
+    def _encoder(channels: int, dim: int, config: HeadConfig) -> nn.Module:
+        h = config.hidden
+        return nn.Sequential(nn.Conv1d(channels, h, 3, padding=1), nn.ReLU(),
+                             nn.Conv1d(h, h, 3, padding=1), nn.ReLU())
+
+    def feature(self, activation: torch.Tensor) -> torch.Tensor:
+        return activation.flatten(1)
+
+    def encode(self, feature: torch.Tensor) -> torch.Tensor:
+        x = ((feature - self.mean) * self.inv_std).reshape(feature.shape[0], self.channels, -1)
+        return self.hidden(x).amax(dim=2)
+
+
+def make(activation_shape: tuple[int, ...], classes: int, config: HeadConfig) -> ExitHead:
+    """A cache head for a stage output of this shape (batch 1)."""
+    _, channels, h, w = activation_shape
+    if config.kind == "sequence":
+        if w != 1:
+            raise ValueError(f"a sequence head needs a (B, C, T, 1) activation, got "
+                             f"{tuple(activation_shape)}")
+        return SequenceExitHead(channels, classes, replace(config, grid=(h, 1)))
+    if config.kind != "grid":
+        raise ValueError(f"unknown cache head kind {config.kind!r}; expected grid or sequence")
+    return ExitHead(channels, classes, config)
 
 
 def grid_for(activation_shape: tuple[int, ...]) -> tuple[int, int]:

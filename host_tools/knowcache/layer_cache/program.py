@@ -25,7 +25,7 @@ from knowcache import manifest
 from knowcache.build import flops
 from knowcache.layer_cache.calibrate import ExitOutputs
 from knowcache.layer_cache.heads import ExitHead
-from knowcache.layer_cache.staging import Stages
+from knowcache.layer_cache.staging import Stages, reads_input
 from knowcache.runtime import StagedModel
 
 
@@ -46,8 +46,9 @@ def lower(stages: Stages, heads: list[ExitHead]) -> StagedProgram:
     x = stages.input_example
     with torch.no_grad():
         for i, m in enumerate(stages.modules):
-            programs[f"stage_{i}"] = torch.export.export(m.eval(), (x,))
-            x = m(x)
+            args = (x, stages.input_example) if reads_input(m) else (x,)
+            programs[f"stage_{i}"] = torch.export.export(m.eval(), args)
+            x = m(*args)
             if i < len(heads):
                 programs[f"exit_{i}"] = torch.export.export(heads[i].eval(), (x,))
                 exit_flops.append(flops.count(heads[i], x))
@@ -80,11 +81,12 @@ def measure_us(model: StagedModel, example: np.ndarray, repeats: int = 30
     stage_us = [[] for _ in range(model.num_stages)]
     exit_us = [[] for _ in range(model.num_exits)]
     head_us = []
+    whole = example[None] if example.ndim == len(model.input_shape) - 1 else example
     for _ in range(repeats):
-        act = example[None] if example.ndim == len(model.input_shape) - 1 else example
+        act = whole
         for i in range(model.num_stages):
             t = time.perf_counter()
-            act = model.run_stage(i, act)
+            act = model.run_stage(i, act, whole)
             stage_us[i].append((time.perf_counter() - t) * 1e6)
             if i < model.num_exits:
                 t = time.perf_counter()

@@ -2,8 +2,21 @@
 
 For the ResNet family (the vision task): stage 0 is the input handling
 (pixel normalization) and the stem, then one stage per residual block; the
-head is global pooling and the classifier. Running the stages in order and
-then the head is exactly the network's forward pass.
+head is global pooling and the classifier.
+
+For the kws full model (``KwsNet``): stage 0 is the log-mel front end and the
+first convolutions of the speech_embedding trunk, the next stages the rest of
+the trunk (cut after its max-pools, ``KWS_CUTS``), the last trunk stage ends
+with the embeddings as a (B, 96, windows, 1) sequence; the final stage runs
+the spectrogram branch, which starts from the waveform, so it also reads the
+model input (its method takes it as a second argument) and passes the
+embeddings and the branch's pooled features on packed in one row; the head
+unpacks them and runs the keyword head (ensemble). The exits sit on the trunk
+(grid heads, 8 time x 2 mel cells) and on the embeddings (a sequence head,
+``heads.SequenceExitHead``).
+
+Running the stages in order and then the head is exactly the network's
+forward pass.
 """
 
 from __future__ import annotations
@@ -14,7 +27,13 @@ import torch
 from torch import nn
 
 from knowcache.build import flops
+from knowcache.layer_cache.heads import HeadConfig, grid_for
 from knowcache.models.nets import KwsNet, VisionNet
+
+# kws: the trunk is cut after these convolutions (each ends in a max-pool).
+KWS_CUTS = (2, 6, 10)
+KWS_TRUNK_GRID = (8, 2)
+KWS_SEQUENCE_HIDDEN = 128
 
 
 class _Stem(nn.Module):
@@ -35,6 +54,56 @@ class _Head(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
+class _KwsTrunk(nn.Module):
+    """Convolutions ``start`` .. ``stop`` - 1 of the speech_embedding trunk; the first
+    part starts from the waveform (front end included), the last ends with the
+    embeddings as (B, 96, windows, 1)."""
+
+    def __init__(self, net: KwsNet, start: int, stop: int | None):
+        super().__init__()
+        self.net, self.start, self.stop = net, start, stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        trunk = self.net.backbone.trunk
+        if self.start == 0:
+            x = self.net.features(x).unsqueeze(1)
+        x = trunk.trunk(x, self.start, self.stop)
+        return trunk.out(x) if self.stop is None else x
+
+
+class _KwsBranch(nn.Module):
+    """(embeddings (B, 96, W, 1), waveform) -> (B, 96 W + side): the embeddings and
+    the spectrogram branch's pooled features, packed in one row."""
+    reads_input = True
+
+    def __init__(self, net: KwsNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, e: torch.Tensor, wave: torch.Tensor) -> torch.Tensor:
+        parts = [e.flatten(1)]
+        if self.net.spectrogram is not None:
+            parts.append(self.net.spectrogram.pooled(wave))
+        return torch.cat(parts, 1)
+
+
+class _KwsHead(nn.Module):
+    def __init__(self, net: KwsNet, windows: int):
+        super().__init__()
+        self.head, self.windows = net.backbone.head, windows
+        self.side = net.spectrogram is not None
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        n = self.windows * 96
+        e = packed[:, :n].reshape(packed.shape[0], 96, self.windows).transpose(1, 2)
+        return self.head(e, packed[:, n:] if self.side else None)
+
+
+def reads_input(module: nn.Module) -> bool:
+    """Whether a stage also takes the model input (as its second argument)."""
+    return bool(getattr(module, "reads_input", False))
+
+
 @dataclass
 class Stages:
     modules: list[nn.Module]      # stage_0 .. stage_n
@@ -43,6 +112,7 @@ class Stages:
     activation_shapes: list[tuple[int, ...]]   # each stage's output, batch 1
     stage_flops: list[int]
     head_flops: int
+    head_configs: list[HeadConfig]   # the cache head proposed for each exit (stages 0..n-1)
 
     @property
     def total_flops(self) -> int:
@@ -52,29 +122,38 @@ class Stages:
         """Every stage's output and the final logits."""
         outs = []
         with torch.no_grad():
+            act = x
             for m in self.modules:
-                x = m(x)
-                outs.append(x)
-            return outs, self.head(x)
+                act = m(act, x) if reads_input(m) else m(act)
+                outs.append(act)
+            return outs, self.head(act)
 
 
 def split(net: nn.Module, input_example: torch.Tensor) -> Stages:
-    if isinstance(net, KwsNet):
-        raise ValueError("layer caching cannot cut the kws model into stages yet: its speech-"
-                         "embedding and spectrogram branches run side by side, and a staged "
-                         "program passes one activation from stage to stage")
-    if not isinstance(net, VisionNet):
-        raise TypeError(f"cannot cut a {type(net).__name__} into stages; expected a knowcache "
-                        "VisionNet")
     net = net.eval()
-    modules: list[nn.Module] = [_Stem(net), *net.backbone.stages]
-    head = _Head(net)
+    if isinstance(net, KwsNet):
+        bounds = [0, *(c + 1 for c in KWS_CUTS), None]
+        modules: list[nn.Module] = [_KwsTrunk(net, a, b) for a, b in zip(bounds, bounds[1:])]
+        modules.append(_KwsBranch(net))
+    elif isinstance(net, VisionNet):
+        modules = [_Stem(net), *net.backbone.stages]
+    else:
+        raise TypeError(f"cannot cut a {type(net).__name__} into stages; expected a knowcache "
+                        "VisionNet or KwsNet")
     shapes, costs = [], []
     x = input_example
     with torch.no_grad():
         for m in modules:
-            costs.append(flops.count(m, x))
-            x = m(x)
+            args = (x, input_example) if reads_input(m) else (x,)
+            costs.append(flops.count(m, *args))
+            x = m(*args)
             shapes.append(tuple(x.shape))
-        head_flops = flops.count(head, x)
-    return Stages(modules, head, input_example, shapes, costs, head_flops)
+    if isinstance(net, KwsNet):
+        head = _KwsHead(net, shapes[-2][2])
+        configs = [HeadConfig(grid=KWS_TRUNK_GRID) for _ in KWS_CUTS]
+        configs.append(HeadConfig(kind="sequence", hidden=KWS_SEQUENCE_HIDDEN))
+    else:
+        head = _Head(net)
+        configs = [HeadConfig(grid=grid_for(s)) for s in shapes[:-1]]
+    head_flops = flops.count(head, x)
+    return Stages(modules, head, input_example, shapes, costs, head_flops, configs)

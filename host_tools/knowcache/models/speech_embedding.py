@@ -136,10 +136,10 @@ class SpeechEmbedding(nn.Module):
         self.floor = float(w["const_fold_opt__287"].reshape(-1)[0])   # max(x, -0.4) after each act
         self.act = nn.LeakyReLU(0.2)
 
-    def trunk(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
-        """(B, 1, T, 32) -> activations after conv ``upto`` (and its pool); all when None."""
-        last = len(self.convs) - 1 if upto is None else upto
-        for i in range(last + 1):
+    def trunk(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """(B, C, T, F) -> activations after convs ``start`` .. ``stop`` - 1 (each with
+        its pool); from the (B, 1, T, 32) log-mel through every conv by default."""
+        for i in range(start, len(self.convs) if stop is None else stop):
             x = torch.clamp(self.act(self.convs[i](x)), min=self.floor)
             if i in self._POOLS:
                 x = nn.functional.max_pool2d(x, self._POOLS[i])

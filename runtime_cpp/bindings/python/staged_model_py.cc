@@ -66,11 +66,20 @@ void PybindStagedModel(py::module_* m) {
       .def_property_readonly("resident_bytes", &StagedModel::resident_bytes)
       .def_property_readonly("input_shape", [](const StagedModel& s) { return s.info().input.shape; })
       .def("run_stage",
-           [](StagedModel& s, int stage, const py::object& x) {
+           [](StagedModel& s, int stage, const py::object& x, const py::object& model_input) {
              Activation in = FromArray(x);
-             return ToArray(ValueOrRaise(WithoutGil([&] { return s.RunStage(stage, in); })));
+             Activation whole = model_input.is_none() ? Activation{} : FromArray(model_input);
+             if (model_input.is_none() && s.StageReadsInput(stage)) {
+               throw py::value_error("stage " + std::to_string(stage) + " of '" + s.info().id +
+                                     "' also reads the model input: pass model_input=");
+             }
+             const TensorView view = stage == 0 ? in.view() : whole.view();
+             return ToArray(ValueOrRaise(WithoutGil([&] { return s.RunStage(stage, in, view); })));
            },
-           py::arg("stage"), py::arg("input"))
+           py::arg("stage"), py::arg("input"), py::arg("model_input") = py::none(),
+           "Stage `stage` on `input` (the model input for stage 0, else the previous stage's "
+           "output); stages that read the model input too need `model_input`.")
+      .def("stage_reads_input", &StagedModel::StageReadsInput, py::arg("stage"))
       .def("run_exit",
            [](StagedModel& s, int exit, const py::object& x) {
              Activation in = FromArray(x);
@@ -86,14 +95,16 @@ void PybindStagedModel(py::module_* m) {
            py::arg("activation"))
       .def("run_all",
            [](StagedModel& s, const py::object& x) {
-             Activation act = FromArray(x);
+             const Activation input = FromArray(x);
+             const TensorView view = input.view();
+             Activation act = input;
              std::vector<ExitOutput> exits;
              std::vector<float> logits;
              RaiseIfError(WithoutGil([&]() -> Status {
                const auto& st = s.info().staged;
                size_t next = 0;
                for (int i = 0; i < s.num_stages(); ++i) {
-                 KC_ASSIGN_OR_RETURN(act, s.RunStage(i, act));
+                 KC_ASSIGN_OR_RETURN(act, s.RunStage(i, act, view));
                  while (next < st.exits.size() && st.exits[next].after_stage == i) {
                    KC_ASSIGN_OR_RETURN(ExitOutput o, s.RunExit(static_cast<int>(next++), act));
                    exits.push_back(std::move(o));

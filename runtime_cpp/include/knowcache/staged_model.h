@@ -2,7 +2,10 @@
 // exit_0..exit_{n-1}, head) that can be run one piece at a time.
 //
 // Layer caching runs stage i, then exit i's cache head, and stops when the
-// exit's gate hits. Activations pass between methods as float32 tensors the
+// exit's gate hits. A stage after the first may also read the model input (its
+// method then takes a second argument: a branch that starts from the raw
+// waveform, as in the kws full model); the program says which, and callers
+// pass the input to every stage. Activations pass between methods as float32 tensors the
 // model owns copies of, so a caller can keep them (the server records them).
 // StagedModel is an interface, like CachedModel, so LayerCache and the engine's
 // staged mode are unit-tested without .pte files; FromBytes / FromFile build
@@ -54,7 +57,12 @@ class StagedModel {
 
   /// Stage 0 takes the model input (checked against info().input).
   virtual StatusOr<Activation> RunFirstStage(const TensorView& input) = 0;
-  virtual StatusOr<Activation> RunStage(int stage, const Activation& in) = 0;
+  /// Stage `stage` on the previous stage's output `in`; `input` is the model
+  /// input, read only by stages for which StageReadsInput is true (it may be
+  /// an empty view for the others). Stage 0 runs on `input`.
+  virtual StatusOr<Activation> RunStage(int stage, const Activation& in,
+                                        const TensorView& input) = 0;
+  virtual bool StageReadsInput(int /*stage*/) const { return false; }
   virtual StatusOr<ExitOutput> RunExit(int exit, const Activation& in) = 0;
   virtual StatusOr<std::vector<float>> RunHead(const Activation& in) = 0;
 };

@@ -127,7 +127,10 @@ def device(port, adb, adb_serial, task, cloud, baud, action, args) -> None:
                 task = client.list()["task"]
                 if not task:
                     raise click.ClickException("the device holds no partitions; `knowcache flash` first")
-                out = client.infer(read_input(task, Path(args[0])))
+                prepared = read_input(task, Path(args[0]))
+                if prepared.notice:
+                    click.echo(prepared.notice, err=True)
+                out = client.infer(prepared.x)
             elif action == "delete":
                 out = client.delete(args[0])
             else:

@@ -121,6 +121,12 @@ def device(port, adb, adb_serial, task, cloud, baud, action, args) -> None:
         raise click.UsageError("`device run` is for --adb; a serial device does `infer FILE`")
     if action in ("infer", "delete") and len(args) != 1:
         raise click.UsageError(f"`device {action}` needs one {'FILE' if action == 'infer' else 'ID'}")
+    if action == "infer":   # before the serial line: a bad path needs no board to be told
+        from knowcache.data.input_contract import InputError, check_file
+        try:
+            check_file(args[0])
+        except InputError as e:
+            raise click.ClickException(str(e)) from e
     with _client(port, baud) as client:
         try:
             if action == "infer":

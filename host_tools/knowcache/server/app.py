@@ -93,8 +93,8 @@ def _validation_problem(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
         where, name = (list(err.get("loc", ())) + ["", ""])[:2]
-        name = "-".join(w.capitalize() for w in str(name).split("_")) if where == "header" \
-            else str(name)
+        if where == "header":      # x-knowcache-dtype / x_knowcache_dtype -> X-Knowcache-Dtype
+            name = "-".join(w.capitalize() for w in str(name).replace("_", "-").split("-"))
         if err.get("type") == "missing":
             parts.append(f"the {name} {where} is missing" if where == "header"
                          else f"{where} {name} is missing")

@@ -152,16 +152,14 @@ def load_all(models: Path, learn_exits: bool = False, retrain_every: int = 250,
     fails to load is refused and logged, the others are loaded."""
     models = Path(models)
     report = LoadReport()
+    found = sorted(models.glob("*/manifest.json")) if models.is_dir() else []
     if not models.is_dir():
         report.refused[str(models)] = "not a folder; pass the folder of <task>/manifest.json"
-        return report
-    if manifests.exists(models):
+    elif manifests.exists(models):
         report.refused[str(models)] = (f"{models} is one task's folder; pass its parent "
                                        f"(--models {models.parent}), which holds <task>/"
                                        "manifest.json for every task")
-        return report
-    found = sorted(models.glob("*/manifest.json"))
-    if not found:
+    elif not found:
         report.refused[str(models)] = (f"no <task>/manifest.json under {models}; pass the "
                                        "folder holding kws/ and vision/ (the shipped one is "
                                        "models/)")

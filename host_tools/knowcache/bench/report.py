@@ -45,20 +45,40 @@ def systems_table(report: dict) -> Table:
     return t
 
 
+def legend_lines(report: dict) -> list[str]:
+    """One line per system in the report: what it is."""
+    from knowcache.bench.systems import LEGEND
+    names = [*report["systems"], *report.get("skipped", {})]
+    width = max(map(len, names), default=0)
+    return [f"{name:<{width}}  {LEGEND.get(name, '')}" for name in names]
+
+
 def targets_table(report: dict) -> Table:
-    t = Table(title="targets (vs cloud_only and device_only, same stream)")
+    t = Table(title="targets (vs cloud_only and device_only, same stream; [lo, hi]: 95% "
+                    "interval)")
     t.add_column("system", no_wrap=True, min_width=12)
     for col in ("latency/cloud <= 0.25", "acc - cloud >= -1 pt", "acc - device >= +5 pt"):
         t.add_column(col, justify="right")
 
-    def mark(ok) -> str:
+    def mark(ok, row) -> str:
+        if "withheld" in row:
+            return " [yellow]no verdict[/yellow]"
         return "" if ok is None else (" [green]met[/green]" if ok else " [red]missed[/red]")
+
+    def gap(v, ci) -> str:
+        return f"{v * 100:+.1f} pt [{ci[0] * 100:+.0f}, {ci[1] * 100:+.0f}]"
+    withheld = []
     for name, row in report["targets"].items():
         over = row.get("accuracy_over_device")
-        t.add_row(name, f"{row['latency_ratio']:.2f}{mark(row['latency_met'])}",
-                  f"{row['accuracy_gap_to_cloud'] * 100:+.1f} pt{mark(row['accuracy_met'])}",
-                  "-" if over is None else f"{over * 100:+.1f} pt"
-                  f"{mark(row.get('device_margin_met'))}")
+        t.add_row(name, f"{row['latency_ratio']:.2f}{mark(row['latency_met'], row)}",
+                  gap(row["accuracy_gap_to_cloud"], row["accuracy_gap_to_cloud_ci95"])
+                  + mark(row["accuracy_met"], row),
+                  "-" if over is None else gap(over, row["accuracy_over_device_ci95"])
+                  + mark(row.get("device_margin_met"), row))
+        if "withheld" in row:
+            withheld.append(row["withheld"])
+    if withheld:
+        t.caption = f"no verdicts: {withheld[0]}; run more queries (--queries)"
     return t
 
 
@@ -97,6 +117,8 @@ def online_summary(online: dict) -> str:
 
 def print_report(report: dict, console: Console) -> None:
     console.print(systems_table(report))
+    for line in legend_lines(report):
+        console.print(f"[dim]{line}[/dim]", highlight=False)
     for name, s in report["systems"].items():
         a = s["answers"]
         if a["degraded"] or a["failed"]:

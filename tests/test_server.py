@@ -155,6 +155,9 @@ def test_openapi_describes_every_route(url):
             "/healthz", "/readyz", "/metrics"} <= set(doc["paths"])
     body = doc["paths"]["/v1/{task}/infer"]["post"]["requestBody"]["content"]
     assert "application/octet-stream" in body
+    params = {p["name"]: p for p in doc["paths"]["/v1/{task}/infer"]["post"]["parameters"]}
+    # Only what the served tasks take: listing uint8 promised what the server refuses.
+    assert params["x-knowcache-dtype"]["schema"]["enum"] == ["float32"]
 
 
 def test_kws_through_the_cloud_client(url):

@@ -111,6 +111,7 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
     state = _State(config, report)
     # The task names documented in OpenAPI (validation stays ours, with our messages).
     tasks = registry.task_names(config.models)
+    dtypes = registry.input_dtypes(config.models)
     TASK = Path(..., pattern=r"^[a-z0-9_-]{1,64}$", description="Task name",
                 json_schema_extra={"enum": tasks} if tasks else None)
 
@@ -189,8 +190,7 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
                                                           "format": "binary"}}}}})
     async def infer(request: Request, task: str = TASK,
                     x_knowcache_dtype: str = Header(..., description="Element type",
-                                                    json_schema_extra={"enum": list(
-                                                        registry.DTYPES)}),
+                                                    json_schema_extra={"enum": dtypes}),
                     x_knowcache_shape: str = Header(..., description="e.g. 1,16000",
                                                     json_schema_extra=SHAPE_DOC)):
         """Runs the full model on one input tensor (raw little-endian bytes)."""

@@ -190,6 +190,18 @@ def task_names(models: Path) -> list[str]:
     return sorted(p.parent.name for p in Path(models).glob("*/manifest.json"))
 
 
+def input_dtypes(models: Path) -> list[str]:
+    """The element types the tasks under ``models`` take (for docs: the OpenAPI enum
+    lists what the server accepts, not every type the protocol could carry)."""
+    found = set()
+    for path in Path(models).glob("*/manifest.json"):
+        try:
+            found.update(p.input.dtype for p in manifests.load(path.parent).parsed.partitions)
+        except (ValueError, OSError, RuntimeError):
+            continue      # refused at load, with the reason logged there
+    return sorted(found) or sorted(DTYPES)
+
+
 def warm_up(task: TaskModels, runs: int = 3) -> float:
     """Runs the full model a few times (not recorded by a layer-cache learner); returns the
     last run's milliseconds."""

@@ -297,7 +297,9 @@ async def _read_tensor(request: Request, models: registry.TaskModels, dtype: str
     x = np.frombuffer(body, dtype=np.dtype(registry.DTYPES[dtype]).newbyteorder("<"))
     x = x.astype(registry.DTYPES[dtype]).reshape(dims)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise HTTPException(400, "input holds NaN or infinite values")
+        first = int(np.flatnonzero(~np.isfinite(x.reshape(-1)))[0])
+        raise HTTPException(400, f"input holds NaN or infinite values (first at element "
+                                 f"{first}); the models take finite numbers")
     return x
 
 

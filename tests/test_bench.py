@@ -227,8 +227,10 @@ def test_small_runs_get_no_target_verdict_and_every_gap_its_interval():
         console = Console(record=True, width=200)
         console.print(reports.targets_table({"targets": {"two_stage": row}}))
         text = console.export_text()
+        assert "[lo, hi]: 95% interval" in text
         if verdict:
             assert row["latency_met"] is True and "withheld" not in row and "met" in text
+            assert "+0.0 pt [-4, +4] met (within noise)" in text
         else:
             assert row["latency_met"] is None and row["accuracy_met"] is None
             assert "no verdict" in text and "30 queries, fewer than the 200" in text

@@ -54,8 +54,8 @@ def legend_lines(report: dict) -> list[str]:
 
 
 def targets_table(report: dict) -> Table:
-    t = Table(title="targets (vs cloud_only and device_only, same stream; [lo, hi]: 95% "
-                    "interval)")
+    t = Table(title="targets (vs cloud_only and device_only, same stream; \\[lo, hi]: 95% "
+                    "interval, a verdict inside it is marked within noise)")
     t.add_column("system", no_wrap=True, min_width=12)
     for col in ("latency/cloud <= 0.25", "acc - cloud >= -1 pt", "acc - device >= +5 pt"):
         t.add_column(col, justify="right")
@@ -65,16 +65,19 @@ def targets_table(report: dict) -> Table:
             return " [yellow]no verdict[/yellow]"
         return "" if ok is None else (" [green]met[/green]" if ok else " [red]missed[/red]")
 
-    def gap(v, ci) -> str:
-        return f"{v * 100:+.1f} pt [{ci[0] * 100:+.0f}, {ci[1] * 100:+.0f}]"
+    def gap(v, ci, bound: float, ok, row) -> str:
+        noise = " [yellow](within noise)[/yellow]" if ci[0] < bound < ci[1] and \
+            "withheld" not in row else ""
+        return (f"{v * 100:+.1f} pt \\[{ci[0] * 100:+.0f}, {ci[1] * 100:+.0f}]"
+                f"{mark(ok, row)}{noise}")
     withheld = []
     for name, row in report["targets"].items():
         over = row.get("accuracy_over_device")
         t.add_row(name, f"{row['latency_ratio']:.2f}{mark(row['latency_met'], row)}",
-                  gap(row["accuracy_gap_to_cloud"], row["accuracy_gap_to_cloud_ci95"])
-                  + mark(row["accuracy_met"], row),
-                  "-" if over is None else gap(over, row["accuracy_over_device_ci95"])
-                  + mark(row.get("device_margin_met"), row))
+                  gap(row["accuracy_gap_to_cloud"], row["accuracy_gap_to_cloud_ci95"], -0.01,
+                      row["accuracy_met"], row),
+                  "-" if over is None else gap(over, row["accuracy_over_device_ci95"], 0.05,
+                                               row.get("device_margin_met"), row))
         if "withheld" in row:
             withheld.append(row["withheld"])
     if withheld:

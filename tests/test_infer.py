@@ -104,8 +104,10 @@ def test_bad_files_get_one_line_each_and_the_good_ones_still_run(tmp_path):
     res = invoke(folder, tmp_path / "absent.png", corrupt, notes, good)
     assert res.exit_code == 1
     assert res.stdout.count("\n") == 1 and res.stdout.startswith(str(good))
-    errors = res.stderr.strip().splitlines()
-    assert len(errors) == 4, res.stderr
+    lines = res.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 4 and all(line.startswith("note: ") for line in lines
+                                    if line not in errors), res.stderr
     for line, path, fix in zip(errors, (folder, tmp_path / "absent.png", corrupt, notes),
                                ("pass the files in it", "check the path",
                                 "a WAV file with no audio", "name the task with --task")):

@@ -43,10 +43,10 @@ class FileAnswer:
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
-    def line(self) -> str:
-        """The text line `knowcache infer` prints for a file answered."""
-        return (f"{self.file}  {self.label:<12} {self.confidence:6.1%}  {self.source:<8} "
-                f"{self.ms:7.1f} ms")
+    def line(self, width: int = 0) -> str:
+        """The text line `knowcache infer` prints for a file answered (file column ``width``)."""
+        return (f"{self.file:<{width}}  {self.label:<12} {self.confidence:6.1%}  "
+                f"{self.source:<8} {self.ms:7.1f} ms")
 
 
 def default_models(task: str) -> Path:

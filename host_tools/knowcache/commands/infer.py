@@ -39,16 +39,23 @@ def infer(ctx, task, models, model, cloud, token, as_json, files) -> None:
     except InputError as e:
         raise click.ClickException(str(e)) from e
     failed = 0
+    width = max(len(str(f)) for f in files)
+    reasons = set()
     for answer in classifier.classify_all(files):
-        if as_json:
-            click.echo(json.dumps(answer.as_dict()))
-        elif answer.ok:
-            click.echo(answer.line())
         if not answer.ok:
             failed += 1
-            if not as_json:
-                click.echo(f"error: {answer.error}", err=True)
-        elif answer.notice and not as_json:
+        if as_json:
+            click.echo(json.dumps(answer.as_dict()))
+            continue
+        if not answer.ok:
+            click.echo(f"error: {answer.error}", err=True)
+            continue
+        click.echo(answer.line(width))
+        if answer.notice:
             click.echo(f"note: {answer.notice}", err=True)
+        if answer.degraded_reason and answer.degraded_reason not in reasons:
+            reasons.add(answer.degraded_reason)
+            fix = "; pass --cloud with a `knowcache serve` URL" if cloud is None else ""
+            click.echo(f"note: degraded: {answer.degraded_reason}{fix}", err=True)
     if failed:
         ctx.exit(1)

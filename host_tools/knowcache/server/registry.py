@@ -156,11 +156,11 @@ def load_all(models: Path, learn_exits: bool = False, retrain_every: int = 250,
     if not models.is_dir():
         report.refused[str(models)] = "not a folder; pass the folder of <task>/manifest.json"
     elif manifests.exists(models):
-        report.refused[str(models)] = (f"{models} is one task's folder; pass its parent "
+        report.refused[str(models)] = (f"is one task's folder; pass its parent "
                                        f"(--models {models.parent}), which holds <task>/"
                                        "manifest.json for every task")
     elif not found:
-        report.refused[str(models)] = (f"no <task>/manifest.json under {models}; pass the "
+        report.refused[str(models)] = ("no <task>/manifest.json in it; pass the "
                                        "folder holding kws/ and vision/ (the shipped one is "
                                        "models/)")
     for path in found:

@@ -144,3 +144,23 @@ def test_without_a_cloud_or_with_one_down_uncertain_answers_come_back_degraded(t
         degraded = [g for g in got if g["source"] == "degraded"]
         assert degraded and all(g["degraded_reason"] for g in degraded), got
         assert all(g["source"] in ("local", "degraded") for g in got)
+
+
+def test_no_executorch_info_lines_on_stderr(tmp_path):
+    """ExecuTorch logs cpuinfo / thread-pool INFO lines unless told otherwise; they land in
+    the middle of every command's output. Below KNOWCACHE_LOG's threshold (warn) now."""
+    import os
+    import subprocess
+    import sys
+    from PIL import Image
+    png = tmp_path / "a.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(png)
+    env = {k: v for k, v in os.environ.items() if k != "KNOWCACHE_LOG"}
+    res = subprocess.run([sys.executable, "-m", "knowcache.cli", "infer", "--model", "full",
+                          str(png)], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "executorch" not in res.stderr and "cpuinfo" not in res.stderr, res.stderr
+    env["KNOWCACHE_LOG"] = "info"        # still there for whoever asks
+    res = subprocess.run([sys.executable, "-m", "knowcache.cli", "infer", "--model", "full",
+                          str(png)], capture_output=True, text=True, timeout=120, env=env)
+    assert "executorch: " in res.stderr, res.stderr

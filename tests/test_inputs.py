@@ -152,3 +152,19 @@ def test_python_wave_and_the_contract_agree_on_a_real_recording():
         ref = np.frombuffer(w.readframes(w.getnframes()), "<i2") / 32768
     x, rate = audio.read_wav(clip)
     assert rate == RATE and np.array_equal(x, ref.astype(np.float32))
+
+
+def test_host_device_infer_converts_what_the_board_would_refuse(tmp_path):
+    """`knowcache device --serial P infer` converts on the host before sending: a 44.1 kHz
+    stereo 24-bit take is resampled (the board program alone refuses it with a sox hint)."""
+    from knowcache.devicelink.inputs import read_input
+    f = tmp_path / "take.wav"
+    f.write_bytes(wav_bytes(tone(2.0, rate=44100, at=1.2), rate=44100, bits=24, channels=2))
+    prepared = read_input("kws", f)
+    assert prepared.x.shape == (1, RATE) and prepared.x.dtype == np.float32
+    assert np.abs(prepared.x).max() > 0.4 and "2.00 s long" in prepared.notice
+    with pytest.raises(InputError, match="is a folder"):
+        read_input("kws", tmp_path)
+    img = tmp_path / "raw.bin"
+    img.write_bytes(bytes(784))
+    assert read_input("vision", img).x.shape == (1, 1, 28, 28)

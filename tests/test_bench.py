@@ -245,3 +245,15 @@ def test_every_system_gets_a_legend_line():
     assert len(lines) == len(ALL_SYSTEMS)
     for name, line in zip(ALL_SYSTEMS, lines):
         assert line.startswith(name) and len(line.split(None, 1)[1]) > 20, line
+
+
+def test_warm_up_curve_starts_cold_at_each_change_of_scene():
+    from knowcache.bench.report import scene_changes, warmup_curve
+    partition = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2]
+    changes = scene_changes(partition)
+    assert changes.tolist() == [0, 4, 7]
+    # Each scene misses its first query (the partition is not cached yet), then hits.
+    local = np.array([False, True, True, True, False, True, True, False, True, True, True, True])
+    curve, counts = warmup_curve(local, changes, horizon=6)
+    assert curve.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0]
+    assert counts.tolist() == [3, 3, 3, 2, 1]          # shorter scenes stop contributing

@@ -336,3 +336,12 @@ def test_serve_exits_non_zero_when_no_task_loads_and_says_why(tmp_path):
     (root / "vision/full.pte").write_bytes(b"broken")
     res = CliRunner().invoke(main, ["serve", "--models", str(root)])
     assert res.exit_code == 1 and "its full model is refused" in res.output
+
+
+def test_swagger_ui_is_served_without_a_cdn(url):
+    page = httpx.get(url + "/docs")
+    assert page.status_code == 200 and "/static/swagger/swagger-ui-bundle.js" in page.text
+    assert "cdn." not in page.text and "https://" not in page.text.split("<body>")[0]
+    js = httpx.get(url + "/static/swagger/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000
+    assert httpx.get(url + "/static/swagger/swagger-ui.css").status_code == 200

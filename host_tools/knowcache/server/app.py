@@ -127,8 +127,9 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
 
     app = FastAPI(title="knowcache cloud tier", version=__version__, lifespan=lifespan,
                   description="The full models devices fall back to, partition hints, and "
-                              "partition downloads.")
+                              "partition downloads.", docs_url=None, redoc_url=None)
     app.state.knowcache = state
+    _serve_docs_offline(app)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
@@ -251,6 +252,24 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
                         headers={"ETag": etag})
 
     return app
+
+
+def _serve_docs_offline(app: FastAPI) -> None:
+    """Swagger UI at /docs from the swagger-ui-bundle package: FastAPI's default loads it
+    from a CDN, which leaves /docs blank on a machine without internet access."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+              name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

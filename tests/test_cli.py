@@ -101,3 +101,13 @@ def test_data_add_checks_the_recordings_before_synthesizing(tmp_path, monkeypatc
     (empty / "banana").mkdir()
     res = CliRunner().invoke(main, ["data", "speech", "--quick", "--add", str(empty)])
     assert res.exit_code == 1 and "'banana' is not a label" in res.output
+
+
+def test_progress_without_a_terminal_prints_plain_lines(capsys):
+    from knowcache.commands._progress import progress_bar
+    with progress_bar() as update:
+        for done in range(0, 101):
+            update("synthesizing", done, 100)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "synthesizing: 0/100" and lines[-1] == "synthesizing: 100/100"
+    assert len(lines) == 11

@@ -209,6 +209,7 @@ def test_native_program_reads_any_width_and_channels_and_windows_long_clips_like
     out = answers(res)
     assert [o["label"] for o in out] == [words[0]] * (1 + len(files))
     assert res.stderr.count("classified its loudest 1 s") == len(files)
+    assert "executorch" not in res.stderr and "cpuinfo" not in res.stderr   # INFO lines muted
     host = Classifier(models=REPO / "models/kws", model="full")
     for o, f in zip(out[1:], files):
         mine = host.classify(f)

@@ -35,7 +35,9 @@ StatusOr<std::vector<uint8_t>> ReadFile(const std::string& path) {
   std::vector<uint8_t> bytes;
   uint8_t buf[1 << 16];
   size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), f.get())) > 0) bytes.insert(bytes.end(), buf, buf + n);
+  while ((n = std::fread(buf, 1, sizeof(buf), f.get())) > 0) {
+    bytes.insert(bytes.end(), buf, buf + n);
+  }
   if (std::ferror(f.get())) {
     return InvalidArgument(path + ": cannot be read (" + std::strerror(errno) + ")");
   }
@@ -197,7 +199,8 @@ StatusOr<std::vector<float>> ReadInput(const std::string& path, const InputSpec&
   } else {
     return InvalidArgument(path + ": " + std::to_string(bytes.size()) + " bytes; the model takes " +
                            std::to_string(n) + " uint8 pixels (" + std::to_string(n) +
-                           " bytes) or float32 (" + std::to_string(4 * n) + " bytes), channels first");
+                           " bytes) or float32 (" + std::to_string(4 * n) +
+                           " bytes), channels first");
   }
   return x;
 }

@@ -53,9 +53,7 @@ class Problem(BaseModel):
     detail: str
 
 
-ERRORS = {400: {"model": Problem}, 401: {"model": Problem}, 404: {"model": Problem},
-          408: {"model": Problem}, 413: {"model": Problem}, 429: {"model": Problem}, 503: {"model": Problem},
-          504: {"model": Problem}}
+ERRORS = {code: {"model": Problem} for code in (400, 401, 404, 408, 413, 429, 503, 504)}
 
 
 class _State:

@@ -126,6 +126,10 @@ def test_models_folder_one_level_too_high_or_of_the_other_task_says_which_to_pas
     assert res.exit_code == 1 and "holds kws models, not vision" in res.output
     res = invoke("--models", tmp_path, png)
     assert res.exit_code == 1 and "no manifest.json in" in res.output
+    res = invoke("--model", "nope", png)
+    assert res.exit_code == 1
+    assert f"error: {png}: " in res.stderr and "has no program 'nope'; pass --model with one " \
+        "of: full, cached, generic, p0" in res.stderr
 
 
 def test_without_a_cloud_or_with_one_down_uncertain_answers_come_back_degraded(tmp_path):

@@ -97,6 +97,10 @@ class Classifier:
             from knowcache.runtime import Engine
             models = self.models or default_models(task)
             check_models_dir(models, task)
+            ids = [p["id"] for p in manifests.load(models).entries()]
+            if self.model not in ids:
+                raise InputError(f"{models} has no program {self.model!r}; pass --model with "
+                                 f"one of: {', '.join(ids)}")
             engine = Engine.from_models_dir(models, install=[self.model], cloud_url=self.cloud,
                                             token=self.token, fetch_hints=False)
             info = engine.manifest.find(engine.active_id())
@@ -114,7 +118,8 @@ class Classifier:
             input_contract.check_finite(prepared.x, str(path))
             r = engine.infer(prepared.x)
         except (InputError, KnowcacheError, LookupError, ValueError) as e:
-            answer.error = str(e)
+            message = str(e)
+            answer.error = message if message.startswith(str(path)) else f"{path}: {message}"
             return answer
         answer.label, answer.confidence, answer.source = r.label, float(r.confidence), r.source
         answer.partition, answer.ms = r.partition_id, r.total_us / 1e3

@@ -168,3 +168,29 @@ def test_no_executorch_info_lines_on_stderr(tmp_path):
     res = subprocess.run([sys.executable, "-m", "knowcache.cli", "infer", "--model", "full",
                           str(png)], capture_output=True, text=True, timeout=120, env=env)
     assert "executorch: " in res.stderr, res.stderr
+
+
+def test_getting_started_shows_what_infer_prints(tmp_path):
+    """docs/getting-started.md pastes `knowcache infer` output for two Speech Commands
+    clips and a Fashion-MNIST item; the same files must still get the same answers."""
+    import re
+    import shutil
+
+    from PIL import Image
+
+    from knowcache.data import images
+    if not REAL.is_dir():
+        pytest.skip(f"{REAL} is not here (a user's clone)")
+    shutil.copy(REAL / "yes/0bac8a71_nohash_0.wav", tmp_path / "yes.wav")
+    shutil.copy(REAL / "stop/0c40e715_nohash_0.wav", tmp_path / "stop.wav")
+    Image.fromarray(images.fashion_mnist().test.x[0, 0]).resize((280, 280)).save(
+        tmp_path / "boot.png")
+    doc = (REPO / "docs/getting-started.md").read_text()
+    for args in ((), ("--model", "full")):
+        command = " ".join(("knowcache infer", *args, "yes.wav stop.wav boot.png"))
+        block = doc.split(f"$ {command}\n", 1)[1].split("```", 1)[0]
+        shown = re.findall(r"^(\S+)\s+(\S+)\s+([\d.]+)%\s+(\w+)", block, re.M)
+        files = [tmp_path / f for f in ("yes.wav", "stop.wav", "boot.png")]
+        got = json_lines(invoke("--json", *args, *files))
+        assert [(f.name, g["label"], f"{100 * g['confidence']:.1f}", g["source"])
+                for f, g in zip(files, got)] == shown, command

@@ -138,6 +138,10 @@ def test_aarch64_program_under_qemu_matches_the_native_build(inputs):
             # int8 kernels round differently on Arm and x86: same answers, close scores
             assert a["confidence"] == pytest.approx(n["confidence"], abs=0.01)
             assert a["entropy"] == pytest.approx(n["entropy"], abs=0.01)
+    # A folder among the inputs is reported and skipped there too (it aborted the process).
+    res = run(AARCH64, "run", "--models", "models/kws", wavs[0].parent, wavs[0], qemu=True)
+    assert res.returncode == 1 and "is a folder, not a file" in res.stderr
+    assert len(res.stdout.splitlines()) == 1
 
 
 @pytest.mark.slow

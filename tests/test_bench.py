@@ -206,3 +206,54 @@ def test_bench_rejects_bad_input(tmp_path):
     assert res.exit_code != 0 and "unknown systems" in res.output
     res = runner.invoke(main, ["bench", "--task", "vision", "--repeat", "1.5"])
     assert res.exit_code != 0
+
+
+def _system(acc: float, mean_ms: float, n: int) -> dict:
+    return {"accuracy": acc, "latency_ms": {"mean": mean_ms},
+            "answers": {"local": n, "cloud": 0, "degraded": 0, "failed": 0}}
+
+
+def test_small_runs_get_no_target_verdict_and_every_gap_its_interval():
+    from rich.console import Console
+
+    from knowcache.bench import harness, report as reports
+    for n, verdict in ((30, False), (500, True)):
+        systems = {"cloud_only": _system(0.90, 40.0, n), "device_only": _system(0.80, 2.0, n),
+                   "two_stage": _system(0.90, 8.0, n)}
+        row = harness.targets(systems)["two_stage"]
+        lo, hi = row["accuracy_gap_to_cloud_ci95"]
+        assert lo < 0 < hi and (hi - lo) * 100 == pytest.approx(
+            2 * 196 * np.sqrt(2 * 0.09 / n), rel=1e-6)
+        console = Console(record=True, width=200)
+        console.print(reports.targets_table({"targets": {"two_stage": row}}))
+        text = console.export_text()
+        assert "[lo, hi]: 95% interval" in text
+        if verdict:
+            assert row["latency_met"] is True and "withheld" not in row and "met" in text
+            assert "+0.0 pt [-4, +4] met (within noise)" in text
+        else:
+            assert row["latency_met"] is None and row["accuracy_met"] is None
+            assert "no verdict" in text and "30 queries, fewer than the 200" in text
+            assert "met" not in text.replace("no verdict", "")
+
+
+def test_every_system_gets_a_legend_line():
+    from knowcache.bench import report as reports
+    from knowcache.bench.systems import ALL_SYSTEMS
+    lines = reports.legend_lines({"systems": dict.fromkeys(ALL_SYSTEMS, {}),
+                                  "skipped": {}})
+    assert len(lines) == len(ALL_SYSTEMS)
+    for name, line in zip(ALL_SYSTEMS, lines):
+        assert line.startswith(name) and len(line.split(None, 1)[1]) > 20, line
+
+
+def test_warm_up_curve_starts_cold_at_each_change_of_scene():
+    from knowcache.bench.report import scene_changes, warmup_curve
+    partition = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2]
+    changes = scene_changes(partition)
+    assert changes.tolist() == [0, 4, 7]
+    # Each scene misses its first query (the partition is not cached yet), then hits.
+    local = np.array([False, True, True, True, False, True, True, False, True, True, True, True])
+    curve, counts = warmup_curve(local, changes, horizon=6)
+    assert curve.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0]
+    assert counts.tolist() == [3, 3, 3, 2, 1]          # shorter scenes stop contributing

@@ -78,3 +78,36 @@ def test_unknown_cached_class_is_rejected(tmp_path):
     res = CliRunner().invoke(main, ["specialize", "--task", "vision", "--work", str(tmp_path),
                                     "--classes", "bag,hat"])
     assert res.exit_code == 1 and "unknown vision class 'hat'" in res.output
+
+
+def test_device_infer_checks_its_file_before_the_serial_line(tmp_path):
+    res = CliRunner().invoke(main, ["device", "--serial", str(tmp_path / "no-such-tty"), "infer",
+                                    str(tmp_path)])
+    assert res.exit_code == 1 and "is a folder, not a file; pass the files in it" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_data_add_checks_the_recordings_before_synthesizing(tmp_path, monkeypatch):
+    from knowcache.data import store
+
+    def synthesize(*_a, **_k):
+        raise AssertionError("synthesized the data set before checking the folder")
+    monkeypatch.setattr(store, "add_recordings", synthesize)
+    monkeypatch.setenv("KNOWCACHE_DATA_DIR", str(tmp_path / "cache"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = CliRunner().invoke(main, ["data", "speech", "--quick", "--add", str(empty)])
+    assert res.exit_code == 1 and "has no <label>/*.wav recordings" in res.output
+    (empty / "banana").mkdir()
+    res = CliRunner().invoke(main, ["data", "speech", "--quick", "--add", str(empty)])
+    assert res.exit_code == 1 and "'banana' is not a label" in res.output
+
+
+def test_progress_without_a_terminal_prints_plain_lines(capsys):
+    from knowcache.commands._progress import progress_bar
+    with progress_bar() as update:
+        for done in range(0, 101):
+            update("synthesizing", done, 100)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "synthesizing: 0/100" and lines[-1] == "synthesizing: 100/100"
+    assert len(lines) == 11

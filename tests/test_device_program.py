@@ -108,7 +108,8 @@ def test_native_program_reports_bad_input(inputs, tmp_path):
     _, wavs, _ = inputs
     stereo = write_wav(tmp_path / "stereo44k.wav", np.zeros(44100 * 2), rate=44100, channels=2)
     res = run(NATIVE, "run", "--models", "models/kws", stereo, wavs[0])
-    assert res.returncode == 1 and "44100 Hz, 2 channel(s); expected 16000 Hz mono" in res.stderr
+    assert res.returncode == 1 and "44100 Hz; the model takes 16000 Hz" in res.stderr
+    assert "`sox in.wav -r 16000 -c 1 -b 16 out.wav`" in res.stderr
     assert len(res.stdout.splitlines()) == 1          # the good input is still answered
     res = run(NATIVE, "run", "--models", "models/vision", wavs[0])
     assert res.returncode == 1 and "uint8 pixels (784 bytes)" in res.stderr
@@ -137,6 +138,10 @@ def test_aarch64_program_under_qemu_matches_the_native_build(inputs):
             # int8 kernels round differently on Arm and x86: same answers, close scores
             assert a["confidence"] == pytest.approx(n["confidence"], abs=0.01)
             assert a["entropy"] == pytest.approx(n["entropy"], abs=0.01)
+    # A folder among the inputs is reported and skipped there too (it aborted the process).
+    res = run(AARCH64, "run", "--models", "models/kws", wavs[0].parent, wavs[0], qemu=True)
+    assert res.returncode == 1 and "is a folder, not a file" in res.stderr
+    assert len(res.stdout.splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -149,3 +154,77 @@ def test_native_program_falls_back_to_the_cloud(inputs):
     assert [o["label"] for o in out] == list(words)
     assert out[0]["source"] == "local" and out[1]["source"] == "cloud"   # house is not cached
     assert out[1]["network_us"] > 0 and out[1]["hint"]
+
+
+def test_native_program_skips_a_folder_or_a_damaged_wav_and_answers_the_rest(inputs, tmp_path):
+    needs(NATIVE)
+    _, wavs, raws = inputs
+    truncated = tmp_path / "truncated.wav"
+    data = wavs[0].read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])     # the header still promises it all
+    mulaw = tmp_path / "mulaw.wav"
+    mulaw.write_bytes(data[:20] + (7).to_bytes(2, "little") + data[22:])
+    res = run(NATIVE, "run", "--models", "models/kws", tmp_path, truncated, mulaw, wavs[0])
+    assert res.returncode == 1, res.stderr                     # no abort (was SIGABRT)
+    assert len(answers_of(res)) == 1 and answers_of(res)[0]["input"] == str(wavs[0])
+    assert f"{tmp_path}: is a folder, not a file; pass the files in it" in res.stderr
+    assert "bytes of audio but the file holds" in res.stderr and "cut short" in res.stderr
+    assert "format 7, which knowcache-device does not read" in res.stderr
+    nan = tmp_path / "nan.raw"
+    pixels = np.zeros(784, "<f4")
+    pixels[10] = np.nan
+    nan.write_bytes(pixels.tobytes())
+    res = run(NATIVE, "run", "--models", "models/vision", nan, raws[0][0])
+    assert res.returncode == 1 and "NaN or infinite values (first at element 10)" in res.stderr
+    assert len(answers_of(res)) == 1
+
+
+def answers_of(res: subprocess.CompletedProcess) -> list[dict]:
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+def test_native_program_help_prints_usage():
+    needs(NATIVE)
+    for args in (("run", "--help"), ("serve-serial", "--help"), ("--help",)):
+        res = run(NATIVE, *args)
+        assert res.returncode == 0 and res.stdout.startswith("usage: knowcache-device run"), args
+        assert "loudest second" in res.stdout
+
+
+def test_native_program_reads_any_width_and_channels_and_windows_long_clips_like_the_host(
+        inputs, tmp_path):
+    """A word inside 3 s, as 8, 24-bit and stereo takes: the device program cuts the same
+    loudest second as `knowcache infer` and gives the 16-bit clip's answer."""
+    needs(NATIVE)
+    from knowcache.data import audio
+    from knowcache.infer import Classifier
+    from test_inputs import wav_bytes
+    words, wavs, _ = inputs
+    x, _ = audio.read_wav(wavs[0])
+    long = np.concatenate([np.zeros(RATE), x, np.zeros(int(1.5 * RATE))]).astype(np.float32)
+    takes = {"long16.wav": wav_bytes(long), "long24.wav": wav_bytes(long, bits=24),
+             "long8.wav": wav_bytes(long, bits=8), "stereo.wav": wav_bytes(long, channels=2),
+             "float.wav": wav_bytes(long, bits=32, tag=3)}
+    files = []
+    for name, data in takes.items():
+        files.append(tmp_path / name)
+        files[-1].write_bytes(data)
+    res = run(NATIVE, "run", "--models", "models/kws", "--install", "full", wavs[0], *files)
+    out = answers(res)
+    assert [o["label"] for o in out] == [words[0]] * (1 + len(files))
+    assert res.stderr.count("classified its loudest 1 s") == len(files)
+    assert "executorch" not in res.stderr and "cpuinfo" not in res.stderr   # INFO lines muted
+    host = Classifier(models=REPO / "models/kws", model="full")
+    for o, f in zip(out[1:], files):
+        mine = host.classify(f)
+        assert mine.label == o["label"] and mine.notice.split(": ", 1)[1] in res.stderr
+        assert mine.confidence == pytest.approx(o["confidence"], abs=0.02)
+
+
+def test_serve_serial_refuses_what_is_not_a_serial_line(tmp_path):
+    needs(NATIVE)
+    plain = tmp_path / "plain-file"
+    plain.write_bytes(b"")
+    for port in (plain, "/dev/null"):
+        res = run(NATIVE, "serve-serial", "--port", port, "--store", tmp_path / "store")
+        assert res.returncode == 1 and "is not a serial line" in res.stderr, res.stderr

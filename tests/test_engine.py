@@ -173,7 +173,22 @@ def test_bad_input_never_reaches_the_cloud(tiny_models, cloud):
         engine.infer(np.zeros((2, FEATURES), np.float32))
     with pytest.raises(ValueError):
         engine.infer(np.zeros((1, FEATURES), np.float64))
+    for bad in (np.nan, np.inf):      # refused locally, as the cloud refuses them
+        x = confident(0)
+        x[0, 1] = bad
+        with pytest.raises(runtime.InvalidInputError, match="NaN or infinite values"):
+            engine.infer(x)
     assert state.requests == []
+
+
+def test_stats_objects_print_their_fields(tiny_models):
+    engine = make_engine(tiny_models)
+    engine.infer(confident(0))
+    text = repr(engine.stats())
+    assert text.startswith("EngineStats(queries=1, local=1, cloud=0, degraded=0"), text
+    assert "cache=SlotCacheStats(hits=" in text and "object at 0x" not in text
+    info = engine.manifest.find("cached")
+    assert repr(info.input).startswith("InputSpec(dtype='float32', shape=[1, ")
 
 
 def test_bad_config_is_rejected():

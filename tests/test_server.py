@@ -21,7 +21,7 @@ from knowcache import _runtime
 from knowcache.bench.cloud_process import wait_until_ready
 from knowcache.data import images
 from knowcache.runtime import Engine, Manifest
-from knowcache.server import ServeConfig, create_app
+from knowcache.server import ServeConfig, create_app, registry
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 TOKEN = "s3cret"
@@ -155,6 +155,9 @@ def test_openapi_describes_every_route(url):
             "/healthz", "/readyz", "/metrics"} <= set(doc["paths"])
     body = doc["paths"]["/v1/{task}/infer"]["post"]["requestBody"]["content"]
     assert "application/octet-stream" in body
+    params = {p["name"]: p for p in doc["paths"]["/v1/{task}/infer"]["post"]["parameters"]}
+    # Only what the served tasks take: listing uint8 promised what the server refuses.
+    assert params["x-knowcache-dtype"]["schema"]["enum"] == ["float32"]
 
 
 def test_kws_through_the_cloud_client(url):
@@ -215,3 +218,130 @@ def test_missing_models_folder_is_not_ready(tmp_path):
         assert r.status_code == 503 and "manifest.json" in r.json()["detail"]
         r = client.post("/v1/kws/infer", content=b"", headers=headers(token=None))
         assert r.status_code == 503
+
+
+def test_bearer_scheme_is_case_insensitive_and_missing_headers_get_a_sentence(url, vision_test):
+    x = vision_test[0][:1]
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        r = httpx.post(url + "/v1/vision/infer", content=x.tobytes(),
+                       headers={**headers(token=None), "Authorization": f"{scheme} {TOKEN}"})
+        assert r.status_code == 200, (scheme, r.text)
+    r = httpx.post(url + "/v1/vision/infer", content=x.tobytes(),
+                   headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 400
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and "the X-Knowcache-Dtype header is missing" in detail
+    assert "X-Knowcache-Shape header is missing" in detail and "e.g. float32" in detail
+
+
+def raw_request(url: str, head: str, body: bytes) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(head.encode() + body)
+    return s
+
+
+def test_a_body_shorter_than_its_content_length_times_out_and_a_disconnect_is_quiet():
+    import logging
+    config = ServeConfig(models=MODELS, body_timeout_s=0.5)
+    head = ("POST /v1/vision/infer HTTP/1.1\r\nHost: x\r\nX-Knowcache-Dtype: float32\r\n"
+            "X-Knowcache-Shape: 1,1,28,28\r\nContent-Length: 3136\r\n\r\n")
+    records: list[logging.LogRecord] = []
+    catch = logging.Handler()
+    catch.emit = records.append
+    with running(config) as u:
+        # After uvicorn configured its loggers (which drops handlers it did not set).
+        for name in ("uvicorn.error", "knowcache.serve"):
+            logging.getLogger(name).addHandler(catch)
+        try:
+            s = raw_request(u, head, b"\0" * 100)
+            t0 = time.monotonic()
+            reply = b""
+            while b"}" not in reply and time.monotonic() - t0 < 5:
+                reply += s.recv(4096)
+            s.close()
+            assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in reply
+            s = raw_request(u, head, b"\0" * 100)
+            time.sleep(0.1)
+            s.close()
+            time.sleep(0.5)
+            assert httpx.get(u + "/healthz").status_code == 200
+        finally:
+            for name in ("uvicorn.error", "knowcache.serve"):
+                logging.getLogger(name).removeHandler(catch)
+    tracebacks = [r for r in records if r.exc_info]
+    assert not tracebacks, [r.getMessage() for r in tracebacks]
+
+
+def ready(client) -> None:
+    for _ in range(100):
+        if client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError(client.get("/readyz").text)
+
+
+def copy_models(tmp_path: Path, tasks=("vision",)) -> Path:
+    import shutil
+    root = tmp_path / "models"
+    for task in tasks:
+        shutil.copytree(MODELS / task, root / task)
+    return root
+
+
+def test_partition_bytes_are_verified_at_load_and_the_etag_is_their_hash(tmp_path):
+    root = copy_models(tmp_path)
+    with open(root / "vision/p1.pte", "ab") as f:
+        f.write(b"\0")                           # no longer what the manifest says
+    lines = []
+    report = registry.load_all(root, log=lines.append, warn=lines.append)
+    assert list(report.tasks) == ["vision"]
+    assert any("refused partition vision/p1" in l and "rebuild or re-copy" in l for l in lines)
+    from fastapi.testclient import TestClient
+    with TestClient(create_app(ServeConfig(models=root), report=report)) as client:
+        ready(client)
+        bad = client.get("/v1/vision/partitions/p1")
+        assert bad.status_code == 503 and "p1.pte is 1" in bad.json()["detail"]
+        good = client.get("/v1/vision/partitions/p0")
+        assert good.headers["etag"] == f'"{_runtime.sha256_hex(good.content)}"'
+        (root / "vision/p0.pte").write_bytes(b"changed after load")
+        again = client.get("/v1/vision/partitions/p0")
+        assert again.content == good.content and again.headers["etag"] == good.headers["etag"]
+
+
+def test_a_broken_task_is_refused_and_logged_while_the_healthy_one_is_served(tmp_path):
+    root = copy_models(tmp_path, ("vision", "kws"))
+    (root / "kws/full.pte").write_bytes(b"not a program")
+    lines = []
+    report = registry.load_all(root, log=lines.append, warn=lines.append)
+    assert list(report.tasks) == ["vision"] and str(root / "kws") in report.refused
+    assert any(l.startswith(f"refused task folder {root / 'kws'}") for l in lines), lines
+    assert any(l.startswith("loaded task 'vision'") for l in lines), lines
+    from fastapi.testclient import TestClient
+    with TestClient(create_app(ServeConfig(models=root), report=report)) as client:
+        ready(client)
+        assert client.get("/readyz").json()["tasks"] == ["vision"]
+        assert client.get("/v1/kws/manifest").status_code == 404
+
+
+def test_serve_exits_non_zero_when_no_task_loads_and_says_why(tmp_path):
+    from click.testing import CliRunner
+
+    from knowcache.cli import main
+    res = CliRunner().invoke(main, ["serve", "--models", str(MODELS / "kws")])
+    assert res.exit_code == 1
+    assert f"is one task's folder; pass its parent (--models {MODELS})" in res.output
+    assert "nothing to serve" in res.output
+    root = copy_models(tmp_path)
+    (root / "vision/full.pte").write_bytes(b"broken")
+    res = CliRunner().invoke(main, ["serve", "--models", str(root)])
+    assert res.exit_code == 1 and "its full model is refused" in res.output
+
+
+def test_swagger_ui_is_served_without_a_cdn(url):
+    page = httpx.get(url + "/docs")
+    assert page.status_code == 200 and "/static/swagger/swagger-ui-bundle.js" in page.text
+    assert "cdn." not in page.text and "https://" not in page.text.split("<body>")[0]
+    js = httpx.get(url + "/static/swagger/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000
+    assert httpx.get(url + "/static/swagger/swagger-ui.css").status_code == 200

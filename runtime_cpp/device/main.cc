@@ -6,9 +6,11 @@
 //   knowcache-device serve-serial --port TTY --store DIR [--baud B]
 //                        [--store-limit BYTES] [--cloud URL] [--slots N]
 //
-// Classifies each INPUT (a 16 kHz mono WAV for keyword models, raw pixels for
-// image models) with the same Engine as the Python bindings and prints one
-// JSON line per input. With --layer-cache GATE (learned, confidence, entropy
+// Classifies each INPUT (a 16 kHz WAV for keyword models, its loudest second
+// when longer; raw pixels for image models: runtime_cpp/device/inputs.h,
+// docs/inputs.md) with the same Engine as the Python bindings and prints one
+// JSON line per input; an input it cannot read is reported on stderr and
+// skipped, and the exit status is then 1. With --layer-cache GATE (learned, confidence, entropy
 // or activation) it runs the manifest's staged program exit by exit instead
 // (layer caching; the JSON line says which exit answered and the FLOPs
 // spent). Logs go to stderr; any error exits non-zero with a
@@ -36,9 +38,15 @@ constexpr const char* kUsage =
     "                            [--budget BYTES] [--install ID]... [--threads N]\n"
     "                            [--threshold T] [--layer-cache GATE] INPUT...\n"
     "       knowcache-device serve-serial --port TTY --store DIR [--baud B]\n"
-    "                            [--store-limit BYTES] [--cloud URL] [--slots N]\n";
+    "                            [--store-limit BYTES] [--cloud URL] [--slots N]\n"
+    "\n"
+    "run classifies each INPUT and prints one JSON line per input: a WAV at the models'\n"
+    "rate (PCM 8-32 bit or 32-bit float, any channels; its loudest second when longer) for\n"
+    "keyword models, raw C*H*W uint8 or float32 pixels for image models (docs/inputs.md).\n"
+    "serve-serial answers the knowcache serial protocol on a tty (docs/serial-protocol.md).\n";
 
 struct RunOptions {
+  bool help = false;
   std::string models;
   EngineConfig engine;
   std::vector<std::string> install;
@@ -67,11 +75,15 @@ StatusOr<RunOptions> ParseRun(int argc, char** argv) {
   o.engine.fetch_hints = true;
   for (int i = 0; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      o.help = true;
+      return o;
+    }
     if (a.rfind("--", 0) != 0) {
       o.inputs.push_back(a);
       continue;
     }
-    if (i + 1 >= argc) return InvalidArgument(a + " needs a value");
+    if (i + 1 >= argc) return InvalidArgument(a + " needs a value\n" + kUsage);
     const char* v = argv[++i];
     if (a == "--models") {
       o.models = v;
@@ -134,6 +146,10 @@ int Run(int argc, char** argv) {
   auto parsed = ParseRun(argc, argv);
   if (!parsed.ok()) return Fail(parsed.status().message());
   RunOptions o = std::move(parsed).value();
+  if (o.help) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
   if (Status s = SetComputeThreads(o.threads); !s.ok()) return Fail(s.ToString());
 
   const InstallPlan plan = o.layer_cache      ? InstallPlan::Staged()
@@ -146,12 +162,14 @@ int Run(int argc, char** argv) {
 
   int failures = 0;
   for (const auto& path : o.inputs) {
-    auto x = device::ReadInput(path, *input);
+    std::string notice;
+    auto x = device::ReadInput(path, *input, &notice);
     if (!x.ok()) {
       ++failures;
       Fail(x.status().message());
       continue;
     }
+    if (!notice.empty()) std::fprintf(stderr, "knowcache-device: note: %s\n", notice.c_str());
     TensorView view{DType::kFloat32, input->shape, x->data(), x->size() * sizeof(float)};
     auto r = (*engine)->Infer(view);
     if (!r.ok()) {
@@ -170,6 +188,10 @@ int ServeSerialCommand(int argc, char** argv) {
   device::SerialServerConfig c;
   for (int i = 0; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
     if (i + 1 >= argc) return Fail(a + " needs a value\n" + kUsage);
     const char* v = argv[++i];
     StatusOr<int64_t> n = int64_t{0};

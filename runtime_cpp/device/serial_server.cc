@@ -37,13 +37,18 @@ StatusOr<int> OpenPort(const std::string& port, int baud) {
   const int fd = ::open(port.c_str(), O_RDWR | O_NOCTTY);
   if (fd < 0) return NotFound("cannot open " + port + ": " + std::strerror(errno));
   termios tio{};
-  if (::tcgetattr(fd, &tio) == 0) {
-    ::cfmakeraw(&tio);
-    ::cfsetispeed(&tio, speed);
-    ::cfsetospeed(&tio, speed);
-    tio.c_cflag |= CLOCAL | CREAD;
-    ::tcsetattr(fd, TCSANOW, &tio);
+  if (::tcgetattr(fd, &tio) != 0) {
+    // A regular file or /dev/null reads as an at once closed line: say so, not exit 0.
+    const std::string why = std::strerror(errno);
+    ::close(fd);
+    return InvalidArgument(port + " is not a serial line (" + why + "); pass the board's "
+                           "port (/dev/ttyUSB0, /dev/ttyAMA0...) or a pty");
   }
+  ::cfmakeraw(&tio);
+  ::cfsetispeed(&tio, speed);
+  ::cfsetospeed(&tio, speed);
+  tio.c_cflag |= CLOCAL | CREAD;
+  ::tcsetattr(fd, TCSANOW, &tio);
   return fd;
 }
 

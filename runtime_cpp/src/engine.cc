@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <mutex>
 #include <optional>
 #include <utility>
@@ -15,6 +16,21 @@ namespace knowcache {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// NaN or infinity would be answered locally as some label, yet refused by the cloud:
+// refused here, so every front end gives the same answer (docs/inputs.md).
+Status CheckFinite(const TensorView& input) {
+  if (input.dtype != DType::kFloat32) return Status::Ok();
+  const float* x = static_cast<const float*>(input.data);
+  const size_t n = input.nbytes / sizeof(float);
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) {
+      return InvalidArgument("input holds NaN or infinite values (first at element " +
+                             std::to_string(i) + "); the models take finite numbers");
+    }
+  }
+  return Status::Ok();
+}
 
 int64_t MicrosSince(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
@@ -449,6 +465,7 @@ StatusOr<InputSpec> Engine::LocalInput() const {
 StatusOr<InferenceResult> Engine::Infer(const TensorView& input) {
   const auto t0 = Clock::now();
   KC_RETURN_IF_ERROR(input.Validate());
+  KC_RETURN_IF_ERROR(CheckFinite(input));
   ++impl_->queries;
   if (std::shared_ptr<LayerCache> staged = impl_->Staged()) {
     return impl_->AnswerStaged(*staged, input, t0);

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 
 #include "knowcache/sha256.h"
@@ -174,6 +175,21 @@ TEST(Engine, BadInputIsRejectedBeforeTheCloud) {
   r = engine->Infer({DType::kFloat32, {1, 4}, x, sizeof(x)});  // nbytes mismatch
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(cloud->infers, 0);
+}
+
+TEST(Engine, NonFiniteInputIsRefusedLocallyAndNotSentToTheCloud) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  auto engine = MakeEngine(cloud);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    Input x{{20.f, 0.f, bad, 0.f}};
+    auto r = engine->Infer(x.view());
+    ASSERT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("NaN or infinite values (first at element 2)"),
+              std::string::npos) << r.status().message();
+  }
+  EXPECT_EQ(cloud->infers, 0);
+  EXPECT_EQ(engine->Stats().queries, 0);
 }
 
 TEST(Engine, CorruptDownloadIsNotInstalled) {

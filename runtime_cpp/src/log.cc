@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <executorch/runtime/platform/platform.h>
+
 #ifdef __ANDROID_API__
 #include <android/log.h>
 #endif
@@ -20,6 +22,24 @@ LogLevel ThresholdFromEnv() {
   if (!std::strcmp(v, "debug")) return LogLevel::kDebug;
   return LogLevel::kWarn;
 }
+
+// ExecuTorch logs INFO lines (cpuinfo, thread pool) on stderr in every process by
+// default; its messages go through KNOWCACHE_LOG's threshold like ours instead.
+void EmitExecuTorchLog(et_timestamp_t, et_pal_log_level_t level, const char* filename,
+                       const char*, size_t line, const char* message, size_t length) {
+  const LogLevel ours = level == kError || level == kFatal ? LogLevel::kError
+                        : level == kInfo                   ? LogLevel::kInfo
+                                                           : LogLevel::kDebug;
+  if (!LogEnabled(ours)) return;
+  const char* base = filename ? std::strrchr(filename, '/') : nullptr;
+  base = base ? base + 1 : (filename ? filename : "?");
+  LogMessage(ours, base, static_cast<int>(line), "executorch: %.*s", static_cast<int>(length),
+             message);
+}
+
+// Registered while the library loads, before any program or thread pool logs.
+[[maybe_unused]] const bool kExecuTorchLogsRouted = ::executorch::runtime::register_pal(
+    ::executorch::runtime::PalImpl::create(&EmitExecuTorchLog, __FILE__));
 
 }  // namespace
 

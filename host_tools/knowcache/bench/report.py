@@ -45,20 +45,43 @@ def systems_table(report: dict) -> Table:
     return t
 
 
+def legend_lines(report: dict) -> list[str]:
+    """One line per system in the report: what it is."""
+    from knowcache.bench.systems import LEGEND
+    names = [*report["systems"], *report.get("skipped", {})]
+    width = max(map(len, names), default=0)
+    return [f"{name:<{width}}  {LEGEND.get(name, '')}" for name in names]
+
+
 def targets_table(report: dict) -> Table:
-    t = Table(title="targets (vs cloud_only and device_only, same stream)")
+    t = Table(title="targets (vs cloud_only and device_only, same stream; \\[lo, hi]: 95% "
+                    "interval, a verdict inside it is marked within noise)")
     t.add_column("system", no_wrap=True, min_width=12)
     for col in ("latency/cloud <= 0.25", "acc - cloud >= -1 pt", "acc - device >= +5 pt"):
         t.add_column(col, justify="right")
 
-    def mark(ok) -> str:
+    def mark(ok, row) -> str:
+        if "withheld" in row:
+            return " [yellow]no verdict[/yellow]"
         return "" if ok is None else (" [green]met[/green]" if ok else " [red]missed[/red]")
+
+    def gap(v, ci, bound: float, ok, row) -> str:
+        noise = " [yellow](within noise)[/yellow]" if ci[0] < bound < ci[1] and \
+            "withheld" not in row else ""
+        return (f"{v * 100:+.1f} pt \\[{ci[0] * 100:+.0f}, {ci[1] * 100:+.0f}]"
+                f"{mark(ok, row)}{noise}")
+    withheld = []
     for name, row in report["targets"].items():
         over = row.get("accuracy_over_device")
-        t.add_row(name, f"{row['latency_ratio']:.2f}{mark(row['latency_met'])}",
-                  f"{row['accuracy_gap_to_cloud'] * 100:+.1f} pt{mark(row['accuracy_met'])}",
-                  "-" if over is None else f"{over * 100:+.1f} pt"
-                  f"{mark(row.get('device_margin_met'))}")
+        t.add_row(name, f"{row['latency_ratio']:.2f}{mark(row['latency_met'], row)}",
+                  gap(row["accuracy_gap_to_cloud"], row["accuracy_gap_to_cloud_ci95"], -0.01,
+                      row["accuracy_met"], row),
+                  "-" if over is None else gap(over, row["accuracy_over_device_ci95"], 0.05,
+                                               row.get("device_margin_met"), row))
+        if "withheld" in row:
+            withheld.append(row["withheld"])
+    if withheld:
+        t.caption = f"no verdicts: {withheld[0]}; run more queries (--queries)"
     return t
 
 
@@ -97,6 +120,8 @@ def online_summary(online: dict) -> str:
 
 def print_report(report: dict, console: Console) -> None:
     console.print(systems_table(report))
+    for line in legend_lines(report):
+        console.print(f"[dim]{line}[/dim]", highlight=False)
     for name, s in report["systems"].items():
         a = s["answers"]
         if a["degraded"] or a["failed"]:
@@ -125,6 +150,31 @@ def write_json(report: dict, path: Path) -> Path:
     return replace_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
+LINE_STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (1, 1)), (0, (8, 2)),
+               (0, (3, 1, 1, 1, 1, 1)), (0, (2, 2)), (0, (6, 1, 2, 1)))
+
+
+def scene_changes(partition) -> np.ndarray:
+    """Query indices where the stream's partition (scene) changes, the first query included."""
+    p = np.asarray(partition)
+    return np.concatenate([[0], np.flatnonzero(p[1:] != p[:-1]) + 1]).astype(int)
+
+
+def warmup_curve(local: np.ndarray, changes: np.ndarray, horizon: int = 12
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(local rate at each offset after a scene change, how many changes reach that offset):
+    offset k averages the k-th query of every scene that lasts more than k queries."""
+    ends = np.append(changes[1:], len(local))
+    rates, counts = [], []
+    for k in range(horizon):
+        hits = [bool(local[c + k]) for c, e in zip(changes, ends) if c + k < e]
+        if not hits:
+            break
+        rates.append(np.mean(hits))
+        counts.append(len(hits))
+    return np.asarray(rates, float), np.asarray(counts, int)
+
+
 def plot(report: dict, folder: Path) -> list[Path]:
     """Latency CDF, gate-threshold sweep and cachenet warm-up; returns the PNG paths."""
     import matplotlib
@@ -139,21 +189,23 @@ def plot(report: dict, folder: Path) -> list[Path]:
     def save(fig, name: str) -> None:
         path = folder / f"{task}-{profile}-{name}.png"
         fig.tight_layout()
-        replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+        replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png",
+                                                         bbox_inches="tight"))
         plt.close(fig)
         out.append(path)
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, trace in report["traces"].items():
+    fig, ax = plt.subplots(figsize=(8.4, 4.2))
+    for k, (name, trace) in enumerate(report["traces"].items()):
         lat = np.sort(np.asarray(trace["latency_ms"]))
         ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat), label=name,
-                color=COLORS.get(name), drawstyle="steps-post")
+                color=COLORS.get(name), drawstyle="steps-post", lw=1.6,
+                ls=LINE_STYLES[k % len(LINE_STYLES)])
     ax.set_xscale("log")
     ax.set_xlabel("latency per query (ms, log scale)")
     ax.set_ylabel("fraction of queries")
     ax.set_title(f"{task} on {profile}: latency CDF")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     save(fig, "latency-cdf")
 
     if report["sweep"]:
@@ -167,40 +219,44 @@ def plot(report: dict, folder: Path) -> list[Path]:
             ax.scatter([cal["local_rate"] * 100], [cal["accuracy"] * 100], s=80,
                        color=line.get_color(), edgecolor="black", zorder=3,
                        label=f"calibrated threshold {cal['threshold']:.2f}")
-        for name in ("cloud_only", "device_only"):
-            s = report["systems"].get(name)
-            if s:
-                ax.axhline(s["accuracy"] * 100, ls="--", color=COLORS[name], label=name)
+        # Baselines as labelled lines; equal ones share a line and a label, not a hidden overlap.
+        levels: dict[float, list[str]] = {}
+        for name in ("cloud_only", "device_only", "device_full"):
+            sysrep = report["systems"].get(name)
+            if sysrep:
+                levels.setdefault(round(sysrep["accuracy"] * 100, 1), []).append(name)
+        for k, (level, same) in enumerate(sorted(levels.items())):
+            ax.axhline(level, ls=("--", ":", "-.")[k % 3], lw=1.2, color=COLORS[same[0]],
+                       label=f"{' = '.join(same)}: {level:.1f}%")
+            ax.annotate(" = ".join(same), (1.0, level), xycoords=("axes fraction", "data"),
+                        xytext=(-4, 3 if k % 2 == 0 else -10), textcoords="offset points",
+                        ha="right", fontsize=7, color=COLORS[same[0]])
         ax.set_xlabel("answered on the device (%)")
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{task}: accuracy vs local rate as the gate threshold sweeps")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        fig.set_size_inches(8.8, 4.2)
         save(fig, "gate-sweep")
 
     if "cachenet" in report["traces"]:
-        window = max(5, len(report["traces"]["cachenet"]["source"]) // 25)
-
-        def rolling_local(name: str) -> tuple[np.ndarray, np.ndarray]:
+        changes = scene_changes(report["traces"]["cachenet"]["partition"])
+        fig, ax = plt.subplots(figsize=(8.4, 3.8))
+        for name, style in (("cachenet", "-"), ("two_stage", "--")):
+            if name not in report["traces"]:
+                continue
             local = np.asarray(report["traces"][name]["source"]) == "local"
-            return (np.arange(window, len(local) + 1),
-                    np.convolve(local, np.ones(window) / window, mode="valid") * 100)
-        fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        ax.plot(*rolling_local("cachenet"), color=COLORS["cachenet"],
-                label=f"cachenet (rolling {window})")
-        if "two_stage" in report["traces"]:
-            ax.plot(*rolling_local("two_stage"), color=COLORS["two_stage"], alpha=0.6,
-                    label="two_stage")
-        changes = np.flatnonzero(np.diff(report["traces"]["cachenet"]["partition"]) != 0) + 1
-        for c in changes:
-            ax.axvline(c, color="grey", alpha=0.12, lw=0.8)
+            curve, _ = warmup_curve(local, changes)
+            ax.plot(np.arange(len(curve)), curve * 100, ls=style, marker="o", ms=3,
+                    color=COLORS[name], label=name)
         ax.set_ylim(-2, 102)
-        ax.set_xlabel("query (grey lines: the query's partition changes)")
+        ax.set_xlabel(f"queries since the stream moved to another partition's classes "
+                      f"(mean over {len(changes)} changes; 0: the first query after one)")
         ax.set_ylabel("answered locally (%)")
-        ax.set_title(f"{task}: cachenet cache warm-up (cold start, "
-                     f"{report['device']['cachenet']['slots']} slots)")
+        ax.set_title(f"{task}: cachenet cache warm-up after a change of scene "
+                     f"({report['device']['cachenet']['slots']} slots)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         save(fig, "cachenet-warmup")
 
     if report.get("layer_cache_targets"):

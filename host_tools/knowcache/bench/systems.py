@@ -32,6 +32,22 @@ from typing import Optional
 from knowcache.manifest import Role
 from knowcache.runtime import Engine, Manifest
 
+# One line per system, printed under the bench tables (the module docstring in short).
+LEGEND = {
+    "cloud_only": "every query goes to the full model in the cloud; nothing on the device",
+    "device_only": "the generic compressed student answers everything on the device",
+    "two_stage": "knowledge caching: the specialized cached student answers what its gate "
+                 "accepts, the cloud the rest",
+    "cachenet": "CacheNet: partitions in LRU slots (empty at start), downloaded as the "
+                "cloud hints; the cloud answers the rest",
+    "device_full": "the full model run on the device",
+    "generic_gate": "two_stage with the generic student in place of the specialized one",
+    "layer_cache": "layer caching: the full model in stages, exits gated by max probability",
+    "layer_cache_learned": "layer caching with GATI's learned exit selector",
+    "layer_cache_entropy": "layer caching with exits gated by normalized entropy",
+    "layer_cache_activation": "layer caching with Freeze Inference's activation cache",
+}
+
 SYSTEMS = ("cloud_only", "device_only", "two_stage", "cachenet", "device_full", "generic_gate")
 LAYER_CACHE_SYSTEMS = ("layer_cache", "layer_cache_learned", "layer_cache_entropy",
                        "layer_cache_activation")

@@ -30,6 +30,13 @@ def speech(seed: int, quick: bool, per_word, speech_commands: Path | None, refre
     """Keywords: the 35 Speech Commands words spoken by espeak-ng voices, split by voice."""
     from knowcache.data import store
     per_word = tuple(per_word) if per_word else None
+    if add is not None:     # the recordings are checked before minutes of synthesis
+        from knowcache import tasks
+        from knowcache.data import folders
+        try:
+            folders.load(add, tasks.KWS.labels)
+        except (ValueError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from e
     try:
         with progress_bar() as update:
             if add is not None:

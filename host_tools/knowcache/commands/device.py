@@ -121,13 +121,22 @@ def device(port, adb, adb_serial, task, cloud, baud, action, args) -> None:
         raise click.UsageError("`device run` is for --adb; a serial device does `infer FILE`")
     if action in ("infer", "delete") and len(args) != 1:
         raise click.UsageError(f"`device {action}` needs one {'FILE' if action == 'infer' else 'ID'}")
+    if action == "infer":   # before the serial line: a bad path needs no board to be told
+        from knowcache.data.input_contract import InputError, check_file
+        try:
+            check_file(args[0])
+        except InputError as e:
+            raise click.ClickException(str(e)) from e
     with _client(port, baud) as client:
         try:
             if action == "infer":
                 task = client.list()["task"]
                 if not task:
                     raise click.ClickException("the device holds no partitions; `knowcache flash` first")
-                out = client.infer(read_input(task, Path(args[0])))
+                prepared = read_input(task, Path(args[0]))
+                if prepared.notice:
+                    click.echo(prepared.notice, err=True)
+                out = client.infer(prepared.x)
             elif action == "delete":
                 out = client.delete(args[0])
             else:

@@ -30,10 +30,15 @@ import click
 @click.option("--log-level", default="info", show_default=True)
 def serve(models, host, port, token, batching, max_batch, max_wait_ms, queue_limit, timeout_s,
           learn_exits, retrain_every, log_level) -> None:
-    """Serve full models, partition hints and partition downloads over HTTP."""
+    """Serve full models, partition hints and partition downloads over HTTP.
+
+    Every task under MODELS is loaded and its programs verified (sha256) before the
+    server listens; each task loaded or refused is logged with the reason, the
+    healthy ones are served, and the command fails when none loads."""
     import uvicorn
 
     from knowcache.server import ServeConfig, create_app
+    from knowcache.server import registry
     try:
         config = ServeConfig(models=models, token=token, batching=batching, max_batch=max_batch,
                              max_wait_ms=max_wait_ms, queue_limit=queue_limit,
@@ -41,4 +46,8 @@ def serve(models, host, port, token, batching, max_batch, max_wait_ms, queue_lim
                              retrain_every=retrain_every)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
-    uvicorn.run(create_app(config), host=host, port=port, log_level=log_level)
+    say = lambda m: click.echo(f"knowcache serve: {m}", err=True)  # noqa: E731
+    report = registry.load_all(config.models, learn_exits, retrain_every, log=say, warn=say)
+    if not report.tasks:
+        raise click.ClickException("nothing to serve; fix what is refused above")
+    uvicorn.run(create_app(config, report=report), host=host, port=port, log_level=log_level)

@@ -4,7 +4,7 @@ real recordings (``perturb``: those plus speed perturbation)."""
 
 from __future__ import annotations
 
-import io
+import struct
 import wave
 from fractions import Fraction
 from pathlib import Path
@@ -15,23 +15,94 @@ from scipy import signal
 NOISE_KINDS = ("white", "pink", "brown", "hum", "babble-band")
 
 
-def read_wav(source: str | Path | bytes) -> tuple[np.ndarray, int]:
-    """(float32 mono samples in [-1, 1], sample rate) from a 16-bit PCM WAV file or bytes."""
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
-    try:
-        f = wave.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), "rb")
-    except (wave.Error, EOFError) as e:
-        raise ValueError(f"{name}: not a PCM WAV file ({e})") from e
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{name}: no such file") from None
-    with f:
-        if f.getsampwidth() != 2:
-            raise ValueError(f"{name}: {8 * f.getsampwidth()}-bit samples; expected 16-bit PCM")
-        channels, rate = f.getnchannels(), f.getframerate()
-        raw = f.readframes(f.getnframes())
-    x = np.frombuffer(raw[: len(raw) // (2 * channels) * 2 * channels], dtype="<i2")
+# WAVE format tags: integer PCM, IEEE float, and the extensible header naming either.
+_PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
+# A streaming writer (a pipe from sox or ffmpeg, espeak-ng) leaves the data size unset.
+_UNSET_SIZES = (0, 0xFFFFFFFF)
+CONVERT_HINT = "convert it first, e.g. `sox in.wav -r 16000 -c 1 -b 16 out.wav`"
+
+
+def read_wav(source: str | Path | bytes, name: str | None = None) -> tuple[np.ndarray, int]:
+    """(float32 mono samples in [-1, 1], sample rate) from a WAV file or its bytes.
+
+    Reads integer PCM of 8 (unsigned), 16, 24 or 32 bits and IEEE float of 32 or 64
+    bits, any rate, any number of channels (mixed down). Refuses, with a ValueError
+    naming the file and the fix: compressed encodings, a header that promises more
+    audio than the file holds, and float samples that are NaN or infinite."""
+    if name is None:
+        name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if isinstance(source, bytes):
+        data = source
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{name}: no such file") from None
+    return decode_wav(data, name)
+
+
+def decode_wav(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """``read_wav`` on bytes: walks the RIFF chunks as knowcache-device does (inputs.cc)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError(f"{name}: not a WAV file (no RIFF/WAVE header); {CONVERT_HINT}")
+    fmt = None
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        body = pos + 8
+        if chunk == b"fmt ":
+            if size < 16 or body + 16 > len(data):
+                raise ValueError(f"{name}: its format chunk is cut short; the file is damaged "
+                                 "(copy or export it again)")
+            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", data[body:body + 16])
+            if tag == _EXTENSIBLE and size >= 40 and body + 26 <= len(data):
+                tag = int.from_bytes(data[body + 24:body + 26], "little")
+            fmt = (tag, channels, rate, bits)
+        elif chunk == b"data":
+            if fmt is None:
+                raise ValueError(f"{name}: the audio comes before its format chunk; the file is "
+                                 f"damaged; {CONVERT_HINT}")
+            available = len(data) - body
+            if size not in _UNSET_SIZES and size > available:
+                raise ValueError(f"{name}: the header promises {size} bytes of audio but the file "
+                                 f"holds {available}; it is cut short (copy or record it again)")
+            pcm = data[body: body + (available if size in _UNSET_SIZES else size)]
+            return _samples(pcm, *fmt, name), fmt[2]
+        pos = body + size + (size & 1)
+    raise ValueError(f"{name}: a WAV file with no audio (no data chunk)")
+
+
+def _samples(pcm: bytes, tag: int, channels: int, rate: int, bits: int, name: str) -> np.ndarray:
+    if channels < 1 or rate < 1:
+        raise ValueError(f"{name}: the header says {channels} channel(s) at {rate} Hz; the file "
+                         "is damaged (copy or export it again)")
+    if tag == _PCM and bits in (8, 16, 24, 32):
+        width = bits // 8
+    elif tag == _FLOAT and bits in (32, 64):
+        width = bits // 8
+    else:
+        kind = {_PCM: "integer PCM", _FLOAT: "float", 2: "ADPCM", 6: "A-law", 7: "mu-law",
+                0x11: "IMA ADPCM", 0x55: "MP3"}.get(tag, f"format {tag}")
+        raise ValueError(f"{name}: {bits}-bit {kind} audio, which knowcache does not read (it "
+                         "reads 8, 16, 24 or 32-bit PCM and 32 or 64-bit float WAVs); "
+                         f"{CONVERT_HINT}")
+    frames = len(pcm) // (width * channels)
+    raw = np.frombuffer(pcm, np.uint8, count=frames * width * channels)
+    if tag == _FLOAT:
+        x = raw.view("<f4" if bits == 32 else "<f8").astype(np.float64)
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name}: the audio holds NaN or infinite samples; export it again "
+                             "as 16-bit PCM")
+    elif bits == 8:
+        x = (raw.astype(np.float64) - 128.0) / 128.0        # 8-bit WAV is unsigned
+    elif bits == 24:
+        b = raw.reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        x = np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)
+    else:
+        x = raw.view("<i2" if bits == 16 else "<i4") / float(1 << (bits - 1))
     x = x.reshape(-1, channels).mean(axis=1) if channels > 1 else x
-    return (x.astype(np.float32) / 32768.0), rate
+    return x.astype(np.float32)
 
 
 def write_wav(path: str | Path, x: np.ndarray, rate: int) -> Path:

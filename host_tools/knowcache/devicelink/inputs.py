@@ -1,31 +1,26 @@
-"""A file as the input tensor of a task, the way knowcache-device reads it."""
+"""A file as the input tensor of a task, for a device reached over a serial line.
+
+The host converts by the one input contract (data/input_contract.py) before
+sending: any WAV rate, width and channel count, the loudest second of a long
+clip, PNG/JPEG images, or raw pixels as knowcache-device reads them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from knowcache import tasks
-from knowcache.data import audio
+from knowcache.data import input_contract
+from knowcache.data.input_contract import InputShape, PreparedInput
 
 
-def read_input(task: str, path: Path) -> np.ndarray:
-    """kws: a 16 kHz mono WAV (padded or cut to 1 s); vision: raw uint8 or float32 pixels."""
+def task_input(task: str) -> InputShape:
+    """The input every program of a shipped task takes (tasks.py)."""
     spec = tasks.get(task)
-    shape = spec.input_shape
-    n = int(np.prod(shape))
-    if task == "kws":
-        x, rate = audio.read_wav(path)
-        if rate != spec.sample_rate:
-            raise ValueError(f"{path}: {rate} Hz; expected {spec.sample_rate} Hz mono")
-        out = np.zeros(n, np.float32)
-        out[: min(n, len(x))] = x[:n]
-        return out.reshape(shape)
-    data = Path(path).read_bytes()
-    if len(data) == n:
-        return (np.frombuffer(data, np.uint8).astype(np.float32) / 255).reshape(shape)
-    if len(data) == 4 * n:
-        return np.frombuffer(data, "<f4").reshape(shape).copy()
-    raise ValueError(f"{path}: {len(data)} bytes; the model takes {n} uint8 pixels or {4 * n} "
-                     "bytes of float32")
+    return InputShape(tuple(spec.input_shape), spec.sample_rate,
+                      tuple(spec.image_size) if spec.name != "kws" else ())
+
+
+def read_input(task: str, path: Path) -> PreparedInput:
+    """``path`` as ``task``'s float32 input; InputError with the fix when refused."""
+    return input_contract.prepare(path, task_input(task))

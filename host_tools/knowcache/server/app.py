@@ -22,9 +22,11 @@ from typing import Optional
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
 
 from knowcache import __version__
 from knowcache.server import registry
@@ -51,13 +53,12 @@ class Problem(BaseModel):
     detail: str
 
 
-ERRORS = {400: {"model": Problem}, 401: {"model": Problem}, 404: {"model": Problem},
-          413: {"model": Problem}, 429: {"model": Problem}, 503: {"model": Problem},
-          504: {"model": Problem}}
+ERRORS = {code: {"model": Problem} for code in (400, 401, 404, 408, 413, 429, 503, 504)}
 
 
 class _State:
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ServeConfig, report: Optional[registry.LoadReport] = None):
+        self.report = report
         self.config = config
         self.tasks: dict[str, registry.TaskModels] = {}
         self.ready = threading.Event()
@@ -70,20 +71,45 @@ class _State:
 
     def load(self) -> None:
         try:
-            tasks = registry.load_all(self.config.models, self.config.learn_exits,
-                                      self.config.retrain_every, log=_log.info)
-            for t in tasks.values():
+            report = self.report or registry.load_all(
+                self.config.models, self.config.learn_exits, self.config.retrain_every,
+                log=_log.info, warn=_log.warning)
+            if not report.tasks:
+                self.load_error = report.summary()
+                return
+            for t in report.tasks.values():
                 registry.warm_up(t)
-            self.tasks = tasks
+            self.tasks = report.tasks
             self.ready.set()
         except Exception as e:  # noqa: BLE001 - reported by /readyz and every infer
             self.load_error = f"{type(e).__name__}: {e}"
+            _log.error("loading the models failed: %s", self.load_error)
 
 
-def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastAPI:
-    state = _State(config)
+def _validation_problem(exc: RequestValidationError) -> str:
+    """A sentence for what FastAPI's own checks refused (a missing header, a bad task name)."""
+    parts = []
+    for err in exc.errors():
+        where, name = (list(err.get("loc", ())) + ["", ""])[:2]
+        if where == "header":      # x-knowcache-dtype / x_knowcache_dtype -> X-Knowcache-Dtype
+            name = "-".join(w.capitalize() for w in str(name).replace("_", "-").split("-"))
+        if err.get("type") == "missing":
+            parts.append(f"the {name} {where} is missing" if where == "header"
+                         else f"{where} {name} is missing")
+        else:
+            parts.append(f"{where} {name}: {err.get('msg', 'invalid')}")
+    hint = (" (send X-Knowcache-Dtype, e.g. float32, and X-Knowcache-Shape, e.g. 1,16000, "
+            "with the raw tensor)" if any("X-Knowcache" in p for p in parts) else "")
+    return "; ".join(parts) + hint
+
+
+def create_app(config: ServeConfig, *, load_in_background: bool = True,
+               report: Optional[registry.LoadReport] = None) -> FastAPI:
+    """The app; ``report`` (from ``registry.load_all``) when the models are already loaded."""
+    state = _State(config, report)
     # The task names documented in OpenAPI (validation stays ours, with our messages).
     tasks = registry.task_names(config.models)
+    dtypes = registry.input_dtypes(config.models)
     TASK = Path(..., pattern=r"^[a-z0-9_-]{1,64}$", description="Task name",
                 json_schema_extra={"enum": tasks} if tasks else None)
 
@@ -99,8 +125,13 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
 
     app = FastAPI(title="knowcache cloud tier", version=__version__, lifespan=lifespan,
                   description="The full models devices fall back to, partition hints, and "
-                              "partition downloads.")
+                              "partition downloads.", docs_url=None, redoc_url=None)
     app.state.knowcache = state
+    _serve_docs_offline(app)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": _validation_problem(exc)}, 400)
 
     @app.middleware("http")
     async def count(request: Request, call_next):
@@ -116,9 +147,10 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
         token = config.token
         if not token:
             return
-        given = authorization or ""
-        if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(),
-                                                                     token.encode())):
+        # RFC 7235: the scheme is case-insensitive ("bearer" is as good as "Bearer").
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        if not (scheme.lower() == "bearer"
+                and hmac.compare_digest(credentials.strip().encode(), token.encode())):
             raise HTTPException(401, "missing or wrong bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})
 
@@ -157,15 +189,14 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
                                                           "format": "binary"}}}}})
     async def infer(request: Request, task: str = TASK,
                     x_knowcache_dtype: str = Header(..., description="Element type",
-                                                    json_schema_extra={"enum": list(
-                                                        registry.DTYPES)}),
+                                                    json_schema_extra={"enum": dtypes}),
                     x_knowcache_shape: str = Header(..., description="e.g. 1,16000",
                                                     json_schema_extra=SHAPE_DOC)):
         """Runs the full model on one input tensor (raw little-endian bytes)."""
         t0 = time.perf_counter()
         models = task_models(task)
         x = await _read_tensor(request, models, x_knowcache_dtype, x_knowcache_shape,
-                               config.max_body_bytes)
+                               config.max_body_bytes, config.body_timeout_s)
         try:
             future = state.batcher.submit(models.run, x)
         except QueueFull:
@@ -200,25 +231,56 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
         dependencies=[Depends(authorized)], response_class=Response)
     def partition(task: str = TASK, partition_id: str = PARTITION,
                   if_none_match: Optional[str] = Header(None)):
-        """A partition's ExecuTorch program; ETag is its sha256."""
+        """A partition's ExecuTorch program; ETag is the sha256 of the bytes served."""
         models = task_models(task)
         info = models.manifest.find(partition_id)
         if info is None:
             raise HTTPException(404, f"task {task!r} has no partition {partition_id!r}; it has "
                                      f"{', '.join(p.id for p in models.manifest.partitions)}")
-        etag = f'"{info.sha256}"'
+        served = models.files.get(partition_id)
+        if served is None:
+            raise HTTPException(503, f"partition {partition_id!r} is not served: "
+                                     f"{models.refused_files.get(partition_id, 'not loaded')}")
+        etag = f'"{served.sha256}"'
         if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
             state.metrics.not_modified.labels(task, partition_id).inc()
             return Response(status_code=304, headers={"ETag": etag})
-        data = models.files[partition_id].read_bytes()
         state.metrics.downloads.labels(task, partition_id).inc()
-        return Response(data, media_type="application/octet-stream", headers={"ETag": etag})
+        return Response(served.data, media_type="application/octet-stream",
+                        headers={"ETag": etag})
 
     return app
 
 
+def _serve_docs_offline(app: FastAPI) -> None:
+    """Swagger UI at /docs from the swagger-ui-bundle package: FastAPI's default loads it
+    from a CDN, which leaves /docs blank on a machine without internet access."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+              name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"body over the {limit}-byte limit")
+    return bytes(body)
+
+
 async def _read_tensor(request: Request, models: registry.TaskModels, dtype: str, shape: str,
-                       limit: int) -> np.ndarray:
+                       limit: int, timeout_s: float) -> np.ndarray:
     """Checks dtype, shape and length against the task's input spec, then values."""
     if dtype != models.dtype:
         raise HTTPException(400, f"X-Knowcache-Dtype is {dtype!r}; task {models.name!r} takes "
@@ -236,18 +298,25 @@ async def _read_tensor(request: Request, models: registry.TaskModels, dtype: str
     if declared is not None and declared.isdigit() and int(declared) > min(limit, expected):
         raise HTTPException(413 if int(declared) > limit else 400,
                             f"body is {declared} bytes; shape {dims} of {dtype} is {expected}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"body over the {limit}-byte limit")
+    try:
+        # A client that sends less than its Content-Length must not hold the request open.
+        body = await asyncio.wait_for(_read_body(request, limit), timeout_s)
+    except asyncio.TimeoutError:
+        raise HTTPException(408, f"the body did not arrive within {timeout_s:g} s "
+                                 f"({declared or 'no'} bytes declared)") from None
+    except ClientDisconnect:
+        _log.info("client closed the connection before its body arrived")
+        raise HTTPException(400, "the client closed the connection before its body "
+                                 "arrived") from None
     if len(body) != expected:
         raise HTTPException(400, f"body is {len(body)} bytes; shape {dims} of {dtype} is "
                                  f"{expected}")
-    x = np.frombuffer(bytes(body), dtype=np.dtype(registry.DTYPES[dtype]).newbyteorder("<"))
+    x = np.frombuffer(body, dtype=np.dtype(registry.DTYPES[dtype]).newbyteorder("<"))
     x = x.astype(registry.DTYPES[dtype]).reshape(dims)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise HTTPException(400, "input holds NaN or infinite values")
+        first = int(np.flatnonzero(~np.isfinite(x.reshape(-1)))[0])
+        raise HTTPException(400, f"input holds NaN or infinite values (first at element "
+                                 f"{first}); the models take finite numbers")
     return x
 
 

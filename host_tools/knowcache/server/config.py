@@ -20,6 +20,7 @@ class ServeConfig:
     queue_limit: int = 256                 # queued requests before 429
     request_timeout_s: float = 10.0        # per infer request, queueing included (504 after)
     max_body_bytes: int = 8 << 20          # 413 above this, before reading the body
+    body_timeout_s: float = 10.0           # 408 when the body takes longer to arrive
     learn_exits: bool = False              # layer caching: learn the staged program's exits online
     retrain_every: int = 250               # requests between exit retrains
 

@@ -1,9 +1,15 @@
 """What the server serves per task: the manifest, the full model (an ExecuTorch
 program run by the knowcache runtime), the partition selector the manifest
-names, and the partition files with their sha256 (the ETag)."""
+names, and the partition files with their sha256 (the ETag).
+
+Every partition's bytes are read and hashed at load: a file whose size or
+sha256 disagrees with its manifest entry is refused (logged, not served), so
+the ETag is always the sha256 of the bytes served. A task that cannot load is
+refused and logged; the others are served."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +39,35 @@ class Answer:
     partition_hint: str | None
 
 
+@dataclass(frozen=True)
+class PartitionBytes:
+    """A partition file as read and verified at load: what is served, and its ETag."""
+
+    data: bytes
+    sha256: str
+
+
+def read_partitions(directory: Path, manifest: Manifest
+                    ) -> tuple[dict[str, PartitionBytes], dict[str, str]]:
+    """(verified partitions by id, refused ones by id with the reason)."""
+    ok, refused = {}, {}
+    for info in manifest.partitions:
+        path = directory / info.file
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            refused[info.id] = f"{path}: cannot be read ({e.strerror})"
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        if len(data) != info.bytes or digest != info.sha256:
+            refused[info.id] = (f"{path} is {len(data)} bytes with sha256 {digest[:12]}..., but "
+                                f"the manifest says {info.bytes} bytes, {info.sha256[:12]}...; "
+                                "rebuild or re-copy the models")
+            continue
+        ok[info.id] = PartitionBytes(data, digest)
+    return ok, refused
+
+
 @dataclass
 class TaskModels:
     name: str
@@ -43,7 +78,8 @@ class TaskModels:
     shape: list[int]
     partition_ids: list[str]
     selector: PartitionSelector | None
-    files: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, "PartitionBytes"] = field(default_factory=dict)   # the verified ones
+    refused_files: dict[str, str] = field(default_factory=dict)        # id -> why
     learner: "OnlineLearner | None" = None     # layer caching learned online (--learn-exits)
 
     @property
@@ -68,7 +104,7 @@ class TaskModels:
 def refresh_manifest(task: TaskModels, directory: Path) -> None:
     """Re-reads the manifest after a new staged version was swapped in."""
     current = manifests.load(directory)
-    task.files = {p.id: directory / p.file for p in current.parsed.partitions}
+    task.files, task.refused_files = read_partitions(directory, current.parsed)
     task.manifest, task.manifest_text = current.parsed, current.text
 
 
@@ -85,36 +121,85 @@ def load_task(directory: Path) -> TaskModels:
     if not full_ids:
         raise ValueError(f"{current.path}: no partition with role 'full' for the cloud to run")
     info = manifest.find(full_ids[0])
+    files, refused = read_partitions(directory, manifest)
+    if info.id in refused:
+        raise ValueError(f"its full model is refused: {refused[info.id]}")
     full = Partition.from_file(str(directory / info.file), info)
     partition_ids, selector = selectors.from_manifest(current)
     return TaskModels(
         name=manifest.task, manifest=manifest, manifest_text=current.text, full=full,
         dtype=info.input.dtype, shape=list(info.input.shape),
-        partition_ids=partition_ids, selector=selector,
-        files={p.id: directory / p.file for p in manifest.partitions})
+        partition_ids=partition_ids, selector=selector, files=files, refused_files=refused)
+
+
+@dataclass
+class LoadReport:
+    """What ``load_all`` found: the tasks it loaded and the folders it refused."""
+
+    tasks: dict[str, TaskModels] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)     # folder -> why
+
+    def summary(self) -> str:
+        """One sentence for when no task loaded, saying what to fix."""
+        if self.refused:
+            return "no task loaded: " + "; ".join(f"{d}: {why}" for d, why in self.refused.items())
+        return "no task loaded"
 
 
 def load_all(models: Path, learn_exits: bool = False, retrain_every: int = 250,
-             log=print) -> dict[str, TaskModels]:
-    """Every task folder (one holding manifest.json) under ``models``."""
+             log=print, warn=print) -> LoadReport:
+    """Every task folder (one holding manifest.json) under ``models``; a task that
+    fails to load is refused and logged, the others are loaded."""
+    models = Path(models)
+    report = LoadReport()
+    found = sorted(models.glob("*/manifest.json")) if models.is_dir() else []
     if not models.is_dir():
-        raise FileNotFoundError(f"{models} is not a folder of task models (models/<task>/)")
-    tasks = {}
-    for manifest in sorted(models.glob("*/manifest.json")):
-        t = load_task(manifest.parent)
-        if t.name in tasks:
-            raise ValueError(f"task {t.name!r} appears twice under {models}")
-        tasks[t.name] = t
-        if learn_exits and t.manifest.ids_with_role(Role.STAGED):
-            attach_learner(t, manifest.parent, retrain_every, log)
-    if not tasks:
-        raise FileNotFoundError(f"no <task>/manifest.json under {models}")
-    return tasks
+        report.refused[str(models)] = "not a folder; pass the folder of <task>/manifest.json"
+    elif manifests.exists(models):
+        report.refused[str(models)] = (f"is one task's folder; pass its parent "
+                                       f"(--models {models.parent}), which holds <task>/"
+                                       "manifest.json for every task")
+    elif not found:
+        report.refused[str(models)] = ("no <task>/manifest.json in it; pass the "
+                                       "folder holding kws/ and vision/ (the shipped one is "
+                                       "models/)")
+    for path in found:
+        directory = path.parent
+        try:
+            t = load_task(directory)
+            if t.name in report.tasks:
+                raise ValueError(f"task {t.name!r} appears twice under {models}")
+            if learn_exits and t.manifest.ids_with_role(Role.STAGED):
+                attach_learner(t, directory, retrain_every, log)
+        except Exception as e:  # noqa: BLE001 - any failure refuses this task, not the server
+            report.refused[str(directory)] = f"{type(e).__name__}: {e}"
+            warn(f"refused task folder {directory}: {type(e).__name__}: {e}")
+            continue
+        report.tasks[t.name] = t
+        log(f"loaded task {t.name!r} from {directory}: {len(t.files)} programs verified by "
+            "sha256" + (f", {len(t.refused_files)} refused" if t.refused_files else ""))
+        for pid, why in t.refused_files.items():
+            warn(f"refused partition {t.name}/{pid} (not served): {why}")
+    if not report.tasks:
+        warn(report.summary())
+    return report
 
 
 def task_names(models: Path) -> list[str]:
     """Task names under ``models`` by folder, without loading anything (for docs)."""
     return sorted(p.parent.name for p in Path(models).glob("*/manifest.json"))
+
+
+def input_dtypes(models: Path) -> list[str]:
+    """The element types the tasks under ``models`` take (for docs: the OpenAPI enum
+    lists what the server accepts, not every type the protocol could carry)."""
+    found = set()
+    for path in Path(models).glob("*/manifest.json"):
+        try:
+            found.update(p.input.dtype for p in manifests.load(path.parent).parsed.partitions)
+        except (ValueError, OSError, RuntimeError):
+            continue      # refused at load, with the reason logged there
+    return sorted(found) or sorted(DTYPES)
 
 
 def warm_up(task: TaskModels, runs: int = 3) -> float:

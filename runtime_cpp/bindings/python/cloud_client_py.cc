@@ -3,6 +3,7 @@
 #include "status_py.h"
 #include "knowcache/cloud_client.h"
 #include "tensor_py.h"
+#include "fields_repr_py.h"
 
 namespace py = pybind11;
 
@@ -36,7 +37,8 @@ void PybindCloudClient(py::module_* m) {
       .def_readonly("partition_hint", &CloudAnswer::partition_hint)
       .def_readonly("model_version", &CloudAnswer::model_version)
       .def_readonly("server_ms", &CloudAnswer::server_ms)
-      .def_readonly("uplink_bytes", &CloudAnswer::uplink_bytes);
+      .def_readonly("uplink_bytes", &CloudAnswer::uplink_bytes)
+      .def("__repr__", &FieldsRepr);
 
   py::class_<CloudClient, std::shared_ptr<CloudClient>>(*m, "CloudClient")
       .def(py::init([](const CloudClientConfig& c) {

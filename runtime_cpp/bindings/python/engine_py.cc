@@ -4,6 +4,7 @@
 #include "knowcache/engine.h"
 #include "knowcache/partition.h"
 #include "tensor_py.h"
+#include "fields_repr_py.h"
 
 namespace py = pybind11;
 
@@ -80,7 +81,8 @@ void PybindEngine(py::module_* m) {
       .def_readonly("fetched_bytes", &EngineStats::fetched_bytes)
       .def_readonly("uplink_bytes", &EngineStats::uplink_bytes)
       .def_readonly("last_fetch_error", &EngineStats::last_fetch_error)
-      .def_readonly("cache", &EngineStats::cache);
+      .def_readonly("cache", &EngineStats::cache)
+      .def("__repr__", &FieldsRepr);
 
   py::class_<InstallPlan>(*m, "InstallPlan")
       .def_static("cached", &InstallPlan::Cached, py::arg("pinned") = true,

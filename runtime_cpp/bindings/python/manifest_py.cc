@@ -3,6 +3,7 @@
 #include "status_py.h"
 #include "knowcache/manifest.h"
 #include "knowcache/sha256.h"
+#include "fields_repr_py.h"
 
 namespace py = pybind11;
 
@@ -15,7 +16,8 @@ void PybindManifest(py::module_* m) {
       .def_readonly("sample_rate", &InputSpec::sample_rate)
       .def_property_readonly("image_size", [](const InputSpec& s) {
         return std::vector<int>{s.image_channels, s.image_height, s.image_width};
-      });
+      })
+      .def("__repr__", &FieldsRepr);
 
   py::class_<PartitionInfo>(*m, "PartitionInfo")
       .def_readonly("id", &PartitionInfo::id)

@@ -2,6 +2,7 @@
 
 #include "status_py.h"
 #include "knowcache/slot_cache.h"
+#include "fields_repr_py.h"
 
 namespace py = pybind11;
 
@@ -23,7 +24,8 @@ void PybindSlotCache(py::module_* m) {
       .def_readonly("installs", &SlotCacheStats::installs)
       .def_readonly("evictions", &SlotCacheStats::evictions)
       .def_readonly("resident_bytes", &SlotCacheStats::resident_bytes)
-      .def_readonly("slots_used", &SlotCacheStats::slots_used);
+      .def_readonly("slots_used", &SlotCacheStats::slots_used)
+      .def("__repr__", &FieldsRepr);
 
   py::class_<SlotCache>(*m, "SlotCache")
       .def(py::init([](const SlotCacheConfig& c) { return ValueOrRaise(SlotCache::Create(c)); }),

@@ -9,6 +9,7 @@
 #include "knowcache/layer_cache.h"
 #include "knowcache/staged_model.h"
 #include "tensor_py.h"
+#include "fields_repr_py.h"
 
 namespace py = pybind11;
 
@@ -122,7 +123,8 @@ void PybindStagedModel(py::module_* m) {
       .def_readonly("hit", &ExitVerdict::hit)
       .def_readonly("index", &ExitVerdict::index)
       .def_readonly("confidence", &ExitVerdict::confidence)
-      .def_readonly("score", &ExitVerdict::score);
+      .def_readonly("score", &ExitVerdict::score)
+      .def("__repr__", &FieldsRepr);
 
   py::class_<ActivationCacheStats>(*m, "ActivationCacheStats")
       .def_readonly("lookups", &ActivationCacheStats::lookups)
@@ -130,7 +132,8 @@ void PybindStagedModel(py::module_* m) {
       .def_readonly("inserts", &ActivationCacheStats::inserts)
       .def_readonly("evictions", &ActivationCacheStats::evictions)
       .def_readonly("entries", &ActivationCacheStats::entries)
-      .def_readonly("memory_bytes", &ActivationCacheStats::memory_bytes);
+      .def_readonly("memory_bytes", &ActivationCacheStats::memory_bytes)
+      .def("__repr__", &FieldsRepr);
 
   py::class_<ExitGate>(*m, "ExitGate")
       .def(py::init([](const std::string& kind, int max_entries, int64_t max_bytes) {
@@ -158,7 +161,8 @@ void PybindStagedModel(py::module_* m) {
       .def_readonly("exit_hits", &LayerCacheStats::exit_hits)
       .def_readonly("full_runs", &LayerCacheStats::full_runs)
       .def_readonly("flops", &LayerCacheStats::flops)
-      .def_readonly("activation", &LayerCacheStats::activation);
+      .def_readonly("activation", &LayerCacheStats::activation)
+      .def("__repr__", &FieldsRepr);
 }
 
 }  // namespace knowcache::python

@@ -1,0 +1,61 @@
+"""`knowcache infer`: classify WAV and image files with the device runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--task", type=click.Choice(["kws", "vision"]), default=None,
+              help="The task (default: told by each file's type, .wav kws, .png/.jpg vision).")
+@click.option("--models", type=click.Path(path_type=Path), default=None,
+              help="Folder with the task's manifest.json (default: the shipped models/<task>).")
+@click.option("--model", default="cached", show_default=True,
+              help="Program that answers locally (a partition id: cached, generic, full...).")
+@click.option("--cloud", default=None,
+              help="URL of `knowcache serve` for what the gate rejects (default: none; those "
+                   "answers come back degraded).")
+@click.option("--token", default=None, envvar="KNOWCACHE_TOKEN", help="Bearer token of the cloud.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_context
+def infer(ctx, task, models, model, cloud, token, as_json, files) -> None:
+    """Classify FILES: WAVs of any rate, width and channels (its loudest second when
+    longer than 1 s) and PNG/JPEG images, each converted to its task's input
+    (docs/inputs.md). One line per file: label, confidence, where it was answered
+    (local, cloud, or degraded: local because the cloud was missing or down), time.
+    A file that cannot be read is reported and the others still run; the exit
+    status is then 1."""
+    from knowcache.data.input_contract import InputError
+    from knowcache.infer import Classifier
+    from knowcache.runtime import set_compute_threads
+
+    set_compute_threads(1)
+    try:
+        classifier = Classifier(task=task, models=models, cloud=cloud, token=token, model=model)
+    except InputError as e:
+        raise click.ClickException(str(e)) from e
+    failed = 0
+    width = max(len(str(f)) for f in files)
+    reasons = set()
+    for answer in classifier.classify_all(files):
+        if not answer.ok:
+            failed += 1
+        if as_json:
+            click.echo(json.dumps(answer.as_dict()))
+            continue
+        if not answer.ok:
+            click.echo(f"error: {answer.error}", err=True)
+            continue
+        click.echo(answer.line(width))
+        if answer.notice:
+            click.echo(f"note: {answer.notice}", err=True)
+        if answer.degraded_reason and answer.degraded_reason not in reasons:
+            reasons.add(answer.degraded_reason)
+            fix = "; pass --cloud with a `knowcache serve` URL" if cloud is None else ""
+            click.echo(f"note: degraded: {answer.degraded_reason}{fix}", err=True)
+    if failed:
+        ctx.exit(1)

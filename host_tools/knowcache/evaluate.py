@@ -247,12 +247,31 @@ def card_section(ev: Evaluation, how: str) -> str:
             lines.append(f"| {gate} | {_pct(f['accuracy'])} | {_pct(f['agreement'])} | "
                          f"{' / '.join(_pct(r) for r in f['exit_rate'])} | "
                          f"{_pct(f['flops_saved'])} | {_pct(f['latency_saved'])} |")
+        best = max(ev.layer_cache, key=lambda g: ev.layer_cache[g]["flops_saved"])
+        lines += ["", f"Targets (>= {LC_FLOPS_TARGET:.0%} fewer FLOPs, >= {LC_TIME_TARGET:.0%} "
+                  f"less time, < {LC_FIDELITY_POINTS} point accuracy lost), best gate "
+                  f"({best}): " + "; ".join(_layer_cache_verdicts(ev.layer_cache[best])) + "."]
     worst = sorted((r for r in ev.per_label if r["clips"] >= 5), key=lambda r: r["full"])[:5]
     if worst:
         lines += ["", "Hardest words for the full model (at least 5 clips): " + ", ".join(
             f"{r['label']} {_pct(r['full'])} ({r['clips']})" for r in worst) + "."]
     lines.append(CARD_END)
     return "\n".join(lines) + "\n"
+
+
+LC_FLOPS_TARGET, LC_TIME_TARGET, LC_FIDELITY_POINTS = 0.5, 0.4, 0.5
+
+
+def _layer_cache_verdicts(f: dict) -> list[str]:
+    lost = 100 * (f["full_accuracy"] - f["accuracy"])
+    out = []
+    for what, got, target in (("FLOPs", f["flops_saved"], LC_FLOPS_TARGET),
+                              ("time", f["latency_saved"], LC_TIME_TARGET)):
+        out.append(f"{what} {_pct(got)} saved, " + ("met" if got >= target else
+                   f"missed by {100 * (target - got):.1f} points"))
+    out.append(f"accuracy {lost:+.1f} points lost, " +
+               ("met" if lost < LC_FIDELITY_POINTS else "missed"))
+    return out
 
 
 def update_card(card: Path, section: str) -> None:

@@ -131,6 +131,77 @@ TEST(Engine, CloudDownGivesDegradedLocalAnswer) {
   EXPECT_EQ(engine->Stats().cloud_errors, 1);
 }
 
+// How each cloud failure ends an unsure query that has a local answer: the
+// cloud refusing the input itself (HTTP 400, 413, 415 or 422, which the
+// CloudClient reports as InvalidArgument) fails Infer, as bad input does;
+// every other failure degrades to the local answer.
+struct CloudFailure {
+  const char* name;
+  Status status;
+  bool fails_infer;
+};
+
+class EngineCloudFailure : public ::testing::TestWithParam<CloudFailure> {};
+
+TEST_P(EngineCloudFailure, FailsInferOnlyWhenTheCloudRejectsTheInput) {
+  const CloudFailure& f = GetParam();
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->infer_status = f.status;
+  auto engine = MakeEngine(cloud);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  auto r = engine->Infer(kUnsure.view());
+  EXPECT_EQ(cloud->infers, 1);
+  EXPECT_EQ(engine->Stats().cloud_errors, 1);
+  if (f.fails_infer) {
+    ASSERT_FALSE(r.ok()) << "answered " << AnswerSourceName(r->source);
+    EXPECT_EQ(r.status().code(), f.status.code());
+    EXPECT_EQ(r.status().message(), f.status.message());
+    EXPECT_EQ(engine->Stats().degraded, 0);
+  } else {
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->source, AnswerSource::kDegraded);
+    EXPECT_EQ(r->partition_id, "p0");
+    EXPECT_EQ(r->degraded_reason, f.status.ToString());
+    EXPECT_EQ(engine->Stats().degraded, 1);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Engine, EngineCloudFailure,
+    ::testing::Values(
+        CloudFailure{"Http400", InvalidArgument("cloud answered HTTP 400: shape is 1x3"), true},
+        CloudFailure{"Http413", InvalidArgument("cloud answered HTTP 413: body too large"), true},
+        CloudFailure{"Http401", FailedPrecondition("cloud answered HTTP 401 (check the token)"),
+                     false},
+        CloudFailure{"Http404", NotFound("cloud answered HTTP 404 for /v1/kws/infer"), false},
+        CloudFailure{"Http503", Unavailable("cloud answered HTTP 503"), false},
+        CloudFailure{"Garbage", ProtocolError("cloud answer is not a JSON object"), false},
+        CloudFailure{"Timeout", DeadlineExceeded("no complete answer within 5000 ms"), false},
+        CloudFailure{"TooBig", ResourceExhausted("cloud response exceeds 10 bytes"), false}),
+    [](const ::testing::TestParamInfo<CloudFailure>& info) { return info.param.name; });
+
+TEST(Engine, LocalAnswerKeepsItsPartitionMostRecentlyUsed) {
+  // Two slots; p0 is installed first, so it is the least recently used, and
+  // an oldest-first (FIFO) cache or one that forgets local hits would evict it.
+  auto engine = MakeEngine(std::make_shared<ScriptedCloud>(), 2);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  ASSERT_TRUE(engine->Install(Echo("p1", {"e", "f", "g", "h"})).ok());
+  ASSERT_EQ(engine->CachedIds(), (std::vector<std::string>{"p1", "p0"}));
+  ASSERT_TRUE(engine->Activate("p0").ok());  // activating is not a use
+  ASSERT_EQ(engine->CachedIds(), (std::vector<std::string>{"p1", "p0"}));
+
+  auto r = engine->Infer(kConfidentA.view());
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->source, AnswerSource::kLocal);
+  ASSERT_EQ(r->partition_id, "p0");
+  EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p0", "p1"}));
+  EXPECT_EQ(engine->Stats().cache.hits, 1);
+
+  // A third partition evicts the one that has not answered: p1.
+  ASSERT_TRUE(engine->Install(Echo("p2", {"i", "j", "k", "l"})).ok());
+  EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p2", "p0"}));
+}
+
 TEST(Engine, DegradedOtherHasNoTaskIndex) {
   auto cloud = std::make_shared<ScriptedCloud>();
   cloud->infer_status = DeadlineExceeded("slow");
@@ -262,6 +333,8 @@ TEST(Engine, MaxLocalAttemptsTriesOtherSlots) {
   EXPECT_EQ(r->partition_id, "p0");
   EXPECT_EQ(r->local_attempts, 2);
   EXPECT_EQ(cloud->infers, 0);
+  // The second slot answered, so it is now the most recently used.
+  EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p0", "p1"}));
 }
 
 TEST(Engine, ThresholdOverrideApplies) {

@@ -145,6 +145,10 @@ TEST(PartitionStore, ReplacingAnIdKeepsOneEntryAndDeletesTheOldProgram) {
   ASSERT_TRUE(Flash(*store, "p1", other).ok());
   const int version = OpenStore(dir.path)->LoadManifest()->version;
   ASSERT_TRUE(Flash(*store, "p0", v2).ok());
+  // Before any reopening (which would also clear an orphan): v1's program is gone.
+  EXPECT_EQ(Files(dir.path),
+            (std::set<std::string>{"manifest.json", "p0-" + Sha(v2).substr(0, 12) + ".pte",
+                                   "p1-" + Sha(other).substr(0, 12) + ".pte"}));
 
   auto m = OpenStore(dir.path)->LoadManifest();
   ASSERT_TRUE(m.ok());
@@ -155,9 +159,6 @@ TEST(PartitionStore, ReplacingAnIdKeepsOneEntryAndDeletesTheOldProgram) {
   EXPECT_EQ(p0->sha256, Sha(v2));
   EXPECT_EQ(p0->bytes, 500);
   EXPECT_EQ(ReadAll(m->PathOf(*p0)), v2);
-  EXPECT_EQ(Files(dir.path),
-            (std::set<std::string>{"manifest.json", "p0-" + Sha(v2).substr(0, 12) + ".pte",
-                                   "p1-" + Sha(other).substr(0, 12) + ".pte"}));
   EXPECT_EQ(store->UsedBytes(), 700);
 }
 
@@ -253,8 +254,13 @@ TEST(PartitionStore, RemoveDeletesTheEntryAndItsProgram) {
   TempDir dir;
   auto store = OpenStore(dir.path);
   ASSERT_TRUE(Flash(*store, "p0", Program(100, 1)).ok());
-  ASSERT_TRUE(Flash(*store, "p1", Program(100, 2)).ok());
+  const auto p1 = Program(100, 2);
+  ASSERT_TRUE(Flash(*store, "p1", p1).ok());
+  const int version = store->LoadManifest()->version;
   ASSERT_TRUE(store->Remove("p0").ok());
+  EXPECT_EQ(Files(dir.path),
+            (std::set<std::string>{"manifest.json", "p1-" + Sha(p1).substr(0, 12) + ".pte"}));
+  EXPECT_EQ(store->LoadManifest()->version, version + 1);
   EXPECT_EQ(store->Remove("p0").code(), StatusCode::kNotFound);
   EXPECT_EQ(Listed(*OpenStore(dir.path)).count("p0"), 0u);
   ExpectConsistent(dir.path);

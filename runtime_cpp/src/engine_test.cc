@@ -58,6 +58,21 @@ TEST(Engine, ConfigValidation) {
   cfg.task = "kws";
   cfg.cloud.base_url = "ftp://x";
   EXPECT_EQ(Engine::Create(cfg).status().code(), StatusCode::kInvalidArgument);
+  cfg.cloud.base_url.clear();
+  EXPECT_TRUE(Engine::Create(cfg).ok());
+  cfg.max_local_attempts = 0;
+  EXPECT_NE(Engine::Create(cfg).status().message().find("max_local_attempts"), std::string::npos);
+  cfg.max_local_attempts = 1;
+  cfg.threshold_override = 1.5f;
+  EXPECT_NE(Engine::Create(cfg).status().message().find("threshold_override"), std::string::npos);
+  cfg.threshold_override = 1.0f;
+  EXPECT_TRUE(Engine::Create(cfg).ok());
+  // A manifest of another task is refused.
+  Manifest vision;
+  vision.task = "vision";
+  Status s = (*Engine::Create(cfg))->SetManifest(vision);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("task 'vision'"), std::string::npos) << s.message();
 }
 
 TEST(Engine, AcceptsConfidentLocalAnswerWithoutCloud) {
@@ -91,6 +106,8 @@ TEST(Engine, UnsureAnswerGoesToCloudAndFetchesHint) {
   EXPECT_EQ(r->index, 5);
   EXPECT_EQ(r->partition_hint, "p1");
   EXPECT_EQ(r->uplink_bytes, 16);
+  EXPECT_EQ(engine->Stats().uplink_bytes, 16);
+  EXPECT_EQ(engine->Stats().cloud, 1);
   ASSERT_TRUE(engine->WaitForFetches(5000));
   EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p1", "p0"}));
   EXPECT_EQ(engine->ActiveId(), "p1");
@@ -335,6 +352,23 @@ TEST(Engine, MaxLocalAttemptsTriesOtherSlots) {
   EXPECT_EQ(cloud->infers, 0);
   // The second slot answered, so it is now the most recently used.
   EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p0", "p1"}));
+}
+
+TEST(Engine, OneLocalAttemptByDefault) {
+  // The active partition is unsure; the other slot would be sure but is not tried.
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->answer.label = "z";
+  auto engine = MakeEngine(cloud);
+  auto unsure = std::make_shared<ScriptedModel>(
+      MakeInfo("p1", {"e", "f", "g", "h"}),
+      [](const float*) { return std::vector<float>{0, 0, 0, 0}; });
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  ASSERT_TRUE(engine->Install(unsure).ok());
+  auto r = engine->Infer(kConfidentA.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kCloud);
+  EXPECT_EQ(r->local_attempts, 1);
+  EXPECT_EQ(cloud->infers, 1);
 }
 
 TEST(Engine, ThresholdOverrideApplies) {

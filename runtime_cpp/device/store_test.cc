@@ -182,6 +182,21 @@ TEST(PartitionStore, CommitBeforeAllBytesInstallsNothingAndTheUploadResumes) {
   EXPECT_EQ(Listed(*OpenStore(dir.path)), (std::map<std::string, std::string>{{"p0", Sha(bytes)}}));
 }
 
+TEST(PartitionStore, APartialUploadLongerThanItsEntryStartsOver) {
+  // The upload file is named by the sha256, so an entry that declares fewer
+  // bytes for the same digest finds more on disk than it can take.
+  TempDir dir;
+  auto store = OpenStore(dir.path);
+  const auto bytes = Program(100, 4);
+  ASSERT_EQ(*store->Begin(BeginRequest("p0", bytes)), 0);
+  ASSERT_EQ(*store->Write(0, bytes.data(), 100), 100);
+  json shorter = BeginRequest("p0", bytes);
+  shorter["entry"]["bytes"] = 60;
+  ASSERT_EQ(*store->Begin(shorter), 0);
+  EXPECT_TRUE(fs::is_empty(dir.path / ".incoming"));
+  EXPECT_EQ(*store->Write(0, bytes.data(), 60), 60);
+}
+
 TEST(PartitionStore, WritesPastTheDeclaredSizeOrAfterAGapAreRefused) {
   TempDir dir;
   auto store = OpenStore(dir.path);

@@ -231,6 +231,18 @@ TEST(Engine, DegradedOtherHasNoTaskIndex) {
   EXPECT_EQ(r->index, -1);
 }
 
+TEST(Engine, WithoutACloudAnUnsureAnswerIsDegraded) {
+  auto engine = MakeEngine(nullptr);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  auto r = engine->Infer(kUnsure.view());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->source, AnswerSource::kDegraded);
+  EXPECT_EQ(r->partition_id, "p0");
+  EXPECT_EQ(r->degraded_reason, "gate rejected the local answer and no cloud is configured");
+  EXPECT_EQ(engine->Stats().degraded, 1);
+  EXPECT_EQ(engine->Stats().cloud_errors, 0);
+}
+
 TEST(Engine, NoPartitionAndNoCloudIsAnError) {
   auto cloud = std::make_shared<ScriptedCloud>();
   cloud->infer_status = Unavailable("down");

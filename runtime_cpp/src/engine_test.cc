@@ -26,6 +26,12 @@ std::shared_ptr<ScriptedModel> Echo(const std::string& id, std::vector<std::stri
       [](const float* x) { return std::vector<float>(x, x + 4); });
 }
 
+// Model that is never sure: equal logits whatever the input.
+std::shared_ptr<ScriptedModel> Unsure(const std::string& id, std::vector<std::string> labels) {
+  return std::make_shared<ScriptedModel>(
+      MakeInfo(id, std::move(labels)), [](const float*) { return std::vector<float>(4, 0.f); });
+}
+
 struct Input {
   float data[4];
   TensorView view() const { return {DType::kFloat32, {1, 4}, data, sizeof(data)}; }
@@ -350,12 +356,9 @@ TEST(Engine, MaxLocalAttemptsTriesOtherSlots) {
   cfg.task = "kws";
   cfg.max_local_attempts = 2;
   auto engine = std::move(Engine::Create(cfg, cloud).value());
-  // p0 is confident on input 0; p1 (active) echoes a rotated input and is unsure.
-  auto rotated = std::make_shared<ScriptedModel>(
-      MakeInfo("p1", {"e", "f", "g", "h"}),
-      [](const float*) { return std::vector<float>{0, 0, 0, 0}; });
+  // p0 is confident on input 0; p1 (active) is unsure.
   ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
-  ASSERT_TRUE(engine->Install(rotated).ok());
+  ASSERT_TRUE(engine->Install(Unsure("p1", {"e", "f", "g", "h"})).ok());
   auto r = engine->Infer(kConfidentA.view());
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->source, AnswerSource::kLocal);
@@ -371,11 +374,8 @@ TEST(Engine, OneLocalAttemptByDefault) {
   auto cloud = std::make_shared<ScriptedCloud>();
   cloud->answer.label = "z";
   auto engine = MakeEngine(cloud);
-  auto unsure = std::make_shared<ScriptedModel>(
-      MakeInfo("p1", {"e", "f", "g", "h"}),
-      [](const float*) { return std::vector<float>{0, 0, 0, 0}; });
   ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
-  ASSERT_TRUE(engine->Install(unsure).ok());
+  ASSERT_TRUE(engine->Install(Unsure("p1", {"e", "f", "g", "h"})).ok());
   auto r = engine->Infer(kConfidentA.view());
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->source, AnswerSource::kCloud);

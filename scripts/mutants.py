@@ -146,6 +146,9 @@ ENGINE = Target("runtime_cpp/src/engine.cc", ("engine_test",), (
     M("degraded answers not counted", "r.degraded_reason = answer.status().ToString();\n"
       "      ++degraded;", "r.degraded_reason = answer.status().ToString();"),
     M("cloud errors not counted", "      ++cloud_errors;\n", "\n"),
+    M("a finished download does not activate",
+      "hooks.installed = [raw](const std::string& id) { raw->SetActive(id); };",
+      "hooks.installed = [](const std::string&) {};"),
     M("no cloud: an unsure answer fails", "r.degraded_reason = \"gate rejected the local answer "
       "and no cloud is configured\";", "return FailedPrecondition(\"unsure\");"),
 ))
@@ -194,6 +197,8 @@ STORE = Target("runtime_cpp/device/store.cc", ("store_test",), (
     M("an emptied store keeps its task", "if (parts.empty()) doc[\"task\"] = \"\";", ""),
     M("a removed program is kept", "  fs::remove(fs::path(config_.dir) / file, ec);\n"
       "  return Status::Ok();", "  return Status::Ok();"),
+    M("the manifest is not fsynced", "text.size()) &&\n                  ::fsync(fd) == 0;",
+      "text.size());"),
     M("a partial upload longer than the entry is kept", "  if (have > bytes) {\n"
       "    fs::remove(part, ec);\n    return int64_t{0};\n  }\n", ""),
 ))
@@ -224,6 +229,12 @@ APP = Target("host_tools/knowcache/server/app.py",
     M("layer-cache without auth", "@app.get(\"/v1/{task}/layer-cache\", tags=[\"models\"], "
       "responses=ERRORS,\n             dependencies=[Depends(authorized)])",
       "@app.get(\"/v1/{task}/layer-cache\", tags=[\"models\"], responses=ERRORS)"),
+    M("the token compared with ==", "hmac.compare_digest(given[7:].encode(),\n"
+      "                                                                     token.encode())",
+      "given[7:] == token"),
+    M("no early refusal of a declared oversize body",
+      "if declared is not None and declared.isdigit() and int(declared) > min(limit, expected):",
+      "if False:"),
     M("a full queue is not a 429", "except QueueFull:\n            raise HTTPException(429",
       "except QueueFull:\n            raise HTTPException(503"),
 ))

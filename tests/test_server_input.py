@@ -1,9 +1,11 @@
 """`knowcache serve`'s input path beyond tests/test_server.py: the bearer token is
-checked before anything else on every route, and a body sent without a
-Content-Length (chunked) is held to the same limits as one that declares it."""
+checked before anything else on every route, a body sent without a
+Content-Length (chunked) is held to the same limits as one that declares it, and
+a declared wrong length is refused before the body is sent."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -81,3 +83,33 @@ def test_a_chunked_body_of_the_wrong_length_is_refused(url):
                     headers=headers(), timeout=10)
     assert ok.status_code == 200, ok.text[:200]
     assert batches_run(url) == before + 1
+
+
+def read_response(s: socket.socket) -> str:
+    """One HTTP response, head and body (a timeout if the server waits for more)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(4096)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:")][0])
+    while len(body) < length:
+        body += s.recv(4096)
+    return (head + b"\r\n\r\n" + body).decode(errors="replace")
+
+
+@pytest.mark.parametrize("declared, status", [(10 * LIMIT, 413), (VISION_BYTES + 4, 400)])
+def test_a_declared_wrong_length_is_refused_before_the_body_is_sent(url, declared, status):
+    """The server answers from the Content-Length alone: a device on a slow link
+    does not upload megabytes to hear that they were too many."""
+    host, port = url.removeprefix("http://").split(":")
+    head = (f"POST /v1/vision/infer HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nX-Knowcache-Dtype: float32\r\n"
+            f"X-Knowcache-Shape: 1,1,28,28\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {declared}\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(head.encode())          # and not one byte of the body
+        answer = read_response(s)
+    assert answer.startswith(f"HTTP/1.1 {status} "), answer[:200]
+    assert f"body is {declared} bytes" in answer
+

@@ -298,6 +298,44 @@ TEST(Engine, CorruptDownloadIsNotInstalled) {
   EXPECT_NE(s.last_fetch_error.find("sha256"), std::string::npos) << s.last_fetch_error;
 }
 
+TEST(Engine, AFetchedManifestOfAnotherTaskInstallsNothing) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->manifest.task = "vision";
+  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
+  cloud->answer.partition_hint = "p1";
+  auto engine = MakeEngine(cloud, 2, EchoFactory());
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());
+  ASSERT_TRUE(engine->WaitForFetches(5000));
+  EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p0"}));
+  EXPECT_EQ(engine->ActiveId(), "p0");
+  EXPECT_EQ(cloud->partition_fetches, 0);
+  auto s = engine->Stats();
+  EXPECT_EQ(s.fetch_failures, 1);
+  EXPECT_NE(s.last_fetch_error.find("for task 'vision', not 'kws'"), std::string::npos)
+      << s.last_fetch_error;
+}
+
+TEST(Engine, DestroyedWhileAFetchIsInFlight) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->manifest.task = "kws";
+  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
+  cloud->answer.partition_hint = "p1";
+  cloud->fetch_delay_ms = 300;
+  auto engine = MakeEngine(cloud, 2, EchoFactory());
+  ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());
+  for (int i = 0; i < 200 && cloud->partition_fetches == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(cloud->partition_fetches, 1);  // the download is under way
+  const auto t0 = std::chrono::steady_clock::now();
+  engine.reset();  // joins the fetcher: its install must not reach a destroyed engine
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(ms, 2000);
+  EXPECT_EQ(cloud.use_count(), 1);  // nothing of the engine holds the cloud any more
+}
+
 TEST(Engine, HintForCachedPartitionActivatesItWithoutFetching) {
   auto cloud = std::make_shared<ScriptedCloud>();
   cloud->answer.partition_hint = "p0";

@@ -32,6 +32,15 @@ std::shared_ptr<ScriptedModel> Unsure(const std::string& id, std::vector<std::st
       MakeInfo(id, std::move(labels)), [](const float*) { return std::vector<float>(4, 0.f); });
 }
 
+// A cloud whose manifest (of `task`) serves p1, 64 bytes, and whose answers hint at it.
+std::shared_ptr<ScriptedCloud> CloudHintingP1(const std::string& task = "kws") {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->manifest.task = task;
+  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
+  cloud->answer.partition_hint = "p1";
+  return cloud;
+}
+
 struct Input {
   float data[4];
   TensorView view() const { return {DType::kFloat32, {1, 4}, data, sizeof(data)}; }
@@ -95,13 +104,10 @@ TEST(Engine, AcceptsConfidentLocalAnswerWithoutCloud) {
 }
 
 TEST(Engine, UnsureAnswerGoesToCloudAndFetchesHint) {
-  auto cloud = std::make_shared<ScriptedCloud>();
-  cloud->manifest.task = "kws";
-  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
+  auto cloud = CloudHintingP1();
   cloud->answer.label = "f";
   cloud->answer.index = 5;
   cloud->answer.confidence = 0.9f;
-  cloud->answer.partition_hint = "p1";
   auto engine = MakeEngine(cloud, 2, EchoFactory());
   ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
 
@@ -283,11 +289,8 @@ TEST(Engine, BadInputIsRejectedBeforeTheCloud) {
 }
 
 TEST(Engine, CorruptDownloadIsNotInstalled) {
-  auto cloud = std::make_shared<ScriptedCloud>();
-  cloud->manifest.task = "kws";
-  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
+  auto cloud = CloudHintingP1();
   cloud->blobs["p1"][10] ^= 1;  // flip a bit after the hash was recorded
-  cloud->answer.partition_hint = "p1";
   auto engine = MakeEngine(cloud, 2, EchoFactory());
   ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
   ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());
@@ -299,10 +302,7 @@ TEST(Engine, CorruptDownloadIsNotInstalled) {
 }
 
 TEST(Engine, AFetchedManifestOfAnotherTaskInstallsNothing) {
-  auto cloud = std::make_shared<ScriptedCloud>();
-  cloud->manifest.task = "vision";
-  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
-  cloud->answer.partition_hint = "p1";
+  auto cloud = CloudHintingP1("vision");
   auto engine = MakeEngine(cloud, 2, EchoFactory());
   ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
   ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());
@@ -317,10 +317,7 @@ TEST(Engine, AFetchedManifestOfAnotherTaskInstallsNothing) {
 }
 
 TEST(Engine, DestroyedWhileAFetchIsInFlight) {
-  auto cloud = std::make_shared<ScriptedCloud>();
-  cloud->manifest.task = "kws";
-  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
-  cloud->answer.partition_hint = "p1";
+  auto cloud = CloudHintingP1();
   cloud->fetch_delay_ms = 300;
   auto engine = MakeEngine(cloud, 2, EchoFactory());
   ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());
@@ -350,10 +347,7 @@ TEST(Engine, HintForCachedPartitionActivatesItWithoutFetching) {
 }
 
 TEST(Engine, RepeatedHintsFetchOnce) {
-  auto cloud = std::make_shared<ScriptedCloud>();
-  cloud->manifest.task = "kws";
-  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
-  cloud->answer.partition_hint = "p1";
+  auto cloud = CloudHintingP1();
   cloud->fetch_delay_ms = 100;
   auto engine = MakeEngine(cloud, 2, EchoFactory());
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());

@@ -99,7 +99,7 @@ test: test-cpp build-aarch64 build-fuzz build-java test-py
 
 ## mutants: the mutation check of manifest.cc, engine.cc, store.cc and server/app.py
 ## (scripts/mutants.py: listed mutants, one at a time, against each file's own tests; about
-## 25 min on 2 cores, so not part of `make test`); MUTANTS=engine.cc checks one file.
+## 20 min on 2 cores, so not part of `make test`); MUTANTS=engine.cc checks one file.
 ## Scores and surviving mutants: docs/testing.md
 mutants: build-cpp
 	$(PY) scripts/mutants.py $(MUTANTS)

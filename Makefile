@@ -9,7 +9,7 @@ BUILD := build/host
 CPP_SOURCES := $(shell find runtime_cpp cmake -type f) CMakeLists.txt
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup build-cpp build-java build-aarch64 android-bundle build-fuzz fuzz test test-cpp test-java test-py demo bench-overhead models clean
+.PHONY: setup build-cpp build-java build-aarch64 android-bundle build-fuzz fuzz test test-cpp test-java test-py demo bench-overhead models mutants clean
 
 ## setup: Debian packages, .venv, torch/executorch and the editable install
 setup: $(VENV)/.stamp-ext
@@ -96,6 +96,13 @@ test-py: setup build-java
 ## test: the whole suite (C++ under ctest, then Python under pytest, which runs
 ## the aarch64 knowcache-device under qemu and the Java library's JUnit tests)
 test: test-cpp build-aarch64 build-fuzz build-java test-py
+
+## mutants: the mutation check of manifest.cc, engine.cc, store.cc and server/app.py
+## (scripts/mutants.py: listed mutants, one at a time, against each file's own tests; about
+## 20 min on 2 cores, so not part of `make test`); MUTANTS=engine.cc checks one file.
+## Scores and surviving mutants: docs/testing.md
+mutants: build-cpp
+	$(PY) scripts/mutants.py $(MUTANTS)
 
 ## demo: a short `knowcache bench` of both tasks on the shipped models (tables, JSON, plots in out/demo)
 demo: setup

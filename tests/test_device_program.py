@@ -124,6 +124,7 @@ def test_native_program_reports_bad_input(inputs, tmp_path):
 
 @pytest.mark.slow
 def test_aarch64_program_under_qemu_matches_the_native_build(inputs):
+    needs(NATIVE)
     needs(AARCH64)
     if shutil.which("qemu-aarch64") is None:
         pytest.skip("qemu-user is not installed (make setup installs it)")

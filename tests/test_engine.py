@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from knowcache import runtime
-from conftest import FEATURES, confident, unsure
+from conftest import FEATURES, TASK_LABELS, confident, unsure
 
 
 def make_engine(models, url=None, *, install=("cached",), **kw):
@@ -71,12 +71,19 @@ def test_hint_is_fetched_verified_installed_and_used(tiny_models, cloud):
 
 
 def test_hint_evicts_least_recently_used(tiny_models, cloud):
+    # Two slots: p0 is installed first, then used, so "cached" is the least
+    # recently used. Evicting the oldest install (FIFO) would drop p0 instead.
     url, state = cloud
-    engine = make_engine(tiny_models, url, slots=1)
+    engine = make_engine(tiny_models, url, slots=2, install=("p0", "cached"))
+    assert engine.cached_ids() == ["cached", "p0"]
+    engine.activate("p0")
+    r = engine.infer(confident(0))
+    assert (r.source, r.partition_id, r.label) == ("local", "p0", "yes")
+    assert engine.cached_ids() == ["p0", "cached"]
     state.hint = "p1"
-    engine.infer(unsure())
+    assert engine.infer(unsure()).source == "cloud"     # p0 is unsure: the cloud hints p1
     assert engine.wait_for_fetches(10)
-    assert engine.cached_ids() == ["p1"]
+    assert engine.cached_ids() == ["p1", "p0"]
     assert engine.stats().cache.evictions == 1
 
 
@@ -152,7 +159,8 @@ def test_no_partition_and_no_cloud_raises(tiny_models, closed_port_url):
     with pytest.raises(runtime.CloudUnavailableError, match="no partition is cached"):
         engine.infer(unsure())
     device_only = make_engine(tiny_models, None, install=())
-    with pytest.raises(runtime.FailedPreconditionError):
+    with pytest.raises(runtime.FailedPreconditionError,
+                       match="no partition is cached and no cloud is configured"):
         device_only.infer(unsure())
 
 
@@ -169,9 +177,9 @@ def test_empty_cache_answers_through_cloud_then_warms(tiny_models, cloud):
 def test_bad_input_never_reaches_the_cloud(tiny_models, cloud):
     url, state = cloud
     engine = make_engine(tiny_models, url)
-    with pytest.raises(runtime.InvalidInputError):
+    with pytest.raises(runtime.InvalidInputError, match=f"input shape is 2x{FEATURES} but"):
         engine.infer(np.zeros((2, FEATURES), np.float32))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="float64 is not supported"):
         engine.infer(np.zeros((1, FEATURES), np.float64))
     for bad in (np.nan, np.inf):      # refused locally, as the cloud refuses them
         x = confident(0)
@@ -223,14 +231,24 @@ def test_threshold_override(tiny_models):
 
 
 def test_concurrent_infers_from_python_threads(tiny_models, cloud):
+    """Each input has its own known answer, so answers handed to the wrong
+    thread would show: a strong feature i is answered locally by the full
+    program with label i, a weak one goes to the cloud, which answers its argmax."""
     from concurrent.futures import ThreadPoolExecutor
 
-    url, _ = cloud
-    engine = make_engine(tiny_models, url)
-    inputs = [confident(i % 2) if i % 3 else unsure() for i in range(120)]
+    url, state = cloud
+    state.mode = "argmax"
+    engine = make_engine(tiny_models, url, install=("full",))
+    inputs, expected = [], []
+    for n in range(120):
+        i, strong = n % len(TASK_LABELS), n % 3 != 0
+        x = np.zeros((1, FEATURES), np.float32)
+        x[0, i] = 2.0 if strong else 0.05
+        inputs.append(x)
+        expected.append(("local" if strong else "cloud", TASK_LABELS[i], i))
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(engine.infer, inputs))
-    assert len(results) == 120
+    assert [(r.source, r.label, r.index) for r in results] == expected
     stats = engine.stats()
     assert stats.queries == 120
     assert stats.local == 80 and stats.cloud == 40

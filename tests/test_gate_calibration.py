@@ -68,7 +68,7 @@ def test_calibration_with_no_reachable_target():
 
 
 def test_calibration_input_errors():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"logits must be \(N, C\) and reference \(N,\)"):
         calibrate_threshold(np.zeros((3, 2)), np.zeros(2))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"target agreement must be in \(0, 1\]"):
         calibrate_threshold(np.zeros((3, 2)), np.zeros(3), target=1.5)

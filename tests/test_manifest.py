@@ -39,7 +39,7 @@ def test_invalid_manifests_name_the_problem(tiny_models, mutate, message):
 
 
 def test_load_missing_and_unreadable(tmp_path):
-    with pytest.raises(runtime.NotFoundError):
+    with pytest.raises(runtime.NotFoundError, match="no such file: .*manifest.json"):
         runtime.Manifest.load(str(tmp_path / "manifest.json"))
     (tmp_path / "manifest.json").write_text("{ not json")
     with pytest.raises(runtime.InvalidInputError, match="not valid JSON"):

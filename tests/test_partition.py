@@ -55,11 +55,15 @@ def test_missing_file(tmp_path):
         runtime.Partition.from_file(str(tmp_path / "absent.pte"))
 
 
-@pytest.mark.parametrize("content", [b"", b"x" * 7, b"hello world" * 50])
-def test_garbage_file_is_corrupt(tmp_path, content):
+@pytest.mark.parametrize("content, message", [
+    (b"", "has no bytes"),
+    (b"x" * 7, "is not a valid ExecuTorch program"),
+    (b"hello world" * 50, "is not a valid ExecuTorch program"),
+])
+def test_garbage_file_is_corrupt(tmp_path, content, message):
     path = tmp_path / "bad.pte"
     path.write_bytes(content)
-    with pytest.raises(runtime.CorruptPartitionError):
+    with pytest.raises(runtime.CorruptPartitionError, match=f"bad.pte: partition 'bad' {message}"):
         runtime.Partition.from_file(str(path))
 
 
@@ -68,7 +72,7 @@ def test_truncated_file_is_corrupt(tmp_path, small_cnn_pte, keep):
     data = small_cnn_pte.read_bytes()
     path = tmp_path / "trunc.pte"
     path.write_bytes(data[: int(len(data) * keep)])
-    with pytest.raises(runtime.CorruptPartitionError):
+    with pytest.raises(runtime.CorruptPartitionError, match="trunc.pte: partition 'trunc' "):
         runtime.Partition.from_file(str(path))
 
 
@@ -86,7 +90,8 @@ def test_sha256_mismatch_is_rejected(tiny_models, tmp_path):
 def test_manifest_labels_must_match_program(tiny_models):
     manifest = runtime.Manifest.load(str(tiny_models / "manifest.json"))
     # p1's program has 4 logits; full's manifest entry lists 6 labels.
-    with pytest.raises(runtime.InvalidInputError):
+    with pytest.raises(runtime.InvalidInputError,
+                       match="partition 'full' has 6 labels but the program outputs 4 logits"):
         runtime.Partition.from_file(str(tiny_models / "p1.pte"), manifest.find("full"),
                                     verify=False)
 

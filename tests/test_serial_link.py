@@ -27,7 +27,8 @@ NATIVE = REPO / "build/host/runtime_cpp/knowcache-device"
 AARCH64 = REPO / "build/aarch64/build/runtime_cpp/knowcache-device"
 KWS = REPO / "models/kws"
 
-pytestmark = pytest.mark.skipif(not NATIVE.exists(), reason="make build-cpp first")
+# Only the tests that start the native device need it (the frame tests do not).
+needs_native = pytest.mark.skipif(not NATIVE.exists(), reason="make build-cpp first")
 
 
 class Wire:
@@ -146,6 +147,7 @@ def test_frame_parser_survives_a_short_fuzzing_run(tmp_path):
     assert "Done 40000 runs" in res.stderr
 
 
+@needs_native
 def test_flash_list_infer_and_stats_over_the_line(wire, tmp_path, keyword):
     dev = Device(NATIVE, wire.device_path, tmp_path / "store")
     try:
@@ -173,6 +175,7 @@ def test_flash_list_infer_and_stats_over_the_line(wire, tmp_path, keyword):
     assert "manifest.json" in files and any(f.startswith("cached-") for f in files)
 
 
+@needs_native
 def test_link_faults_are_retried_and_uploads_resume(wire, tmp_path):
     dev = Device(NATIVE, wire.device_path, tmp_path / "store")
     data = (KWS / "p0.pte").read_bytes()
@@ -205,6 +208,7 @@ def test_link_faults_are_retried_and_uploads_resume(wire, tmp_path):
         dev.kill()
 
 
+@needs_native
 def test_full_store_and_a_device_killed_mid_write(wire, tmp_path):
     store = tmp_path / "store"
     data = (KWS / "p1.pte").read_bytes()
@@ -235,6 +239,7 @@ def test_full_store_and_a_device_killed_mid_write(wire, tmp_path):
         dev.kill()
 
 
+@needs_native
 def test_cli_flash_and_infer(wire, tmp_path, keyword):
     from knowcache.data import audio
     dev = Device(NATIVE, wire.device_path, tmp_path / "store")

@@ -17,6 +17,12 @@ namespace knowcache::device {
 namespace fs = std::filesystem;
 namespace {
 
+StoreStepHook step_hook = nullptr;
+
+void Step(const char* name) {
+  if (step_hook) step_hook(name);
+}
+
 Status WriteFileSynced(const std::string& path, const std::string& text) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) return Internal("cannot write " + path);
@@ -51,6 +57,8 @@ bool ValidId(const std::string& id) {
 }
 
 }  // namespace
+
+void SetStoreStepHookForTesting(StoreStepHook hook) { step_hook = hook; }
 
 PartitionStore::PartitionStore(StoreConfig config) : config_(std::move(config)) {}
 
@@ -212,12 +220,14 @@ Status PartitionStore::Commit() {
     return Corrupt("upload sha256 is " + digest + ", the entry says " + upload_sha_ +
                    "; nothing was installed");
   }
+  Step("upload verified");
   const std::string id = entry["id"];
   const std::string file = id + "-" + upload_sha_.substr(0, 12) + ".pte";
   const fs::path final_path = fs::path(config_.dir) / file;
   std::error_code ec;
   fs::rename(part, final_path, ec);
   if (ec) return Internal("installing " + file + ": " + ec.message());
+  Step("program renamed");
   entry["file"] = file;
   nlohmann::json doc = doc_;
   doc["task"] = upload_["task"];
@@ -268,9 +278,11 @@ Status PartitionStore::WriteManifest(const nlohmann::json& doc) {
   }
   const std::string path = (fs::path(config_.dir) / "manifest.json").string();
   KC_RETURN_IF_ERROR(WriteFileSynced(path + ".tmp", doc.dump(1)));
+  Step("manifest.json.tmp written");
   if (std::rename((path + ".tmp").c_str(), path.c_str()) != 0) {
     return Internal("cannot replace " + path);
   }
+  Step("manifest.json replaced");
   SyncDir(config_.dir);
   doc_ = doc;
   return Status::Ok();

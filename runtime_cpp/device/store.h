@@ -27,6 +27,13 @@ struct StoreConfig {
   int64_t limit_bytes = -1;  // store size limit; -1: the file system's free space
 };
 
+/// Test seam for crash tests: when set, called with the name of each step of
+/// Commit and Remove once it is on disk ("upload verified", "program renamed",
+/// "manifest.json.tmp written", "manifest.json replaced"), so that a test can end the process
+/// there as a crash would. Null by default; set it before using a store.
+using StoreStepHook = void (*)(const char* step);
+void SetStoreStepHookForTesting(StoreStepHook hook);
+
 class PartitionStore {
  public:
   static StatusOr<std::unique_ptr<PartitionStore>> Open(StoreConfig config);

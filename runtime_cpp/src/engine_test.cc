@@ -27,6 +27,21 @@ std::shared_ptr<ScriptedModel> Echo(const std::string& id, std::vector<std::stri
       [](const float* x) { return std::vector<float>(x, x + 4); });
 }
 
+// Model that is never sure: equal logits whatever the input.
+std::shared_ptr<ScriptedModel> Unsure(const std::string& id, std::vector<std::string> labels) {
+  return std::make_shared<ScriptedModel>(
+      MakeInfo(id, std::move(labels)), [](const float*) { return std::vector<float>(4, 0.f); });
+}
+
+// A cloud whose manifest (of `task`) serves p1, 64 bytes, and whose answers hint at it.
+std::shared_ptr<ScriptedCloud> CloudHintingP1(const std::string& task = "kws") {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->manifest.task = task;
+  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
+  cloud->answer.partition_hint = "p1";
+  return cloud;
+}
+
 struct Input {
   float data[4];
   TensorView view() const { return {DType::kFloat32, {1, 4}, data, sizeof(data)}; }
@@ -59,6 +74,21 @@ TEST(Engine, ConfigValidation) {
   cfg.task = "kws";
   cfg.cloud.base_url = "ftp://x";
   EXPECT_EQ(Engine::Create(cfg).status().code(), StatusCode::kInvalidArgument);
+  cfg.cloud.base_url.clear();
+  EXPECT_TRUE(Engine::Create(cfg).ok());
+  cfg.max_local_attempts = 0;
+  EXPECT_NE(Engine::Create(cfg).status().message().find("max_local_attempts"), std::string::npos);
+  cfg.max_local_attempts = 1;
+  cfg.threshold_override = 1.5f;
+  EXPECT_NE(Engine::Create(cfg).status().message().find("threshold_override"), std::string::npos);
+  cfg.threshold_override = 1.0f;
+  EXPECT_TRUE(Engine::Create(cfg).ok());
+  // A manifest of another task is refused.
+  Manifest vision;
+  vision.task = "vision";
+  Status s = (*Engine::Create(cfg))->SetManifest(vision);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("task 'vision'"), std::string::npos) << s.message();
 }
 
 TEST(Engine, AcceptsConfidentLocalAnswerWithoutCloud) {
@@ -75,13 +105,10 @@ TEST(Engine, AcceptsConfidentLocalAnswerWithoutCloud) {
 }
 
 TEST(Engine, UnsureAnswerGoesToCloudAndFetchesHint) {
-  auto cloud = std::make_shared<ScriptedCloud>();
-  cloud->manifest.task = "kws";
-  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
+  auto cloud = CloudHintingP1();
   cloud->answer.label = "f";
   cloud->answer.index = 5;
   cloud->answer.confidence = 0.9f;
-  cloud->answer.partition_hint = "p1";
   auto engine = MakeEngine(cloud, 2, EchoFactory());
   ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
 
@@ -92,6 +119,8 @@ TEST(Engine, UnsureAnswerGoesToCloudAndFetchesHint) {
   EXPECT_EQ(r->index, 5);
   EXPECT_EQ(r->partition_hint, "p1");
   EXPECT_EQ(r->uplink_bytes, 16);
+  EXPECT_EQ(engine->Stats().uplink_bytes, 16);
+  EXPECT_EQ(engine->Stats().cloud, 1);
   ASSERT_TRUE(engine->WaitForFetches(5000));
   EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p1", "p0"}));
   EXPECT_EQ(engine->ActiveId(), "p1");
@@ -132,6 +161,77 @@ TEST(Engine, CloudDownGivesDegradedLocalAnswer) {
   EXPECT_EQ(engine->Stats().cloud_errors, 1);
 }
 
+// How each cloud failure ends an unsure query that has a local answer: the
+// cloud refusing the input itself (HTTP 400, 413, 415 or 422, which the
+// CloudClient reports as InvalidArgument) fails Infer, as bad input does;
+// every other failure degrades to the local answer.
+struct CloudFailure {
+  const char* name;
+  Status status;
+  bool fails_infer;
+};
+
+class EngineCloudFailure : public ::testing::TestWithParam<CloudFailure> {};
+
+TEST_P(EngineCloudFailure, FailsInferOnlyWhenTheCloudRejectsTheInput) {
+  const CloudFailure& f = GetParam();
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->infer_status = f.status;
+  auto engine = MakeEngine(cloud);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  auto r = engine->Infer(kUnsure.view());
+  EXPECT_EQ(cloud->infers, 1);
+  EXPECT_EQ(engine->Stats().cloud_errors, 1);
+  if (f.fails_infer) {
+    ASSERT_FALSE(r.ok()) << "answered " << AnswerSourceName(r->source);
+    EXPECT_EQ(r.status().code(), f.status.code());
+    EXPECT_EQ(r.status().message(), f.status.message());
+    EXPECT_EQ(engine->Stats().degraded, 0);
+  } else {
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->source, AnswerSource::kDegraded);
+    EXPECT_EQ(r->partition_id, "p0");
+    EXPECT_EQ(r->degraded_reason, f.status.ToString());
+    EXPECT_EQ(engine->Stats().degraded, 1);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Engine, EngineCloudFailure,
+    ::testing::Values(
+        CloudFailure{"Http400", InvalidArgument("cloud answered HTTP 400: shape is 1x3"), true},
+        CloudFailure{"Http413", InvalidArgument("cloud answered HTTP 413: body too large"), true},
+        CloudFailure{"Http401", FailedPrecondition("cloud answered HTTP 401 (check the token)"),
+                     false},
+        CloudFailure{"Http404", NotFound("cloud answered HTTP 404 for /v1/kws/infer"), false},
+        CloudFailure{"Http503", Unavailable("cloud answered HTTP 503"), false},
+        CloudFailure{"Garbage", ProtocolError("cloud answer is not a JSON object"), false},
+        CloudFailure{"Timeout", DeadlineExceeded("no complete answer within 5000 ms"), false},
+        CloudFailure{"TooBig", ResourceExhausted("cloud response exceeds 10 bytes"), false}),
+    [](const ::testing::TestParamInfo<CloudFailure>& info) { return info.param.name; });
+
+TEST(Engine, LocalAnswerKeepsItsPartitionMostRecentlyUsed) {
+  // Two slots; p0 is installed first, so it is the least recently used, and
+  // an oldest-first (FIFO) cache or one that forgets local hits would evict it.
+  auto engine = MakeEngine(std::make_shared<ScriptedCloud>(), 2);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  ASSERT_TRUE(engine->Install(Echo("p1", {"e", "f", "g", "h"})).ok());
+  ASSERT_EQ(engine->CachedIds(), (std::vector<std::string>{"p1", "p0"}));
+  ASSERT_TRUE(engine->Activate("p0").ok());  // activating is not a use
+  ASSERT_EQ(engine->CachedIds(), (std::vector<std::string>{"p1", "p0"}));
+
+  auto r = engine->Infer(kConfidentA.view());
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->source, AnswerSource::kLocal);
+  ASSERT_EQ(r->partition_id, "p0");
+  EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p0", "p1"}));
+  EXPECT_EQ(engine->Stats().cache.hits, 1);
+
+  // A third partition evicts the one that has not answered: p1.
+  ASSERT_TRUE(engine->Install(Echo("p2", {"i", "j", "k", "l"})).ok());
+  EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p2", "p0"}));
+}
+
 TEST(Engine, DegradedOtherHasNoTaskIndex) {
   auto cloud = std::make_shared<ScriptedCloud>();
   cloud->infer_status = DeadlineExceeded("slow");
@@ -142,6 +242,18 @@ TEST(Engine, DegradedOtherHasNoTaskIndex) {
   EXPECT_EQ(r->source, AnswerSource::kDegraded);
   EXPECT_EQ(r->label, "other");
   EXPECT_EQ(r->index, -1);
+}
+
+TEST(Engine, WithoutACloudAnUnsureAnswerIsDegraded) {
+  auto engine = MakeEngine(nullptr);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  auto r = engine->Infer(kUnsure.view());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->source, AnswerSource::kDegraded);
+  EXPECT_EQ(r->partition_id, "p0");
+  EXPECT_EQ(r->degraded_reason, "gate rejected the local answer and no cloud is configured");
+  EXPECT_EQ(engine->Stats().degraded, 1);
+  EXPECT_EQ(engine->Stats().cloud_errors, 0);
 }
 
 TEST(Engine, NoPartitionAndNoCloudIsAnError) {
@@ -193,11 +305,8 @@ TEST(Engine, NonFiniteInputIsRefusedLocallyAndNotSentToTheCloud) {
 }
 
 TEST(Engine, CorruptDownloadIsNotInstalled) {
-  auto cloud = std::make_shared<ScriptedCloud>();
-  cloud->manifest.task = "kws";
-  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
+  auto cloud = CloudHintingP1();
   cloud->blobs["p1"][10] ^= 1;  // flip a bit after the hash was recorded
-  cloud->answer.partition_hint = "p1";
   auto engine = MakeEngine(cloud, 2, EchoFactory());
   ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
   ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());
@@ -206,6 +315,38 @@ TEST(Engine, CorruptDownloadIsNotInstalled) {
   auto s = engine->Stats();
   EXPECT_EQ(s.fetch_failures, 1);
   EXPECT_NE(s.last_fetch_error.find("sha256"), std::string::npos) << s.last_fetch_error;
+}
+
+TEST(Engine, AFetchedManifestOfAnotherTaskInstallsNothing) {
+  auto cloud = CloudHintingP1("vision");
+  auto engine = MakeEngine(cloud, 2, EchoFactory());
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());
+  ASSERT_TRUE(engine->WaitForFetches(5000));
+  EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p0"}));
+  EXPECT_EQ(engine->ActiveId(), "p0");
+  EXPECT_EQ(cloud->partition_fetches, 0);
+  auto s = engine->Stats();
+  EXPECT_EQ(s.fetch_failures, 1);
+  EXPECT_NE(s.last_fetch_error.find("for task 'vision', not 'kws'"), std::string::npos)
+      << s.last_fetch_error;
+}
+
+TEST(Engine, DestroyedWhileAFetchIsInFlight) {
+  auto cloud = CloudHintingP1();
+  cloud->fetch_delay_ms = 300;
+  auto engine = MakeEngine(cloud, 2, EchoFactory());
+  ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());
+  for (int i = 0; i < 200 && cloud->partition_fetches == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(cloud->partition_fetches, 1);  // the download is under way
+  const auto t0 = std::chrono::steady_clock::now();
+  engine.reset();  // joins the fetcher: its install must not reach a destroyed engine
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(ms, 2000);
+  EXPECT_EQ(cloud.use_count(), 1);  // nothing of the engine holds the cloud any more
 }
 
 TEST(Engine, HintForCachedPartitionActivatesItWithoutFetching) {
@@ -222,10 +363,7 @@ TEST(Engine, HintForCachedPartitionActivatesItWithoutFetching) {
 }
 
 TEST(Engine, RepeatedHintsFetchOnce) {
-  auto cloud = std::make_shared<ScriptedCloud>();
-  cloud->manifest.task = "kws";
-  cloud->Serve(MakeInfo("p1", {"e", "f", "g", "h"}), std::vector<uint8_t>(64, 7));
-  cloud->answer.partition_hint = "p1";
+  auto cloud = CloudHintingP1();
   cloud->fetch_delay_ms = 100;
   auto engine = MakeEngine(cloud, 2, EchoFactory());
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(engine->Infer(kUnsure.view()).ok());
@@ -266,18 +404,31 @@ TEST(Engine, MaxLocalAttemptsTriesOtherSlots) {
   cfg.task = "kws";
   cfg.max_local_attempts = 2;
   auto engine = std::move(Engine::Create(cfg, cloud).value());
-  // p0 is confident on input 0; p1 (active) echoes a rotated input and is unsure.
-  auto rotated = std::make_shared<ScriptedModel>(
-      MakeInfo("p1", {"e", "f", "g", "h"}),
-      [](const float*) { return std::vector<float>{0, 0, 0, 0}; });
+  // p0 is confident on input 0; p1 (active) is unsure.
   ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
-  ASSERT_TRUE(engine->Install(rotated).ok());
+  ASSERT_TRUE(engine->Install(Unsure("p1", {"e", "f", "g", "h"})).ok());
   auto r = engine->Infer(kConfidentA.view());
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->source, AnswerSource::kLocal);
   EXPECT_EQ(r->partition_id, "p0");
   EXPECT_EQ(r->local_attempts, 2);
   EXPECT_EQ(cloud->infers, 0);
+  // The second slot answered, so it is now the most recently used.
+  EXPECT_EQ(engine->CachedIds(), (std::vector<std::string>{"p0", "p1"}));
+}
+
+TEST(Engine, OneLocalAttemptByDefault) {
+  // The active partition is unsure; the other slot would be sure but is not tried.
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->answer.label = "z";
+  auto engine = MakeEngine(cloud);
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  ASSERT_TRUE(engine->Install(Unsure("p1", {"e", "f", "g", "h"})).ok());
+  auto r = engine->Infer(kConfidentA.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kCloud);
+  EXPECT_EQ(r->local_attempts, 1);
+  EXPECT_EQ(cloud->infers, 1);
 }
 
 TEST(Engine, ThresholdOverrideApplies) {
@@ -293,15 +444,23 @@ TEST(Engine, ThresholdOverrideApplies) {
 
 TEST(Engine, ConcurrentInfersAreConsistent) {
   auto cloud = std::make_shared<ScriptedCloud>();
-  cloud->answer.label = "c";
+  cloud->answer.label = "cloud";
   auto engine = MakeEngine(cloud);
-  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  const std::vector<std::string> labels = {"a", "b", "c", "d"};
+  ASSERT_TRUE(engine->Install(Echo("p0", labels)).ok());
+  // Every query knows its answer (the confident feature's label, or the
+  // cloud's), so an answer handed to another thread's query would show.
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 500; ++i) {
-        auto r = engine->Infer(((i + t) % 2 ? kUnsure : kConfidentA).view());
+        const int k = (i + t) % 4;
+        const bool sure = i % 3 != 0;
+        Input x{{0.f, 0.f, 0.f, 0.f}};
+        if (sure) x.data[k] = 20.f;
+        auto r = engine->Infer(x.view());
         ASSERT_TRUE(r.ok());
+        EXPECT_EQ(r->label, sure ? labels[k] : "cloud");
       }
     });
   }
@@ -309,7 +468,7 @@ TEST(Engine, ConcurrentInfersAreConsistent) {
   auto s = engine->Stats();
   EXPECT_EQ(s.queries, 2000);
   EXPECT_EQ(s.local + s.cloud + s.degraded, 2000);
-  EXPECT_EQ(s.local, 1000);
+  EXPECT_EQ(s.local, 4 * 333);  // i % 3 != 0 for 333 of 0..499
 }
 
 TEST(Engine, StagedModeAnswersAtTheFirstExitThatHitsWithoutTheCloud) {

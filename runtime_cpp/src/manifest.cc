@@ -69,7 +69,11 @@ Status ParseInput(const json& obj, const std::string& where, InputSpec* spec) {
   if (!obj.is_object()) return InvalidArgument(where + " must be an object");
   std::string dtype = "float32";
   KC_RETURN_IF_ERROR(ReadString(obj, "dtype", where, &dtype));
-  KC_ASSIGN_OR_RETURN(spec->dtype, ParseDType(dtype));
+  auto parsed_dtype = ParseDType(dtype);
+  if (!parsed_dtype.ok()) {
+    return InvalidArgument(where + ".dtype: " + parsed_dtype.status().message());
+  }
+  spec->dtype = *parsed_dtype;
   auto shape = obj.find("shape");
   if (shape == obj.end() || !shape->is_array() || shape->empty()) {
     return InvalidArgument(where + ".shape must be a non-empty list of positive integers");

@@ -80,6 +80,10 @@ class PartitionFetcherImpl {
     std::optional<PartitionInfo> info = hooks.find(id);
     if (!info) {
       KC_ASSIGN_OR_RETURN(Manifest fresh, cloud->FetchManifest(config.task));
+      if (fresh.task != config.task) {
+        return ProtocolError("the cloud's manifest is for task '" + fresh.task + "', not '" +
+                             config.task + "'; nothing was installed");
+      }
       const PartitionInfo* p = fresh.Find(id);
       if (p == nullptr) {
         return NotFound("the cloud hinted partition '" + id +

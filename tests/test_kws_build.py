@@ -124,11 +124,14 @@ def test_model_card_reports_real_voices(kws_build):
 
 
 @pytest.fixture(scope="module")
-def kws_staged(kws_build):
-    """The toy full model as a staged program with distilled, calibrated exits."""
+def kws_staged(kws_build, tmp_path_factory):
+    """A copy of the toy models with the full model as a staged program (distilled,
+    calibrated exits); the build's own folder stays as published."""
     from knowcache import manifest as manifest_doc
     from knowcache.layer_cache import build as staged_build
-    models, _, data, cfg, _ = kws_build
+    built, _, data, cfg, _ = kws_build
+    models = tmp_path_factory.mktemp("kws-staged") / "kws"
+    shutil.copytree(built, models)
     record = ModelRecord.load(cfg.work / "full.pt")
     doc = manifest_doc.load(models)
     entry = staged_build.run(record, data, models, input_shape=[1, 16000],

@@ -24,7 +24,7 @@ VISION_BYTES = 28 * 28 * 4
 REQUESTS = [
     ("POST", "/v1/vision/infer", {"X-Knowcache-Dtype": "uint8", "X-Knowcache-Shape": "1,1,28,28"},
      b"\0" * VISION_BYTES, 400),                                   # wrong dtype
-    ("POST", "/v1/vision/infer", {}, b"", 422),                     # no tensor headers
+    ("POST", "/v1/vision/infer", {}, b"", 400),                     # no tensor headers
     ("POST", "/v1/audio/infer", {"X-Knowcache-Dtype": "float32", "X-Knowcache-Shape": "1,16000"},
      b"", 404),                                                     # unknown task
     ("GET", "/v1/kws/manifest", {}, None, 200),

@@ -66,7 +66,8 @@ def fitted_speakers(models_dir: Path) -> set[str]:
 
 
 def run(models_dir: Path, data: Path, *, include_fitted: bool = False) -> Evaluation:
-    manifest = runtime.Manifest.load(str(models_dir / "manifest.json"))
+    doc = manifest_doc.load(models_dir)
+    manifest = doc.parsed
     image_size = None
     if manifest.task != "kws":
         full = next(p for p in manifest.partitions if p.role == "full")
@@ -95,7 +96,7 @@ def run(models_dir: Path, data: Path, *, include_fitted: bool = False) -> Evalua
     for pid, out in logits.items():
         ev.programs[pid] = _figures(infos[pid], out, y, labels, full_pred)
     ev.per_label = _per_label(ev, logits, infos)
-    staged = manifest_doc.load(models_dir).first(manifest_doc.Role.STAGED)
+    staged = doc.first(manifest_doc.Role.STAGED)
     if staged is not None:
         ev.layer_cache = layer_cache_figures(manifest, staged, x, y, full_pred)
     return ev
@@ -123,6 +124,7 @@ def layer_cache_figures(manifest, staged: dict, x: np.ndarray, y: np.ndarray,
         full_us.append((time.perf_counter() - t) * 1e6)
         for g in gates:
             results[g].append(engines[g].infer(row[None]))
+    whole_us = float(np.mean(full_us))
     figures = {}
     for gate in gates:
         pred = np.array([r.index for r in results[gate]])
@@ -134,8 +136,7 @@ def layer_cache_figures(manifest, staged: dict, x: np.ndarray, y: np.ndarray,
             "exit_rate": [_share(stopped == i) for i in range(len(exits))],
             "whole_rate": _share(stopped < 0),
             "flops_saved": 1.0 - float(np.mean([r.flops for r in results[gate]])) / total,
-            "us": us, "full_us": float(np.mean(full_us)),
-            "latency_saved": 1.0 - us / float(np.mean(full_us))}
+            "us": us, "full_us": whole_us, "latency_saved": 1.0 - us / whole_us}
     return figures
 
 

@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include "test_doubles.h"
+
 namespace knowcache {
 namespace {
 
@@ -13,23 +15,11 @@ namespace {
 // as logits. Records what stage_1 was given.
 class InputReadingStagedModel : public StagedModel {
  public:
+  // The scripted staged model's layout (labels a..d, input [1, 4], one
+  // confidence exit after stage 0) with a costlier second stage.
   static PartitionInfo Info() {
-    PartitionInfo p;
-    p.id = "staged";
-    p.role = PartitionRole::kStaged;
-    p.labels = {"a", "b", "c", "d"};
-    p.input.dtype = DType::kFloat32;
-    p.input.shape = {1, 4};
-    p.bytes = 100;
-    p.staged.stages = {{"stage_0", 10, 0.0}, {"stage_1", 100, 0.0}};
-    ExitInfo e;
-    e.cost = {"exit_0", 1, 0.0};
-    e.after_stage = 0;
-    e.feature_dim = 4;
-    e.classes = 4;
-    e.thresholds = {{"confidence", 0.9}};
-    p.staged.exits = {e};
-    p.staged.head = {"head", 5, 0.0};
+    PartitionInfo p = testing::ScriptedStagedModel::Info();
+    p.staged.stages[1].flops = 100;
     p.staged.total_flops = 115;
     return p;
   }

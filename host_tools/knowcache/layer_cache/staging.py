@@ -29,6 +29,7 @@ from torch import nn
 from knowcache.build import flops
 from knowcache.layer_cache.heads import HeadConfig, grid_for
 from knowcache.models.nets import KwsNet, VisionNet
+from knowcache.models.speech_embedding import EMBEDDING_DIM
 
 # kws: the trunk is cut after these convolutions (each ends in a max-pool).
 KWS_CUTS = (2, 6, 10)
@@ -94,8 +95,8 @@ class _KwsHead(nn.Module):
         self.side = net.spectrogram is not None
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
-        n = self.windows * 96
-        e = packed[:, :n].reshape(packed.shape[0], 96, self.windows).transpose(1, 2)
+        n = self.windows * EMBEDDING_DIM
+        e = packed[:, :n].reshape(packed.shape[0], EMBEDDING_DIM, self.windows).transpose(1, 2)
         return self.head(e, packed[:, n:] if self.side else None)
 
 

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from knowcache.bench import device_profile as profiles
 from knowcache.bench import link as linklib
 from knowcache.bench import sweep
 from knowcache.bench.cloud_process import CloudProcess
@@ -45,6 +46,7 @@ class BenchConfig:
     systems: tuple[str, ...] = SYSTEMS
     options: SystemOptions = field(default_factory=SystemOptions)
     device_threads: int = 1
+    device_profile: profiles.DeviceProfile = profiles.PROFILES["host"]
     cloud_stop_at: Optional[int] = None   # stop each system's cloud before this query
     seed: int = 0
 
@@ -81,8 +83,11 @@ class SystemRun:
 
 
 def run_system(name: str, models: ManifestFile, stream: QueryStream, x: np.ndarray,
-               config: BenchConfig, progress: Progress = None) -> SystemRun:
-    """Runs one system over the stream; the cloud and link are started here if it needs them."""
+               config: BenchConfig, progress: Progress = None,
+               throttle: Optional[profiles.Throttle] = None) -> SystemRun:
+    """Runs one system over the stream; the cloud and link are started here if it needs them,
+    before the device side enters the device profile's throttle."""
+    throttle = throttle or profiles.Throttle(profiles.PROFILES["host"])
     n = len(stream)
     run = SystemRun(name, np.full(n, -1), [""] * n, np.zeros(n), np.zeros(n, np.int64),
                     np.ones(n, np.float32), stream.sample.copy(), np.zeros(n, np.int64),
@@ -97,6 +102,7 @@ def run_system(name: str, models: ManifestFile, stream: QueryStream, x: np.ndarr
             stack.callback(cloud.stop)
             url = stack.enter_context(linklib.relay_process(config.link, cloud.url, config.seed))
         engine = make_engine(name, manifest, url, config.options)
+        stack.enter_context(throttle.applied())
         for i in range(n):
             if cloud is not None and config.cloud_stop_at is not None and i == config.cloud_stop_at:
                 cloud.stop()
@@ -109,7 +115,8 @@ def run_system(name: str, models: ManifestFile, stream: QueryStream, x: np.ndarr
                 if len(run.errors) < 5:
                     run.errors.append(str(e))
             else:
-                run.latency_ms[i] = (time.perf_counter() - t0) * 1e3
+                run.latency_ms[i] = throttle.adjust_ms((time.perf_counter() - t0) * 1e3,
+                                                       r.local_us)
                 run.pred[i] = r.index
                 run.source[i] = r.source
                 run.uplink_bytes[i] = r.uplink_bytes
@@ -214,13 +221,17 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
     y = stream.label
     runs: dict[str, SystemRun] = {}
     skipped: dict[str, str] = {}
-    for name in config.systems:
-        reason = skip_reason(name, manifest, config.options)
-        if reason:
-            skipped[name] = reason
-            log(f"{name}: skipped ({reason})")
-            continue
-        runs[name] = run_system(name, models, stream, x, config, progress)
+    with profiles.Throttle(config.device_profile) as throttle:
+        if throttle.reason:
+            log(throttle.reason)
+        device = {**throttle.describe(), "measured": measure_profile(throttle, manifest, x[0])}
+        for name in config.systems:
+            reason = skip_reason(name, manifest, config.options)
+            if reason:
+                skipped[name] = reason
+                log(f"{name}: skipped ({reason})")
+                continue
+            runs[name] = run_system(name, models, stream, x, config, progress, throttle)
     if "device_full" in runs:
         reference = runs["device_full"].pred
     else:
@@ -239,6 +250,7 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
                  "bandwidth_mbps": config.link.bandwidth_mbps,
                  "jitter_ms": config.link.jitter_ms, "emulation": LINK_EMULATION},
         "device": {"threads": config.device_threads, "machine": platform.machine(),
+                   "profile": device,
                    "cachenet": asdict(config.options),
                    "cloud_stop_at": config.cloud_stop_at},
         "systems": systems,
@@ -253,6 +265,26 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
                              if name == "cachenet" else {})}
                    for name, run in runs.items()},
     }
+
+
+def measure_profile(throttle: profiles.Throttle, manifest: Manifest, x: np.ndarray) -> dict:
+    """The device profile's measured slowdown on the smallest and the largest device
+    program (a quota slows a computation shorter than one quota period less than a long
+    one; the report shows both). Empty for the host profile."""
+    from knowcache.runtime import Partition
+    if throttle.method == "none":
+        return {}
+    programs = [p for p in manifest.partitions if p.role != Role.STAGED]
+    if not programs:
+        return {}
+    smallest = min(programs, key=lambda p: p.bytes)
+    largest = max(programs, key=lambda p: p.bytes)
+    out = {}
+    for info in (smallest, largest):
+        if info.id not in out:
+            program = Partition.from_file(manifest.path_of(info), info)
+            out[info.id] = throttle.measure(lambda: program.run(x[None]))
+    return out
 
 
 def partition_of(manifest: Manifest, y: np.ndarray) -> np.ndarray:

@@ -141,6 +141,23 @@ def print_report(report: dict, console: Console) -> None:
     if report.get("online"):
         console.print(online_summary(report["online"]))
     console.print(f"[dim]link: {report['link']['emulation']}[/dim]")
+    for line in profile_lines(report["device"].get("profile")):
+        console.print(f"[dim]{line}[/dim]", highlight=False)
+
+
+def profile_lines(profile: dict | None) -> list[str]:
+    """How the device side was slowed, and by how much it measurably was."""
+    if not profile or profile["method"] == "none":
+        return []
+    how = (f"cgroup v1 CPU quota {profile['cfs_quota_us']} us per {profile['cfs_period_us']} us"
+           if profile["method"] == "cgroup" else
+           f"device compute time (the runtime's local_us) scaled by {profile['nominal_slowdown']:g}")
+    lines = [f"device profile {profile['profile']} ({profile['description']}): {how}"]
+    for program, m in profile.get("measured", {}).items():
+        lines.append(f"  {program}: {m['reference_ms']:.2f} ms on the whole core, "
+                     f"{m['profiled_ms']:.2f} ms profiled ({m['measured_slowdown']:.1f}x; "
+                     f"nominal {profile['nominal_slowdown']:g}x)")
+    return lines
 
 
 def write_json(report: dict, path: Path) -> Path:

@@ -43,10 +43,12 @@ def _console():
 def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None, zipf=1.0,
             repeat=None, seed=0, systems=None, layer_cache=False, online_requests=2000,
             retrain_every=250, slots=2, local_attempts=2,
-            admit_after_hints=1, device_budget_mb=None, device_threads=1, rtt_ms=None, bandwidth_mbps=None,
+            admit_after_hints=1, device_budget_mb=None, device_threads=1, device_profile="host",
+            rtt_ms=None, bandwidth_mbps=None,
             jitter_ms=None, cloud_stop_at=None, json_path=None, plots=None, console=None,
             data_paths=None) -> dict:
     """Runs the benchmark for one task and shows it; returns the report."""
+    from knowcache.bench import device_profile as profiles
     from knowcache.bench import harness, link, report, workload
     from knowcache.bench.systems import SystemOptions
 
@@ -67,7 +69,9 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
             device_budget_bytes=None if device_budget_mb is None else int(device_budget_mb * 2**20))
         config = harness.BenchConfig(models=models, task=task, link=link_profile,
                                      systems=tuple(systems), options=options,
-                                     device_threads=device_threads, cloud_stop_at=cloud_stop_at,
+                                     device_threads=device_threads,
+                                     device_profile=profiles.get(device_profile),
+                                     cloud_stop_at=cloud_stop_at,
                                      seed=seed)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
@@ -152,6 +156,11 @@ def _online(task, task_dir, quick, requests, zipf, repeat, seed, retrain_every, 
               help="device_full runs only if the full model fits (default: no limit).")
 @click.option("--device-threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ExecuTorch threads on the device side.")
+@click.option("--device-profile", type=click.Choice(["host", "phone", "board"]), default="host",
+              show_default=True,
+              help="Run the device side at a fraction of one core: phone 1/4, board 1/10 (a cgroup "
+                   "v1 CPU quota as root; elsewhere device compute time is scaled, and the report "
+                   "says so). See docs/benchmarks.md.")
 @click.option("--rtt-ms", type=click.FloatRange(min=0), default=None, help="Override the profile's RTT.")
 @click.option("--bandwidth-mbps", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Override the profile's bandwidth.")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from knowcache.commands._params import TASK
 from knowcache.commands._progress import progress_bar
 
 # knowcache.bench.systems.SYSTEMS and LAYER_CACHE_SYSTEMS (kept import-free here)
@@ -120,7 +121,7 @@ def _online(task, task_dir, quick, requests, zipf, repeat, seed, retrain_every, 
 
 
 @click.command()
-@click.option("--task", type=click.Choice(["kws", "vision"]), required=True)
+@click.option("--task", type=TASK, required=True)
 @click.option("--profile", type=click.Choice(["wifi", "lte"]), default="wifi", show_default=True,
               help="Emulated access link between device and cloud.")
 @click.option("--quick", is_flag=True, help="A short stream (300 queries; kws: 25 clips per class).")

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from knowcache.commands._params import TASK
+
 
 @click.command()
-@click.option("--task", type=click.Choice(["kws", "vision"]), default=None,
+@click.option("--task", type=TASK, default=None,
               help="The task (default: told by each file's type, .wav kws, .png/.jpg vision).")
 @click.option("--models", type=click.Path(path_type=Path), default=None,
               help="Folder with the task's manifest.json (default: the shipped models/<task>).")

@@ -47,6 +47,7 @@ class BenchConfig:
     options: SystemOptions = field(default_factory=SystemOptions)
     device_threads: int = 1
     device_profile: profiles.DeviceProfile = profiles.PROFILES["host"]
+    device_emulation: str = "scaled"      # or "cgroup" (device_profile.py)
     cloud_stop_at: Optional[int] = None   # stop each system's cloud before this query
     seed: int = 0
 
@@ -221,7 +222,7 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
     y = stream.label
     runs: dict[str, SystemRun] = {}
     skipped: dict[str, str] = {}
-    with profiles.Throttle(config.device_profile) as throttle:
+    with profiles.Throttle(config.device_profile, config.device_emulation) as throttle:
         if throttle.reason:
             log(throttle.reason)
         device = {**throttle.describe(), "measured": measure_profile(throttle, manifest, x[0])}
@@ -268,11 +269,11 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
 
 
 def measure_profile(throttle: profiles.Throttle, manifest: Manifest, x: np.ndarray) -> dict:
-    """The device profile's measured slowdown on the smallest and the largest device
-    program (a quota slows a computation shorter than one quota period less than a long
-    one; the report shows both). Empty for the host profile."""
+    """A cgroup quota's measured slowdown on the smallest and the largest device program
+    (it slows a computation that follows an idle wait less than sustained work; the
+    report shows both). Empty unless the cgroup method is in use."""
     from knowcache.runtime import Partition
-    if throttle.method == "none":
+    if throttle.method != "cgroup":
         return {}
     programs = [p for p in manifest.partitions if p.role != Role.STAGED]
     if not programs:

@@ -151,7 +151,8 @@ def profile_lines(profile: dict | None) -> list[str]:
         return []
     how = (f"cgroup v1 CPU quota {profile['cfs_quota_us']} us per {profile['cfs_period_us']} us"
            if profile["method"] == "cgroup" else
-           f"device compute time (the runtime's local_us) scaled by {profile['nominal_slowdown']:g}")
+           f"each query's device compute time (the runtime's local_us) scaled by "
+           f"{profile['nominal_slowdown']:g}")
     lines = [f"device profile {profile['profile']} ({profile['description']}): {how}"]
     for program, m in profile.get("measured", {}).items():
         lines.append(f"  {program}: {m['reference_ms']:.2f} ms on the whole core, "

@@ -45,7 +45,7 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
             repeat=None, seed=0, systems=None, layer_cache=False, online_requests=2000,
             retrain_every=250, slots=2, local_attempts=2,
             admit_after_hints=1, device_budget_mb=None, device_threads=1, device_profile="host",
-            rtt_ms=None, bandwidth_mbps=None,
+            device_emulation="scaled", rtt_ms=None, bandwidth_mbps=None,
             jitter_ms=None, cloud_stop_at=None, json_path=None, plots=None, console=None,
             data_paths=None) -> dict:
     """Runs the benchmark for one task and shows it; returns the report."""
@@ -72,6 +72,7 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
                                      systems=tuple(systems), options=options,
                                      device_threads=device_threads,
                                      device_profile=profiles.get(device_profile),
+                                     device_emulation=device_emulation,
                                      cloud_stop_at=cloud_stop_at,
                                      seed=seed)
     except ValueError as e:
@@ -159,9 +160,12 @@ def _online(task, task_dir, quick, requests, zipf, repeat, seed, retrain_every, 
               help="ExecuTorch threads on the device side.")
 @click.option("--device-profile", type=click.Choice(["host", "phone", "board"]), default="host",
               show_default=True,
-              help="Run the device side at a fraction of one core: phone 1/4, board 1/10 (a cgroup "
-                   "v1 CPU quota as root; elsewhere device compute time is scaled, and the report "
-                   "says so). See docs/benchmarks.md.")
+              help="Run the device side at a fraction of one core: phone 1/4, board 1/10. See "
+                   "docs/benchmarks.md.")
+@click.option("--device-emulation", type=click.Choice(["scaled", "cgroup"]), default="scaled",
+              show_default=True,
+              help="How a profile slows the device: scale its measured compute time, or a cgroup "
+                   "v1 CPU quota (root; under-slows short computations after idle waits).")
 @click.option("--rtt-ms", type=click.FloatRange(min=0), default=None, help="Override the profile's RTT.")
 @click.option("--bandwidth-mbps", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Override the profile's bandwidth.")

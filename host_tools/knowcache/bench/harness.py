@@ -22,6 +22,7 @@ import numpy as np
 
 from knowcache.bench import device_profile as profiles
 from knowcache.bench import link as linklib
+from knowcache.bench import papers
 from knowcache.bench import sweep
 from knowcache.bench.cloud_process import CloudProcess
 from knowcache.bench.streams import QueryStream
@@ -200,6 +201,7 @@ def _layer_cache_summary(run: SystemRun, reference: Optional[np.ndarray]) -> dic
     early = run.exit_index >= 0
     return {
         "flops_saved": 1.0 - float(run.device_flops.mean()) / total,
+        "answered_within_half_flops": float(np.mean(run.device_flops <= 0.5 * total)),
         "exit_histogram": hist,
         "lookup_us_per_query": float(run.lookup_us.mean()),
         "early_exit_fidelity": float(np.mean(run.pred[early] == reference[early]))
@@ -243,7 +245,7 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
         if name in systems and whole is not None:
             systems[name]["latency_saved"] = (1.0 - systems[name]["latency_ms"]["mean"]
                                               / whole["latency_ms"]["mean"])
-    return {
+    result = {
         "task": config.task,
         "models": str(manifest.directory),
         "stream": stream.describe(),
@@ -256,6 +258,8 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
                    "cloud_stop_at": config.cloud_stop_at},
         "systems": systems,
         "skipped": skipped,
+        "program_bytes": {role.value: models.first(role)["bytes"]
+                          for role in (Role.FULL, Role.CACHED) if models.first(role)},
         "sweep": sweep.gate_sweeps(manifest, x, y, reference),
         "targets": targets(systems),
         "layer_cache_targets": layer_cache_targets(systems),
@@ -266,6 +270,8 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
                              if name == "cachenet" else {})}
                    for name, run in runs.items()},
     }
+    result["papers"] = papers.rows(result)
+    return result
 
 
 def measure_profile(throttle: profiles.Throttle, manifest: Manifest, x: np.ndarray) -> dict:

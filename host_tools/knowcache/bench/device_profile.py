@@ -156,6 +156,19 @@ class Throttle:
         finally:
             (self._root / "cgroup.procs").write_text(str(os.getpid()))
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Outside the quota for the block (e.g. to start a cloud process mid-run,
+        which would otherwise inherit it)."""
+        if self._group is None:
+            yield
+            return
+        (self._root / "cgroup.procs").write_text(str(os.getpid()))
+        try:
+            yield
+        finally:
+            (self._group / "cgroup.procs").write_text(str(os.getpid()))
+
     def adjust_ms(self, latency_ms: float, device_us: float) -> float:
         """A query's latency as the profiled device would see it."""
         if self.method != "scaled":

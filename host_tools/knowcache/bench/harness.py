@@ -30,8 +30,7 @@ from knowcache.bench.systems import (ALL_SYSTEMS, LAYER_CACHE_SYSTEMS, SYSTEMS, 
                                      SystemOptions, make_engine, skip_reason)
 from knowcache.manifest import ManifestFile, Role
 from knowcache.manifest import load as load_manifest
-from knowcache.runtime import (CloudTimeoutError, CloudUnavailableError, Manifest,
-                               set_compute_threads)
+from knowcache.runtime import KnowcacheError, Manifest, set_compute_threads
 
 LINK_EMULATION = ("user-space TCP relay on loopback (knowcache.bench.link): per direction one "
                   "shared serializer at the link bandwidth, then RTT/2 propagation delay with "
@@ -50,6 +49,7 @@ class BenchConfig:
     device_profile: profiles.DeviceProfile = profiles.PROFILES["host"]
     device_emulation: str = "scaled"      # or "cgroup" (device_profile.py)
     cloud_stop_at: Optional[int] = None   # stop each system's cloud before this query
+    cloud_back_at: Optional[int] = None   # and start it again before this one
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -60,6 +60,9 @@ class BenchConfig:
             raise ValueError("choose at least one system")
         if self.device_threads < 1:
             raise ValueError("device_threads must be >= 1")
+        if self.cloud_back_at is not None and (self.cloud_stop_at is None
+                                               or self.cloud_back_at <= self.cloud_stop_at):
+            raise ValueError("--cloud-back-at needs --cloud-stop-at before it")
 
 
 @dataclass
@@ -106,12 +109,16 @@ def run_system(name: str, models: ManifestFile, stream: QueryStream, x: np.ndarr
         engine = make_engine(name, manifest, url, config.options)
         stack.enter_context(throttle.applied())
         for i in range(n):
-            if cloud is not None and config.cloud_stop_at is not None and i == config.cloud_stop_at:
+            if cloud is not None and i == config.cloud_stop_at:
                 cloud.stop()
+            if cloud is not None and i == config.cloud_back_at:
+                with throttle.paused():
+                    cloud.start()
             t0 = time.perf_counter()
             try:
                 r = engine.infer(x[i][None])
-            except (CloudUnavailableError, CloudTimeoutError) as e:
+            except KnowcacheError as e:      # the cloud down, or (a faulty link) refusing
+                # a damaged request: the query is lost, counted, and the run goes on
                 run.latency_ms[i] = (time.perf_counter() - t0) * 1e3
                 run.source[i] = "failed"
                 if len(run.errors) < 5:
@@ -251,11 +258,13 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
         "stream": stream.describe(),
         "link": {"profile": config.link.name, "rtt_ms": config.link.rtt_ms,
                  "bandwidth_mbps": config.link.bandwidth_mbps,
-                 "jitter_ms": config.link.jitter_ms, "emulation": LINK_EMULATION},
+                 "jitter_ms": config.link.jitter_ms, "loss": config.link.loss,
+                 "corrupt": config.link.corrupt, "emulation": LINK_EMULATION},
         "device": {"threads": config.device_threads, "machine": platform.machine(),
                    "profile": device,
                    "cachenet": asdict(config.options),
-                   "cloud_stop_at": config.cloud_stop_at},
+                   "cloud_stop_at": config.cloud_stop_at,
+                   "cloud_back_at": config.cloud_back_at},
         "systems": systems,
         "skipped": skipped,
         "program_bytes": {role.value: models.first(role)["bytes"]

@@ -46,7 +46,8 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
             retrain_every=250, slots=2, local_attempts=2,
             admit_after_hints=1, device_budget_mb=None, device_threads=1, device_profile="host",
             device_emulation="scaled", rtt_ms=None, bandwidth_mbps=None,
-            jitter_ms=None, cloud_stop_at=None, json_path=None, plots=None, console=None,
+            jitter_ms=None, loss=0.0, corrupt=0.0, cloud_stop_at=None, cloud_back_at=None,
+            json_path=None, plots=None, console=None,
             data_paths=None) -> dict:
     """Runs the benchmark for one task and shows it; returns the report."""
     from knowcache.bench import device_profile as profiles
@@ -64,7 +65,7 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
             f"folder holding {task}/manifest.json, or build them with `knowcache build-models "
             f"--task {task}`")
     try:
-        link_profile = link.profile(profile, rtt_ms, bandwidth_mbps, jitter_ms)
+        link_profile = link.profile(profile, rtt_ms, bandwidth_mbps, jitter_ms, loss, corrupt)
         options = SystemOptions(
             slots=slots, local_attempts=local_attempts, admit_after_hints=admit_after_hints,
             device_budget_bytes=None if device_budget_mb is None else int(device_budget_mb * 2**20))
@@ -73,7 +74,7 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
                                      device_threads=device_threads,
                                      device_profile=profiles.get(device_profile),
                                      device_emulation=device_emulation,
-                                     cloud_stop_at=cloud_stop_at,
+                                     cloud_stop_at=cloud_stop_at, cloud_back_at=cloud_back_at,
                                      seed=seed)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
@@ -171,8 +172,15 @@ def _online(task, task_dir, quick, requests, zipf, repeat, seed, retrain_every, 
               help="Override the profile's bandwidth.")
 @click.option("--jitter-ms", type=click.FloatRange(min=0), default=None,
               help="Override the profile's jitter.")
+@click.option("--loss", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Link fault: probability that a relayed chunk (<= 16 KiB) resets its "
+                   "connection.")
+@click.option("--corrupt", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Link fault: probability that a relayed chunk gets one byte flipped.")
 @click.option("--cloud-stop-at", type=click.IntRange(min=0), default=None,
               help="Stop each system's cloud before this query (resilience check).")
+@click.option("--cloud-back-at", type=click.IntRange(min=1), default=None,
+              help="Start it again before this query (after --cloud-stop-at).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the report as JSON here.")
 @click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,

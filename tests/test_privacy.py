@@ -8,6 +8,7 @@ reached the server, and every other input the gate rejected did."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -158,18 +159,25 @@ class RecordingApp:
         return await self.app(scope, replay, send)
 
 
-def test_knowcache_serve_receives_no_private_image(tmp_path):
-    """The real server over the shipped vision models, fed by the device engine on
-    Fashion-MNIST test images with "bag" private: none of its inputs arrives."""
-    from knowcache.data import images
-    from test_server import running
-
+def private_vision(tmp_path: Path) -> Path:
+    """The shipped vision manifest with "bag" private, and its cached program."""
     device = tmp_path / "vision"
     device.mkdir()
     shipped = manifest.load(MODELS / "vision")
     shutil.copy(MODELS / "vision" / "cached.pte", device / "cached.pte")
     manifest.write(device, shipped.task, shipped.labels, shipped.entries(),
                    version=shipped.version, private_labels=["bag"])
+    return device
+
+
+def test_knowcache_serve_receives_no_private_image(tmp_path):
+    """The real server over the shipped vision models, fed by the device engine on
+    Fashion-MNIST test images with "bag" private: none of its inputs arrives."""
+    from knowcache.data import images
+    from test_server import running
+
+    device = private_vision(tmp_path)
+    shipped = manifest.load(device)
     ds = images.fashion_mnist()
     xs = [x[None].astype(np.float32) / 255.0 for x in ds.test.x[:120]]
     program = Partition.from_file(str(device / "cached.pte"))
@@ -193,3 +201,36 @@ def test_knowcache_serve_receives_no_private_image(tmp_path):
     assert [r.source for r in results] == ["private" if p else "cloud" for p in private]
     bags = [r for r, y in zip(results, ds.test.y[:120]) if ds.labels[int(y)] == "bag"]
     assert bags and sum(r.is_private for r in bags) >= 0.8 * len(bags)
+
+
+def test_knowcache_infer_prints_private_and_local_only(tmp_path, closed_port_url):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from knowcache.cli import main
+    from knowcache.data import images
+    device = private_vision(tmp_path)
+    test = images.fashion_mnist().test
+    files = []
+    for name, y in (("bag", 8), ("boot", 9)):  # private; left to the cloud ("other")
+        for i in np.flatnonzero(test.y == y)[:3]:
+            files.append(tmp_path / f"{name}{i}.png")
+            Image.fromarray(test.x[i, 0]).save(files[-1])
+
+    def infer(*args):
+        res = CliRunner().invoke(main, ["infer", "--models", str(device), *args, *map(str, files)],
+                                 catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res
+
+    lines = infer("--json", "--cloud", closed_port_url).stdout.splitlines()
+    got = [json.loads(line) for line in lines]
+    bags, boots = got[:3], got[3:]
+    # The cached model is sure of these bags: local answers, flagged private.
+    assert all(g["private"] and (g["label"], g["source"]) == ("bag", "local") for g in bags), bags
+    assert all(g["source"] == "degraded" and "private" not in g for g in boots), boots
+    local_only = [json.loads(line) for line in infer("--json", "--local-only").stdout.splitlines()]
+    assert [g["source"] for g in local_only[3:]] == ["local_only"] * 3
+    text = infer("--local-only")
+    assert "local_only" in text.stdout
+    assert "note: local_only: kept on the device: local-only mode" in text.stderr

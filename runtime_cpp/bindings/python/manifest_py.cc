@@ -47,6 +47,7 @@ void PybindManifest(py::module_* m) {
       .def_readonly("task", &Manifest::task)
       .def_readonly("version", &Manifest::version)
       .def_readonly("labels", &Manifest::labels)
+      .def_readonly("private_labels", &Manifest::private_labels)
       .def_readonly("partitions", &Manifest::partitions)
       .def_readonly("directory", &Manifest::directory)
       .def("find", [](const Manifest& mf, const std::string& id) -> py::object {

@@ -16,6 +16,7 @@ public final class EngineConfig {
   private final long budgetBytes;
   private final String cloudUrl;
   private final String token;
+  private final String caFile;
   private final int connectTimeoutMs;
   private final int readTimeoutMs;
   private final boolean fetchHints;
@@ -26,6 +27,8 @@ public final class EngineConfig {
   private final String exitGate;
   private final int activationEntries;
   private final long activationBytes;
+  private final float privateShare;
+  private final boolean localOnly;
 
   private EngineConfig(Builder b) {
     task = b.task;
@@ -33,6 +36,7 @@ public final class EngineConfig {
     budgetBytes = b.budgetBytes;
     cloudUrl = b.cloudUrl;
     token = b.token;
+    caFile = b.caFile;
     connectTimeoutMs = b.connectTimeoutMs;
     readTimeoutMs = b.readTimeoutMs;
     fetchHints = b.fetchHints;
@@ -43,6 +47,8 @@ public final class EngineConfig {
     exitGate = b.exitGate;
     activationEntries = b.activationEntries;
     activationBytes = b.activationBytes;
+    privateShare = b.privateShare;
+    localOnly = b.localOnly;
   }
 
   /** {@code task} may be "" to take the manifest's. */
@@ -66,7 +72,8 @@ public final class EngineConfig {
   public String toString() {  // never prints the token
     return "EngineConfig(task=" + task + ", slots=" + slots + ", budgetBytes=" + budgetBytes
         + ", cloudUrl=" + (cloudUrl.isEmpty() ? "none" : cloudUrl) + ", fetchHints=" + fetchHints
-        + ", maxLocalAttempts=" + maxLocalAttempts + ", threshold=" + threshold + ")";
+        + ", maxLocalAttempts=" + maxLocalAttempts + ", threshold=" + threshold
+        + ", privateShare=" + privateShare + ", localOnly=" + localOnly + ")";
   }
 
   /** Builder with the defaults of the C++ structs. */
@@ -76,6 +83,7 @@ public final class EngineConfig {
     private long budgetBytes = 64L << 20;
     private String cloudUrl = "";
     private String token = "";
+    private String caFile = "";
     private int connectTimeoutMs = 1000;
     private int readTimeoutMs = 5000;
     private boolean fetchHints = true;
@@ -86,6 +94,8 @@ public final class EngineConfig {
     private String exitGate = "learned";
     private int activationEntries = 512;
     private long activationBytes = 1L << 20;
+    private float privateShare = 0.2f;
+    private boolean localOnly = false;
 
     private Builder(String task) {
       this.task = Objects.requireNonNull(task, "task");
@@ -109,6 +119,12 @@ public final class EngineConfig {
 
     public Builder token(String token) {
       this.token = Objects.requireNonNull(token, "token");
+      return this;
+    }
+
+    /** https cloud: PEM file of the CAs its certificate must chain to; "" for the system's. */
+    public Builder caFile(String caFile) {
+      this.caFile = Objects.requireNonNull(caFile, "caFile");
       return this;
     }
 
@@ -162,6 +178,21 @@ public final class EngineConfig {
 
     public Builder activationBytes(long bytes) {
       this.activationBytes = bytes;
+      return this;
+    }
+
+    /**
+     * Privacy routing: answer on the device when the manifest's private classes hold more
+     * than this share of a local answer (default 0.2), as when the answer is one of them.
+     */
+    public Builder privateShare(float share) {
+      this.privateShare = share;
+      return this;
+    }
+
+    /** Never ask the cloud: what the gate rejects comes back {@code LOCAL_ONLY}. */
+    public Builder localOnly(boolean localOnly) {
+      this.localOnly = localOnly;
       return this;
     }
 

@@ -338,6 +338,26 @@ def test_serve_exits_non_zero_when_no_task_loads_and_says_why(tmp_path):
     assert res.exit_code == 1 and "its full model is refused" in res.output
 
 
+def test_serve_exit_learner_options_need_learn_exits_and_bars_in_range():
+    from click.testing import CliRunner
+
+    from knowcache.cli import main
+    from knowcache.layer_cache.online import OnlineConfig
+    res = CliRunner().invoke(main, ["serve", "--models", str(MODELS), "--fidelity-floor", "0.9",
+                                    "--min-gain", "0"])
+    assert res.exit_code == 1
+    assert ("--fidelity-floor, --min-gain only apply to the exit learner; add --learn-exits"
+            in res.output)
+    res = CliRunner().invoke(main, ["serve", "--models", str(MODELS), "--learn-exits",
+                                    "--min-gain", "2"])
+    assert res.exit_code == 2 and "Invalid value for '--min-gain'" in res.output
+    with pytest.raises(ValueError, match=r"savings_slack must be in \[0, 1\] and min_gain in "
+                                         r"\[-1, 1\]"):
+        OnlineConfig(savings_slack=1.5)
+    with pytest.raises(ValueError, match="verify_gate 'oracle' is not a gate; use one of learned"):
+        OnlineConfig(verify_gate="oracle")
+
+
 def test_swagger_ui_is_served_without_a_cdn(url):
     page = httpx.get(url + "/docs")
     assert page.status_code == 200 and "/static/swagger/swagger-ui-bundle.js" in page.text

@@ -72,7 +72,7 @@ class _State:
     def load(self) -> None:
         try:
             report = self.report or registry.load_all(
-                self.config.models, self.config.learn_exits, self.config.retrain_every,
+                self.config.models, self.config.learn_exits, self.config.online,
                 log=_log.info, warn=_log.warning)
             if not report.tasks:
                 self.load_error = report.summary()

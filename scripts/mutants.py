@@ -232,7 +232,8 @@ APP = Target("host_tools/knowcache/server/app.py",
       "if False:"),
     M("no token needed", "        if not token:\n            return\n",
       "        return\n"),
-    M("the token prefix is misread", "given[7:].encode()", "given[6:].encode()"),
+    M("the scheme compared case-sensitively", 'scheme.lower() == "bearer"',
+      'scheme == "Bearer"'),
     M("answers before the models are loaded", "if not state.ready.is_set():\n"
       "            raise HTTPException(503", "if False:\n            raise HTTPException(503"),
     M("If-None-Match ignored", "if if_none_match and etag in", "if False and etag in"),
@@ -244,9 +245,8 @@ APP = Target("host_tools/knowcache/server/app.py",
     M("layer-cache without auth", "@app.get(\"/v1/{task}/layer-cache\", tags=[\"models\"], "
       "responses=ERRORS,\n             dependencies=[Depends(authorized)])",
       "@app.get(\"/v1/{task}/layer-cache\", tags=[\"models\"], responses=ERRORS)"),
-    M("the token compared with ==", "hmac.compare_digest(given[7:].encode(),\n"
-      "                                                                     token.encode())",
-      "given[7:] == token",
+    M("the token compared with ==", "hmac.compare_digest(credentials.strip().encode(), "
+      "token.encode())", "credentials.strip() == token",
       survives="answers are the same; only the time a wrong token takes to refuse differs, "
                "which a test on a shared machine cannot measure reliably"),
     M("no early refusal of a declared oversize body",

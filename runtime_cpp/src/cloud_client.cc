@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <chrono>
 #include <mutex>
 
 #include "knowcache/log.h"
@@ -93,8 +94,11 @@ class CloudClientImpl {
 
   std::string Url(const std::string& path) const { return origin + prefix + path; }
 
+  /// `started`: when the request began; a read error before the read timeout is a
+  /// connection the other side (or the link) closed, not a slow cloud.
   Status TransportError(httplib::Error err, const std::string& path,
-                        const httplib::Client& client) const {
+                        const httplib::Client& client,
+                        std::chrono::steady_clock::time_point started) const {
     std::string what = "cloud request " + Url(path) + " failed: " + httplib::to_string(err);
     switch (err) {
 #ifdef CPPHTTPLIB_OPENSSL_SUPPORT
@@ -119,9 +123,16 @@ class CloudClientImpl {
       case httplib::Error::ConnectionTimeout:
         return DeadlineExceeded(what + " (connect timeout " +
                                 std::to_string(config.connect_timeout_ms) + " ms)");
-      case httplib::Error::Read:
+      case httplib::Error::Read: {
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - started).count();
+        if (ms < config.read_timeout_ms) {
+          return Unavailable(what + " (the connection closed after " + std::to_string(ms) +
+                             " ms, before a complete answer)");
+        }
         return DeadlineExceeded(what + " (no complete answer within " +
                                 std::to_string(config.read_timeout_ms) + " ms)");
+      }
       default:
         return Unavailable(what);
     }
@@ -153,6 +164,7 @@ class CloudClientImpl {
     auto client = Acquire();
     bool too_big = false;
     out->clear();
+    const auto started = std::chrono::steady_clock::now();
     auto res = client->Get(
         (prefix + path).c_str(), httplib::Headers{},
         [&](const char* data, size_t n) {
@@ -167,7 +179,7 @@ class CloudClientImpl {
       return ResourceExhausted("cloud response for " + Url(path) + " exceeds " +
                                std::to_string(config.max_response_bytes) + " bytes");
     }
-    if (!res) return TransportError(res.error(), path, *client);
+    if (!res) return TransportError(res.error(), path, *client, started);
     Release(std::move(client));
     if (res->status != 200) {
       res->body = *out;
@@ -201,10 +213,11 @@ StatusOr<CloudAnswer> CloudClient::Infer(const std::string& task, const TensorVi
   httplib::Headers headers = {{"X-Knowcache-Dtype", DTypeName(input.dtype)},
                               {"X-Knowcache-Shape", ShapeToString(input.shape, ',')}};
   auto client = impl_->Acquire();
+  const auto started = std::chrono::steady_clock::now();
   auto res = client->Post((impl_->prefix + path).c_str(), headers,
                           static_cast<const char*>(input.data), input.nbytes,
                           "application/octet-stream");
-  if (!res) return impl_->TransportError(res.error(), path, *client);
+  if (!res) return impl_->TransportError(res.error(), path, *client, started);
   impl_->Release(std::move(client));
   if (res->status != 200) return CloudClientImpl::HttpError(*res, impl_->Url(path));
 

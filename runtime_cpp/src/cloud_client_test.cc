@@ -9,6 +9,10 @@
 #include <httplib.h>
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -256,6 +260,39 @@ TEST(CloudClient, NoServerIsUnavailableNamingTheUrl) {
   EXPECT_EQ(a.status().code(), StatusCode::kUnavailable) << a.status().ToString();
   EXPECT_NE(a.status().message().find("/p/v1/kws/infer"), std::string::npos)
       << a.status().message();
+}
+
+TEST(CloudClient, AConnectionClosedBeforeTheAnswerIsUnavailableNotATimeout) {
+  // A listener that reads the request and closes without answering (a cloud
+  // killed mid-request, a link that dropped): no wait for the read timeout.
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(listener, 4), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  std::thread closer([listener] {
+    const int conn = accept(listener, nullptr, nullptr);
+    if (conn < 0) return;
+    char buf[4096];
+    (void)recv(conn, buf, sizeof(buf), 0);
+    close(conn);
+  });
+  auto client = MakeClient("http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)),
+                           [](CloudClientConfig* c) { c->read_timeout_ms = 5000; });
+  const auto t0 = Clock::now();
+  auto a = client->Infer("kws", InputView());
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  closer.join();
+  close(listener);
+  EXPECT_EQ(a.status().code(), StatusCode::kUnavailable) << a.status().ToString();
+  EXPECT_NE(a.status().message().find("before a complete answer"), std::string::npos)
+      << a.status().message();
+  EXPECT_LT(ms, 4000);
 }
 
 TEST(CloudClient, HttpErrorsMapToStatusCodesWithTheServersDetail) {

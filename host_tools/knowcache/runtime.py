@@ -91,7 +91,8 @@ def _engine_config(task: str, *, slots: int = 2, budget_bytes: int = DEFAULT_BUD
                    threshold: Optional[float] = None, admit_after_hints: int = 1,
                    hint_window: int = 8, exit_gate: str = "learned",
                    activation_entries: int = 512,
-                   activation_bytes: int = 1 << 20) -> "_rt.EngineConfig":
+                   activation_bytes: int = 1 << 20, trusted_keys: Iterable[str] = (),
+                   require_signature: bool = False) -> "_rt.EngineConfig":
     return _rt.EngineConfig(
         task=task,
         cache=_rt.SlotCacheConfig(slots, budget_bytes),
@@ -102,6 +103,7 @@ def _engine_config(task: str, *, slots: int = 2, budget_bytes: int = DEFAULT_BUD
         admit_after_hints=admit_after_hints, hint_window=hint_window,
         exit_gate=exit_gate, activation_entries=activation_entries,
         activation_bytes=activation_bytes,
+        trusted_keys=[str(k).strip() for k in trusted_keys], require_signature=require_signature,
     )
 
 
@@ -118,7 +120,9 @@ class Engine:
     ``connect_timeout_ms``, ``read_timeout_ms``, ``fetch_hints``,
     ``max_local_attempts``, ``threshold`` (replaces every calibrated one),
     ``admit_after_hints``, ``hint_window``, ``exit_gate``,
-    ``activation_entries``, ``activation_bytes``.
+    ``activation_entries``, ``activation_bytes``, ``trusted_keys`` (base64 Ed25519
+    public keys, a ``.pub`` file's line: every manifest must be signed by one, see
+    docs/security.md), ``require_signature``.
     """
 
     def __init__(self, task: str, *, manifest: Optional[Manifest] = None, **kwargs):
@@ -153,9 +157,10 @@ class Engine:
 
     @classmethod
     def from_models_dir(cls, models_dir: str | os.PathLike, **kwargs) -> "Engine":
-        """``from_manifest`` for ``models_dir/manifest.json``."""
-        return cls.from_manifest(Manifest.load(os.path.join(os.fspath(models_dir),
-                                                            "manifest.json")), **kwargs)
+        """``from_manifest`` for ``models_dir/manifest.json``; with ``trusted_keys`` it
+        must verify against ``models_dir/manifest.sig``."""
+        keys = [str(k).strip() for k in kwargs.get("trusted_keys", ())]
+        return cls.from_manifest(Manifest.load_signed(os.fspath(models_dir), keys), **kwargs)
 
     def set_manifest(self, manifest: Manifest) -> None:
         self._engine.set_manifest(manifest)

@@ -27,9 +27,13 @@ import click
                    "from live traffic (self-distillation), swapping in verified versions.")
 @click.option("--retrain-every", type=click.IntRange(min=20), default=250, show_default=True,
               help="Requests between exit retrains (with --learn-exits).")
+@click.option("--signing-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="With --learn-exits: sign each new manifest version with this "
+              "Ed25519 private key (`knowcache keys generate`), for devices that require "
+              "signed manifests.")
 @click.option("--log-level", default="info", show_default=True)
 def serve(models, host, port, token, batching, max_batch, max_wait_ms, queue_limit, timeout_s,
-          learn_exits, retrain_every, log_level) -> None:
+          learn_exits, retrain_every, signing_key, log_level) -> None:
     """Serve full models, partition hints and partition downloads over HTTP.
 
     Every task under MODELS is loaded and its programs verified (sha256) before the
@@ -43,11 +47,15 @@ def serve(models, host, port, token, batching, max_batch, max_wait_ms, queue_lim
         config = ServeConfig(models=models, token=token, batching=batching, max_batch=max_batch,
                              max_wait_ms=max_wait_ms, queue_limit=queue_limit,
                              request_timeout_s=timeout_s, learn_exits=learn_exits,
-                             retrain_every=retrain_every)
+                             retrain_every=retrain_every, signing_key=signing_key)
+        if signing_key is not None:
+            from knowcache import signing
+            signing.load_private(signing_key)     # fail now, not at the first retrain
     except ValueError as e:
         raise click.ClickException(str(e)) from e
     say = lambda m: click.echo(f"knowcache serve: {m}", err=True)  # noqa: E731
-    report = registry.load_all(config.models, learn_exits, retrain_every, log=say, warn=say)
+    report = registry.load_all(config.models, learn_exits, retrain_every, log=say, warn=say,
+                               signing_key=signing_key)
     if not report.tasks:
         raise click.ClickException("nothing to serve; fix what is refused above")
     uvicorn.run(create_app(config, report=report), host=host, port=port, log_level=log_level)

@@ -23,6 +23,7 @@ class ServeConfig:
     body_timeout_s: float = 10.0           # 408 when the body takes longer to arrive
     learn_exits: bool = False              # layer caching: learn the staged program's exits online
     retrain_every: int = 250               # requests between exit retrains
+    signing_key: Optional[Path] = None     # Ed25519 private key: the learner signs each version
 
     def __post_init__(self) -> None:
         self.models = Path(self.models)

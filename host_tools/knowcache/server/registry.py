@@ -13,7 +13,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 from scipy.special import softmax
@@ -68,11 +68,21 @@ def read_partitions(directory: Path, manifest: Manifest
     return ok, refused
 
 
+@dataclass(frozen=True)
+class ServedManifest:
+    """The manifest's exact text and its detached signature (``manifest.sig``'s line,
+    None when unsigned), replaced together so a reader never pairs one version's
+    text with another's signature."""
+
+    text: str
+    signature: Optional[str] = None
+
+
 @dataclass
 class TaskModels:
     name: str
     manifest: Manifest
-    manifest_text: str
+    served_manifest: ServedManifest
     full: Partition
     dtype: str
     shape: list[int]
@@ -105,12 +115,15 @@ def refresh_manifest(task: TaskModels, directory: Path) -> None:
     """Re-reads the manifest after a new staged version was swapped in."""
     current = manifests.load(directory)
     task.files, task.refused_files = read_partitions(directory, current.parsed)
-    task.manifest, task.manifest_text = current.parsed, current.text
+    task.manifest, task.served_manifest = current.parsed, ServedManifest(current.text,
+                                                                         current.signature)
 
 
-def attach_learner(task: TaskModels, directory: Path, retrain_every: int, log=print) -> None:
+def attach_learner(task: TaskModels, directory: Path, retrain_every: int, log=print,
+                   signing_key: Optional[Path] = None) -> None:
     from knowcache.layer_cache.online import OnlineConfig, learner_for
-    task.learner = learner_for(directory, OnlineConfig(retrain_every=retrain_every),
+    config = OnlineConfig(retrain_every=retrain_every, signing_key=signing_key)
+    task.learner = learner_for(directory, config,
                                on_swap=lambda _e, _v: refresh_manifest(task, directory), log=log)
 
 
@@ -127,7 +140,8 @@ def load_task(directory: Path) -> TaskModels:
     full = Partition.from_file(str(directory / info.file), info)
     partition_ids, selector = selectors.from_manifest(current)
     return TaskModels(
-        name=manifest.task, manifest=manifest, manifest_text=current.text, full=full,
+        name=manifest.task, manifest=manifest,
+        served_manifest=ServedManifest(current.text, current.signature), full=full,
         dtype=info.input.dtype, shape=list(info.input.shape),
         partition_ids=partition_ids, selector=selector, files=files, refused_files=refused)
 
@@ -147,9 +161,10 @@ class LoadReport:
 
 
 def load_all(models: Path, learn_exits: bool = False, retrain_every: int = 250,
-             log=print, warn=print) -> LoadReport:
+             log=print, warn=print, signing_key: Optional[Path] = None) -> LoadReport:
     """Every task folder (one holding manifest.json) under ``models``; a task that
-    fails to load is refused and logged, the others are loaded."""
+    fails to load is refused and logged, the others are loaded. With
+    ``signing_key``, the online learner signs every version it publishes."""
     models = Path(models)
     report = LoadReport()
     found = sorted(models.glob("*/manifest.json")) if models.is_dir() else []
@@ -170,7 +185,7 @@ def load_all(models: Path, learn_exits: bool = False, retrain_every: int = 250,
             if t.name in report.tasks:
                 raise ValueError(f"task {t.name!r} appears twice under {models}")
             if learn_exits and t.manifest.ids_with_role(Role.STAGED):
-                attach_learner(t, directory, retrain_every, log)
+                attach_learner(t, directory, retrain_every, log, signing_key)
         except Exception as e:  # noqa: BLE001 - any failure refuses this task, not the server
             report.refused[str(directory)] = f"{type(e).__name__}: {e}"
             warn(f"refused task folder {directory}: {type(e).__name__}: {e}")

@@ -22,6 +22,11 @@ EngineConfig ReadEngineConfig(JNIEnv* env, jobject config) {
   c.layer_cache.gate = GetString(env, config, "exitGate");
   c.layer_cache.activation.max_entries_per_exit = GetInt(env, config, "activationEntries");
   c.layer_cache.activation.max_bytes = GetLong(env, config, "activationBytes");
+  auto keys = static_cast<jobjectArray>(
+      GetObject(env, config, "trustedKeys", "[Ljava/lang/String;"));
+  c.signature.trusted_keys = ToStdStrings(env, keys);
+  env->DeleteLocalRef(keys);
+  c.signature.require_signature = GetBool(env, config, "requireSignature");
   return c;
 }
 

@@ -15,7 +15,8 @@ void PybindEngine(py::module_* m) {
       .def(py::init([](std::string task, const SlotCacheConfig& cache,
                        const CloudClientConfig& cloud, bool fetch_hints, int max_local_attempts,
                        float threshold_override, int admit_after_hints, int hint_window,
-                       std::string exit_gate, int activation_entries, int64_t activation_bytes) {
+                       std::string exit_gate, int activation_entries, int64_t activation_bytes,
+                       std::vector<std::string> trusted_keys, bool require_signature) {
              EngineConfig c;
              c.task = std::move(task);
              c.cache = cache;
@@ -28,6 +29,8 @@ void PybindEngine(py::module_* m) {
              c.layer_cache.gate = std::move(exit_gate);
              c.layer_cache.activation.max_entries_per_exit = activation_entries;
              c.layer_cache.activation.max_bytes = activation_bytes;
+             c.signature.trusted_keys = std::move(trusted_keys);
+             c.signature.require_signature = require_signature;
              return c;
            }),
            py::arg("task"), py::arg("cache") = SlotCacheConfig{},
@@ -35,7 +38,9 @@ void PybindEngine(py::module_* m) {
            py::arg("max_local_attempts") = 1, py::arg("threshold_override") = -1.0f,
            py::arg("admit_after_hints") = 1, py::arg("hint_window") = 8,
            py::arg("exit_gate") = "learned", py::arg("activation_entries") = 512,
-           py::arg("activation_bytes") = 1 << 20)
+           py::arg("activation_bytes") = 1 << 20,
+           py::arg("trusted_keys") = std::vector<std::string>{},
+           py::arg("require_signature") = false)
       .def_readwrite("task", &EngineConfig::task)
       .def_readwrite("cache", &EngineConfig::cache)
       .def_readwrite("cloud", &EngineConfig::cloud)
@@ -45,6 +50,10 @@ void PybindEngine(py::module_* m) {
       .def_readwrite("admit_after_hints", &EngineConfig::admit_after_hints)
       .def_readwrite("hint_window", &EngineConfig::hint_window)
       .def_property_readonly("exit_gate", [](const EngineConfig& c) { return c.layer_cache.gate; })
+      .def_property_readonly("trusted_keys",
+                             [](const EngineConfig& c) { return c.signature.trusted_keys; })
+      .def_property_readonly("require_signature",
+                             [](const EngineConfig& c) { return c.signature.require_signature; })
       .def("__repr__", &EngineConfig::ToString);
 
   py::class_<InferenceResult>(*m, "InferenceResult")

@@ -36,6 +36,7 @@
 #include "knowcache/layer_cache.h"
 #include "knowcache/manifest.h"
 #include "knowcache/partition_fetcher.h"
+#include "knowcache/signature.h"
 #include "knowcache/slot_cache.h"
 #include "knowcache/status.h"
 #include "knowcache/tensor.h"
@@ -66,6 +67,13 @@ struct EngineConfig {
   float threshold_override = -1.0f;
   /// Which exit gate a staged model (InstallStaged) runs with.
   LayerCacheConfig layer_cache;
+  /// Signed manifests (signature.h). With trusted keys, every manifest the
+  /// engine takes (FromModelsDir's manifest.json + manifest.sig, SetManifest, a
+  /// fetched one) must be signed by one of them, and every program installed
+  /// must be pinned (id, size, sha256) by it, and a manifest older than the
+  /// engine's (a rollback) is refused. A refusal leaves the installed
+  /// partitions in use.
+  SignatureConfig signature;
 
   Status Validate() const;
   std::string ToString() const;
@@ -152,13 +160,16 @@ class Engine {
       EngineConfig config, Manifest manifest, const InstallPlan& plan = InstallPlan::Cached(),
       std::shared_ptr<CloudBackend> cloud = nullptr, ModelFactory factory = nullptr,
       StagedModelFactory staged_factory = nullptr);
-  /// FromManifest with `directory`/manifest.json.
+  /// FromManifest with `directory`/manifest.json; with trusted keys
+  /// (config.signature) it must verify against `directory`/manifest.sig.
   static StatusOr<std::unique_ptr<Engine>> FromModelsDir(
       EngineConfig config, const std::string& directory,
       const InstallPlan& plan = InstallPlan::Cached());
   ~Engine();  // stops and joins the download thread
 
   /// Metadata used to verify downloads and map labels to task indices.
+  /// With trusted keys, FailedPrecondition (the current manifest kept) for a
+  /// manifest not verified by them or older than the current one.
   Status SetManifest(Manifest manifest);
   /// Loads `id` from the manifest's directory into a slot: the file's size
   /// and sha256 are checked against the manifest first.

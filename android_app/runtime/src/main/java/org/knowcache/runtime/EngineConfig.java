@@ -26,6 +26,8 @@ public final class EngineConfig {
   private final String exitGate;
   private final int activationEntries;
   private final long activationBytes;
+  private final String[] trustedKeys;
+  private final boolean requireSignature;
 
   private EngineConfig(Builder b) {
     task = b.task;
@@ -43,6 +45,8 @@ public final class EngineConfig {
     exitGate = b.exitGate;
     activationEntries = b.activationEntries;
     activationBytes = b.activationBytes;
+    trustedKeys = b.trustedKeys.clone();
+    requireSignature = b.requireSignature;
   }
 
   /** {@code task} may be "" to take the manifest's. */
@@ -62,11 +66,17 @@ public final class EngineConfig {
     return cloudUrl;
   }
 
+  /** The trusted manifest-signing keys (a copy). */
+  public String[] trustedKeys() {
+    return trustedKeys.clone();
+  }
+
   @Override
   public String toString() {  // never prints the token
     return "EngineConfig(task=" + task + ", slots=" + slots + ", budgetBytes=" + budgetBytes
         + ", cloudUrl=" + (cloudUrl.isEmpty() ? "none" : cloudUrl) + ", fetchHints=" + fetchHints
-        + ", maxLocalAttempts=" + maxLocalAttempts + ", threshold=" + threshold + ")";
+        + ", maxLocalAttempts=" + maxLocalAttempts + ", threshold=" + threshold
+        + ", trustedKeys=" + trustedKeys.length + ", requireSignature=" + requireSignature + ")";
   }
 
   /** Builder with the defaults of the C++ structs. */
@@ -86,6 +96,8 @@ public final class EngineConfig {
     private String exitGate = "learned";
     private int activationEntries = 512;
     private long activationBytes = 1L << 20;
+    private String[] trustedKeys = new String[0];
+    private boolean requireSignature = false;
 
     private Builder(String task) {
       this.task = Objects.requireNonNull(task, "task");
@@ -162,6 +174,29 @@ public final class EngineConfig {
 
     public Builder activationBytes(long bytes) {
       this.activationBytes = bytes;
+      return this;
+    }
+
+    /**
+     * Ed25519 public keys (base64 of the 32 raw bytes: the line of a
+     * {@code knowcache keys generate} .pub file) that sign the manifests; several
+     * for key rotation. With any, the models folder's manifest.json must verify
+     * against its manifest.sig, every manifest fetched from the cloud must be
+     * signed by one of them, and one older than the installed version is refused
+     * (docs/security.md).
+     */
+    public Builder trustedKeys(String... keys) {
+      String[] copy = Objects.requireNonNull(keys, "keys").clone();
+      for (String k : copy) {
+        Objects.requireNonNull(k, "a trusted key");
+      }
+      this.trustedKeys = copy;
+      return this;
+    }
+
+    /** Refuse to build an engine without trusted keys (default false). */
+    public Builder requireSignature(boolean require) {
+      this.requireSignature = require;
       return this;
     }
 

@@ -179,12 +179,14 @@ StatusOr<Manifest> ManifestVerifier::ParseSigned(const std::string& manifest_byt
 StatusOr<Manifest> ManifestVerifier::LoadSigned(const std::string& directory) const {
   const std::string path = directory + "/manifest.json";
   KC_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadFileBytes(path));
-  std::string signature;
-  auto sig = ReadFileBytes(directory + "/" + kSignatureFileName);
-  if (sig.ok()) {
-    signature.assign(sig->begin(), sig->end());
-  } else if (sig.status().code() != StatusCode::kNotFound) {
-    return sig.status();
+  std::string signature;  // read only when it is checked
+  if (enabled()) {
+    auto sig = ReadFileBytes(directory + "/" + kSignatureFileName);
+    if (sig.ok()) {
+      signature.assign(sig->begin(), sig->end());
+    } else if (sig.status().code() != StatusCode::kNotFound) {
+      return sig.status();
+    }
   }
   auto parsed = ParseSigned(std::string(bytes.begin(), bytes.end()), signature);
   if (!parsed.ok()) return Status(parsed.status().code(), path + ": " + parsed.status().message());

@@ -9,7 +9,7 @@ import click
 
 @click.group()
 def keys() -> None:
-    """Signing keys for manifests: generate a key pair, sign a models folder."""
+    """Signing keys for manifests: generate a key pair, sign and verify a models folder."""
 
 
 @keys.command()

@@ -654,7 +654,7 @@ class SignedEngineTest : public ::testing::Test {
       return nlohmann::json{{"id", info.id}, {"role", "partition"}, {"file", info.id + ".pte"},
                             {"labels", info.labels},
                             {"input", {{"dtype", "float32"}, {"shape", {1, 4}}}},
-                            {"bytes", info.bytes}, {"sha256", info.sha256}};
+                            {"threshold", 0.5}, {"bytes", info.bytes}, {"sha256", info.sha256}};
     };
     nlohmann::json doc = {{"schema_version", 1}, {"task", "kws"}, {"version", version},
                           {"labels", {"a", "b", "c", "d", "e", "f", "g", "h"}},

@@ -16,7 +16,7 @@ using testing::TestSigner;
 
 const std::string kManifest = R"({"schema_version": 1, "task": "kws", "version": 4,
   "labels": ["a", "b"], "partitions": [{"id": "cached", "role": "cached", "file": "c.pte",
-  "labels": ["a", "b"], "input": {"dtype": "float32", "shape": [1, 4]}, "bytes": 10,
+  "labels": ["a", "b"], "input": {"dtype": "float32", "shape": [1, 4]}, "bytes": 10, "threshold": 0.5,
   "sha256": ")" + std::string(64, 'a') + R"("}]}
 )";
 

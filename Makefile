@@ -75,17 +75,26 @@ build-aarch64: setup
 android-bundle: build-aarch64
 	$(PY) -m knowcache.devicelink.bundle --out build/android-bundle
 
-## build-fuzz / fuzz: libFuzzer (+ASan, UBSan) on the serial protocol's frame parser;
-## `make fuzz` runs for FUZZ_SECONDS (the suite runs a short pass of 40,000 inputs)
+## build-fuzz / fuzz: libFuzzer (+ASan, UBSan) on the serial protocol's frame parser, the
+## manifest parser and the device's WAV reader, and atheris on the Python parsers
+## (scripts/fuzz_python.py); `make fuzz` runs each for FUZZ_SECONDS (the suite runs a
+## short pass of each: tests/test_fuzz.py)
 FUZZER := build/fuzz/frame_fuzzer
-FUZZ_SECONDS ?= 600
+FUZZ_SECONDS ?= 120
+PY_FUZZ_TARGETS := wav image idx frame manifest task_file
 build-fuzz: $(FUZZER)
 $(FUZZER): $(CPP_SOURCES) CMakePresets.json $(VENV)/.stamp-deps
 	cmake --preset fuzz > /dev/null
 	cmake --build --preset fuzz -j$(JOBS)
-fuzz: $(FUZZER)
-	mkdir -p build/fuzz/corpus && cp -n runtime_cpp/device/fuzz/corpus/* build/fuzz/corpus/
-	$(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 build/fuzz/corpus
+fuzz: $(FUZZER) setup
+	mkdir -p build/fuzz/corpus build/fuzz/corpus_manifest build/fuzz/corpus_wav
+	cp -n runtime_cpp/device/fuzz/corpus/* build/fuzz/corpus/
+	cp -n runtime_cpp/fuzz/corpus_manifest/* build/fuzz/corpus_manifest/
+	cp -n runtime_cpp/device/fuzz/corpus_wav/* build/fuzz/corpus_wav/
+	cd build/fuzz && ./frame_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 corpus
+	cd build/fuzz && ./manifest_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -print_final_stats=1 corpus_manifest
+	cd build/fuzz && ./wav_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 corpus_wav
+	for t in $(PY_FUZZ_TARGETS); do (cd build/fuzz && ../../$(PY) ../../scripts/fuzz_python.py $$t --work py -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -print_final_stats=1) || exit 1; done
 
 test-cpp: build-cpp
 	ctest --preset host -j$(JOBS)

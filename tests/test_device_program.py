@@ -229,3 +229,27 @@ def test_serve_serial_refuses_what_is_not_a_serial_line(tmp_path):
     for port in (plain, "/dev/null"):
         res = run(NATIVE, "serve-serial", "--port", port, "--store", tmp_path / "store")
         assert res.returncode == 1 and "is not a serial line" in res.stderr, res.stderr
+
+
+def test_native_program_keeps_private_classes_and_local_only_answers_on_the_device(
+        inputs, tmp_path, closed_port_url):
+    """Trousers private; --local-only: nothing is sent anywhere, and the JSON says why."""
+    needs(NATIVE)
+    import shutil
+
+    from knowcache import manifest
+    _, _, raws = inputs  # an ankle boot ("other" for the cached model), a pullover, trousers
+    shipped = manifest.load(REPO / "models/vision")
+    device = tmp_path / "vision"
+    device.mkdir()
+    shutil.copy(REPO / "models/vision/cached.pte", device)
+    manifest.write(device, shipped.task, shipped.labels, shipped.entries(),
+                   private_labels=["trouser"])
+    images = [p for p, _ in raws]
+    out = answers(run(NATIVE, "run", "--models", device, "--cloud", closed_port_url,
+                      "--local-only", *images))
+    assert out[0]["source"] == "local_only" and "local-only" in out[0]["kept_reason"]
+    assert "private" not in out[0]
+    assert out[2]["label"] == "trouser" and out[2]["private"] is True
+    res = run(NATIVE, "run", "--models", device, "--private-share", "2", *images)
+    assert res.returncode != 0 and "--private-share needs a number in [0, 1]" in res.stderr

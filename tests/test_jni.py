@@ -175,6 +175,7 @@ def test_java_library_on_the_host_jvm_matches_the_python_runtime(tmp_path):
     # A selector, so that `knowcache serve` hints the partition holding its answer.
     tiny = write_tiny_models(tmp_path / "cloud-models" / "kws",
                              selector={"kind": "partition_mass", "partitions": ["p0", "p1"]})
+    private = write_tiny_models(tmp_path / "private-models" / "kws", private_labels=["no"])
     with cloud(tiny.parent) as c:
         parity = parity_rows(fx, tiny, c.url)
         cloud_row = next(r for r in parity if r[0] == "tiny-cached-cloud-left")
@@ -184,7 +185,7 @@ def test_java_library_on_the_host_jvm_matches_the_python_runtime(tmp_path):
         (fx / "fixtures.properties").write_text(
             f"tiny={tiny}\nvision={REPO / 'models/vision'}\ncloud={c.url}\n"
             f"dead_cloud={closed_port_url()}\ncloud_label={cloud_row[6]}\n"
-            f"cloud_hint={cloud_row[12]}\n" + signed_fixtures(fx, tiny))
+            f"cloud_hint={cloud_row[12]}\nprivate={private}\n" + signed_fixtures(fx, tiny))
         cmd = ["java", f"-Djava.library.path={JNI_DIR}", f"-Dknowcache.fixtures={fx}",
                "-jar", str(JUNIT), "--class-path", f"{CLASSES}:{TEST_CLASSES}",
                "--select-package", "org.knowcache.runtime", "--reports-dir", str(fx / "reports"),

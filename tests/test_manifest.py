@@ -92,6 +92,27 @@ def test_update_replaces_one_entry_and_keeps_the_rest(tiny_models, tmp_path):
     assert manifest.update(copy, p1, bump=False) == before.version + 1
 
 
+def test_private_labels_are_written_checked_and_kept_by_updates(tiny_models, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(tiny_models, tmp_path / "kws")
+    before = manifest.load(copy)
+    assert before.private_labels == [] and before.parsed.private_labels == []
+    manifest.write(copy, before.task, before.labels, before.entries(), private_labels=["no"])
+    written = manifest.load(copy)
+    assert written.private_labels == ["no"] and written.parsed.private_labels == ["no"]
+    manifest.update(copy, dict(written.entry("p1"), threshold=0.7))
+    assert manifest.load(copy).private_labels == ["no"]
+    with pytest.raises(runtime.InvalidInputError,
+                       match="manifest.private_labels names 'maybe', which is not in manifest.labels"):
+        manifest.write(copy, before.task, before.labels, before.entries(),
+                       private_labels=["maybe"])
+    device_only_yes = [e for e in before.entries() if e["id"] in ("cached", "full")]
+    with pytest.raises(ValueError, match="private_labels: 'up' is held by no device program"):
+        manifest.write(copy, before.task, before.labels, device_only_yes, private_labels=["up"])
+    assert manifest.load(copy).private_labels == ["no"]  # nothing written by a refusal
+
+
 def test_the_server_selector_comes_from_the_manifest(tiny_models, tmp_path):
     import shutil
 

@@ -28,19 +28,25 @@ TOKEN = "s3cret"
 
 
 @contextmanager
-def running(config: ServeConfig):
-    """Starts uvicorn with ``config`` in a thread; yields the base URL once ready."""
+def running(config: ServeConfig, *, wrap=None, ready_url=None, **uvicorn_options):
+    """Starts uvicorn with ``config`` in a thread; yields the base URL once ready.
+    ``wrap`` wraps the app (an ASGI middleware); ``uvicorn_options`` (ssl_certfile,
+    ssl_keyfile...) make an https server, checked ready through ``ready_url(url)``."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
     app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    if wrap is not None:
+        app = wrap(app)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           **uvicorn_options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
+    scheme = "https" if uvicorn_options.get("ssl_certfile") else "http"
+    url = f"{scheme}://127.0.0.1:{port}"
     try:
-        wait_until_ready(url, 60)
+        (ready_url or (lambda u: wait_until_ready(u, 60)))(url)
     except RuntimeError:
         server.should_exit = True
         raise

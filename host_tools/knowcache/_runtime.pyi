@@ -131,6 +131,9 @@ class Manifest:
     def partitions(self) -> list[PartitionInfo]:
         ...
     @property
+    def private_labels(self) -> list[str]:
+        ...
+    @property
     def schema_version(self) -> int:
         ...
     @property
@@ -263,8 +266,9 @@ class SlotCache:
         ...
 class CloudClientConfig:
     base_url: str
+    ca_file: str
     token: str
-    def __init__(self, base_url: str = '', token: str = '', connect_timeout_ms: typing.SupportsInt | typing.SupportsIndex = 1000, read_timeout_ms: typing.SupportsInt | typing.SupportsIndex = 5000, max_response_bytes: typing.SupportsInt | typing.SupportsIndex = 268435456) -> None:
+    def __init__(self, base_url: str = '', token: str = '', connect_timeout_ms: typing.SupportsInt | typing.SupportsIndex = 1000, read_timeout_ms: typing.SupportsInt | typing.SupportsIndex = 5000, max_response_bytes: typing.SupportsInt | typing.SupportsIndex = 268435456, ca_file: str = '') -> None:
         ...
     def __repr__(self) -> str:
         ...
@@ -437,8 +441,9 @@ class EngineConfig:
     cache: SlotCacheConfig
     cloud: CloudClientConfig
     fetch_hints: bool
+    local_only: bool
     task: str
-    def __init__(self, task: str, cache: SlotCacheConfig = ..., cloud: CloudClientConfig = ..., fetch_hints: bool = True, max_local_attempts: typing.SupportsInt | typing.SupportsIndex = 1, threshold_override: typing.SupportsFloat | typing.SupportsIndex = -1.0, admit_after_hints: typing.SupportsInt | typing.SupportsIndex = 1, hint_window: typing.SupportsInt | typing.SupportsIndex = 8, exit_gate: str = 'learned', activation_entries: typing.SupportsInt | typing.SupportsIndex = 512, activation_bytes: typing.SupportsInt | typing.SupportsIndex = 1048576, trusted_keys: collections.abc.Sequence[str] = [], require_signature: bool = False) -> None:
+    def __init__(self, task: str, cache: SlotCacheConfig = ..., cloud: CloudClientConfig = ..., fetch_hints: bool = True, max_local_attempts: typing.SupportsInt | typing.SupportsIndex = 1, threshold_override: typing.SupportsFloat | typing.SupportsIndex = -1.0, admit_after_hints: typing.SupportsInt | typing.SupportsIndex = 1, hint_window: typing.SupportsInt | typing.SupportsIndex = 8, exit_gate: str = 'learned', activation_entries: typing.SupportsInt | typing.SupportsIndex = 512, activation_bytes: typing.SupportsInt | typing.SupportsIndex = 1048576, private_share: typing.SupportsFloat | typing.SupportsIndex = 0.20000000298023224, local_only: bool = False, trusted_keys: collections.abc.Sequence[str] = [], require_signature: bool = False) -> None:
         ...
     def __repr__(self) -> str:
         ...
@@ -462,6 +467,12 @@ class EngineConfig:
         ...
     @max_local_attempts.setter
     def max_local_attempts(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def private_share(self) -> float:
+        ...
+    @private_share.setter
+    def private_share(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
     @property
     def require_signature(self) -> bool:
@@ -494,7 +505,13 @@ class InferenceResult:
     def flops(self) -> int:
         ...
     @property
+    def is_private(self) -> bool:
+        ...
+    @property
     def index(self) -> int:
+        ...
+    @property
+    def kept_reason(self) -> str:
         ...
     @property
     def label(self) -> str:
@@ -516,6 +533,9 @@ class InferenceResult:
         ...
     @property
     def partition_id(self) -> str:
+        ...
+    @property
+    def private_mass(self) -> float:
         ...
     @property
     def source(self) -> str:
@@ -549,6 +569,12 @@ class EngineStats:
         ...
     @property
     def fetches(self) -> int:
+        ...
+    @property
+    def kept_local_only(self) -> int:
+        ...
+    @property
+    def kept_private(self) -> int:
         ...
     @property
     def last_fetch_error(self) -> str:

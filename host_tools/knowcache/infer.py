@@ -29,10 +29,12 @@ class FileAnswer:
     task: Optional[str] = None
     label: Optional[str] = None
     confidence: Optional[float] = None
-    source: Optional[str] = None         # local | cloud | degraded
+    source: Optional[str] = None         # local | cloud | degraded | private | local_only
     partition: Optional[str] = None      # the local program that ran
     ms: Optional[float] = None           # the engine's time (network included)
     degraded_reason: Optional[str] = None
+    private: Optional[bool] = None       # a private class: the file never left the device
+    kept_reason: Optional[str] = None    # private / local_only: why it was not uploaded
     notice: Optional[str] = None         # a conversion worth knowing (a long clip's window)
     error: Optional[str] = None
 
@@ -76,9 +78,12 @@ class Classifier:
 
     def __init__(self, *, task: Optional[str] = None, models: Optional[Path] = None,
                  cloud: Optional[str] = None, token: Optional[str] = None,
-                 model: str = "cached"):
+                 model: str = "cached", ca_file: Optional[str] = None,
+                 local_only: bool = False, private_share: float = 0.2):
         self.task, self.models, self.cloud, self.token, self.model = (task, models, cloud,
                                                                        token, model)
+        self.routing = {"ca_file": ca_file, "local_only": local_only,
+                        "private_share": private_share}
         self._engines: dict[str, tuple[object, InputShape]] = {}
         if models is not None:
             check_models_dir(models, task)
@@ -102,7 +107,7 @@ class Classifier:
                 raise InputError(f"{models} has no program {self.model!r}; pass --model with "
                                  f"one of: {', '.join(ids)}")
             engine = Engine.from_models_dir(models, install=[self.model], cloud_url=self.cloud,
-                                            token=self.token, fetch_hints=False)
+                                            token=self.token, fetch_hints=False, **self.routing)
             info = engine.manifest.find(engine.active_id())
             self._engines[task] = (engine, InputShape.of(info.input))
         return self._engines[task]
@@ -124,6 +129,8 @@ class Classifier:
         answer.label, answer.confidence, answer.source = r.label, float(r.confidence), r.source
         answer.partition, answer.ms = r.partition_id, r.total_us / 1e3
         answer.degraded_reason = r.degraded_reason or None
+        answer.private = True if r.is_private else None
+        answer.kept_reason = r.kept_reason or None
         answer.notice = prepared.notice
         return answer
 

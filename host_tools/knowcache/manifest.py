@@ -27,7 +27,7 @@ from knowcache.runtime import Manifest, PartitionInfo, sha256_hex
 
 FILE_NAME = "manifest.json"
 SCHEMA_VERSION = 1
-_SCHEMA_FIELDS = ("schema_version", "task", "version", "labels", "partitions")
+_SCHEMA_FIELDS = ("schema_version", "task", "version", "labels", "private_labels", "partitions")
 
 
 class Role(str, Enum):
@@ -80,6 +80,11 @@ class ManifestFile:
     @property
     def labels(self) -> list[str]:
         return list(self.doc.get("labels", []))
+
+    @property
+    def private_labels(self) -> list[str]:
+        """Task labels whose inputs never leave the device (privacy routing)."""
+        return list(self.doc.get("private_labels", []))
 
     @property
     def version(self) -> int:
@@ -176,18 +181,35 @@ def info_of(entry: dict) -> PartitionInfo:
     return PartitionInfo.parse(json.dumps(entry))
 
 
+def check_private_labels(private_labels: Sequence[str], partitions: Sequence[dict]) -> None:
+    """ValueError naming ``private_labels`` when a private class is held by no device
+    program: the device could then never tell whether an input is private, and would
+    keep back every query its gate rejects."""
+    device = [p for p in partitions if p["role"] != Role.FULL]
+    for label in private_labels:
+        if device and not any(label in p["labels"] for p in device):
+            raise ValueError(f"private_labels: '{label}' is held by no device program "
+                             f"({', '.join(p['id'] for p in device)}); build the cached model "
+                             "with it (`--private`)")
+
+
 def write(directory: str | os.PathLike, task: str, labels: Sequence[str],
           partitions: Sequence[dict], *, version: int = 1,
+          private_labels: Sequence[str] = (),
           signing_key: Optional[str | os.PathLike] = None, **extra) -> Path:
-    """Validates and writes ``directory/manifest.json``; returns its path. With
-    ``signing_key`` (an Ed25519 private key file) it is signed (``manifest.sig``);
-    without, a ``manifest.sig`` left from an earlier version is removed, as it no
-    longer matches."""
+    """Validates and writes ``directory/manifest.json``; returns its path.
+    ``private_labels`` (task labels) are written when given; each must be held by a
+    device program (see ``check_private_labels``). With ``signing_key`` (an Ed25519
+    private key file) it is signed (``manifest.sig``); without, a ``manifest.sig``
+    left from an earlier version is removed, as it no longer matches."""
     doc = {"schema_version": SCHEMA_VERSION, "task": task, "version": int(version),
            "labels": list(labels), "partitions": list(partitions)}
+    if private_labels:
+        doc["private_labels"] = list(private_labels)
     doc.update(extra)
     text = json.dumps(doc, indent=2) + "\n"
     Manifest.parse(text)  # raises InvalidInputError naming the bad field
+    check_private_labels(private_labels, partitions)
     key = signing.load_private(signing_key) if signing_key is not None else None
     path = path_of(directory)
     replace_atomically(path, lambda tmp: tmp.write_bytes(text.encode()))
@@ -207,5 +229,5 @@ def update(directory: str | os.PathLike, entry: dict, *, bump: bool = True,
     parts = [p for p in current.entries() if p["id"] != entry["id"]] + [entry]
     version = current.version + 1 if bump else current.version
     write(directory, current.task, current.labels, parts, version=version,
-          signing_key=signing_key, **current.extra)
+          private_labels=current.private_labels, signing_key=signing_key, **current.extra)
     return version

@@ -63,10 +63,11 @@ DEFAULT_BUDGET_BYTES = 64 << 20
 
 
 def _cloud_config(url: Optional[str], token: Optional[str], connect_timeout_ms: int,
-                  read_timeout_ms: int) -> "_rt.CloudClientConfig":
+                  read_timeout_ms: int, ca_file: Optional[str] = None) -> "_rt.CloudClientConfig":
     return _rt.CloudClientConfig(
         base_url=url or "", token=token or "",
-        connect_timeout_ms=connect_timeout_ms, read_timeout_ms=read_timeout_ms)
+        connect_timeout_ms=connect_timeout_ms, read_timeout_ms=read_timeout_ms,
+        ca_file=os.fspath(ca_file) if ca_file else "")
 
 
 class SlotCache(_rt.SlotCache):
@@ -80,8 +81,8 @@ class CloudClient(_rt.CloudClient):
     """HTTP client for ``knowcache serve`` (POST infer, GET manifest and partitions)."""
 
     def __init__(self, url: str, *, token: Optional[str] = None, connect_timeout_ms: int = 1000,
-                 read_timeout_ms: int = 5000):
-        super().__init__(_cloud_config(url, token, connect_timeout_ms, read_timeout_ms))
+                 read_timeout_ms: int = 5000, ca_file: Optional[str] = None):
+        super().__init__(_cloud_config(url, token, connect_timeout_ms, read_timeout_ms, ca_file))
 
 
 def _engine_config(task: str, *, slots: int = 2, budget_bytes: int = DEFAULT_BUDGET_BYTES,
@@ -91,18 +92,21 @@ def _engine_config(task: str, *, slots: int = 2, budget_bytes: int = DEFAULT_BUD
                    threshold: Optional[float] = None, admit_after_hints: int = 1,
                    hint_window: int = 8, exit_gate: str = "learned",
                    activation_entries: int = 512,
-                   activation_bytes: int = 1 << 20, trusted_keys: Iterable[str] = (),
+                   activation_bytes: int = 1 << 20, ca_file: Optional[str] = None,
+                   private_share: float = 0.2,
+                   local_only: bool = False, trusted_keys: Iterable[str] = (),
                    require_signature: bool = False) -> "_rt.EngineConfig":
     return _rt.EngineConfig(
         task=task,
         cache=_rt.SlotCacheConfig(slots, budget_bytes),
-        cloud=_cloud_config(cloud_url, token, connect_timeout_ms, read_timeout_ms),
+        cloud=_cloud_config(cloud_url, token, connect_timeout_ms, read_timeout_ms, ca_file),
         fetch_hints=fetch_hints,
         max_local_attempts=max_local_attempts,
         threshold_override=-1.0 if threshold is None else float(threshold),
         admit_after_hints=admit_after_hints, hint_window=hint_window,
         exit_gate=exit_gate, activation_entries=activation_entries,
         activation_bytes=activation_bytes,
+        private_share=private_share, local_only=local_only,
         trusted_keys=[str(k).strip() for k in trusted_keys], require_signature=require_signature,
     )
 
@@ -112,7 +116,10 @@ class Engine:
 
     ``infer`` never fails because the cloud is down or slow: it then returns
     the local answer with ``source == "degraded"``. It raises only for bad
-    input, or when no partition is cached and no cloud answers. With a staged
+    input, or when no partition is cached and no cloud answers. Inputs of the
+    manifest's private classes never leave the device (``source == "private"``,
+    ``is_private``), and ``local_only=True`` never asks the cloud
+    (``source == "local_only"``): docs/security.md. With a staged
     program installed (``mode == "staged"``, layer caching) it answers through
     the program's exits instead and does not ask the cloud.
 
@@ -120,8 +127,10 @@ class Engine:
     ``connect_timeout_ms``, ``read_timeout_ms``, ``fetch_hints``,
     ``max_local_attempts``, ``threshold`` (replaces every calibrated one),
     ``admit_after_hints``, ``hint_window``, ``exit_gate``,
-    ``activation_entries``, ``activation_bytes``, ``trusted_keys`` (base64 Ed25519
-    public keys, a ``.pub`` file's line: every manifest must be signed by one, see
+    ``activation_entries``, ``activation_bytes``, ``ca_file`` (https: the CAs
+    the cloud's certificate must chain to; default the system's),
+    ``private_share``, ``local_only``, ``trusted_keys`` (base64 Ed25519 public
+    keys, a ``.pub`` file's line: every manifest must be signed by one, see
     docs/security.md), ``require_signature``.
     """
 
@@ -214,5 +223,6 @@ def result_to_dict(result: InferenceResult) -> dict:
     """A JSON-ready dict of an InferenceResult."""
     keys = ("label", "index", "confidence", "entropy", "source", "partition_id", "partition_hint",
             "degraded_reason", "local_attempts", "local_us", "network_us", "total_us",
-            "uplink_bytes", "exit_index", "flops", "lookup_us")
+            "uplink_bytes", "exit_index", "flops", "lookup_us", "is_private", "private_mass",
+            "kept_reason")
     return {k: getattr(result, k) for k in keys}

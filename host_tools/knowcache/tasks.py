@@ -1,8 +1,12 @@
-"""The two tasks knowcache ships models for, and what is declared about them.
+"""The tasks knowcache builds models for, and what is declared about them.
 
 A task fixes its label set, the input the device feeds, the popularity
 profile that decides which classes the cache specializes to, and how many
 CacheNet partitions its classes are split into by default.
+
+Two are built in (``kws``, ``vision``); image tasks are defined by data:
+`knowcache data images --folder DIR --task NAME` ingests an image folder and
+writes the task's file (``image_tasks.py``), which ``get`` then finds.
 """
 
 from __future__ import annotations
@@ -39,8 +43,13 @@ class TaskSpec:
     private: tuple[str, ...] = field(default_factory=tuple)
 
     @property
+    def kind(self) -> str:
+        """"audio" (a waveform) or "image" (pixels)."""
+        return "audio" if self.samples else "image"
+
+    @property
     def input_shape(self) -> list[int]:
-        if self.name == "kws":
+        if self.kind == "audio":
             return [1, self.samples]
         return [1, *self.image_size]
 
@@ -91,7 +100,19 @@ TASKS = {"kws": KWS, "vision": VISION}
 
 
 def get(name: str) -> TaskSpec:
-    try:
+    """A built-in task, or an image task ingested by `knowcache data images`."""
+    if name in TASKS:
         return TASKS[name]
-    except KeyError:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}") from None
+    from knowcache.data import image_tasks
+    spec = image_tasks.find(name)
+    if spec is None:
+        known = [*TASKS, *image_tasks.names()]
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(known)} (an image task is "
+                         f"created by `knowcache data images --folder DIR --task {name}`)")
+    return spec
+
+
+def family(name: str) -> str:
+    """Which built-in task's recipe (networks, epochs) a task uses: kws, or vision
+    for every image task."""
+    return "kws" if name == "kws" else "vision"

@@ -1,12 +1,13 @@
 // knowcache-device: the knowcache runtime as a program for Linux boards.
 //
-//   knowcache-device run --models DIR [--cloud URL] [--token T] [--slots N]
-//                        [--budget BYTES] [--install ID]... [--threads N]
-//                        [--threshold T] [--layer-cache GATE]
-//                        [--trusted-key FILE]... [--require-signature] INPUT...
+//   knowcache-device run --models DIR [--cloud URL] [--token T] [--ca-file PEM]
+//                        [--slots N] [--budget BYTES] [--install ID]... [--threads N]
+//                        [--threshold T] [--layer-cache GATE] [--private-share S]
+//                        [--local-only] [--trusted-key FILE]... [--require-signature]
+//                        INPUT...
 //   knowcache-device serve-serial --port TTY --store DIR [--baud B]
-//                        [--store-limit BYTES] [--cloud URL] [--slots N]
-//                        [--trusted-key FILE]... [--require-signature]
+//                        [--store-limit BYTES] [--cloud URL] [--ca-file PEM] [--slots N]
+//                        [--local-only] [--trusted-key FILE]... [--require-signature]
 //
 // --trusted-key FILE (a `knowcache keys generate` .pub file, repeatable for key
 // rotation) makes the device refuse any manifest not signed by one of the keys:
@@ -21,7 +22,9 @@
 // skipped, and the exit status is then 1. With --layer-cache GATE (learned, confidence, entropy
 // or activation) it runs the manifest's staged program exit by exit instead
 // (layer caching; the JSON line says which exit answered and the FLOPs
-// spent). Logs go to stderr; any error exits non-zero with a
+// spent). An input of a private class (the manifest's private_labels) is
+// answered on the device ("source": "private"); --local-only never asks the
+// cloud ("source": "local_only"). Logs go to stderr; any error exits non-zero with a
 // message that says what to fix.
 #include <cstdio>
 #include <cstdlib>
@@ -43,13 +46,15 @@ namespace {
 using namespace knowcache;
 
 constexpr const char* kUsage =
-    "usage: knowcache-device run --models DIR [--cloud URL] [--token T] [--slots N]\n"
-    "                            [--budget BYTES] [--install ID]... [--threads N]\n"
-    "                            [--threshold T] [--layer-cache GATE]\n"
-    "                            [--trusted-key FILE]... [--require-signature] INPUT...\n"
+    "usage: knowcache-device run --models DIR [--cloud URL] [--token T] [--ca-file PEM]\n"
+    "                            [--slots N] [--budget BYTES] [--install ID]... [--threads N]\n"
+    "                            [--threshold T] [--layer-cache GATE] [--private-share S]\n"
+    "                            [--local-only] [--trusted-key FILE]... [--require-signature]\n"
+    "                            INPUT...\n"
     "       knowcache-device serve-serial --port TTY --store DIR [--baud B]\n"
-    "                            [--store-limit BYTES] [--cloud URL] [--slots N]\n"
-    "                            [--trusted-key FILE]... [--require-signature]\n"
+    "                            [--store-limit BYTES] [--cloud URL] [--ca-file PEM]\n"
+    "                            [--slots N] [--local-only] [--trusted-key FILE]...\n"
+    "                            [--require-signature]\n"
     "\n"
     "run classifies each INPUT and prints one JSON line per input: a WAV at the models'\n"
     "rate (PCM 8-32 bit or 32-bit float, any channels; its loudest second when longer) for\n"
@@ -114,6 +119,10 @@ StatusOr<RunOptions> ParseRun(int argc, char** argv) {
       o.inputs.push_back(a);
       continue;
     }
+    if (a == "--local-only") {
+      o.engine.local_only = true;
+      continue;
+    }
     if (i + 1 >= argc) return InvalidArgument(a + " needs a value\n" + kUsage);
     const char* v = argv[++i];
     if (a == "--models") {
@@ -122,6 +131,16 @@ StatusOr<RunOptions> ParseRun(int argc, char** argv) {
       o.engine.cloud.base_url = v;
     } else if (a == "--token") {
       o.engine.cloud.token = v;
+    } else if (a == "--ca-file") {
+      o.engine.cloud.ca_file = v;
+    } else if (a == "--private-share") {
+      char* end = nullptr;
+      const float s = std::strtof(v, &end);
+      if (end == v || *end != '\0' || !(s >= 0.0f && s <= 1.0f)) {
+        return InvalidArgument("--private-share needs a number in [0, 1], not '" +
+                               std::string(v) + "'");
+      }
+      o.engine.private_share = s;
     } else if (a == "--slots") {
       KC_ASSIGN_OR_RETURN(int64_t n, ParseInt(a, v, 1, 64));
       o.engine.cache.num_slots = static_cast<int>(n);
@@ -167,6 +186,8 @@ nlohmann::json ToJson(const std::string& input, const InferenceResult& r) {
                       {"total_us", r.total_us}};
   if (!r.partition_hint.empty()) j["hint"] = r.partition_hint;
   if (!r.degraded_reason.empty()) j["degraded_reason"] = r.degraded_reason;
+  if (r.is_private) j["private"] = true;
+  if (!r.kept_reason.empty()) j["kept_reason"] = r.kept_reason;
   if (r.flops > 0) {
     j["exit"] = r.exit_index;
     j["flops"] = r.flops;
@@ -229,6 +250,10 @@ int ServeSerialCommand(int argc, char** argv) {
       c.engine.signature.require_signature = true;
       continue;
     }
+    if (a == "--local-only") {
+      c.engine.local_only = true;
+      continue;
+    }
     if (i + 1 >= argc) return Fail(a + " needs a value\n" + kUsage);
     const char* v = argv[++i];
     StatusOr<int64_t> n = int64_t{0};
@@ -238,6 +263,8 @@ int ServeSerialCommand(int argc, char** argv) {
       c.store.dir = v;
     } else if (a == "--cloud") {
       c.engine.cloud.base_url = v;
+    } else if (a == "--ca-file") {
+      c.engine.cloud.ca_file = v;
     } else if (a == "--baud") {
       if (!(n = ParseInt(a, v, 1, 4000000)).ok()) return Fail(n.status().message());
       c.baud = static_cast<int>(*n);

@@ -149,6 +149,8 @@ class Session {
           EngineStats s = engine_->Stats();
           j["engine"] = {{"queries", s.queries}, {"local", s.local}, {"cloud", s.cloud},
                          {"degraded", s.degraded}, {"fetches", s.fetches},
+                         {"kept_private", s.kept_private},
+                         {"kept_local_only", s.kept_local_only},
                          {"cache_hits", s.cache.hits}, {"resident_bytes", s.cache.resident_bytes}};
         }
         return JsonBytes(j);
@@ -179,7 +181,8 @@ class Session {
     KC_ASSIGN_OR_RETURN(InferenceResult r, engine_->Infer(view));
     return JsonBytes({{"label", r.label}, {"index", r.index}, {"confidence", r.confidence},
                       {"entropy", r.entropy}, {"source", AnswerSourceName(r.source)},
-                      {"partition", r.partition_id}, {"total_us", r.total_us}});
+                      {"partition", r.partition_id}, {"total_us", r.total_us},
+                      {"private", r.is_private}});
   }
 
   // The store's cached model, or its first partition when it holds no cached one.

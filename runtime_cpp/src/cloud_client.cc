@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include <fstream>
 #include <mutex>
 
 #include "knowcache/log.h"
@@ -22,11 +23,27 @@ Status CloudClientConfig::Validate() const {
   }
   if (max_response_bytes <= 0) return InvalidArgument("max_response_bytes must be > 0");
   if (max_idle_connections < 0) return InvalidArgument("max_idle_connections must be >= 0");
+#ifndef CPPHTTPLIB_OPENSSL_SUPPORT
+  if (tls()) {
+    return InvalidArgument("cloud URL '" + base_url + "' is https:// but this build of the "
+                           "runtime has no TLS (cpp-httplib without OpenSSL)");
+  }
+#endif
+  if (!ca_file.empty()) {
+    if (!tls()) {
+      return InvalidArgument("a CA file is given but the cloud URL '" + base_url +
+                             "' is plain http://; use https:// (nothing falls back to HTTP)");
+    }
+    if (!std::ifstream(ca_file).good()) {
+      return NotFound("CA file '" + ca_file + "' cannot be read");
+    }
+  }
   return Status::Ok();
 }
 
 std::string CloudClientConfig::ToString() const {
   return "CloudClientConfig(base_url=" + base_url + ", token=" + (token.empty() ? "none" : "***") +
+         (ca_file.empty() ? std::string() : ", ca_file=" + ca_file) +
          ", connect_timeout_ms=" + std::to_string(connect_timeout_ms) +
          ", read_timeout_ms=" + std::to_string(read_timeout_ms) + ")";
 }
@@ -61,6 +78,12 @@ class CloudClientImpl {
     // the body until the server's delayed ACK (up to 40 ms per request on Linux).
     c->set_tcp_nodelay(true);
     if (!config.token.empty()) c->set_bearer_token_auth(config.token);
+#ifdef CPPHTTPLIB_OPENSSL_SUPPORT
+    if (config.tls()) {
+      c->enable_server_certificate_verification(true);
+      if (!config.ca_file.empty()) c->set_ca_cert_path(config.ca_file.c_str());
+    }
+#endif
     return c;
   }
 
@@ -71,9 +94,29 @@ class CloudClientImpl {
 
   std::string Url(const std::string& path) const { return origin + prefix + path; }
 
-  Status TransportError(httplib::Error err, const std::string& path) const {
+  Status TransportError(httplib::Error err, const std::string& path,
+                        const httplib::Client& client) const {
     std::string what = "cloud request " + Url(path) + " failed: " + httplib::to_string(err);
     switch (err) {
+#ifdef CPPHTTPLIB_OPENSSL_SUPPORT
+      case httplib::Error::SSLServerVerification: {
+        const long result = client.get_openssl_verify_result();
+        return Unavailable(
+            what + " (TLS: the cloud's certificate " +
+            (result == X509_V_OK ? std::string("does not name the host in the URL")
+                                 : std::string("does not verify: ") +
+                                       X509_verify_cert_error_string(result)) +
+            "; checked against " +
+            (config.ca_file.empty() ? std::string("the system's CAs") : config.ca_file) + ")");
+      }
+      case httplib::Error::SSLLoadingCerts:
+        return Unavailable(what + " (TLS: the CA certificates in " +
+                           (config.ca_file.empty() ? std::string("the system store")
+                                                   : config.ca_file) +
+                           " could not be loaded)");
+      case httplib::Error::SSLConnection:
+        return Unavailable(what + " (TLS handshake failed: is the cloud speaking https?)");
+#endif
       case httplib::Error::ConnectionTimeout:
         return DeadlineExceeded(what + " (connect timeout " +
                                 std::to_string(config.connect_timeout_ms) + " ms)");
@@ -125,7 +168,7 @@ class CloudClientImpl {
       return ResourceExhausted("cloud response for " + Url(path) + " exceeds " +
                                std::to_string(config.max_response_bytes) + " bytes");
     }
-    if (!res) return TransportError(res.error(), path);
+    if (!res) return TransportError(res.error(), path, *client);
     Release(std::move(client));
     if (res->status != 200) {
       res->body = *out;
@@ -162,7 +205,7 @@ StatusOr<CloudAnswer> CloudClient::Infer(const std::string& task, const TensorVi
   auto res = client->Post((impl_->prefix + path).c_str(), headers,
                           static_cast<const char*>(input.data), input.nbytes,
                           "application/octet-stream");
-  if (!res) return impl_->TransportError(res.error(), path);
+  if (!res) return impl_->TransportError(res.error(), path, *client);
   impl_->Release(std::move(client));
   if (res->status != 200) return CloudClientImpl::HttpError(*res, impl_->Url(path));
 

@@ -1,6 +1,9 @@
 // CloudClient against a real HTTP server on loopback (cpp-httplib): paths
 // under a base URL's prefix, the request it sends, the size cap, connection
-// reuse, timeouts and how HTTP errors map to status codes.
+// reuse, timeouts and how HTTP errors map to status codes; and over HTTPS
+// with a CA and certificates the openssl CLI makes at test time: the right
+// CA is accepted, a wrong CA, the system's CAs and a certificate for another
+// host are refused, and nothing falls back to plain HTTP.
 #include "knowcache/cloud_client.h"
 
 #include <httplib.h>
@@ -8,7 +11,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -340,6 +345,149 @@ TEST(CloudClient, ConfigValidationNamesTheSetting) {
   c.base_url = "https://x";
   c.token = "s3cret";
   EXPECT_EQ(c.ToString().find("s3cret"), std::string::npos);
+}
+
+// ---- HTTPS -------------------------------------------------------------------
+
+// Two CAs and three server certificates in a fresh folder, made once by the
+// openssl CLI: "server" (127.0.0.1, signed by "ca"), "elsewhere" (only
+// example.com, signed by "ca"); "other_ca" signs nothing here.
+class TestPki {
+ public:
+  static const TestPki& Get() {
+    static const TestPki pki;
+    return pki;
+  }
+  std::string Path(const std::string& name) const { return dir + "/" + name; }
+  bool ok = false;
+  std::string dir;
+
+ private:
+  ~TestPki() {
+    if (!dir.empty()) std::system(("rm -rf " + dir).c_str());
+  }
+  TestPki() {
+    char tmpl[] = "/tmp/knowcache-pki-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return;
+    dir = tmpl;
+    const std::string key = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes ";
+    auto run = [&](const std::string& cmd) {
+      return std::system(("cd " + dir + " && " + cmd + " > /dev/null 2>&1").c_str()) == 0;
+    };
+    std::ofstream(Path("server.ext")) << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+    std::ofstream(Path("elsewhere.ext")) << "subjectAltName=DNS:example.com\n";
+    ok = run("openssl req -x509" + key + "-keyout ca.key -out ca.pem -days 2 -subj /CN=kc-test-ca") &&
+         run("openssl req -x509" + key + "-keyout other_ca.key -out other_ca.pem -days 2 "
+             "-subj /CN=kc-other-ca");
+    for (const std::string name : {"server", "elsewhere"}) {
+      ok = ok &&
+           run("openssl req -new" + key + "-keyout " + name + ".key -out " + name +
+               ".csr -subj /CN=" + name) &&
+           run("openssl x509 -req -in " + name + ".csr -CA ca.pem -CAkey ca.key "
+               "-CAcreateserial -days 2 -out " + name + ".pem -extfile " + name + ".ext");
+    }
+  }
+};
+
+// An HTTPS server on loopback presenting `cert`, answering infer with kAnswer.
+class TlsCloud {
+ public:
+  explicit TlsCloud(const std::string& cert)
+      : server(TestPki::Get().Path(cert + ".pem").c_str(),
+               TestPki::Get().Path(cert + ".key").c_str()) {
+    server.Post("/v1/kws/infer", [this](const httplib::Request& req, httplib::Response& res) {
+      authorization = req.get_header_value("Authorization");
+      res.set_content(kAnswer, "application/json");
+    });
+    port = server.bind_to_any_port("127.0.0.1");
+    thread = std::thread([this] { server.listen_after_bind(); });
+    for (int i = 0; i < 500 && !server.is_running(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+  ~TlsCloud() {
+    server.stop();
+    if (thread.joinable()) thread.join();
+  }
+  std::string Url() const { return "https://127.0.0.1:" + std::to_string(port); }
+
+  httplib::SSLServer server;
+  std::thread thread;
+  int port = -1;
+  std::string authorization;
+};
+
+StatusOr<CloudAnswer> InferOverTls(const std::string& url, const std::string& ca_file) {
+  CloudClientConfig config;
+  config.base_url = url;
+  config.ca_file = ca_file;
+  config.token = "s3cret";
+  KC_ASSIGN_OR_RETURN(std::unique_ptr<CloudClient> client, CloudClient::Create(config));
+  return client->Infer("kws", InputView());
+}
+
+class CloudClientTls : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(TestPki::Get().ok) << "the openssl CLI could not make test certificates in "
+                                   << TestPki::Get().dir;
+  }
+  std::string Pem(const std::string& name) { return TestPki::Get().Path(name + ".pem"); }
+};
+
+TEST_F(CloudClientTls, TheRightCaIsAcceptedAndTheTokenTravelsEncrypted) {
+  TlsCloud cloud("server");
+  ASSERT_TRUE(cloud.server.is_valid() && cloud.port > 0);
+  auto a = InferOverTls(cloud.Url(), Pem("ca"));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->label, "yes");
+  EXPECT_EQ(cloud.authorization, "Bearer s3cret");
+}
+
+TEST_F(CloudClientTls, AWrongCaOrTheSystemsCasAreRefusedSayingWhy) {
+  TlsCloud cloud("server");
+  auto wrong = InferOverTls(cloud.Url(), Pem("other_ca"));
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(wrong.status().message().find("TLS: the cloud's certificate does not verify"),
+            std::string::npos) << wrong.status().message();
+  EXPECT_NE(wrong.status().message().find("other_ca.pem"), std::string::npos);
+  auto system = InferOverTls(cloud.Url(), "");  // a private CA is in no system store
+  ASSERT_FALSE(system.ok());
+  EXPECT_NE(system.status().message().find("the system's CAs"), std::string::npos)
+      << system.status().message();
+  EXPECT_TRUE(cloud.authorization.empty());  // the token was never sent
+}
+
+TEST_F(CloudClientTls, ACertificateForAnotherHostIsRefused) {
+  TlsCloud cloud("elsewhere");
+  auto a = InferOverTls(cloud.Url(), Pem("ca"));
+  ASSERT_FALSE(a.ok());
+  EXPECT_NE(a.status().message().find("does not name the host"), std::string::npos)
+      << a.status().message();
+  EXPECT_TRUE(cloud.authorization.empty());
+}
+
+TEST_F(CloudClientTls, NothingFallsBackToPlainHttp) {
+  // https:// to a server speaking plain HTTP: a handshake failure, not an answer.
+  Cloud plain;
+  plain.server.Post("/v1/kws/infer", [&plain](const httplib::Request& req,
+                                              httplib::Response& res) {
+    plain.Record(req);
+    res.set_content(kAnswer, "application/json");
+  });
+  plain.Start();
+  auto a = InferOverTls("https://127.0.0.1:" + std::to_string(plain.port), Pem("ca"));
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(plain.requests, 0);
+  // A CA file with an http:// URL, and a CA file that is not there, are refused up front.
+  auto http = InferOverTls(plain.Url(), Pem("ca"));
+  EXPECT_EQ(http.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(http.status().message().find("use https://"), std::string::npos);
+  auto missing = InferOverTls("https://127.0.0.1:1", Pem("nope"));
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("nope.pem"), std::string::npos);
 }
 
 }  // namespace

@@ -1,10 +1,13 @@
 #include "knowcache/engine.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <mutex>
+#include <cstdio>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "knowcache/entropy_gate.h"
@@ -65,6 +68,63 @@ StatusOr<T> PrefixPath(const std::string& path, StatusOr<T> v) {
   return Status(v.status().code(), path + ": " + v.status().message());
 }
 
+using LabelSet = std::set<std::string>;
+
+std::string Fixed2(float v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f", v);
+  return buf;
+}
+
+// What the local models run on one query say about its private classes.
+struct PrivacyFinding {
+  bool is_private = false;
+  float mass = 0.0f;   // the largest private mass in one model's answer
+  std::string reason;
+  LabelSet covered;    // private classes some model that ran holds
+  std::optional<std::pair<PartitionInfo, GateDecision>> answer;  // the model that found it
+
+  void Add(const LabelSet& privates, const PartitionInfo& info, const GateDecision& d,
+           float share) {
+    float m = 0.0f;
+    for (size_t i = 0; i < info.labels.size() && i < d.probs.size(); ++i) {
+      if (privates.count(info.labels[i])) {
+        m += d.probs[i];
+        covered.insert(info.labels[i]);
+      }
+    }
+    mass = std::max(mass, m);
+    if (is_private) return;
+    const bool top_private = d.index >= 0 && d.index < static_cast<int>(info.labels.size()) &&
+                             privates.count(info.labels[d.index]) > 0;
+    if (top_private) {
+      reason = "the local answer '" + info.labels[d.index] + "' is a private class";
+    } else if (m > share) {
+      reason = "private classes hold " + Fixed2(m) + " of '" + info.id +
+               "''s probability, over the private share " + Fixed2(share);
+    } else {
+      return;
+    }
+    is_private = true;
+    answer.emplace(info, d);
+  }
+
+  std::vector<std::string> Uncovered(const LabelSet& privates) const {
+    std::vector<std::string> out;
+    for (const auto& p : privates) {
+      if (!covered.count(p)) out.push_back(p);
+    }
+    return out;
+  }
+};
+
+bool HoldsAny(const PartitionInfo& info, const std::vector<std::string>& labels) {
+  for (const auto& l : labels) {
+    if (std::find(info.labels.begin(), info.labels.end(), l) != info.labels.end()) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 const char* AnswerSourceName(AnswerSource source) {
@@ -72,6 +132,8 @@ const char* AnswerSourceName(AnswerSource source) {
     case AnswerSource::kLocal: return "local";
     case AnswerSource::kCloud: return "cloud";
     case AnswerSource::kDegraded: return "degraded";
+    case AnswerSource::kPrivate: return "private";
+    case AnswerSource::kLocalOnly: return "local_only";
   }
   return "unknown";
 }
@@ -93,6 +155,9 @@ Status EngineConfig::Validate() const {
   if (max_local_attempts < 1) return InvalidArgument("max_local_attempts must be >= 1");
   KC_RETURN_IF_ERROR(layer_cache.Validate());
   if (threshold_override > 1.0f) return InvalidArgument("threshold_override must be <= 1");
+  if (!(private_share >= 0.0f && private_share <= 1.0f)) {
+    return InvalidArgument("private_share must be in [0, 1], got " + std::to_string(private_share));
+  }
   return PartitionFetcherConfig{task, admit_after_hints, hint_window, signature}.Validate();
 }
 
@@ -101,7 +166,9 @@ std::string EngineConfig::ToString() const {
          (cloud.base_url.empty() ? std::string("cloud=none") : cloud.ToString()) +
          ", fetch_hints=" + (fetch_hints ? "true" : "false") + ", " +
          PartitionFetcherConfig{task, admit_after_hints, hint_window, signature}.ToString() +
-         ", max_local_attempts=" + std::to_string(max_local_attempts) + ")";
+         ", max_local_attempts=" + std::to_string(max_local_attempts) +
+         ", private_share=" + Fixed2(private_share) +
+         ", local_only=" + (local_only ? "true" : "false") + ")";
 }
 
 StatusOr<std::vector<std::string>> InstallPlan::Resolve(const Manifest& manifest) const {
@@ -163,9 +230,11 @@ class EngineImpl {
   bool has_manifest = false;
   std::string active_id;
   std::shared_ptr<LayerCache> layer_cache;  // staged model, when installed (LocalMode::kStaged)
+  // The manifests' private labels; only grows. Swapped whole, read per query.
+  std::shared_ptr<const LabelSet> private_labels = std::make_shared<const LabelSet>();
 
   std::atomic<int64_t> queries{0}, local{0}, cloud_answers{0}, degraded{0}, cloud_errors{0},
-      uplink_bytes{0};
+      uplink_bytes{0}, kept_private{0}, kept_local_only{0};
 
   // Declared last: destroyed (its worker joined) before what its hooks use.
   std::unique_ptr<PartitionFetcher> fetcher;  // only with a cloud
@@ -219,6 +288,7 @@ class EngineImpl {
     std::lock_guard<std::mutex> lock(mu);
     KC_RETURN_IF_ERROR(CheckReplacementLocked(fresh));
     fresh.directory = manifest.directory;
+    AddPrivateLocked(fresh.private_labels);
     manifest = std::move(fresh);
     has_manifest = true;
     return Status::Ok();
@@ -237,6 +307,23 @@ class EngineImpl {
                                 ") is not pinned by the signed manifest; it is not installed");
     }
     return Status::Ok();
+  }
+
+  // A manifest (local or fetched) can add private labels, never remove one: a
+  // cloud serving a manifest without them cannot make a private class public.
+  void AddPrivateLocked(const std::vector<std::string>& labels) {
+    if (std::all_of(labels.begin(), labels.end(),
+                    [&](const std::string& l) { return private_labels->count(l) > 0; })) {
+      return;
+    }
+    auto grown = std::make_shared<LabelSet>(*private_labels);
+    grown->insert(labels.begin(), labels.end());
+    private_labels = std::move(grown);
+  }
+
+  std::shared_ptr<const LabelSet> PrivateLabels() const {
+    std::lock_guard<std::mutex> lock(mu);
+    return private_labels;
   }
 
   float ThresholdFor(const PartitionInfo& info) const {
@@ -284,41 +371,123 @@ class EngineImpl {
     r.lookup_us = lc.lookup_us;
     r.local_attempts = 1;
     r.local_us = lc.total_us;
+    r.is_private = PrivateLabels()->count(r.label) > 0;
     ++local;
     r.total_us = MicrosSince(t0);
     return r;
   }
 
-  // LocalMode::kPartitions: cached partitions behind the gate, then the cloud.
+  // The local answer `d` of `info` into r.
+  void SetLocalAnswer(const PartitionInfo& info, const GateDecision& d, InferenceResult* r) const {
+    r->partition_id = info.id;
+    r->entropy = d.entropy;
+    r->confidence = d.max_prob;
+    r->label = d.index < static_cast<int>(info.labels.size()) ? info.labels[d.index]
+                                                             : std::to_string(d.index);
+    r->index = d.is_other ? -1 : TaskIndex(r->label, d.index);
+  }
+
+  StatusOr<GateDecision> RunGated(CachedModel& model, const TensorView& input,
+                                  InferenceResult* r) const {
+    const auto t_local = Clock::now();
+    KC_ASSIGN_OR_RETURN(std::vector<float> logits, model.Run(input));
+    const PartitionInfo& info = model.info();
+    KC_ASSIGN_OR_RETURN(GateDecision d,
+                        EntropyGate::Evaluate(logits, ThresholdFor(info), info.other_index));
+    r->local_us += MicrosSince(t_local);
+    ++r->local_attempts;
+    return d;
+  }
+
+  // Before an upload: the cached models not run yet that hold a private class
+  // no model has run on, most recent first, until the query is found private
+  // or every private class has been looked at.
+  Status CheckUncovered(const LabelSet& privates, const TensorView& input,
+                        std::vector<std::string>* ran, PrivacyFinding* privacy,
+                        InferenceResult* r) const {
+    for (const auto& id : cache->Ids()) {
+      if (privacy->is_private) break;
+      const auto uncovered = privacy->Uncovered(privates);
+      if (uncovered.empty()) break;
+      if (std::find(ran->begin(), ran->end(), id) != ran->end()) continue;
+      std::shared_ptr<CachedModel> model = cache->Peek(id);
+      if (!model || !HoldsAny(model->info(), uncovered)) continue;
+      KC_ASSIGN_OR_RETURN(GateDecision d, RunGated(*model, input, r));
+      ran->push_back(id);
+      privacy->Add(privates, model->info(), d, config.private_share);
+    }
+    if (!privacy->is_private) {
+      const auto uncovered = privacy->Uncovered(privates);
+      if (!uncovered.empty()) {
+        std::string names;
+        for (const auto& l : uncovered) names += (names.empty() ? "'" : ", '") + l + "'";
+        privacy->is_private = true;
+        privacy->reason = "private classes " + names +
+                          " are held by no installed model, so their share is unknown";
+      }
+    }
+    return Status::Ok();
+  }
+
+  // LocalMode::kPartitions: cached partitions behind the gate, then the cloud,
+  // unless the query is private or the engine is local-only.
   StatusOr<InferenceResult> AnswerTwoStage(const TensorView& input, Clock::time_point t0) {
     InferenceResult r;
     bool have_local = false;
+    const std::shared_ptr<const LabelSet> privates = PrivateLabels();
+    PrivacyFinding privacy;
+    std::vector<std::string> ran;
     for (const auto& model : Candidates()) {
-      const auto t_local = Clock::now();
-      KC_ASSIGN_OR_RETURN(std::vector<float> logits, model->Run(input));
+      KC_ASSIGN_OR_RETURN(GateDecision d, RunGated(*model, input, &r));
       const PartitionInfo& info = model->info();
-      KC_ASSIGN_OR_RETURN(GateDecision d,
-                          EntropyGate::Evaluate(logits, ThresholdFor(info), info.other_index));
-      r.local_us += MicrosSince(t_local);
-      ++r.local_attempts;
+      ran.push_back(info.id);
+      if (!privates->empty()) privacy.Add(*privates, info, d, config.private_share);
       if (!have_local || d.accept) {
         have_local = true;
-        r.partition_id = info.id;
-        r.entropy = d.entropy;
-        r.confidence = d.max_prob;
-        r.label = d.index < static_cast<int>(info.labels.size()) ? info.labels[d.index]
-                                                                : std::to_string(d.index);
-        r.index = d.is_other ? -1 : TaskIndex(r.label, d.index);
+        SetLocalAnswer(info, d, &r);
       }
       if (d.accept) {
         cache->Get(info.id);  // a hit: keeps the answering partition most recent
         r.source = AnswerSource::kLocal;
+        r.is_private = privacy.is_private;
+        r.private_mass = privacy.mass;
         ++local;
         r.total_us = MicrosSince(t0);
         return r;
       }
     }
 
+    // The gate rejected every local answer: the query would be uploaded.
+    const bool would_upload = cloud && !config.local_only;
+    if (would_upload && !privates->empty()) {
+      KC_RETURN_IF_ERROR(CheckUncovered(*privates, input, &ran, &privacy, &r));
+    }
+    r.private_mass = privacy.mass;
+    if (privacy.is_private) {
+      ++kept_private;
+      if (!have_local) {
+        return FailedPrecondition(privacy.reason +
+                                  "; the input was not uploaded and no partition is cached "
+                                  "(install one that holds the private classes)");
+      }
+      if (privacy.answer) SetLocalAnswer(privacy.answer->first, privacy.answer->second, &r);
+      r.source = AnswerSource::kPrivate;
+      r.is_private = true;
+      r.kept_reason = privacy.reason;
+      r.total_us = MicrosSince(t0);
+      return r;
+    }
+    if (config.local_only) {
+      if (!have_local) {
+        return FailedPrecondition("the engine is local-only and no partition is cached");
+      }
+      ++kept_local_only;
+      r.source = AnswerSource::kLocalOnly;
+      r.kept_reason = "local-only mode: the gate rejected the local answer and the cloud is "
+                      "not asked";
+      r.total_us = MicrosSince(t0);
+      return r;
+    }
     if (!cloud) {
       if (!have_local) {
         return FailedPrecondition("no partition is cached and no cloud is configured");
@@ -441,6 +610,7 @@ Status Engine::SetManifest(Manifest manifest) {
   }
   std::lock_guard<std::mutex> lock(impl_->mu);
   KC_RETURN_IF_ERROR(impl_->CheckReplacementLocked(manifest));
+  impl_->AddPrivateLocked(manifest.private_labels);
   impl_->manifest = std::move(manifest);
   impl_->has_manifest = true;
   return Status::Ok();
@@ -536,6 +706,8 @@ EngineStats Engine::Stats() const {
   s.degraded = e.degraded;
   s.cloud_errors = e.cloud_errors;
   s.uplink_bytes = e.uplink_bytes;
+  s.kept_private = e.kept_private;
+  s.kept_local_only = e.kept_local_only;
   if (e.fetcher) {
     FetchStats f = e.fetcher->Stats();
     s.fetches = f.fetches;

@@ -797,5 +797,232 @@ TEST_F(FromManifestTest, WithTrustedKeysAnUnverifiedManifestIsRefused) {
   EXPECT_FALSE(from_dir.ok());
 }
 
+// ---- Privacy routing -------------------------------------------------------
+
+// The kws test task: labels a..h, `privates` marked private.
+Manifest PrivateManifest(std::vector<std::string> privates) {
+  Manifest m;
+  m.task = "kws";
+  m.labels = {"a", "b", "c", "d", "e", "f", "g", "h"};
+  m.private_labels = std::move(privates);
+  return m;
+}
+
+std::unique_ptr<Engine> PrivateEngine(std::shared_ptr<CloudBackend> cloud,
+                                      std::vector<std::string> privates, float share = 0.2f,
+                                      bool local_only = false, ModelFactory factory = nullptr) {
+  EngineConfig cfg;
+  cfg.task = "kws";
+  cfg.private_share = share;
+  cfg.local_only = local_only;
+  auto e = Engine::Create(cfg, std::move(cloud), std::move(factory));
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_TRUE((*e)->SetManifest(PrivateManifest(std::move(privates))).ok());
+  return std::move(e).value();
+}
+
+// Logits (0, 2, 0, 0): "b" at 0.71, normalized entropy 0.66: the gate (0.5) rejects it.
+const Input kUnsureB{{0.f, 2.f, 0.f, 0.f}};
+const Input kConfidentB{{0.f, 20.f, 0.f, 0.f}};
+
+TEST(EnginePrivacy, APrivateAnswerTheGateRejectsIsAnsweredLocally) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  auto engine = PrivateEngine(cloud, {"b"});
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  auto r = engine->Infer(kUnsureB.view());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->source, AnswerSource::kPrivate);
+  EXPECT_STREQ(AnswerSourceName(r->source), "private");
+  EXPECT_TRUE(r->is_private);
+  EXPECT_EQ(r->label, "b");
+  EXPECT_EQ(r->index, 1);
+  EXPECT_NEAR(r->confidence, std::exp(2.f) / (std::exp(2.f) + 3.f), 1e-5);
+  EXPECT_NEAR(r->private_mass, r->confidence, 1e-6);
+  EXPECT_NE(r->kept_reason.find("'b' is a private class"), std::string::npos) << r->kept_reason;
+  EXPECT_EQ(r->uplink_bytes, 0);
+  EXPECT_EQ(cloud->infers, 0);
+  auto s = engine->Stats();
+  EXPECT_EQ(s.kept_private, 1);
+  EXPECT_EQ(s.local + s.cloud + s.degraded, 0);
+
+  // Without private labels the same query is uploaded.
+  auto plain_cloud = std::make_shared<ScriptedCloud>();
+  auto plain = PrivateEngine(plain_cloud, {});
+  ASSERT_TRUE(plain->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  ASSERT_EQ(plain->Infer(kUnsureB.view())->source, AnswerSource::kCloud);
+  EXPECT_EQ(plain_cloud->infers, 1);
+  EXPECT_EQ(plain->Stats().kept_private, 0);
+}
+
+TEST(EnginePrivacy, AConfidentPrivateAnswerIsLocalAndFlagged) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  auto engine = PrivateEngine(cloud, {"b"});
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  auto r = engine->Infer(kConfidentB.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kLocal);
+  EXPECT_TRUE(r->is_private);
+  EXPECT_EQ(cloud->infers, 0);
+  EXPECT_EQ(engine->Stats().local, 1);
+  EXPECT_EQ(engine->Stats().kept_private, 0);  // the gate kept it anyway
+  auto a = engine->Infer(kConfidentA.view());
+  EXPECT_EQ(a->source, AnswerSource::kLocal);
+  EXPECT_FALSE(a->is_private);
+}
+
+TEST(EnginePrivacy, PrivateMassOverTheShareStaysEvenWhenTheAnswerIsPublic) {
+  // Logits (1, 0.5, 0, 0): "a" answers at 0.43, the private "b" holds 0.26.
+  const Input mixed{{1.f, 0.5f, 0.f, 0.f}};
+  const float pb = std::exp(0.5f) / (std::exp(1.f) + std::exp(0.5f) + 2.f);
+  for (float share : {0.2f, 0.25f}) {  // below the mass
+    auto cloud = std::make_shared<ScriptedCloud>();
+    auto engine = PrivateEngine(cloud, {"b"}, share);
+    ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+    auto r = engine->Infer(mixed.view());
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->source, AnswerSource::kPrivate) << share;
+    EXPECT_EQ(r->label, "a");  // the local answer, flagged
+    EXPECT_NEAR(r->private_mass, pb, 1e-5);
+    EXPECT_NE(r->kept_reason.find("private classes hold 0.26"), std::string::npos)
+        << r->kept_reason;
+    EXPECT_EQ(cloud->infers, 0);
+  }
+  for (float share : {0.27f, 1.0f}) {  // at or above the mass: uploaded
+    auto cloud = std::make_shared<ScriptedCloud>();
+    auto engine = PrivateEngine(cloud, {"b"}, share);
+    ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+    auto r = engine->Infer(mixed.view());
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->source, AnswerSource::kCloud) << share;
+    EXPECT_FALSE(r->is_private);
+    EXPECT_NEAR(r->private_mass, pb, 1e-5);
+    EXPECT_EQ(cloud->infers, 1);
+  }
+}
+
+TEST(EnginePrivacy, APrivateClassNoInstalledModelHoldsKeepsTheQuery) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  auto engine = PrivateEngine(cloud, {"g"});
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  auto r = engine->Infer(kUnsure.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kPrivate);
+  EXPECT_EQ(r->partition_id, "p0");
+  EXPECT_NE(r->kept_reason.find("'g' are held by no installed model"), std::string::npos)
+      << r->kept_reason;
+  EXPECT_EQ(cloud->infers, 0);
+  // Confident public answers are unaffected.
+  EXPECT_EQ(engine->Infer(kConfidentA.view())->source, AnswerSource::kLocal);
+
+  // A cold device cannot tell at all: refused, not uploaded.
+  auto cold_cloud = std::make_shared<ScriptedCloud>();
+  auto cold = PrivateEngine(cold_cloud, {"g"});
+  auto refused = cold->Infer(kUnsure.view());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("not uploaded"), std::string::npos)
+      << refused.status().message();
+  EXPECT_EQ(cold_cloud->infers, 0);
+  EXPECT_EQ(cold->Stats().kept_private, 1);
+}
+
+TEST(EnginePrivacy, ACachedModelHoldingTheUncheckedPrivateClassIsAskedBeforeAnUpload) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  auto engine = PrivateEngine(cloud, {"g"});
+  auto p1 = Echo("p1", {"e", "f", "g", "h"});
+  auto p0 = Echo("p0", {"a", "b", "c", "d"}, -1, /*threshold=*/0.0f);  // never sure
+  ASSERT_TRUE(engine->Install(p1).ok());
+  ASSERT_TRUE(engine->Install(p0).ok());  // active
+  // p0 answers "c" unsure; p1, holding the private "g", says "g": kept, p1's answer.
+  auto r = engine->Infer(Input{{0.f, 0.f, 2.f, 0.f}}.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kPrivate);
+  EXPECT_EQ(r->label, "g");
+  EXPECT_EQ(r->partition_id, "p1");
+  EXPECT_EQ(r->local_attempts, 2);
+  EXPECT_EQ(cloud->infers, 0);
+  // p1 says "e", "g" at 0.10: not private, uploaded after both ran.
+  auto up = engine->Infer(Input{{2.f, 0.f, 0.f, 0.f}}.view());
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ(up->source, AnswerSource::kCloud);
+  EXPECT_EQ(up->local_attempts, 2);
+  EXPECT_EQ(cloud->infers, 1);
+  EXPECT_EQ(p1->runs, 2);
+  EXPECT_EQ(p0->runs, 2);
+}
+
+TEST(EnginePrivacy, AFetchedManifestCannotMakeAPrivateClassPublic) {
+  auto cloud = CloudHintingP1();  // its manifest has no private labels
+  auto engine = PrivateEngine(cloud, {"b"}, 0.3f, false, EchoFactory());
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  ASSERT_EQ(engine->Infer(kUnsure.view())->source, AnswerSource::kCloud);  // "b" at 0.25
+  ASSERT_TRUE(engine->WaitForFetches(5000));
+  ASSERT_EQ(cloud->manifest_fetches, 1);
+  ASSERT_EQ(engine->ActiveId(), "p1");
+  // p1 (e..h) is unsure of "f"; p0 still holds "b" and is asked: private.
+  auto r = engine->Infer(kUnsureB.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kPrivate);
+  EXPECT_EQ(r->partition_id, "p0");
+  EXPECT_EQ(r->label, "b");
+  EXPECT_EQ(cloud->infers, 1);
+}
+
+TEST(EnginePrivacy, LocalOnlyNeverCallsTheCloud) {
+  auto cloud = CloudHintingP1();
+  auto engine = PrivateEngine(cloud, {"b"}, 0.2f, /*local_only=*/true, EchoFactory());
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  auto r = engine->Infer(Input{{0.f, 0.f, 2.f, 0.f}}.view());  // "c", unsure
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kLocalOnly);
+  EXPECT_STREQ(AnswerSourceName(r->source), "local_only");
+  EXPECT_EQ(r->label, "c");
+  EXPECT_FALSE(r->is_private);
+  EXPECT_NE(r->kept_reason.find("local-only"), std::string::npos);
+  EXPECT_EQ(engine->Infer(kConfidentA.view())->source, AnswerSource::kLocal);
+  EXPECT_EQ(engine->Infer(kUnsureB.view())->source, AnswerSource::kPrivate);  // private first
+  ASSERT_TRUE(engine->WaitForFetches(1000));
+  EXPECT_EQ(cloud->infers + cloud->manifest_fetches + cloud->partition_fetches, 0);
+  auto s = engine->Stats();
+  EXPECT_EQ(s.kept_local_only, 1);
+  EXPECT_EQ(s.kept_private, 1);
+  EXPECT_EQ(s.local, 1);
+  EXPECT_EQ(s.queries, 3);
+
+  auto empty = PrivateEngine(cloud, {}, 0.2f, true);
+  EXPECT_EQ(empty->Infer(kUnsure.view()).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cloud->infers, 0);
+}
+
+TEST(EnginePrivacy, ConfigRejectsAShareOutsideZeroToOne) {
+  EngineConfig cfg;
+  cfg.task = "kws";
+  for (float bad : {-0.1f, 1.5f, std::nanf("")}) {
+    cfg.private_share = bad;
+    auto e = Engine::Create(cfg);
+    EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(e.status().message().find("private_share"), std::string::npos);
+  }
+  for (float ok : {0.0f, 1.0f}) {
+    cfg.private_share = ok;
+    EXPECT_TRUE(Engine::Create(cfg).ok()) << ok;
+  }
+  cfg.local_only = true;
+  EXPECT_NE(cfg.ToString().find("local_only=true"), std::string::npos) << cfg.ToString();
+}
+
+TEST(EnginePrivacy, StagedAnswersOfAPrivateClassAreFlagged) {
+  EngineConfig cfg;
+  cfg.task = "kws";
+  cfg.layer_cache.gate = "confidence";
+  auto engine = std::move(Engine::Create(cfg).value());
+  ASSERT_TRUE(engine->SetManifest(PrivateManifest({"b"})).ok());
+  ASSERT_TRUE(engine->InstallStaged(std::make_shared<ScriptedStagedModel>()).ok());
+  auto b = engine->Infer(kUnsure.view());  // the head answers "b"
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->source, AnswerSource::kLocal);
+  EXPECT_TRUE(b->is_private);
+  EXPECT_FALSE(engine->Infer(kConfidentA.view())->is_private);
+}
+
 }  // namespace
 }  // namespace knowcache

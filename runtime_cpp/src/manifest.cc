@@ -279,6 +279,13 @@ StatusOr<Manifest> Manifest::Parse(const std::string& json_text) {
   KC_RETURN_IF_ERROR(ReadInt(root, "version", "manifest", &version, false));
   m.version = static_cast<int>(version);
   KC_RETURN_IF_ERROR(ReadLabels(root, "labels", "manifest", &m.labels, false));
+  KC_RETURN_IF_ERROR(ReadLabels(root, "private_labels", "manifest", &m.private_labels, false));
+  for (const auto& label : m.private_labels) {
+    if (m.LabelIndex(label) < 0) {
+      return InvalidArgument("manifest.private_labels names '" + label +
+                             "', which is not in manifest.labels");
+    }
+  }
   auto parts = root.find("partitions");
   if (parts == root.end() || !parts->is_array()) {
     return InvalidArgument("manifest.partitions must be a list");
@@ -321,6 +328,10 @@ std::vector<std::string> Manifest::IdsWithRole(PartitionRole role) const {
     if (p.role == role) ids.push_back(p.id);
   }
   return ids;
+}
+
+bool Manifest::IsPrivate(const std::string& label) const {
+  return std::find(private_labels.begin(), private_labels.end(), label) != private_labels.end();
 }
 
 int Manifest::LabelIndex(const std::string& label) const {

@@ -50,6 +50,7 @@ nlohmann::json Valid() {
                                 {"sample_rate", 16000}, {"image_size", {1, 2, 2}}};
   return {
       {"schema_version", 1}, {"task", "kws"}, {"version", 2}, {"labels", {"a", "b", "c"}},
+      {"private_labels", {"c"}},
       {"partitions",
        {{{"id", "cached"}, {"version", 3}, {"role", "cached"}, {"file", "cached.pte"},
          {"labels", {"a", "b", "other"}}, {"other_label", "other"}, {"input", input},
@@ -107,6 +108,19 @@ TEST(Manifest, TheValidManifestParses) {
   EXPECT_EQ((std::vector<int>{in.image_channels, in.image_height, in.image_width}),
             (std::vector<int>{1, 2, 2}));
   EXPECT_EQ(m->Find("staged")->input.sample_rate, 16000);
+  EXPECT_EQ(m->private_labels, std::vector<std::string>{"c"});
+  EXPECT_TRUE(m->IsPrivate("c"));
+  EXPECT_FALSE(m->IsPrivate("a"));
+  EXPECT_FALSE(m->IsPrivate("other"));
+}
+
+TEST(Manifest, PrivateLabelsAreOptional) {
+  auto m = Manifest::Parse(kGood);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_TRUE(m->private_labels.empty());
+  auto empty = Manifest::Parse(Edited("/private_labels", nlohmann::json::array()));
+  ASSERT_TRUE(empty.ok()) << empty.status().ToString();
+  EXPECT_TRUE(empty->private_labels.empty());
 }
 
 TEST(Manifest, AcceptsTheEndsOfEveryRange) {
@@ -167,6 +181,16 @@ INSTANTIATE_TEST_SUITE_P(
                   "manifest.labels must hold non-empty strings"},
         Rejection{"LabelsRepeat", "/labels", nlohmann::json{"a", "b", "a"},
                   "manifest.labels repeats 'a'"},
+        Rejection{"PrivateLabelsNotList", "/private_labels", "c",
+                  "manifest.private_labels must be a list of strings"},
+        Rejection{"PrivateLabelsNotStrings", "/private_labels", nlohmann::json{1},
+                  "manifest.private_labels must hold non-empty strings"},
+        Rejection{"PrivateLabelsRepeat", "/private_labels", nlohmann::json{"c", "c"},
+                  "manifest.private_labels repeats 'c'"},
+        Rejection{"PrivateLabelNotATaskLabel", "/private_labels", nlohmann::json{"zzz"},
+                  "manifest.private_labels names 'zzz', which is not in manifest.labels"},
+        Rejection{"PrivateLabelsWithoutTaskLabels", "/labels", kRemoved,
+                  "manifest.private_labels names 'c', which is not in manifest.labels"},
         Rejection{"PartitionsMissing", "/partitions", kRemoved,
                   "manifest.partitions must be a list"},
         Rejection{"PartitionsNotList", "/partitions", nlohmann::json::object(),

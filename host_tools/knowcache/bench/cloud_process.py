@@ -41,13 +41,18 @@ class CloudProcess:
 
     def __init__(self, models: Path, args: list[str] = (), ready_timeout_s: float = 120):
         self.port = free_port()
-        cmd = [sys.executable, "-m", "knowcache.cli", "serve", "--models", str(models), "--port",
-               str(self.port), "--log-level", "warning", *args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, env={**os.environ, "KNOWCACHE_LOG": "error"})
+        self._cmd = [sys.executable, "-m", "knowcache.cli", "serve", "--models", str(models),
+                     "--port", str(self.port), "--log-level", "warning", *args]
+        self._ready_timeout_s = ready_timeout_s
         self.url = f"http://127.0.0.1:{self.port}"
+        self.start()
+
+    def start(self) -> None:
+        """Starts the server (again, after ``stop()``: same port, same models)."""
+        self.proc = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, env={**os.environ, "KNOWCACHE_LOG": "error"})
         try:
-            wait_until_ready(self.url, ready_timeout_s, self._check_alive)
+            wait_until_ready(self.url, self._ready_timeout_s, self._check_alive)
         except BaseException:
             self.stop()
             raise

@@ -20,7 +20,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from knowcache.bench import device_profile as profiles
 from knowcache.bench import link as linklib
+from knowcache.bench import papers
 from knowcache.bench import sweep
 from knowcache.bench.cloud_process import CloudProcess
 from knowcache.bench.streams import QueryStream
@@ -28,8 +30,7 @@ from knowcache.bench.systems import (ALL_SYSTEMS, LAYER_CACHE_SYSTEMS, SYSTEMS, 
                                      SystemOptions, make_engine, skip_reason)
 from knowcache.manifest import ManifestFile, Role
 from knowcache.manifest import load as load_manifest
-from knowcache.runtime import (CloudTimeoutError, CloudUnavailableError, Manifest,
-                               set_compute_threads)
+from knowcache.runtime import KnowcacheError, Manifest, set_compute_threads
 
 LINK_EMULATION = ("user-space TCP relay on loopback (knowcache.bench.link): per direction one "
                   "shared serializer at the link bandwidth, then RTT/2 propagation delay with "
@@ -45,7 +46,10 @@ class BenchConfig:
     systems: tuple[str, ...] = SYSTEMS
     options: SystemOptions = field(default_factory=SystemOptions)
     device_threads: int = 1
+    device_profile: profiles.DeviceProfile = profiles.PROFILES["host"]
+    device_emulation: str = "scaled"      # or "cgroup" (device_profile.py)
     cloud_stop_at: Optional[int] = None   # stop each system's cloud before this query
+    cloud_back_at: Optional[int] = None   # and start it again before this one
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -56,6 +60,9 @@ class BenchConfig:
             raise ValueError("choose at least one system")
         if self.device_threads < 1:
             raise ValueError("device_threads must be >= 1")
+        if self.cloud_back_at is not None and (self.cloud_stop_at is None
+                                               or self.cloud_back_at <= self.cloud_stop_at):
+            raise ValueError("--cloud-back-at needs --cloud-stop-at before it")
 
 
 @dataclass
@@ -81,8 +88,11 @@ class SystemRun:
 
 
 def run_system(name: str, models: ManifestFile, stream: QueryStream, x: np.ndarray,
-               config: BenchConfig, progress: Progress = None) -> SystemRun:
-    """Runs one system over the stream; the cloud and link are started here if it needs them."""
+               config: BenchConfig, progress: Progress = None,
+               throttle: Optional[profiles.Throttle] = None) -> SystemRun:
+    """Runs one system over the stream; the cloud and link are started here if it needs them,
+    before the device side enters the device profile's throttle."""
+    throttle = throttle or profiles.Throttle(profiles.PROFILES["host"])
     n = len(stream)
     run = SystemRun(name, np.full(n, -1), [""] * n, np.zeros(n), np.zeros(n, np.int64),
                     np.ones(n, np.float32), stream.sample.copy(), np.zeros(n, np.int64),
@@ -97,19 +107,25 @@ def run_system(name: str, models: ManifestFile, stream: QueryStream, x: np.ndarr
             stack.callback(cloud.stop)
             url = stack.enter_context(linklib.relay_process(config.link, cloud.url, config.seed))
         engine = make_engine(name, manifest, url, config.options)
+        stack.enter_context(throttle.applied())
         for i in range(n):
-            if cloud is not None and config.cloud_stop_at is not None and i == config.cloud_stop_at:
+            if cloud is not None and i == config.cloud_stop_at:
                 cloud.stop()
+            if cloud is not None and i == config.cloud_back_at:
+                with throttle.paused():
+                    cloud.start()
             t0 = time.perf_counter()
             try:
                 r = engine.infer(x[i][None])
-            except (CloudUnavailableError, CloudTimeoutError) as e:
+            except KnowcacheError as e:      # the cloud down, or (a faulty link) refusing
+                # a damaged request: the query is lost, counted, and the run goes on
                 run.latency_ms[i] = (time.perf_counter() - t0) * 1e3
                 run.source[i] = "failed"
                 if len(run.errors) < 5:
                     run.errors.append(str(e))
             else:
-                run.latency_ms[i] = (time.perf_counter() - t0) * 1e3
+                run.latency_ms[i] = throttle.adjust_ms((time.perf_counter() - t0) * 1e3,
+                                                       r.local_us)
                 run.pred[i] = r.index
                 run.source[i] = r.source
                 run.uplink_bytes[i] = r.uplink_bytes
@@ -192,6 +208,7 @@ def _layer_cache_summary(run: SystemRun, reference: Optional[np.ndarray]) -> dic
     early = run.exit_index >= 0
     return {
         "flops_saved": 1.0 - float(run.device_flops.mean()) / total,
+        "answered_within_half_flops": float(np.mean(run.device_flops <= 0.5 * total)),
         "exit_histogram": hist,
         "lookup_us_per_query": float(run.lookup_us.mean()),
         "early_exit_fidelity": float(np.mean(run.pred[early] == reference[early]))
@@ -214,13 +231,17 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
     y = stream.label
     runs: dict[str, SystemRun] = {}
     skipped: dict[str, str] = {}
-    for name in config.systems:
-        reason = skip_reason(name, manifest, config.options)
-        if reason:
-            skipped[name] = reason
-            log(f"{name}: skipped ({reason})")
-            continue
-        runs[name] = run_system(name, models, stream, x, config, progress)
+    with profiles.Throttle(config.device_profile, config.device_emulation) as throttle:
+        if throttle.reason:
+            log(throttle.reason)
+        device = {**throttle.describe(), "measured": measure_profile(throttle, manifest, x[0])}
+        for name in config.systems:
+            reason = skip_reason(name, manifest, config.options)
+            if reason:
+                skipped[name] = reason
+                log(f"{name}: skipped ({reason})")
+                continue
+            runs[name] = run_system(name, models, stream, x, config, progress, throttle)
     if "device_full" in runs:
         reference = runs["device_full"].pred
     else:
@@ -231,18 +252,23 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
         if name in systems and whole is not None:
             systems[name]["latency_saved"] = (1.0 - systems[name]["latency_ms"]["mean"]
                                               / whole["latency_ms"]["mean"])
-    return {
+    result = {
         "task": config.task,
         "models": str(manifest.directory),
         "stream": stream.describe(),
         "link": {"profile": config.link.name, "rtt_ms": config.link.rtt_ms,
                  "bandwidth_mbps": config.link.bandwidth_mbps,
-                 "jitter_ms": config.link.jitter_ms, "emulation": LINK_EMULATION},
+                 "jitter_ms": config.link.jitter_ms, "loss": config.link.loss,
+                 "corrupt": config.link.corrupt, "emulation": LINK_EMULATION},
         "device": {"threads": config.device_threads, "machine": platform.machine(),
+                   "profile": device,
                    "cachenet": asdict(config.options),
-                   "cloud_stop_at": config.cloud_stop_at},
+                   "cloud_stop_at": config.cloud_stop_at,
+                   "cloud_back_at": config.cloud_back_at},
         "systems": systems,
         "skipped": skipped,
+        "program_bytes": {role.value: models.first(role)["bytes"]
+                          for role in (Role.FULL, Role.CACHED) if models.first(role)},
         "sweep": sweep.gate_sweeps(manifest, x, y, reference),
         "targets": targets(systems),
         "layer_cache_targets": layer_cache_targets(systems),
@@ -253,6 +279,28 @@ def run_bench(config: BenchConfig, stream: QueryStream, x_test: np.ndarray,
                              if name == "cachenet" else {})}
                    for name, run in runs.items()},
     }
+    result["papers"] = papers.rows(result)
+    return result
+
+
+def measure_profile(throttle: profiles.Throttle, manifest: Manifest, x: np.ndarray) -> dict:
+    """A cgroup quota's measured slowdown on the smallest and the largest device program
+    (it slows a computation that follows an idle wait less than sustained work; the
+    report shows both). Empty unless the cgroup method is in use."""
+    from knowcache.runtime import Partition
+    if throttle.method != "cgroup":
+        return {}
+    programs = [p for p in manifest.partitions if p.role != Role.STAGED]
+    if not programs:
+        return {}
+    smallest = min(programs, key=lambda p: p.bytes)
+    largest = max(programs, key=lambda p: p.bytes)
+    out = {}
+    for info in (smallest, largest):
+        if info.id not in out:
+            program = Partition.from_file(manifest.path_of(info), info)
+            out[info.id] = throttle.measure(lambda: program.run(x[None]))
+    return out
 
 
 def partition_of(manifest: Manifest, y: np.ndarray) -> np.ndarray:

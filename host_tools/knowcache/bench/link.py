@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import socket
+import struct
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -39,12 +41,20 @@ class LinkProfile:
     rtt_ms: float
     bandwidth_mbps: float
     jitter_ms: float = 0.0
+    # Faults, per chunk relayed (at most 16 KiB): the probability that the chunk's
+    # connection is reset (a dropped link: TCP hides packet loss, not a dead path),
+    # and that one of its bytes is flipped (what a broken middlebox does; a real
+    # link's checksums catch almost all of it).
+    loss: float = 0.0
+    corrupt: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rtt_ms < 0 or self.jitter_ms < 0:
             raise ValueError("link rtt_ms and jitter_ms must be >= 0")
         if self.bandwidth_mbps <= 0:
             raise ValueError("link bandwidth_mbps must be > 0")
+        if not (0 <= self.loss <= 1 and 0 <= self.corrupt <= 1):
+            raise ValueError("link loss and corrupt are probabilities in [0, 1]")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -61,14 +71,15 @@ PROFILES = {
 
 
 def profile(name: str, rtt_ms: Optional[float] = None, bandwidth_mbps: Optional[float] = None,
-            jitter_ms: Optional[float] = None) -> LinkProfile:
-    """A named profile, with any of its figures overridden."""
+            jitter_ms: Optional[float] = None, loss: float = 0.0,
+            corrupt: float = 0.0) -> LinkProfile:
+    """A named profile, with any of its figures overridden and faults added."""
     if name not in PROFILES:
         raise ValueError(f"unknown link profile {name!r}; choose one of {', '.join(PROFILES)}")
     base = PROFILES[name]
     return LinkProfile(name, base.rtt_ms if rtt_ms is None else rtt_ms,
                        base.bandwidth_mbps if bandwidth_mbps is None else bandwidth_mbps,
-                       base.jitter_ms if jitter_ms is None else jitter_ms)
+                       base.jitter_ms if jitter_ms is None else jitter_ms, loss, corrupt)
 
 
 class _Direction:
@@ -79,6 +90,20 @@ class _Direction:
         self.rng = rng
         self.busy_until = 0.0
         self.bytes = 0
+        self.resets = 0
+        self.flips = 0
+
+    def damage(self, data: bytes) -> bytes:
+        """The chunk as the link delivers it: ConnectionResetError for a dropped
+        connection, or one byte flipped."""
+        if self.link.loss and self.rng.random() < self.link.loss:
+            self.resets += 1
+            raise ConnectionResetError("link fault: connection dropped")
+        if self.link.corrupt and self.rng.random() < self.link.corrupt:
+            self.flips += 1
+            i = self.rng.randrange(len(data))
+            data = data[:i] + bytes([data[i] ^ (1 << self.rng.randrange(8))]) + data[i + 1:]
+        return data
 
     def delivery_time(self, nbytes: int, now: float) -> float:
         start = max(now, self.busy_until)
@@ -126,6 +151,7 @@ class Relay:
                 if not data:
                     queue.put_nowait((max(last, now), None))
                     break
+                data = direction.damage(data)
                 last = max(last, direction.delivery_time(len(data), now))
                 queue.put_nowait((last, data))
             await sender
@@ -144,7 +170,11 @@ class Relay:
         try:
             await asyncio.gather(*tasks)
         except (ConnectionError, OSError):
-            pass
+            for w in (up_w, client_w):       # a dropped link: both ends see a reset
+                sock = w.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
         finally:
             for t in tasks:
                 t.cancel()
@@ -165,7 +195,8 @@ def relay_process(link: LinkProfile, upstream_url: str, seed: int = 0) -> Iterat
     host_port = upstream_url.split("://", 1)[-1].rstrip("/")
     cmd = [sys.executable, "-m", "knowcache.bench.link", "--upstream", host_port,
            "--rtt-ms", str(link.rtt_ms), "--bandwidth-mbps", str(link.bandwidth_mbps),
-           "--jitter-ms", str(link.jitter_ms), "--seed", str(seed)]
+           "--jitter-ms", str(link.jitter_ms), "--loss", str(link.loss),
+           "--corrupt", str(link.corrupt), "--seed", str(seed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -189,13 +220,17 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--rtt-ms", type=float)
     p.add_argument("--bandwidth-mbps", type=float)
     p.add_argument("--jitter-ms", type=float)
+    p.add_argument("--loss", type=float, default=0.0,
+                   help="probability a chunk's connection is reset")
+    p.add_argument("--corrupt", type=float, default=0.0,
+                   help="probability a chunk gets one byte flipped")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     host, _, port = a.upstream.rpartition(":")
     if not host or not port.isdigit():
         p.error(f"--upstream must look like 127.0.0.1:8000, not {a.upstream!r}")
     try:
-        link = profile(a.profile, a.rtt_ms, a.bandwidth_mbps, a.jitter_ms)
+        link = profile(a.profile, a.rtt_ms, a.bandwidth_mbps, a.jitter_ms, a.loss, a.corrupt)
     except ValueError as e:
         p.error(str(e))
     relay = Relay(link, (host, int(port)), a.seed)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from knowcache.atomic import replace_atomically
+from knowcache.bench import papers
 
 COLORS = {"cloud_only": "#4c72b0", "device_only": "#dd8452", "two_stage": "#55a868",
           "cachenet": "#c44e52", "device_full": "#8172b3", "generic_gate": "#937860",
@@ -107,6 +108,17 @@ def layer_cache_table(report: dict) -> Table:
     return t
 
 
+def papers_table(report: dict) -> Table:
+    t = Table(title="the papers' headline comparisons, measured the same way on this run "
+                    "(their devices, links and data differ: see docs/benchmarks.md)")
+    for col in ("paper", "comparison", "published", "this run"):
+        t.add_column(col, justify="right" if col in ("published", "this run") else "left")
+    for row in papers.rows(report):
+        t.add_row(row["paper"], row["claim"], papers.describe(row["published"], row["unit"]),
+                  papers.describe(row["measured"], row["unit"]))
+    return t
+
+
 def online_summary(online: dict) -> str:
     last = online["windows"][-1]
     reached = online["targets_reached_by_request"]
@@ -140,7 +152,27 @@ def print_report(report: dict, console: Console) -> None:
         console.print(layer_cache_table(report))
     if report.get("online"):
         console.print(online_summary(report["online"]))
+    if papers.rows(report):
+        console.print(papers_table(report))
     console.print(f"[dim]link: {report['link']['emulation']}[/dim]")
+    for line in profile_lines(report["device"].get("profile")):
+        console.print(f"[dim]{line}[/dim]", highlight=False)
+
+
+def profile_lines(profile: dict | None) -> list[str]:
+    """How the device side was slowed, and by how much it measurably was."""
+    if not profile or profile["method"] == "none":
+        return []
+    how = (f"cgroup v1 CPU quota {profile['cfs_quota_us']} us per {profile['cfs_period_us']} us"
+           if profile["method"] == "cgroup" else
+           f"each query's device compute time (the runtime's local_us) scaled by "
+           f"{profile['nominal_slowdown']:g}")
+    lines = [f"device profile {profile['profile']} ({profile['description']}): {how}"]
+    for program, m in profile.get("measured", {}).items():
+        lines.append(f"  {program}: {m['reference_ms']:.2f} ms on the whole core, "
+                     f"{m['profiled_ms']:.2f} ms profiled ({m['measured_slowdown']:.1f}x; "
+                     f"nominal {profile['nominal_slowdown']:g}x)")
+    return lines
 
 
 def write_json(report: dict, path: Path) -> Path:

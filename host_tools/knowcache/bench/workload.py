@@ -27,8 +27,9 @@ def load(task: str, *, quick: bool, queries: Optional[int] = None, zipf: float =
     from its files instead, leaving out speakers in ``exclude_speakers`` (those the
     models were fitted or calibrated on)."""
     spec = tasks.VISION_CIFAR10 if (task == "vision" and cifar10) else tasks.get(task)
-    config = StreamConfig(queries=queries or QUERIES[quick], zipf=zipf,
-                          repeat=DEFAULT_REPEAT[task] if repeat is None else repeat, seed=seed)
+    if repeat is None:
+        repeat = DEFAULT_REPEAT[tasks.family(task)]
+    config = StreamConfig(queries=queries or QUERIES[quick], zipf=zipf, repeat=repeat, seed=seed)
     if data is not None:
         y, x, source = _folder(task, spec, data, exclude_speakers)
         return build(y, spec.labels, spec.popularity, config), x, source

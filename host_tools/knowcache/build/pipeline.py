@@ -25,7 +25,8 @@ from knowcache.models import FULL_CONFIGS, STUDENT_WIDTH, ModelRecord, build_net
 from knowcache.models.nets import QUICK_FULL_WIDTH
 from knowcache.models.resnet import ResNetConfig
 from knowcache.models.spectrogram import SPECTROGRAM_CONFIG, SpectrogramNet
-from knowcache.tasks import KWS, VISION, VISION_CIFAR10, TaskSpec
+from knowcache import tasks
+from knowcache.tasks import VISION_CIFAR10, TaskSpec
 
 PLAN = "plan.json"
 
@@ -52,11 +53,14 @@ class BuildConfig:
     extra: dict = field(default_factory=dict)
 
     def spec(self) -> TaskSpec:
-        if self.task == "kws":
-            return KWS
-        if self.task == "vision":
-            return VISION_CIFAR10 if self.cifar10 else VISION
-        raise ValueError(f"unknown task {self.task!r}; choose kws or vision")
+        if self.task == "vision" and self.cifar10:
+            return VISION_CIFAR10
+        return tasks.get(self.task)
+
+    @property
+    def family(self) -> str:
+        """kws, or vision (every image task takes the vision recipe)."""
+        return tasks.family(self.task)
 
     def epochs(self, which: str) -> int:
         given = {"full": self.full_epochs, "spectrogram": self.full_epochs}.get(
@@ -69,11 +73,11 @@ class BuildConfig:
             return 3
         return {("kws", "full"): 40, ("kws", "student"): 30, ("kws", "spectrogram"): 40,
                 ("vision", "full"): 30,
-                ("vision", "student"): 20}[(self.task, which)]
+                ("vision", "student"): 20}[(self.family, which)]
 
     def full_config(self):
-        cfg = FULL_CONFIGS[self.task]
-        if self.task == "vision":
+        cfg = FULL_CONFIGS[self.family]
+        if self.family == "vision":
             cfg = replace(cfg, in_channels=self.spec().image_size[0])
         if self.task == "kws":
             branch = SPECTROGRAM_CONFIG.scaled(QUICK_FULL_WIDTH) if self.quick else SPECTROGRAM_CONFIG
@@ -84,7 +88,7 @@ class BuildConfig:
     def student_config(self):
         if self.task == "kws":
             return self.full_config().student(STUDENT_WIDTH["kws"])
-        return self.full_config().scaled(STUDENT_WIDTH[self.task])
+        return self.full_config().scaled(STUDENT_WIDTH[self.family])
 
     def fit(self, which: str) -> training.FitConfig:
         if self.task == "kws" and which != "spectrogram":   # a head on frozen features
@@ -213,7 +217,7 @@ def train_full(cfg: BuildConfig, data: Dataset, log: training.Log = print) -> Mo
     y = torch.from_numpy(data.train.y.astype(np.int64))
     config = cfg.full_config()
     norm = (0.0, 1.0)
-    if cfg.task == "vision":
+    if cfg.family == "vision":
         norm = (float(x.mean()), float(x.std()))
     members = getattr(config, "members", 1)
     heads = []

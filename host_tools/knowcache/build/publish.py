@@ -169,6 +169,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     metrics["build"] = {"config": _plan_config(cfg), "trained_on": plan.get("trained_on"),
                         "export_seconds": round(time.time() - started, 1)}
     manifest.write(stage, cfg.task, labels, entries, signing_key=signing_key,
+                   private_labels=plan.get("private", []),
                    selector={"kind": "partition_mass",
                              "partitions": [f"p{i}" for i in range(len(plan["groups"]))]})
     (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from knowcache.commands._params import TASK
 from knowcache.commands._progress import progress_bar
 
 # knowcache.bench.systems.SYSTEMS and LAYER_CACHE_SYSTEMS (kept import-free here)
@@ -43,10 +44,13 @@ def _console():
 def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None, zipf=1.0,
             repeat=None, seed=0, systems=None, layer_cache=False, online_requests=2000,
             retrain_every=250, slots=2, local_attempts=2,
-            admit_after_hints=1, device_budget_mb=None, device_threads=1, rtt_ms=None, bandwidth_mbps=None,
-            jitter_ms=None, cloud_stop_at=None, json_path=None, plots=None, console=None,
+            admit_after_hints=1, device_budget_mb=None, device_threads=1, device_profile="host",
+            device_emulation="scaled", rtt_ms=None, bandwidth_mbps=None,
+            jitter_ms=None, loss=0.0, corrupt=0.0, cloud_stop_at=None, cloud_back_at=None,
+            json_path=None, plots=None, console=None,
             data_paths=None) -> dict:
     """Runs the benchmark for one task and shows it; returns the report."""
+    from knowcache.bench import device_profile as profiles
     from knowcache.bench import harness, link, report, workload
     from knowcache.bench.systems import SystemOptions
 
@@ -61,13 +65,16 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
             f"folder holding {task}/manifest.json, or build them with `knowcache build-models "
             f"--task {task}`")
     try:
-        link_profile = link.profile(profile, rtt_ms, bandwidth_mbps, jitter_ms)
+        link_profile = link.profile(profile, rtt_ms, bandwidth_mbps, jitter_ms, loss, corrupt)
         options = SystemOptions(
             slots=slots, local_attempts=local_attempts, admit_after_hints=admit_after_hints,
             device_budget_bytes=None if device_budget_mb is None else int(device_budget_mb * 2**20))
         config = harness.BenchConfig(models=models, task=task, link=link_profile,
                                      systems=tuple(systems), options=options,
-                                     device_threads=device_threads, cloud_stop_at=cloud_stop_at,
+                                     device_threads=device_threads,
+                                     device_profile=profiles.get(device_profile),
+                                     device_emulation=device_emulation,
+                                     cloud_stop_at=cloud_stop_at, cloud_back_at=cloud_back_at,
                                      seed=seed)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
@@ -116,7 +123,7 @@ def _online(task, task_dir, quick, requests, zipf, repeat, seed, retrain_every, 
 
 
 @click.command()
-@click.option("--task", type=click.Choice(["kws", "vision"]), required=True)
+@click.option("--task", type=TASK, required=True)
 @click.option("--profile", type=click.Choice(["wifi", "lte"]), default="wifi", show_default=True,
               help="Emulated access link between device and cloud.")
 @click.option("--quick", is_flag=True, help="A short stream (300 queries; kws: 25 clips per class).")
@@ -152,13 +159,28 @@ def _online(task, task_dir, quick, requests, zipf, repeat, seed, retrain_every, 
               help="device_full runs only if the full model fits (default: no limit).")
 @click.option("--device-threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ExecuTorch threads on the device side.")
+@click.option("--device-profile", type=click.Choice(["host", "phone", "board"]), default="host",
+              show_default=True,
+              help="Run the device side at a fraction of one core: phone 1/4, board 1/10. See "
+                   "docs/benchmarks.md.")
+@click.option("--device-emulation", type=click.Choice(["scaled", "cgroup"]), default="scaled",
+              show_default=True,
+              help="How a profile slows the device: scale its measured compute time, or a cgroup "
+                   "v1 CPU quota (root; under-slows short computations after idle waits).")
 @click.option("--rtt-ms", type=click.FloatRange(min=0), default=None, help="Override the profile's RTT.")
 @click.option("--bandwidth-mbps", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Override the profile's bandwidth.")
 @click.option("--jitter-ms", type=click.FloatRange(min=0), default=None,
               help="Override the profile's jitter.")
+@click.option("--loss", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Link fault: probability that a relayed chunk (<= 16 KiB) resets its "
+                   "connection.")
+@click.option("--corrupt", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Link fault: probability that a relayed chunk gets one byte flipped.")
 @click.option("--cloud-stop-at", type=click.IntRange(min=0), default=None,
               help="Stop each system's cloud before this query (resilience check).")
+@click.option("--cloud-back-at", type=click.IntRange(min=1), default=None,
+              help="Start it again before this query (after --cloud-stop-at).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the report as JSON here.")
 @click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from knowcache.commands._params import TASK
 from knowcache.commands._progress import progress_bar
 
 
@@ -16,7 +17,7 @@ def _split_list(_ctx, _param, value: str | None) -> tuple[str, ...]:
 
 def build_options(f):
     """Options every model command shares; builds a BuildConfig as ``cfg``."""
-    @click.option("--task", type=click.Choice(["kws", "vision"]), required=True)
+    @click.option("--task", type=TASK, required=True)
     @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
                   help="Folder for trained models (default out/work/<task>[-quick]).")
     @click.option("--quick", is_flag=True, help="Small data, models and epochs (minutes on a CPU).")

@@ -62,10 +62,38 @@ def speech(seed: int, quick: bool, per_word, speech_commands: Path | None, refre
 @click.option("--cifar10", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Use a CIFAR-10 python-pickle folder instead.")
 @click.option("--refresh", is_flag=True, help="Re-read the source files even if cached.")
-def images(seed: int, fashion_mnist: Path | None, cifar10: Path | None, refresh: bool) -> None:
-    """Images: Fashion-MNIST from Debian's dataset-fashion-mnist (or CIFAR-10)."""
+@click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None,
+              help="Your own image task: DIR/train/<class>/*.png|jpg, DIR/test/<class>/..., "
+                   "optional DIR/val/ (needs --task NAME). See docs/image-tasks.md.")
+@click.option("--task", "task_name", default=None,
+              help="With --folder: the new task's name (then `--task NAME` everywhere).")
+@click.option("--task-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="With --folder: JSON with image_size, popularity, cached, "
+                                 "private, partitions (each optional).")
+def images(seed: int, fashion_mnist: Path | None, cifar10: Path | None, refresh: bool,
+           folder: Path | None, task_name: str | None, task_file: Path | None) -> None:
+    """Images: Fashion-MNIST from Debian's dataset-fashion-mnist (or CIFAR-10), or your
+    own image task from a folder (--folder DIR --task NAME)."""
     from knowcache.data import store
+    if (task_name or task_file) and folder is None:
+        raise click.UsageError("--task and --task-file go with --folder DIR")
+    if folder is not None and (fashion_mnist or cifar10):
+        raise click.UsageError("--folder defines a new task; drop --path and --cifar10")
     try:
+        if folder is not None:
+            if not task_name:
+                raise click.UsageError("--folder needs --task NAME: the name later commands "
+                                       "use (e.g. --task flowers)")
+            from knowcache.data import image_tasks
+            spec, ds = image_tasks.ingest(folder, task_name, task_file, seed=seed)
+            click.echo(ds.summary())
+            click.echo(f"task {spec.name}: {len(spec.labels)} classes, input "
+                       f"{'x'.join(map(str, spec.image_size))}, cached "
+                       f"{', '.join(spec.popularity[:spec.cached_count])}, "
+                       f"{spec.partitions} partitions; saved in {image_tasks.task_dir(spec.name)}")
+            click.echo(f"next: knowcache build-models --task {spec.name}")
+            return
         ds = store.images(seed=seed, fashion_mnist=fashion_mnist, cifar10=cifar10,
                           refresh=refresh)
     except (ValueError, FileNotFoundError, RuntimeError) as e:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from knowcache.commands._params import TASK
 from knowcache.commands._progress import progress_bar
 
 DEFAULT_BUNDLE = Path("build/android-bundle")
@@ -38,7 +39,7 @@ def _link(port, adb) -> None:
               help="With --adb: install this build of the demo app (android_app/) and copy "
               "the programs into its files folder, instead of the bundle.")
 @click.option("--baud", default=115200, show_default=True)
-@click.option("--task", type=click.Choice(["kws", "vision"]), required=True)
+@click.option("--task", type=TASK, required=True)
 @click.option("--models", type=click.Path(file_okay=False, path_type=Path), default=Path("models"),
               show_default=True, help="Folder of <task>/manifest.json.")
 @click.option("--partitions", default=None,

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from knowcache.commands._params import TASK
+
 
 @click.command("eval")
-@click.option("--task", type=click.Choice(["kws", "vision"]), required=True)
+@click.option("--task", type=TASK, required=True)
 @click.option("--models", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Folder with the task's manifest.json (default models/<task>).")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),

@@ -13,6 +13,11 @@ import click
 @click.option("--list-devices", is_flag=True, help="List the input devices and exit.")
 @click.option("--cloud", default=None, help="URL of `knowcache serve` for what the gate rejects.")
 @click.option("--token", default=None, envvar="KNOWCACHE_TOKEN", help="Bearer token of the cloud.")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="https cloud: PEM file of the CAs its certificate must chain to "
+                   "(default: the system's).")
+@click.option("--local-only", is_flag=True,
+              help="Never ask the cloud: what the gate rejects is answered locally, flagged.")
 @click.option("--models", type=click.Path(file_okay=False, path_type=Path),
               default=Path("models/kws"), show_default=True, help="Folder with the kws manifest.json.")
 @click.option("--model", default="cached", show_default=True,
@@ -24,8 +29,8 @@ import click
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after this many seconds of audio (default: until Ctrl-C).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
-def listen(device, list_devices, cloud, token, models, model, threshold, record, duration,
-           as_json) -> None:
+def listen(device, list_devices, cloud, token, ca_file, local_only, models, model, threshold,
+           record, duration, as_json) -> None:
     """Recognize spoken commands live: local answers from the cache, the rest from the cloud."""
     from knowcache.listen import microphone
     from knowcache.listen.recognizer import Recognizer
@@ -44,7 +49,8 @@ def listen(device, list_devices, cloud, token, models, model, threshold, record,
     try:
         set_compute_threads(1)
         engine = Engine.from_models_dir(models, install=[model], cloud_url=cloud, token=token,
-                                        threshold=threshold, fetch_hints=False)
+                                        threshold=threshold, fetch_hints=False,
+                                        ca_file=ca_file, local_only=local_only)
     except (KnowcacheError, ValueError, LookupError) as e:
         raise click.ClickException(f"cannot load {model!r} from {models}: {e}") from e
     if engine.manifest.task != "kws":
@@ -73,8 +79,10 @@ def listen(device, list_devices, cloud, token, models, model, threshold, record,
     if as_json:
         click.echo(json.dumps({"summary": summary}))
     else:
+        kept = "".join(f", {summary[k]} {k.replace('_', '-')}"
+                       for k in ("private", "local_only") if summary.get(k))
         err.write(f"{summary['utterances']} commands: {summary['local']} local, "
-                  f"{summary['cloud']} cloud, {summary['degraded']} degraded "
+                  f"{summary['cloud']} cloud, {summary['degraded']} degraded{kept} "
                   f"(local rate {summary['local_rate']:.0%}); median latency "
                   f"{summary['latency_ms_median']:.0f} ms; real-time factor "
                   f"{summary['real_time_factor']:.3f} on one thread; "

@@ -13,6 +13,10 @@ import click
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--token", default=None, help="Require this bearer token (or set KNOWCACHE_TOKEN).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Serve HTTPS with this PEM certificate (chain); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The PEM private key of --tls-cert (unencrypted).")
 @click.option("--batching/--no-batching", default=True, show_default=True,
               help="Run concurrent infer requests together.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True)
@@ -32,17 +36,23 @@ import click
               "Ed25519 private key (`knowcache keys generate`), for devices that require "
               "signed manifests.")
 @click.option("--log-level", default="info", show_default=True)
-def serve(models, host, port, token, batching, max_batch, max_wait_ms, queue_limit, timeout_s,
-          learn_exits, retrain_every, signing_key, log_level) -> None:
+def serve(models, host, port, token, tls_cert, tls_key, batching, max_batch, max_wait_ms,
+          queue_limit, timeout_s, learn_exits, retrain_every, signing_key, log_level) -> None:
     """Serve full models, partition hints and partition downloads over HTTP.
 
     Every task under MODELS is loaded and its programs verified (sha256) before the
     server listens; each task loaded or refused is logged with the reason, the
-    healthy ones are served, and the command fails when none loads."""
+    healthy ones are served, and the command fails when none loads. With --tls-cert and
+    --tls-key it speaks HTTPS only (devices verify the certificate: --ca-file on their
+    side); the pair is checked before anything loads. Tokens are never logged."""
     import uvicorn
 
     from knowcache.server import ServeConfig, create_app
-    from knowcache.server import registry
+    from knowcache.server import registry, tls
+    try:
+        pair = tls.check_pair(tls_cert, tls_key)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
     try:
         config = ServeConfig(models=models, token=token, batching=batching, max_batch=max_batch,
                              max_wait_ms=max_wait_ms, queue_limit=queue_limit,
@@ -54,8 +64,13 @@ def serve(models, host, port, token, batching, max_batch, max_wait_ms, queue_lim
     except ValueError as e:
         raise click.ClickException(str(e)) from e
     say = lambda m: click.echo(f"knowcache serve: {m}", err=True)  # noqa: E731
+    if tls.token_in_clear(host, config.token, pair is not None):
+        say(f"warning: the bearer token crosses the network in clear text on {host}; "
+            "serve HTTPS with --tls-cert and --tls-key")
     report = registry.load_all(config.models, learn_exits, retrain_every, log=say, warn=say,
                                signing_key=signing_key)
     if not report.tasks:
         raise click.ClickException("nothing to serve; fix what is refused above")
-    uvicorn.run(create_app(config, report=report), host=host, port=port, log_level=log_level)
+    ssl = {"ssl_certfile": pair[0], "ssl_keyfile": pair[1]} if pair else {}
+    uvicorn.run(create_app(config, report=report), host=host, port=port, log_level=log_level,
+                **ssl)

@@ -41,6 +41,11 @@ def read_wav(source: str | Path | bytes, name: str | None = None) -> tuple[np.nd
     return decode_wav(data, name)
 
 
+# Sample rates a recording can have; a header outside them is damaged (and no
+# resampling ratio exists for it).
+MIN_RATE, MAX_RATE = 1000, 768_000
+
+
 def decode_wav(data: bytes, name: str) -> tuple[np.ndarray, int]:
     """``read_wav`` on bytes: walks the RIFF chunks as knowcache-device does (inputs.cc)."""
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
@@ -73,9 +78,10 @@ def decode_wav(data: bytes, name: str) -> tuple[np.ndarray, int]:
 
 
 def _samples(pcm: bytes, tag: int, channels: int, rate: int, bits: int, name: str) -> np.ndarray:
-    if channels < 1 or rate < 1:
-        raise ValueError(f"{name}: the header says {channels} channel(s) at {rate} Hz; the file "
-                         "is damaged (copy or export it again)")
+    if channels < 1 or not MIN_RATE <= rate <= MAX_RATE:
+        raise ValueError(f"{name}: the header says {channels} channel(s) at {rate} Hz (recordings "
+                         f"are {MIN_RATE}-{MAX_RATE} Hz); the file is damaged (copy or export "
+                         "it again)")
     if tag == _PCM and bits in (8, 16, 24, 32):
         width = bits // 8
     elif tag == _FLOAT and bits in (32, 64):

@@ -26,6 +26,7 @@ each refusal and goes on.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -161,9 +162,14 @@ def image_pixels(data: bytes, name: str, image_size: Sequence[int]) -> np.ndarra
         with Image.open(io.BytesIO(data)) as im:
             im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise InputError(f"{name}: not a readable image ({e}); pass a PNG, JPEG or BMP "
                          "file") from None
+    except (ValueError, SyntaxError, EOFError, struct.error, IndexError, ZeroDivisionError) as e:
+        # What Pillow's decoders raise on damaged headers (found by fuzzing:
+        # scripts/fuzz_python.py image), e.g. "Truncated IHDR chunk".
+        raise InputError(f"{name}: a damaged image ({type(e).__name__}: {e}); pass a PNG, JPEG "
+                         "or BMP file that opens in an image viewer") from None
     return a[None] if c == 1 else a.transpose(2, 0, 1)
 
 

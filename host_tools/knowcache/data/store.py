@@ -95,7 +95,7 @@ def test_split(task: str, *, seed: int = 0, quick: bool = False, speech_commands
     if task == "vision":
         return images(seed=seed, fashion_mnist=fashion_mnist, cifar10=cifar10)
     if task != "kws":
-        raise ValueError(f"unknown task {task!r}; choose kws or vision")
+        return _image_task(task)
     if speech_commands is not None:
         return speech(seed=seed, quick=quick, speech_commands=speech_commands)
     if _speech_path(seed, False, None).is_file():
@@ -111,7 +111,16 @@ def for_task(task: str, **kwargs) -> Dataset:
     if task == "vision":
         return images(**{k: v for k, v in kwargs.items() if k in
                          ("seed", "quick", "fashion_mnist", "cifar10", "refresh")})
-    raise ValueError(f"unknown task {task!r}; choose kws or vision")
+    ds = _image_task(task)
+    return shrink(ds, QUICK_IMAGES, kwargs.get("seed", 0)) if kwargs.get("quick") else ds
+
+
+def _image_task(task: str) -> Dataset:
+    """An image task's data, as `knowcache data images` ingested it."""
+    from knowcache import tasks
+    from knowcache.data import image_tasks
+    tasks.get(task)          # an unknown name gets the error that lists the known ones
+    return image_tasks.load_data(task)
 
 
 # Speaker-disjoint parts of a folder of real recordings: fitted on (train),

@@ -25,12 +25,13 @@ class Recognition:
     word: str
     index: int
     confidence: float
-    source: str             # local | cloud | degraded
+    source: str             # local | cloud | degraded | private | local_only
     latency_ms: float       # end of the utterance (as captured) -> result
     compute_ms: float       # the engine's share
     start_s: float          # position in the stream
     end_s: float
     wav: Optional[str] = None
+    private: bool = False   # a private class: this utterance never left the device
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -136,7 +137,7 @@ class Recognizer:
         rec = Recognition(word=word, index=r.index, confidence=float(r.confidence),
                           source=r.source, latency_ms=(done - self._captured_at(seg.end)) * 1e3,
                           compute_ms=r.total_us / 1e3, start_s=seg.start / RATE,
-                          end_s=seg.end / RATE)
+                          end_s=seg.end / RATE, private=bool(r.is_private))
         if self.record:
             rec.wav = str(self._save(self.ring.read(seg.start, min(seg.end - seg.start, 2 * WINDOW)),
                                      word))

@@ -156,7 +156,7 @@ def recover(program_path: str | Path, task: str, labels: list[str], check_inputs
         raise RecoveryError(f"expected the input mean and std among the program's scalar "
                             f"constants, found {len(scalars)} scalars")
     # A kws program with a bare ResNet is a spectrogram branch (the previous kws full model).
-    config = SPECTROGRAM_CONFIG if task == "kws" else FULL_CONFIGS[task]
+    config = SPECTROGRAM_CONFIG if task == "kws" else FULL_CONFIGS["vision"]
     kind, stem, _ = next(n for n in nodes if n[0] in _CONV_NODES)
     channels, stem_width = (1, stem.shape[3]) if kind == "XNNDepthwiseConv2d" else (
         stem.shape[3], stem.shape[0])

@@ -212,12 +212,13 @@ def config_from_dict(d: dict) -> ResNetConfig | EmbeddingHeadConfig:
 
 def build_net(task: str, config: ResNetConfig | EmbeddingHeadConfig, classes: int,
               norm: tuple[float, float] = (0.0, 1.0)) -> nn.Module:
-    """A task's network; ``norm`` is the vision input's (mean, std), unused by kws."""
+    """A task's network; ``norm`` is an image input's (mean, std), unused by kws. Every
+    image task (built in or ingested from a folder) takes the vision network."""
     if task == "kws":
         return KwsNet(config, classes)
-    if task == "vision":
-        return VisionNet(config, classes, *norm)
-    raise ValueError(f"unknown task {task!r}")
+    if not isinstance(config, ResNetConfig):
+        raise ValueError(f"task {task!r} is an image task: its network needs a ResNetConfig")
+    return VisionNet(config, classes, *norm)
 
 
 # The full (cloud) models and the students' width factors. Students are the

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -13,7 +13,8 @@ TOKEN_ENV = "KNOWCACHE_TOKEN"
 @dataclass
 class ServeConfig:
     models: Path = Path("models")
-    token: Optional[str] = None            # bearer token; None: no auth
+    # bearer token; None: no auth. Kept out of repr() so that it is never logged.
+    token: Optional[str] = field(default=None, repr=False)
     batching: bool = True
     max_batch: int = 32                    # requests run together at most
     max_wait_ms: float = 2.0               # how long the first request of a batch waits for company

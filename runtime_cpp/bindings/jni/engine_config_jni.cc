@@ -12,6 +12,7 @@ EngineConfig ReadEngineConfig(JNIEnv* env, jobject config) {
   c.cache.byte_budget = GetLong(env, config, "budgetBytes");
   c.cloud.base_url = GetString(env, config, "cloudUrl");
   c.cloud.token = GetString(env, config, "token");
+  c.cloud.ca_file = GetString(env, config, "caFile");
   c.cloud.connect_timeout_ms = GetInt(env, config, "connectTimeoutMs");
   c.cloud.read_timeout_ms = GetInt(env, config, "readTimeoutMs");
   c.fetch_hints = GetBool(env, config, "fetchHints");
@@ -22,6 +23,8 @@ EngineConfig ReadEngineConfig(JNIEnv* env, jobject config) {
   c.layer_cache.gate = GetString(env, config, "exitGate");
   c.layer_cache.activation.max_entries_per_exit = GetInt(env, config, "activationEntries");
   c.layer_cache.activation.max_bytes = GetLong(env, config, "activationBytes");
+  c.private_share = GetFloat(env, config, "privateShare");
+  c.local_only = GetBool(env, config, "localOnly");
   auto keys = static_cast<jobjectArray>(
       GetObject(env, config, "trustedKeys", "[Ljava/lang/String;"));
   c.signature.trusted_keys = ToStdStrings(env, keys);

@@ -12,22 +12,25 @@ namespace knowcache::python {
 void PybindCloudClient(py::module_* m) {
   py::class_<CloudClientConfig>(*m, "CloudClientConfig")
       .def(py::init([](std::string base_url, std::string token, int connect_timeout_ms,
-                       int read_timeout_ms, int64_t max_response_bytes) {
+                       int read_timeout_ms, int64_t max_response_bytes, std::string ca_file) {
              CloudClientConfig c;
              c.base_url = std::move(base_url);
              c.token = std::move(token);
              c.connect_timeout_ms = connect_timeout_ms;
              c.read_timeout_ms = read_timeout_ms;
              c.max_response_bytes = max_response_bytes;
+             c.ca_file = std::move(ca_file);
              return c;
            }),
            py::arg("base_url") = "", py::arg("token") = "", py::arg("connect_timeout_ms") = 1000,
-           py::arg("read_timeout_ms") = 5000, py::arg("max_response_bytes") = 256ll << 20)
+           py::arg("read_timeout_ms") = 5000, py::arg("max_response_bytes") = 256ll << 20,
+           py::arg("ca_file") = "")
       .def_readwrite("base_url", &CloudClientConfig::base_url)
       .def_readwrite("token", &CloudClientConfig::token)
       .def_readwrite("connect_timeout_ms", &CloudClientConfig::connect_timeout_ms)
       .def_readwrite("read_timeout_ms", &CloudClientConfig::read_timeout_ms)
       .def_readwrite("max_response_bytes", &CloudClientConfig::max_response_bytes)
+      .def_readwrite("ca_file", &CloudClientConfig::ca_file)
       .def("__repr__", &CloudClientConfig::ToString);
 
   py::class_<CloudAnswer>(*m, "CloudAnswer")

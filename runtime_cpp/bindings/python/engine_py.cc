@@ -16,6 +16,7 @@ void PybindEngine(py::module_* m) {
                        const CloudClientConfig& cloud, bool fetch_hints, int max_local_attempts,
                        float threshold_override, int admit_after_hints, int hint_window,
                        std::string exit_gate, int activation_entries, int64_t activation_bytes,
+                       float private_share, bool local_only,
                        std::vector<std::string> trusted_keys, bool require_signature) {
              EngineConfig c;
              c.task = std::move(task);
@@ -29,6 +30,8 @@ void PybindEngine(py::module_* m) {
              c.layer_cache.gate = std::move(exit_gate);
              c.layer_cache.activation.max_entries_per_exit = activation_entries;
              c.layer_cache.activation.max_bytes = activation_bytes;
+             c.private_share = private_share;
+             c.local_only = local_only;
              c.signature.trusted_keys = std::move(trusted_keys);
              c.signature.require_signature = require_signature;
              return c;
@@ -38,7 +41,8 @@ void PybindEngine(py::module_* m) {
            py::arg("max_local_attempts") = 1, py::arg("threshold_override") = -1.0f,
            py::arg("admit_after_hints") = 1, py::arg("hint_window") = 8,
            py::arg("exit_gate") = "learned", py::arg("activation_entries") = 512,
-           py::arg("activation_bytes") = 1 << 20,
+           py::arg("activation_bytes") = 1 << 20, py::arg("private_share") = 0.2f,
+           py::arg("local_only") = false,
            py::arg("trusted_keys") = std::vector<std::string>{},
            py::arg("require_signature") = false)
       .def_readwrite("task", &EngineConfig::task)
@@ -49,6 +53,8 @@ void PybindEngine(py::module_* m) {
       .def_readwrite("threshold_override", &EngineConfig::threshold_override)
       .def_readwrite("admit_after_hints", &EngineConfig::admit_after_hints)
       .def_readwrite("hint_window", &EngineConfig::hint_window)
+      .def_readwrite("private_share", &EngineConfig::private_share)
+      .def_readwrite("local_only", &EngineConfig::local_only)
       .def_property_readonly("exit_gate", [](const EngineConfig& c) { return c.layer_cache.gate; })
       .def_property_readonly("trusted_keys",
                              [](const EngineConfig& c) { return c.signature.trusted_keys; })
@@ -73,6 +79,9 @@ void PybindEngine(py::module_* m) {
       .def_readonly("exit_index", &InferenceResult::exit_index)
       .def_readonly("flops", &InferenceResult::flops)
       .def_readonly("lookup_us", &InferenceResult::lookup_us)
+      .def_readonly("is_private", &InferenceResult::is_private)
+      .def_readonly("private_mass", &InferenceResult::private_mass)
+      .def_readonly("kept_reason", &InferenceResult::kept_reason)
       .def("__repr__", [](const InferenceResult& r) {
         return "InferenceResult(label='" + r.label + "', source='" + AnswerSourceName(r.source) +
                "', confidence=" + std::to_string(r.confidence) + ", partition='" + r.partition_id +
@@ -89,6 +98,8 @@ void PybindEngine(py::module_* m) {
       .def_readonly("fetch_failures", &EngineStats::fetch_failures)
       .def_readonly("fetched_bytes", &EngineStats::fetched_bytes)
       .def_readonly("uplink_bytes", &EngineStats::uplink_bytes)
+      .def_readonly("kept_private", &EngineStats::kept_private)
+      .def_readonly("kept_local_only", &EngineStats::kept_local_only)
       .def_readonly("last_fetch_error", &EngineStats::last_fetch_error)
       .def_readonly("cache", &EngineStats::cache)
       .def("__repr__", &FieldsRepr);

@@ -48,6 +48,7 @@ void PybindManifest(py::module_* m) {
       .def_readonly("task", &Manifest::task)
       .def_readonly("version", &Manifest::version)
       .def_readonly("labels", &Manifest::labels)
+      .def_readonly("private_labels", &Manifest::private_labels)
       .def_readonly("partitions", &Manifest::partitions)
       .def_static("load_signed",
                   [](const std::string& directory, std::vector<std::string> trusted_keys) {

@@ -9,7 +9,11 @@
 //        X-Knowcache-Signature: its detached signature when signed (signature.h)
 //   GET  /v1/{task}/partitions/{id} -> .pte bytes, ETag = sha256
 //
-// Built on cpp-httplib with keep-alive connections. Thread-safe: concurrent
+// Built on cpp-httplib with keep-alive connections. An https:// URL is spoken
+// over TLS with the server's certificate verified (chain and host name)
+// against `ca_file` or the system's CAs; a certificate that does not verify
+// fails the request (kUnavailable, saying why). There is no fallback to plain
+// HTTP, and a build without TLS refuses https:// URLs. Thread-safe: concurrent
 // calls each borrow a connection from a small pool.
 #pragma once
 
@@ -58,7 +62,10 @@ class CloudBackend {
 
 struct CloudClientConfig {
   std::string base_url;  // "http://127.0.0.1:8000"; empty disables the cloud
-  std::string token;     // bearer token, empty for none
+  std::string token;     // bearer token, empty for none; never logged or printed
+  /// https only: PEM file of the CA certificates the cloud's certificate must
+  /// chain to; empty: the system's CAs. Set with an http:// URL it is refused.
+  std::string ca_file;
   int connect_timeout_ms = 1000;
   int read_timeout_ms = 5000;
   int64_t max_response_bytes = 256ll << 20;  // refuse larger downloads
@@ -66,6 +73,7 @@ struct CloudClientConfig {
 
   Status Validate() const;
   std::string ToString() const;  // never prints the token
+  bool tls() const { return base_url.rfind("https://", 0) == 0; }
 };
 
 class CloudClientImpl;

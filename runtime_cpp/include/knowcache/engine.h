@@ -13,8 +13,17 @@
 //   stage by stage and answers at the first exit whose gate hits, or with the
 //   whole model (see layer_cache.h); the cloud is not asked.
 //
+// Privacy routing (kPartitions): the manifest's private_labels never leave the
+// device. When a local model's answer is a private class, or the private
+// classes hold more than config.private_share of its probability, the query is
+// answered locally (kPrivate, is_private) whatever the gate says. A query the
+// gate would upload is first checked by every cached model that holds a
+// private class no model has run on yet; a private class no installed model
+// holds makes its share unknown, and the query stays on the device too.
+// config.local_only never calls the cloud at all (kLocalOnly). docs/security.md.
+//
 // Infer fails only on bad input, or when there is neither a cached partition
-// nor a reachable cloud. Engine::FromManifest is the one way front ends (the
+// nor a reachable cloud (or the cloud may not be asked). Engine::FromManifest is the one way front ends (the
 // Python runtime, knowcache-device, the bench, JNI) build an engine from a
 // models folder.
 //
@@ -43,7 +52,9 @@
 
 namespace knowcache {
 
-enum class AnswerSource { kLocal, kCloud, kDegraded };
+/// kPrivate and kLocalOnly: the gate rejected the local answer, and the query
+/// was kept on the device (a private class; local-only mode) instead of uploaded.
+enum class AnswerSource { kLocal, kCloud, kDegraded, kPrivate, kLocalOnly };
 const char* AnswerSourceName(AnswerSource source);
 
 /// How the engine answers locally: cached partitions behind the entropy gate
@@ -67,6 +78,13 @@ struct EngineConfig {
   float threshold_override = -1.0f;
   /// Which exit gate a staged model (InstallStaged) runs with.
   LayerCacheConfig layer_cache;
+  /// Privacy routing: a query whose private classes (the manifest's
+  /// private_labels) hold more than this share of a local model's probability
+  /// is answered locally, as is one whose local answer is a private class.
+  float private_share = 0.2f;
+  /// Never call the cloud (no uploads, no downloads): what the gate rejects is
+  /// answered locally with source kLocalOnly.
+  bool local_only = false;
   /// Signed manifests (signature.h). With trusted keys, every manifest the
   /// engine takes (FromModelsDir's manifest.json + manifest.sig, SetManifest, a
   /// fetched one) must be signed by one of them, and every program installed
@@ -96,6 +114,11 @@ struct InferenceResult {
   int exit_index = -1;       // staged model: the exit that answered, -1 the whole model
   int64_t flops = 0;         // staged model: FLOPs this query spent on the device
   int64_t lookup_us = 0;     // staged model: time in exit heads and gates
+  /// The answer is a private class, or private classes hold more than the
+  /// share (or an unknown share): this input never left the device.
+  bool is_private = false;
+  float private_mass = 0.0f;  // the most private classes held in one local model's answer
+  std::string kept_reason;    // kPrivate / kLocalOnly: why the query was not uploaded
 };
 
 struct EngineStats {
@@ -108,6 +131,8 @@ struct EngineStats {
   int64_t fetch_failures = 0;
   int64_t fetched_bytes = 0;
   int64_t uplink_bytes = 0;
+  int64_t kept_private = 0;     // answered kPrivate: would have been uploaded
+  int64_t kept_local_only = 0;  // answered kLocalOnly: would have been uploaded
   std::string last_fetch_error;
   SlotCacheStats cache;
 };
@@ -167,9 +192,11 @@ class Engine {
       const InstallPlan& plan = InstallPlan::Cached());
   ~Engine();  // stops and joins the download thread
 
-  /// Metadata used to verify downloads and map labels to task indices.
-  /// With trusted keys, FailedPrecondition (the current manifest kept) for a
-  /// manifest not verified by them or older than the current one.
+  /// Metadata used to verify downloads and map labels to task indices. Its
+  /// private_labels join the engine's private set, which never shrinks (nor
+  /// does a manifest fetched from the cloud shrink it). With trusted keys,
+  /// FailedPrecondition (the current manifest kept) for a manifest not
+  /// verified by them or older than the current one.
   Status SetManifest(Manifest manifest);
   /// Loads `id` from the manifest's directory into a slot: the file's size
   /// and sha256 are checked against the manifest first.

@@ -5,6 +5,7 @@
 //
 //   {"schema_version": 1, "task": "kws", "version": 3,
 //    "labels": ["backward", "bed", ...],            // the task's full label set
+//    "private_labels": ["yes"],                     // optional: never leave the device
 //    "partitions": [{
 //       "id": "cached", "version": 1, "role": "cached",
 //       "file": "cached.pte", "labels": ["yes", "no", ..., "other"],
@@ -110,6 +111,9 @@ struct Manifest {
   std::string task;
   int version = 1;
   std::vector<std::string> labels;
+  /// Task labels whose inputs must never leave the device (privacy routing:
+  /// the engine answers them locally, see engine.h). Each is in `labels`.
+  std::vector<std::string> private_labels;
   std::vector<PartitionInfo> partitions;
   std::string directory;  // where `file` entries resolve; empty when fetched
   /// The id of the trusted key whose signature over this manifest's bytes was
@@ -123,6 +127,8 @@ struct Manifest {
   const PartitionInfo* Find(const std::string& id) const;
   /// Ids of the partitions with `role`, in manifest order.
   std::vector<std::string> IdsWithRole(PartitionRole role) const;
+  /// Whether `label` is one of private_labels.
+  bool IsPrivate(const std::string& label) const;
   /// Index of `label` in the task label set, -1 if absent.
   int LabelIndex(const std::string& label) const;
   /// Absolute or manifest-relative path of a partition's file.

@@ -268,7 +268,8 @@ public final class MainActivity extends Activity {
             .append("\n  cached ").append(e.cachedIds()).append(", active ").append(e.activeId())
             .append("\n  ").append(s.queries).append(" queries: ").append(s.local)
             .append(" local, ").append(s.cloud).append(" cloud, ").append(s.degraded)
-            .append(" degraded\n  downloads ").append(s.fetches).append(" (")
+            .append(" degraded, ").append(s.keptPrivate).append(" kept private, ")
+            .append(s.keptLocalOnly).append(" kept offline\n  downloads ").append(s.fetches).append(" (")
             .append(s.fetchFailures).append(" failed, ").append(s.fetchedBytes)
             .append(" bytes)").append(s.lastFetchError.isEmpty() ? "" : ": " + s.lastFetchError)
             .append("\n\n");

@@ -10,7 +10,7 @@ import java.util.Locale;
 public final class ResultText {
   private ResultText() {}
 
-  /** {@code source} is "local", "cloud" or "degraded". */
+  /** {@code source} is "local", "cloud", "degraded", "private" or "local_only". */
   public static String line(String word, float confidence, String source, double latencyMs) {
     return String.format(Locale.ROOT, "%-10s %5.1f%%  %-8s %6.0f ms", word, confidence * 100.0,
         source, latencyMs);

@@ -16,6 +16,7 @@ public final class EngineConfig {
   private final long budgetBytes;
   private final String cloudUrl;
   private final String token;
+  private final String caFile;
   private final int connectTimeoutMs;
   private final int readTimeoutMs;
   private final boolean fetchHints;
@@ -26,6 +27,8 @@ public final class EngineConfig {
   private final String exitGate;
   private final int activationEntries;
   private final long activationBytes;
+  private final float privateShare;
+  private final boolean localOnly;
   private final String[] trustedKeys;
   private final boolean requireSignature;
 
@@ -35,6 +38,7 @@ public final class EngineConfig {
     budgetBytes = b.budgetBytes;
     cloudUrl = b.cloudUrl;
     token = b.token;
+    caFile = b.caFile;
     connectTimeoutMs = b.connectTimeoutMs;
     readTimeoutMs = b.readTimeoutMs;
     fetchHints = b.fetchHints;
@@ -45,6 +49,8 @@ public final class EngineConfig {
     exitGate = b.exitGate;
     activationEntries = b.activationEntries;
     activationBytes = b.activationBytes;
+    privateShare = b.privateShare;
+    localOnly = b.localOnly;
     trustedKeys = b.trustedKeys.clone();
     requireSignature = b.requireSignature;
   }
@@ -76,6 +82,7 @@ public final class EngineConfig {
     return "EngineConfig(task=" + task + ", slots=" + slots + ", budgetBytes=" + budgetBytes
         + ", cloudUrl=" + (cloudUrl.isEmpty() ? "none" : cloudUrl) + ", fetchHints=" + fetchHints
         + ", maxLocalAttempts=" + maxLocalAttempts + ", threshold=" + threshold
+        + ", privateShare=" + privateShare + ", localOnly=" + localOnly
         + ", trustedKeys=" + trustedKeys.length + ", requireSignature=" + requireSignature + ")";
   }
 
@@ -86,6 +93,7 @@ public final class EngineConfig {
     private long budgetBytes = 64L << 20;
     private String cloudUrl = "";
     private String token = "";
+    private String caFile = "";
     private int connectTimeoutMs = 1000;
     private int readTimeoutMs = 5000;
     private boolean fetchHints = true;
@@ -96,6 +104,8 @@ public final class EngineConfig {
     private String exitGate = "learned";
     private int activationEntries = 512;
     private long activationBytes = 1L << 20;
+    private float privateShare = 0.2f;
+    private boolean localOnly = false;
     private String[] trustedKeys = new String[0];
     private boolean requireSignature = false;
 
@@ -121,6 +131,12 @@ public final class EngineConfig {
 
     public Builder token(String token) {
       this.token = Objects.requireNonNull(token, "token");
+      return this;
+    }
+
+    /** https cloud: PEM file of the CAs its certificate must chain to; "" for the system's. */
+    public Builder caFile(String caFile) {
+      this.caFile = Objects.requireNonNull(caFile, "caFile");
       return this;
     }
 
@@ -197,6 +213,21 @@ public final class EngineConfig {
     /** Refuse to build an engine without trusted keys (default false). */
     public Builder requireSignature(boolean require) {
       this.requireSignature = require;
+      return this;
+    }
+
+    /**
+     * Privacy routing: answer on the device when the manifest's private classes hold more
+     * than this share of a local answer (default 0.2), as when the answer is one of them.
+     */
+    public Builder privateShare(float share) {
+      this.privateShare = share;
+      return this;
+    }
+
+    /** Never ask the cloud: what the gate rejects comes back {@code LOCAL_ONLY}. */
+    public Builder localOnly(boolean localOnly) {
+      this.localOnly = localOnly;
       return this;
     }
 

@@ -11,14 +11,18 @@ public final class EngineStats {
   public final long fetchFailures;
   public final long fetchedBytes;
   public final long uplinkBytes;
+  /** Queries the gate would have uploaded, answered on the device: a private class. */
+  public final long keptPrivate;
+  /** Queries the gate would have uploaded, answered on the device: local-only mode. */
+  public final long keptLocalOnly;
   /** "" when no download failed. */
   public final String lastFetchError;
   public final SlotCacheStats cache;
 
   // Called by runtime_cpp/bindings/jni/engine_stats_jni.cc.
   EngineStats(long queries, long local, long cloud, long degraded, long cloudErrors, long fetches,
-      long fetchFailures, long fetchedBytes, long uplinkBytes, String lastFetchError,
-      SlotCacheStats cache) {
+      long fetchFailures, long fetchedBytes, long uplinkBytes, long keptPrivate,
+      long keptLocalOnly, String lastFetchError, SlotCacheStats cache) {
     this.queries = queries;
     this.local = local;
     this.cloud = cloud;
@@ -28,6 +32,8 @@ public final class EngineStats {
     this.fetchFailures = fetchFailures;
     this.fetchedBytes = fetchedBytes;
     this.uplinkBytes = uplinkBytes;
+    this.keptPrivate = keptPrivate;
+    this.keptLocalOnly = keptLocalOnly;
     this.lastFetchError = lastFetchError;
     this.cache = cache;
   }

@@ -12,7 +12,11 @@ public final class InferenceResult {
     /** The cloud answered. */
     CLOUD,
     /** The cloud was needed but failed: this is the local answer; see degradedReason. */
-    DEGRADED;
+    DEGRADED,
+    /** A private class (the manifest's private_labels): answered locally, never uploaded. */
+    PRIVATE,
+    /** The engine is local-only: answered locally although the gate was unsure. */
+    LOCAL_ONLY;
 
     static Source fromName(String name) {
       return valueOf(name.toUpperCase(java.util.Locale.ROOT));
@@ -44,12 +48,18 @@ public final class InferenceResult {
   public final long flops;
   /** Staged model: time in exit heads and gates. */
   public final long lookupUs;
+  /** A private class, or private classes hold too much of the answer: never uploaded. */
+  public final boolean isPrivate;
+  /** The most probability private classes held in one local model's answer. */
+  public final float privateMass;
+  /** Why the query stayed on the device; "" unless source is PRIVATE or LOCAL_ONLY. */
+  public final String keptReason;
 
   // The one constructor runtime_cpp/bindings/jni/inference_result_jni.cc calls.
   InferenceResult(String label, int index, float confidence, float entropy, String source,
       String partitionId, String partitionHint, String degradedReason, int localAttempts,
       long localUs, long networkUs, long totalUs, long uplinkBytes, int exitIndex, long flops,
-      long lookupUs) {
+      long lookupUs, boolean isPrivate, float privateMass, String keptReason) {
     this.label = label;
     this.index = index;
     this.confidence = confidence;
@@ -66,6 +76,9 @@ public final class InferenceResult {
     this.exitIndex = exitIndex;
     this.flops = flops;
     this.lookupUs = lookupUs;
+    this.isPrivate = isPrivate;
+    this.privateMass = privateMass;
+    this.keptReason = keptReason;
   }
 
   @Override

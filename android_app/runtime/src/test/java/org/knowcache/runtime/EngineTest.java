@@ -87,6 +87,38 @@ class EngineTest {
   }
 
   @Test
+  void privateAnswersAndLocalOnlyEnginesNeverAskTheCloud() {
+    // "no" is private in these models; threshold 0: the gate rejects every answer.
+    EngineConfig.Builder config = EngineConfig.builder("kws").cloudUrl(Fixtures.get("cloud"))
+        .threshold(0.0f).fetchHints(false);
+    try (Engine engine = Engine.fromModelsDir(Fixtures.get("private"), config.build(),
+        InstallPlan.cached())) {
+      InferenceResult r = engine.infer(Fixtures.confident(1), Fixtures.TINY_SHAPE);
+      assertEquals(InferenceResult.Source.PRIVATE, r.source);
+      assertEquals("no", r.label);
+      assertTrue(r.isPrivate);
+      assertTrue(r.privateMass > 0.99f, String.valueOf(r.privateMass));
+      assertTrue(r.keptReason.contains("'no' is a private class"), r.keptReason);
+      InferenceResult yes = engine.infer(Fixtures.confident(0), Fixtures.TINY_SHAPE);
+      assertEquals(InferenceResult.Source.CLOUD, yes.source);
+      assertFalse(yes.isPrivate);
+      EngineStats stats = engine.stats();
+      assertEquals(1, stats.keptPrivate);
+      assertEquals(1, stats.cloud);
+    }
+    try (Engine engine = Engine.fromModelsDir(Fixtures.get("private"),
+        config.localOnly(true).build(), InstallPlan.cached())) {
+      InferenceResult r = engine.infer(Fixtures.confident(2), Fixtures.TINY_SHAPE);
+      assertEquals(InferenceResult.Source.LOCAL_ONLY, r.source);
+      assertFalse(r.isPrivate);
+      EngineStats stats = engine.stats();
+      assertEquals(1, stats.keptLocalOnly);
+      assertEquals(0, stats.cloud);
+      assertEquals(0, stats.uplinkBytes);
+    }
+  }
+
+  @Test
   void closeTwiceIsSafeAndUseAfterCloseThrows() {
     Engine engine = tiny(EngineConfig.builder("kws"));
     assertFalse(engine.isClosed());

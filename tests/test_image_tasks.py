@@ -1,0 +1,170 @@
+"""Image tasks from a folder: `knowcache data images --folder DIR --task NAME`, then
+every stage (build-models, bench, eval, infer) on the new task; bad folders and
+task files get errors that say what to fix, and nothing is written for them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from knowcache.cli import main
+from knowcache.data import image_tasks
+
+COLOURS = {"blue": (40, 40, 200), "green": (40, 200, 40), "red": (200, 40, 40),
+           "yellow": (200, 200, 40)}
+# Different counts per class: the default popularity is by training images, most first.
+TRAIN_COUNTS = {"red": 40, "green": 32, "blue": 24, "yellow": 16}
+
+
+def make_folder(root: Path, counts=TRAIN_COUNTS, test: int = 10, size: int = 16,
+                seed: int = 0) -> Path:
+    """Coloured squares on noise, RGB PNGs, <root>/train|test/<colour>/*.png."""
+    rng = np.random.default_rng(seed)
+    for split, per_class in (("train", counts), ("test", {c: test for c in counts})):
+        for name, n in per_class.items():
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                a = rng.integers(0, 80, (size, size, 3)).astype(np.uint8)
+                y, x = rng.integers(0, size // 2, 2)
+                a[y:y + size // 2, x:x + size // 2] = COLOURS[name]
+                Image.fromarray(a).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("KNOWCACHE_DATA_DIR", str(cache))
+    return cache
+
+
+def test_ingest_defaults_follow_the_folder(tmp_path, data_dir):
+    root = make_folder(tmp_path / "colours")
+    spec, ds = image_tasks.ingest(root, "colours")
+    assert spec.labels == ("blue", "green", "red", "yellow")        # folder names, sorted
+    assert spec.popularity == ("red", "green", "blue", "yellow")    # most images first
+    assert spec.cached_count == 1 and spec.partitions == 2          # 4 // 3 and max(2, 4 // 3)
+    assert spec.image_size == (3, 16, 16) and spec.input_shape == [1, 3, 16, 16]
+    assert spec.kind == "image"
+    # 10% of each class held out for validation, the rest trained on, test as given
+    assert len(ds.val) == 4 + 3 + 2 + 2 and len(ds.train) == 112 - len(ds.val)
+    assert len(ds.test) == 40 and ds.test.x.shape[1:] == (3, 16, 16)
+    assert not set(ds.train.group.tolist()) & set(ds.val.group.tolist())
+    from knowcache import tasks
+    assert tasks.get("colours") == spec
+    assert json.loads((data_dir / "tasks" / "colours" / "task.json").read_text())["cached"] == ["red"]
+
+
+def test_a_task_file_sets_size_popularity_cache_and_partitions(tmp_path, data_dir):
+    root = make_folder(tmp_path / "colours")
+    (root / "val" / "blue").mkdir(parents=True)
+    Image.new("RGB", (16, 16), COLOURS["blue"]).save(root / "val" / "blue" / "0.png")
+    task_file = tmp_path / "task.json"
+    task_file.write_text(json.dumps({"image_size": [1, 12, 12], "popularity": ["yellow", "blue"],
+                                     "cached": ["blue", "yellow"], "private": ["green"],
+                                     "partitions": 3}))
+    spec, ds = image_tasks.ingest(root, "greys", task_file)
+    assert spec.image_size == (1, 12, 12) and ds.train.x.shape[1:] == (1, 12, 12)
+    assert spec.popularity[:2] == ("blue", "yellow")          # the cached set leads
+    assert set(spec.popularity) == set(spec.labels)
+    assert spec.cached_classes() == ("blue", "green", "yellow")   # private classes added
+    assert spec.partitions == 3
+    assert len(ds.val) == 1 and len(ds.train) == sum(TRAIN_COUNTS.values())
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda r: __import__("shutil").rmtree(r / "test"), "has no test/ folder"),
+    (lambda r: (r / "train" / "purple").mkdir(), "purple is an empty class"),
+    (lambda r: (r / "train" / "red" / "9.png").write_bytes(b"not a png"),
+     "9.png: not a readable image"),
+    (lambda r: [__import__("shutil").rmtree(r / "train" / c) for c in ("green", "blue", "yellow")],
+     "has 1 class folder"),
+    (lambda r: (r / "train" / "stray.png").write_bytes(b""), "has images at its top level"),
+    (lambda r: (r / "test" / "purple").mkdir(), "class 'purple' is not in train/"),
+])
+def test_bad_folders_are_refused_with_what_to_fix(tmp_path, data_dir, damage, message):
+    root = make_folder(tmp_path / "colours", counts={c: 4 for c in COLOURS}, test=2)
+    damage(root)
+    with pytest.raises(ValueError, match=message):
+        image_tasks.ingest(root, "colours")
+    assert not (data_dir / "tasks" / "colours").exists()
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"sizes": [3, 8, 8]}, r"unknown fields \['sizes'\]"),
+    ({"cached": ["purple"]}, r"cached names \['purple'\], not classes"),
+    ({"partitions": 9}, "partitions must be 2..4"),
+    ({"image_size": [2, 16, 16]}, "image_size must be"),
+    ({"cached": ["red", "green"], "private": ["blue", "yellow"]}, "cover every class"),
+    ({"labels": ["a", "b"]}, "differ from the class folders"),
+])
+def test_bad_task_files_are_refused(tmp_path, data_dir, doc, message):
+    root = make_folder(tmp_path / "colours", counts={c: 4 for c in COLOURS}, test=2)
+    task_file = tmp_path / "task.json"
+    task_file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=message):
+        image_tasks.ingest(root, "colours", task_file)
+    assert not (data_dir / "tasks" / "colours").exists()
+
+
+def test_names_and_unknown_tasks(tmp_path, data_dir):
+    root = make_folder(tmp_path / "colours", counts={c: 4 for c in COLOURS}, test=2)
+    with pytest.raises(ValueError, match="'vision' is built in"):
+        image_tasks.ingest(root, "vision")
+    with pytest.raises(ValueError, match="use 1-32 lowercase letters"):
+        image_tasks.ingest(root, "My Task")
+    res = CliRunner().invoke(main, ["bench", "--task", "nope"])
+    assert res.exit_code == 2
+    assert "unknown task 'nope'" in res.output and "knowcache data images" in res.output
+    res = CliRunner().invoke(main, ["data", "images", "--folder", str(root)])
+    assert res.exit_code == 2 and "--folder needs --task NAME" in res.output
+
+
+@pytest.mark.slow
+def test_an_image_folder_task_goes_through_every_stage(tmp_path, data_dir):
+    root = make_folder(tmp_path / "colours")
+    env = {**os.environ, "KNOWCACHE_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+
+    def cli(*args, timeout=900):
+        res = subprocess.run([sys.executable, "-m", "knowcache.cli", *args], capture_output=True,
+                             text=True, env=env, timeout=timeout, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
+        return res.stdout
+
+    out = cli("data", "images", "--folder", str(root), "--task", "colours")
+    assert "task colours: 4 classes, input 3x16x16, cached red" in out
+    models = tmp_path / "models"
+    cli("build-models", "--task", "colours", "--quick", "--work", str(tmp_path / "work"),
+        "--out", str(models / "colours"))
+    manifest = json.loads((models / "colours" / "manifest.json").read_text())
+    assert manifest["task"] == "colours" and manifest["labels"] == ["blue", "green", "red", "yellow"]
+    roles = sorted(p["role"] for p in manifest["partitions"])
+    assert roles == ["cached", "full", "generic", "partition", "partition"]
+    assert all(p["input"]["shape"] == [1, 3, 16, 16] for p in manifest["partitions"])
+    cached = next(p for p in manifest["partitions"] if p["role"] == "cached")
+    assert cached["labels"][:1] == ["red"]
+
+    cli("bench", "--task", "colours", "--models", str(models), "--queries", "30",
+        "--systems", "cloud_only,two_stage,cachenet", "--rtt-ms", "2",
+        "--json", str(tmp_path / "bench.json"))
+    report = json.loads((tmp_path / "bench.json").read_text())
+    for name in ("cloud_only", "two_stage", "cachenet"):
+        assert sum(report["systems"][name]["answers"].values()) == 30
+        assert report["systems"][name]["answers"]["failed"] == 0
+
+    cli("eval", "--task", "colours", "--models", str(models / "colours"), "--data",
+        str(root / "test"), "--out", str(tmp_path / "eval"))
+    assert (tmp_path / "eval" / "colours-confusion.png").is_file()
+
+    out = cli("infer", "--task", "colours", "--models", str(models / "colours"),
+              str(root / "test" / "red" / "0.png"))
+    assert "0.png" in out

@@ -106,9 +106,10 @@ test-py: setup build-java
 ## the aarch64 knowcache-device under qemu and the Java library's JUnit tests)
 test: test-cpp build-aarch64 build-fuzz build-java test-py
 
-## mutants: the mutation check of manifest.cc, engine.cc, store.cc and server/app.py
-## (scripts/mutants.py: listed mutants, one at a time, against each file's own tests; about
-## 20 min on 2 cores, so not part of `make test`); MUTANTS=engine.cc checks one file.
+## mutants: the mutation check of manifest.cc, engine.cc, store.cc, server/app.py and the
+## serial protocol and server (scripts/mutants.py: listed mutants, one at a time, against
+## each file's own tests; about 25 min on 2 cores, so not part of `make test`);
+## MUTANTS=engine.cc checks one file.
 ## Scores and surviving mutants: docs/testing.md
 mutants: build-cpp
 	$(PY) scripts/mutants.py $(MUTANTS)

@@ -254,7 +254,8 @@ APP = Target("host_tools/knowcache/server/app.py",
       "if False:"),
     M("no token needed", "        if not token:\n            return\n",
       "        return\n"),
-    M("the token prefix is misread", "given[7:].encode()", "given[6:].encode()"),
+    M("the scheme compared case-sensitively", 'scheme.lower() == "bearer"',
+      'scheme == "Bearer"'),
     M("answers before the models are loaded", "if not state.ready.is_set():\n"
       "            raise HTTPException(503", "if False:\n            raise HTTPException(503"),
     M("If-None-Match ignored", "if if_none_match and etag in", "if False and etag in"),
@@ -266,9 +267,8 @@ APP = Target("host_tools/knowcache/server/app.py",
     M("layer-cache without auth", "@app.get(\"/v1/{task}/layer-cache\", tags=[\"models\"], "
       "responses=ERRORS,\n             dependencies=[Depends(authorized)])",
       "@app.get(\"/v1/{task}/layer-cache\", tags=[\"models\"], responses=ERRORS)"),
-    M("the token compared with ==", "hmac.compare_digest(given[7:].encode(),\n"
-      "                                                                     token.encode())",
-      "given[7:] == token",
+    M("the token compared with ==", "hmac.compare_digest(credentials.strip().encode(), "
+      "token.encode())", "credentials.strip() == token",
       survives="answers are the same; only the time a wrong token takes to refuse differs, "
                "which a test on a shared machine cannot measure reliably"),
     M("no early refusal of a declared oversize body",
@@ -278,7 +278,46 @@ APP = Target("host_tools/knowcache/server/app.py",
       "except QueueFull:\n            raise HTTPException(503"),
 ))
 
-TARGETS = (MANIFEST, ENGINE, STORE, APP)
+PROTOCOL = Target("runtime_cpp/device/serial_protocol.cc", ("serial_server_test",), (
+    M("the CRC is not checked",
+      "if (ReadLe32(b.data() + b.size() - 4) != Crc32(b.data(), b.size() - 4)) {", "if (false) {"),
+    M("any protocol version", "if (b[0] != kProtocolVersion) {", "if (false) {"),
+    M("the length field is not checked",
+      "if (b.size() != kHeaderBytes + length + 4) return Corrupt", "if (false) return Corrupt"),
+    M("no payload limit", "if (length > kMaxPayload) return ProtocolError",
+      "if (false) return ProtocolError"),
+    M("COBS: a zero after a full block", "if (code != 0xFF && i < in.size()) out.push_back(0);",
+      "if (i < in.size()) out.push_back(0);"),
+    M("COBS: a zero byte inside a block is data",
+      "if (in[i] == 0) return Corrupt(\"COBS: zero byte inside a block\");", ""),
+    M("an overlong frame is parsed", "    if (overflow_) {\n", "    if (false) {\n"),
+    M("bad frames are not counted",
+      "        ++bad_frames_;\n        last_error_ = frame.status().ToString();",
+      "        last_error_ = frame.status().ToString();"),
+))
+
+SERIAL = Target("runtime_cpp/device/serial_server.cc", ("serial_server_test",), (
+    M("a reply without the request's seq", "resp.seq = req.seq;", "resp.seq = 0;"),
+    M("an error reply typed as the request's answer",
+      "resp.type = static_cast<uint8_t>(MsgType::kError) | kResponseBit;",
+      "resp.type = req.type | kResponseBit;"),
+    M("store full reported as internal", "case StatusCode::kResourceExhausted: return \"store_full\";",
+      "case StatusCode::kResourceExhausted: return \"internal\";"),
+    M("the engine survives a commit",
+      "KC_RETURN_IF_ERROR(store_->Commit());\n        engine_.reset();",
+      "KC_RETURN_IF_ERROR(store_->Commit());"),
+    M("the engine survives a delete",
+      "KC_RETURN_IF_ERROR(store_->Remove(j[\"id\"]));\n        engine_.reset();",
+      "KC_RETURN_IF_ERROR(store_->Remove(j[\"id\"]));"),
+    M("PUT_CHUNK offset one byte short", "if (req.payload.size() < 8)",
+      "if (req.payload.size() < 7)"),
+    M("an INFER header may run one byte past the payload", "if (hlen > p.size() - 4)",
+      "if (hlen > p.size() - 3)"),
+    M("DELETE without an id", "if (!j.is_object() || !j.contains(\"id\") || !j[\"id\"].is_string()) {",
+      "if (!j.is_object()) {"),
+))
+
+TARGETS = (MANIFEST, ENGINE, STORE, APP, PROTOCOL, SERIAL)
 
 
 def run(cmd: list[str], timeout: int = 900) -> bool:
@@ -336,7 +375,8 @@ def check(target: Target, only: set[str]) -> dict[str, list[str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("files", nargs="*", help="basenames: manifest.cc engine.cc store.cc app.py")
+    parser.add_argument("files", nargs="*", help="basenames: manifest.cc engine.cc store.cc "
+                        "app.py serial_protocol.cc serial_server.cc")
     parser.add_argument("--mutant", action="append", default=[], help="only the named mutant(s)")
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
     args = parser.parse_args()

@@ -55,6 +55,29 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.line(f"{nodeid}: {reason}")
 
 
+# Torch state every test starts from, whatever ran before it: pytest-randomly reseeds
+# `random` and NumPy, not torch. Its global RNG draws initial weights of any module
+# built without a seed, and its thread count changes the order of float sums in
+# training (a test that changes it would change what later trainings learn).
+TORCH_THREADS = torch.get_num_threads()
+
+
+def _reset_torch() -> None:
+    torch.manual_seed(0)
+    if torch.get_num_threads() != TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _reset_torch()       # before the fixtures, which build models too
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    _reset_torch()       # the test body does not depend on what its fixtures drew
+
+
 class Pick(nn.Module):
     """logits = scale * x[:, :classes]."""
 

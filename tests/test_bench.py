@@ -145,8 +145,20 @@ def test_bench_report_has_every_field_and_systems_see_identical_queries(quick_vi
         assert SYSTEM_FIELDS <= set(s), name
         assert set(s["latency_ms"]) == {"mean", "p50", "p95", "p99"}
         assert s["answers"]["failed"] == 0 and sum(s["answers"].values()) == 40
-        assert 0 <= s["accuracy"] <= 1 and 0 <= s["local_rate"] <= 1
+        # The local rate as the per-query trace shows it.
+        local = np.array(report["traces"][name]["source"]) == "local"
+        assert s["local_rate"] == pytest.approx(local.mean()) == s["answers"]["local"] / 40
     assert report["identical_queries"] is True
+    # The same 40 queries, rebuilt here, through the full program run directly: the
+    # accuracy of the two systems that answer with it.
+    from knowcache.bench import workload
+    from knowcache.runtime import Partition
+    stream, x, _ = workload.load("vision", quick=False, queries=40, seed=0)
+    full = Partition.from_file(str(models_root / "vision" / "full.pte"))
+    right = [int(np.argmax(full.run(x[i][None]))) == int(label)
+             for i, label in zip(stream.sample, stream.label)]
+    for name in ("cloud_only", "device_full"):
+        assert report["systems"][name]["accuracy"] == pytest.approx(np.mean(right)), name
     sys_ = report["systems"]
     assert sys_["cloud_only"]["local_rate"] == 0 and sys_["device_only"]["local_rate"] == 1
     assert sys_["cloud_only"]["uplink_bytes_per_query"] == 28 * 28 * 4

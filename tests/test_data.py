@@ -80,8 +80,15 @@ def test_fashion_mnist_from_debian_idx_files():
 def test_image_loaders_reject_bad_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         images.fashion_mnist(tmp_path / "nope")
+    # Three dimensions declared, two given: the header itself is cut short.
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 8))
-    with pytest.raises((ValueError, FileNotFoundError)):
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte: truncated header \(12 bytes; "
+                                         r"3 dimensions need 16\)"):
+        images.fashion_mnist(tmp_path)
+    # A whole train-images file and no labels file.
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(
+        b"\x00\x00\x08\x03" + (1).to_bytes(4, "big") * 3 + b"\x07"))
+    with pytest.raises(FileNotFoundError, match=r"train-labels-idx1-ubyte\[\.gz\] not found"):
         images.fashion_mnist(tmp_path)
     with pytest.raises(FileNotFoundError, match="CIFAR-10"):
         images.cifar10(tmp_path)

@@ -108,25 +108,37 @@ def error_rows(fx: Path, tiny: Path) -> list[tuple]:
     good = save_input(fx, "error-unsure", unsure())
     short = save_input(fx, "error-short", np.zeros((1, FEATURES - 1), np.float32))
     flat = save_input(fx, "error-flat", np.zeros(FEATURES, np.float32))
-    cases = [  # name, models, plan, slots, input
-        ("missing_program", faulty["missing"], "cached", 2, good),
-        ("truncated_program", faulty["truncated"], "cached", 2, good),
-        ("tampered_program", faulty["tampered"], "cached", 2, good),
-        ("unparsable_program", faulty["unparsable"], "cached", 2, good),
-        ("missing_models_folder", fx / "no-such-folder", "cached", 2, good),
-        ("unknown_partition", tiny, "ids:p9", 2, good),
-        ("no_staged_program", tiny, "staged", 2, good),
-        ("zero_slots", tiny, "cached", 0, good),
-        ("too_few_slots", tiny, "ids:p0,p1,cached", 2, good),
-        ("wrong_input_shape", tiny, "cached", 2, short),
-        ("wrong_input_rank", tiny, "cached", 2, flat),
+    cases = [  # name, models, plan, slots, input, the error class and what its sentence says
+        ("missing_program", faulty["missing"], "cached", 2, good, runtime.NotFoundError,
+         "installing 'cached': no such file: .*cached.pte"),
+        ("truncated_program", faulty["truncated"], "cached", 2, good,
+         runtime.CorruptPartitionError, "partition 'cached' is [0-9]+ bytes but"),
+        ("tampered_program", faulty["tampered"], "cached", 2, good,
+         runtime.CorruptPartitionError, "partition 'cached' fails its sha256"),
+        ("unparsable_program", faulty["unparsable"], "cached", 2, good,
+         runtime.CorruptPartitionError, "partition 'cached' is not a valid"),
+        ("missing_models_folder", fx / "no-such-folder", "cached", 2, good,
+         runtime.NotFoundError, "no such file: .*no-such-folder/manifest.json"),
+        ("unknown_partition", tiny, "ids:p9", 2, good, runtime.NotFoundError,
+         "the manifest has no partition 'p9'"),
+        ("no_staged_program", tiny, "staged", 2, good, runtime.FailedPreconditionError,
+         "the manifest has no staged program"),
+        ("zero_slots", tiny, "cached", 0, good, runtime.InvalidInputError,
+         "num_slots must be >= 1"),
+        ("too_few_slots", tiny, "ids:p0,p1,cached", 2, good, runtime.ResourceExhaustedError,
+         "all 2 slots hold pinned partitions"),
+        ("wrong_input_shape", tiny, "cached", 2, short, runtime.InvalidInputError,
+         "input shape is 1x15 but the model expects 1x16"),
+        ("wrong_input_rank", tiny, "cached", 2, flat, runtime.InvalidInputError,
+         "input shape is 16 but the model expects 1x16"),
     ]
     rows = []
-    for name, models, plan, slots, rel in cases:
+    for name, models, plan, slots, rel, error, says in cases:
         x = np.fromfile(fx / rel, "<f4").reshape(
             {good: (1, FEATURES), short: (1, FEATURES - 1), flat: (FEATURES,)}[rel])
-        with pytest.raises(runtime.KnowcacheError) as e:
+        with pytest.raises(error, match=says) as e:
             python_engine(models, plan, slots=slots).infer(x)
+        assert type(e.value) is error, (name, type(e.value))
         message = str(e.value)
         assert "\t" not in message and "\n" not in message, message
         rows.append((name, models, plan, slots, rel, ",".join(map(str, x.shape)),

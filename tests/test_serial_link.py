@@ -261,7 +261,7 @@ def test_full_store_and_a_device_killed_mid_write(wire, tmp_path):
     dev = Device(NATIVE, wire.device_path, store)
     with DeviceClient(wire.host_path) as c:
         chunks = []
-        with pytest.raises(DeviceError):
+        with pytest.raises(DeviceError, match=r"no answer to PUT_(CHUNK|COMMIT) after"):
             c.put("kws", manifest["labels"], entry, data,
                   lambda sent, total: chunks.append(sent) or (len(chunks) == 2 and dev.kill()))
     dev = Device(NATIVE, wire.device_path, store)     # restarted on the same store

@@ -5,6 +5,7 @@ a declared wrong length is refused before the body is sent."""
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -20,11 +21,20 @@ TOKEN = "s3cret"
 LIMIT = 100_000
 VISION_BYTES = 28 * 28 * 4
 
+TENSOR = {"X-Knowcache-Dtype": "float32", "X-Knowcache-Shape": "1,1,28,28"}
+
 # (method, path, headers beyond the token, body, the status once the token is right)
 REQUESTS = [
+    ("POST", "/v1/vision/infer", TENSOR, b"\0" * VISION_BYTES, 200),  # a good request
     ("POST", "/v1/vision/infer", {"X-Knowcache-Dtype": "uint8", "X-Knowcache-Shape": "1,1,28,28"},
      b"\0" * VISION_BYTES, 400),                                   # wrong dtype
     ("POST", "/v1/vision/infer", {}, b"", 400),                     # no tensor headers
+    ("POST", "/v1/vision/infer", {**TENSOR, "X-Knowcache-Shape": "1,x"}, b"", 400),  # bad shape
+    ("POST", "/v1/vision/infer", TENSOR, np.full(28 * 28, np.nan, np.float32).tobytes(),
+     400),                                                          # NaN values
+    ("POST", "/v1/vision/infer", TENSOR, b"\0" * (LIMIT + 1), 413),  # over the body limit
+    ("POST", "/v1/Vision!/infer", TENSOR, b"", 400),               # not a task name
+    ("GET", "/v1/kws/partitions/p%201", {}, None, 400),             # not a partition id
     ("POST", "/v1/audio/infer", {"X-Knowcache-Dtype": "float32", "X-Knowcache-Shape": "1,16000"},
      b"", 404),                                                     # unknown task
     ("GET", "/v1/kws/manifest", {}, None, 200),
@@ -53,6 +63,37 @@ def test_the_token_is_checked_before_anything_else(url, method, path, extra, bod
     r = httpx.request(method, url + path, headers={**extra, "Authorization": f"Bearer {TOKEN}"},
                       content=body, timeout=10)
     assert r.status_code == status, r.text[:200]
+
+
+def test_every_v1_route_is_among_the_token_cases_and_the_ops_routes_are_open(url):
+    """A route added under /v1 without a case above fails here; health, readiness,
+    metrics and the API docs answer without the token (probes and scrapers)."""
+    from knowcache.server import create_app
+    app = create_app(ServeConfig(models=MODELS, token=TOKEN))
+    v1 = {(m, r.path) for r in app.routes if r.path.startswith("/v1/") for m in r.methods}
+    covered = {(m, re.sub(r"/partitions/[^/]+$", "/partitions/{partition_id}",
+                          re.sub(r"^/v1/[^/]+/", "/v1/{task}/", p))) for m, p, *_ in REQUESTS}
+    assert v1 == covered
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
+        assert httpx.get(url + path, timeout=10).status_code == 200, path
+
+
+def test_the_token_is_checked_before_readiness(tmp_path):
+    """A server with nothing to serve answers 503 to whoever holds the token, and
+    401 to whoever does not."""
+    from fastapi.testclient import TestClient
+
+    from knowcache.server import create_app
+    app = create_app(ServeConfig(models=tmp_path, token=TOKEN), load_in_background=False)
+    with TestClient(app) as client:
+        for method, path, extra, body, _ in REQUESTS:
+            r = client.request(method, path, headers=extra, content=body)
+            assert r.status_code == 401, (path, r.status_code, r.text[:200])
+            r = client.request(method, path, content=body,
+                               headers={**extra, "Authorization": f"Bearer {TOKEN}"})
+            assert r.status_code in (503, 400), (path, r.status_code)
+        r = client.get("/v1/vision/manifest", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 503 and "no <task>/manifest.json" in r.json()["detail"]
 
 
 def chunks(total: int, size: int = 8192):

@@ -80,10 +80,12 @@ const char* CodeName(StatusCode code) {
   }
 }
 
-class Session {
+}  // namespace
+
+class SerialSession::Impl {
  public:
-  Session(const SerialServerConfig& config, std::unique_ptr<PartitionStore> store)
-      : config_(config), store_(std::move(store)) {}
+  Impl(EngineConfig engine, std::unique_ptr<PartitionStore> store)
+      : engine_config_(std::move(engine)), store_(std::move(store)) {}
 
   Frame Handle(const Frame& req) {
     auto body = Dispatch(req);
@@ -192,16 +194,21 @@ class Session {
     std::vector<std::string> cached = m.IdsWithRole(PartitionRole::kCached);
     const InstallPlan plan =
         InstallPlan::Ids({cached.empty() ? m.partitions.front().id : cached.front()});
-    KC_ASSIGN_OR_RETURN(engine_, Engine::FromManifest(config_.engine, std::move(m), plan));
+    KC_ASSIGN_OR_RETURN(engine_, Engine::FromManifest(engine_config_, std::move(m), plan));
     return Status::Ok();
   }
 
-  const SerialServerConfig& config_;
+  const EngineConfig engine_config_;
   std::unique_ptr<PartitionStore> store_;
   std::unique_ptr<Engine> engine_;
 };
 
-}  // namespace
+SerialSession::SerialSession(EngineConfig engine, std::unique_ptr<PartitionStore> store)
+    : impl_(std::make_unique<Impl>(std::move(engine), std::move(store))) {}
+
+SerialSession::~SerialSession() = default;
+
+Frame SerialSession::Handle(const Frame& request) { return impl_->Handle(request); }
 
 int ServeSerial(const SerialServerConfig& config) {
   auto store = PartitionStore::Open(config.store);
@@ -216,7 +223,7 @@ int ServeSerial(const SerialServerConfig& config) {
   }
   KC_LOG(kInfo, "serving the knowcache serial protocol on %s, store %s", config.port.c_str(),
          config.store.dir.c_str());
-  Session session(config, std::move(store).value());
+  SerialSession session(config.engine, std::move(store).value());
   FrameDecoder decoder;
   std::vector<uint8_t> buf(4096);
   while (true) {

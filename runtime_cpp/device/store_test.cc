@@ -16,6 +16,7 @@
 #include <set>
 
 #include "knowcache/sha256.h"
+#include "temp_dir_for_testing.h"
 #include "../src/test_signing.h"
 
 namespace knowcache::device {
@@ -23,19 +24,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "kc-store-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path path;
-};
 
 std::vector<uint8_t> Program(size_t n, uint8_t seed) {
   std::vector<uint8_t> b(n);
@@ -116,9 +104,14 @@ void ExpectConsistent(const fs::path& dir) {
   EXPECT_EQ(Files(dir), expected);
 }
 
-TEST(PartitionStore, CommitInstallsWhatWasUploadedInChunks) {
+// A store opened on a fresh directory.
+class PartitionStoreTest : public ::testing::Test {
+ protected:
   TempDir dir;
-  auto store = OpenStore(dir.path);
+  std::unique_ptr<PartitionStore> store = OpenStore(dir.path);
+};
+
+TEST_F(PartitionStoreTest, CommitInstallsWhatWasUploadedInChunks) {
   const auto bytes = Program(1000, 1);
   ASSERT_EQ(*store->Begin(BeginRequest("p0", bytes)), 0);
   ASSERT_EQ(*store->Write(0, bytes.data(), 400), 400);
@@ -138,9 +131,7 @@ TEST(PartitionStore, CommitInstallsWhatWasUploadedInChunks) {
   EXPECT_TRUE(fs::is_empty(dir.path / ".incoming"));
 }
 
-TEST(PartitionStore, ReplacingAnIdKeepsOneEntryAndDeletesTheOldProgram) {
-  TempDir dir;
-  auto store = OpenStore(dir.path);
+TEST_F(PartitionStoreTest, ReplacingAnIdKeepsOneEntryAndDeletesTheOldProgram) {
   const auto v1 = Program(300, 1), v2 = Program(500, 2), other = Program(200, 3);
   ASSERT_TRUE(Flash(*store, "p0", v1).ok());
   ASSERT_TRUE(Flash(*store, "p1", other).ok());
@@ -163,9 +154,7 @@ TEST(PartitionStore, ReplacingAnIdKeepsOneEntryAndDeletesTheOldProgram) {
   EXPECT_EQ(store->UsedBytes(), 700);
 }
 
-TEST(PartitionStore, CommitBeforeAllBytesInstallsNothingAndTheUploadResumes) {
-  TempDir dir;
-  auto store = OpenStore(dir.path);
+TEST_F(PartitionStoreTest, CommitBeforeAllBytesInstallsNothingAndTheUploadResumes) {
   const auto bytes = Program(1000, 4);
   ASSERT_EQ(*store->Begin(BeginRequest("p0", bytes)), 0);
   ASSERT_EQ(*store->Write(0, bytes.data(), 600), 600);
@@ -183,11 +172,9 @@ TEST(PartitionStore, CommitBeforeAllBytesInstallsNothingAndTheUploadResumes) {
   EXPECT_EQ(Listed(*OpenStore(dir.path)), (std::map<std::string, std::string>{{"p0", Sha(bytes)}}));
 }
 
-TEST(PartitionStore, APartialUploadLongerThanItsEntryStartsOver) {
+TEST_F(PartitionStoreTest, APartialUploadLongerThanItsEntryStartsOver) {
   // The upload file is named by the sha256, so an entry that declares fewer
   // bytes for the same digest finds more on disk than it can take.
-  TempDir dir;
-  auto store = OpenStore(dir.path);
   const auto bytes = Program(100, 4);
   ASSERT_EQ(*store->Begin(BeginRequest("p0", bytes)), 0);
   ASSERT_EQ(*store->Write(0, bytes.data(), 100), 100);
@@ -198,9 +185,7 @@ TEST(PartitionStore, APartialUploadLongerThanItsEntryStartsOver) {
   EXPECT_EQ(*store->Write(0, bytes.data(), 60), 60);
 }
 
-TEST(PartitionStore, WritesPastTheDeclaredSizeOrAfterAGapAreRefused) {
-  TempDir dir;
-  auto store = OpenStore(dir.path);
+TEST_F(PartitionStoreTest, WritesPastTheDeclaredSizeOrAfterAGapAreRefused) {
   const auto bytes = Program(100, 5);
   EXPECT_EQ(store->Write(0, bytes.data(), 10).status().code(), StatusCode::kFailedPrecondition);
   ASSERT_EQ(*store->Begin(BeginRequest("p0", bytes)), 0);
@@ -223,9 +208,7 @@ TEST(PartitionStore, WritesPastTheDeclaredSizeOrAfterAGapAreRefused) {
   EXPECT_EQ(ReadAll(m->PathOf(m->partitions.at(0))), bytes);
 }
 
-TEST(PartitionStore, ABadDigestInstallsNothingAndDropsTheUpload) {
-  TempDir dir;
-  auto store = OpenStore(dir.path);
+TEST_F(PartitionStoreTest, ABadDigestInstallsNothingAndDropsTheUpload) {
   const auto bytes = Program(100, 6);
   ASSERT_EQ(*store->Begin(BeginRequest("p0", bytes)), 0);
   auto damaged = bytes;
@@ -266,9 +249,7 @@ TEST(PartitionStore, BeginChecksTheEntryTheTaskAndTheSpace) {
   EXPECT_NE(other_task.status().message().find("holds 'kws' partitions"), std::string::npos);
 }
 
-TEST(PartitionStore, RemoveDeletesTheEntryAndItsProgram) {
-  TempDir dir;
-  auto store = OpenStore(dir.path);
+TEST_F(PartitionStoreTest, RemoveDeletesTheEntryAndItsProgram) {
   ASSERT_TRUE(Flash(*store, "p0", Program(100, 1)).ok());
   const auto p1 = Program(100, 2);
   ASSERT_TRUE(Flash(*store, "p1", p1).ok());

@@ -61,6 +61,16 @@ class CloudProcess:
         if self.proc.poll() is not None:
             raise RuntimeError(f"knowcache serve exited: {self.proc.stderr.read()[-2000:]}")
 
+    def peak_rss_mb(self) -> float | None:
+        """The server process's peak resident memory so far (VmHWM), None when gone."""
+        try:
+            for line in open(f"/proc/{self.proc.pid}/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
     @property
     def running(self) -> bool:
         return self.proc.poll() is None

@@ -179,7 +179,8 @@ def summarize(run: SystemRun, y: np.ndarray, reference: Optional[np.ndarray]) ->
         "downloads": int(run.downloads),
         "download_bytes": int(run.download_bytes),
         "model_bytes": int(run.model_bytes),
-        "answers": {s: int(np.sum(src == s)) for s in ("local", "cloud", "degraded", "failed")},
+        "answers": {s: int(np.sum(src == s))
+                    for s in ("local", "cloud", "degraded", "failed", "private", "local_only")},
         "cache": run.cache,
         "errors": run.errors,
         **_flops_summary(run),

@@ -49,7 +49,9 @@ def main() -> None:
         def infer(self):
             body = bodies[int(rng.integers(len(bodies)))]
             with self.client.post(path, data=body, headers=headers, catch_response=True) as r:
-                if r.status_code != 200:
+                if r.status_code == 429 and not r.headers.get("Retry-After"):
+                    r.failure("HTTP 429 without Retry-After")
+                elif r.status_code != 200:
                     r.failure(f"HTTP {r.status_code}")
 
     env = Environment(user_classes=[Device], events=events)
@@ -72,7 +74,7 @@ def main() -> None:
         "throughput_rps": round(s.num_requests / elapsed, 1) if elapsed else 0.0,
         "p50_ms": s.get_response_time_percentile(0.5),
         "p99_ms": s.get_response_time_percentile(0.99),
-        "errors": {str(k): v.occurrences for k, v in env.stats.errors.items()},
+        "errors": {str(v.error): v.occurrences for v in env.stats.errors.values()},
     }))
 
 

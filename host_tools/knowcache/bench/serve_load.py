@@ -31,7 +31,8 @@ def run(models: Path, task: str, clients: list[int], seconds: float, max_request
                 lines = [l for l in res.stdout.splitlines() if l.startswith("{")]
                 if res.returncode != 0 or not lines:
                     raise RuntimeError(f"load client failed: {res.stderr[-2000:]}")
-                row = {"batching": batching, **json.loads(lines[-1])}
+                row = {"batching": batching, **json.loads(lines[-1]),
+                       "server_peak_rss_mb": c.peak_rss_mb(), "server_alive": c.running}
                 log(f"batching {'on ' if batching else 'off'} {users:3d} clients: "
                     f"{row['throughput_rps']:.1f} req/s, p50 {row['p50_ms']} ms, "
                     f"p99 {row['p99_ms']} ms, failures {row['failures']}")

@@ -18,9 +18,11 @@ import click
               help="Duration per client count.")
 @click.option("--max-requests", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Request cap per client count.")
+@click.option("--queue-limit", type=click.IntRange(min=1), default=None,
+              help="The server's queue limit (overload runs: a small one shows the 429s).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the figures here.")
-def bench_serve(models, task, clients, seconds, max_requests, json_out) -> None:
+def bench_serve(models, task, clients, seconds, max_requests, queue_limit, json_out) -> None:
     """Throughput and p50/p99 latency, batching on and off."""
     from rich.console import Console
     from rich.table import Table
@@ -33,17 +35,24 @@ def bench_serve(models, task, clients, seconds, max_requests, json_out) -> None:
     if not counts or min(counts) < 1:
         raise click.BadParameter("--clients needs positive integers")
     try:
-        rows = serve_load.run(models, task, counts, seconds, max_requests, [],
+        server_args = ["--queue-limit", str(queue_limit)] if queue_limit else []
+        rows = serve_load.run(models, task, counts, seconds, max_requests, server_args,
                               log=lambda m: click.echo(m, err=True))
     except RuntimeError as e:
         raise click.ClickException(str(e)) from e
     table = Table(title=f"knowcache serve, task {task}, loopback (locust)")
-    for col in ("batching", "clients", "requests", "failures", "req/s", "p50 ms", "p99 ms"):
+    for col in ("batching", "clients", "requests", "failures", "429s", "req/s", "p50 ms",
+                "p99 ms", "server MiB"):
         table.add_column(col, justify="right")
     for r in rows:
+        rss = r.get("server_peak_rss_mb")
         table.add_row("on" if r["batching"] else "off", str(r["users"]), str(r["requests"]),
-                      str(r["failures"]), f"{r['throughput_rps']:.1f}", str(r["p50_ms"]),
-                      str(r["p99_ms"]))
+                      str(r["failures"]), str(r["errors"].get("HTTP 429", 0)),
+                      f"{r['throughput_rps']:.1f}", str(r["p50_ms"]), str(r["p99_ms"]),
+                      "-" if rss is None else f"{rss:.0f}")
+    for r in rows:
+        if not r.get("server_alive", True):
+            click.echo(f"the server died during the {r['users']}-client run", err=True)
     Console().print(table)
     on = {r["users"]: r["throughput_rps"] for r in rows if r["batching"]}
     off = {r["users"]: r["throughput_rps"] for r in rows if not r["batching"]}

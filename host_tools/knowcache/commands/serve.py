@@ -31,13 +31,27 @@ import click
                    "from live traffic (self-distillation), swapping in verified versions.")
 @click.option("--retrain-every", type=click.IntRange(min=20), default=250, show_default=True,
               help="Requests between exit retrains (with --learn-exits).")
+@click.option("--exit-target", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Agreement with the full model the exits are calibrated for "
+                   "(with --learn-exits; default 0.998).")
+@click.option("--fidelity-floor", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="A retrained version must agree with the full model at least this often on "
+                   "held-out requests, or as often as the serving one (default 0.995).")
+@click.option("--savings-slack", type=click.FloatRange(0, 1), default=None,
+              help="A retrained version may save at most this fraction of the FLOPs less than "
+                   "the serving one (default 0.05).")
+@click.option("--min-gain", type=click.FloatRange(-1, 1), default=None,
+              help="A verified version is published only if it saves this fraction of the "
+                   "FLOPs more than the serving one, or is more faithful (default 0.01; "
+                   "negative: publish every verified version).")
 @click.option("--signing-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="With --learn-exits: sign each new manifest version with this "
               "Ed25519 private key (`knowcache keys generate`), for devices that require "
               "signed manifests.")
 @click.option("--log-level", default="info", show_default=True)
 def serve(models, host, port, token, tls_cert, tls_key, batching, max_batch, max_wait_ms,
-          queue_limit, timeout_s, learn_exits, retrain_every, signing_key, log_level) -> None:
+          queue_limit, timeout_s, learn_exits, retrain_every, exit_target, fidelity_floor,
+          savings_slack, min_gain, signing_key, log_level) -> None:
     """Serve full models, partition hints and partition downloads over HTTP.
 
     Every task under MODELS is loaded and its programs verified (sha256) before the
@@ -53,22 +67,35 @@ def serve(models, host, port, token, tls_cert, tls_key, batching, max_batch, max
         pair = tls.check_pair(tls_cert, tls_key)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
+    # OnlineConfig field -> (option, value), for the options given.
+    given = (("target", "--exit-target", exit_target),
+             ("fidelity_floor", "--fidelity-floor", fidelity_floor),
+             ("savings_slack", "--savings-slack", savings_slack),
+             ("min_gain", "--min-gain", min_gain),
+             ("signing_key", "--signing-key", signing_key))
+    bars = {field: (option, value) for field, option, value in given if value is not None}
+    if bars and not learn_exits:
+        raise click.ClickException(f"{', '.join(o for o, _ in bars.values())} only apply "
+                                   "to the exit learner; add --learn-exits")
     try:
-        config = ServeConfig(models=models, token=token, batching=batching, max_batch=max_batch,
-                             max_wait_ms=max_wait_ms, queue_limit=queue_limit,
-                             request_timeout_s=timeout_s, learn_exits=learn_exits,
-                             retrain_every=retrain_every, signing_key=signing_key)
+        online = None
         if signing_key is not None:
             from knowcache import signing
             signing.load_private(signing_key)     # fail now, not at the first retrain
+        if learn_exits:
+            from knowcache.layer_cache.online import OnlineConfig
+            online = OnlineConfig(retrain_every=retrain_every,
+                                  **{field: value for field, (_, value) in bars.items()})
+        config = ServeConfig(models=models, token=token, batching=batching, max_batch=max_batch,
+                             max_wait_ms=max_wait_ms, queue_limit=queue_limit,
+                             request_timeout_s=timeout_s, learn_exits=learn_exits, online=online)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
     say = lambda m: click.echo(f"knowcache serve: {m}", err=True)  # noqa: E731
     if tls.token_in_clear(host, config.token, pair is not None):
         say(f"warning: the bearer token crosses the network in clear text on {host}; "
             "serve HTTPS with --tls-cert and --tls-key")
-    report = registry.load_all(config.models, learn_exits, retrain_every, log=say, warn=say,
-                               signing_key=signing_key)
+    report = registry.load_all(config.models, learn_exits, online, log=say, warn=say)
     if not report.tasks:
         raise click.ClickException("nothing to serve; fix what is refused above")
     ssl = {"ssl_certfile": pair[0], "ssl_keyfile": pair[1]} if pair else {}

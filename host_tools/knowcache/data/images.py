@@ -40,6 +40,9 @@ def read_idx(data: bytes, name: str = "<idx>") -> np.ndarray:
     if data[2] not in dtypes:
         raise ValueError(f"{name}: unknown idx element type 0x{data[2]:02x}")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{name}: truncated header ({len(data)} bytes; {ndim} dimensions "
+                         f"need {4 + 4 * ndim})")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):

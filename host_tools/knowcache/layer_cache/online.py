@@ -59,7 +59,9 @@ class OnlineConfig:
     fidelity_floor: float = 0.995   # a new version must keep this fidelity (or the serving one's)
     verify_gate: str = "confidence"
     savings_slack: float = 0.05      # a new version may save this much less than the serving one
-    min_gain: float = 0.01           # ... and is only published if it saves this much more
+    # ... and is only published if it saves this much more (or is more faithful);
+    # negative: every version that passes verification is published
+    min_gain: float = 0.01
     export_tolerance: float = 1e-3
     epochs: int = 30
     seed: int = 0
@@ -72,6 +74,12 @@ class OnlineConfig:
             raise ValueError("buffer must hold at least retrain_every requests")
         if not 0.0 < self.target <= 1.0 or not 0.0 < self.fidelity_floor <= 1.0:
             raise ValueError("target and fidelity_floor must be in (0, 1]")
+        if not 0.0 <= self.savings_slack <= 1.0 or not -1.0 <= self.min_gain <= 1.0:
+            raise ValueError("savings_slack must be in [0, 1] and min_gain in [-1, 1] "
+                             "(fractions of the whole model's FLOPs)")
+        if self.verify_gate not in calibrate.GATES:
+            raise ValueError(f"verify_gate {self.verify_gate!r} is not a gate; use one of "
+                             f"{', '.join(calibrate.GATES)}")
 
 
 @dataclass

@@ -74,8 +74,8 @@ class _State:
     def load(self) -> None:
         try:
             report = self.report or registry.load_all(
-                self.config.models, self.config.learn_exits, self.config.retrain_every,
-                log=_log.info, warn=_log.warning, signing_key=self.config.signing_key)
+                self.config.models, self.config.learn_exits, self.config.online,
+                log=_log.info, warn=_log.warning)
             if not report.tasks:
                 self.load_error = report.summary()
                 return

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:      # torch is imported only when exits are learned
+    from knowcache.layer_cache.online import OnlineConfig
 
 TOKEN_ENV = "KNOWCACHE_TOKEN"
 
@@ -23,8 +26,7 @@ class ServeConfig:
     max_body_bytes: int = 8 << 20          # 413 above this, before reading the body
     body_timeout_s: float = 10.0           # 408 when the body takes longer to arrive
     learn_exits: bool = False              # layer caching: learn the staged program's exits online
-    retrain_every: int = 250               # requests between exit retrains
-    signing_key: Optional[Path] = None     # Ed25519 private key: the learner signs each version
+    online: Optional["OnlineConfig"] = None  # the learner's settings; None: OnlineConfig()
 
     def __post_init__(self) -> None:
         self.models = Path(self.models)

@@ -25,7 +25,7 @@ from knowcache.server import selector as selectors
 from knowcache.server.selector import PartitionSelector
 
 if TYPE_CHECKING:
-    from knowcache.layer_cache.online import OnlineLearner
+    from knowcache.layer_cache.online import OnlineConfig, OnlineLearner
 
 DTYPES = {"float32": np.float32, "uint8": np.uint8, "int8": np.int8, "int32": np.int32,
           "int64": np.int64}
@@ -119,11 +119,12 @@ def refresh_manifest(task: TaskModels, directory: Path) -> None:
                                                                          current.signature)
 
 
-def attach_learner(task: TaskModels, directory: Path, retrain_every: int, log=print,
-                   signing_key: Optional[Path] = None) -> None:
+def attach_learner(task: TaskModels, directory: Path, online: "OnlineConfig | None" = None,
+                   log=print) -> None:
+    """Answers ``task`` with its staged program and learns the exits from its traffic
+    (``online``: the learner's settings, None for the defaults)."""
     from knowcache.layer_cache.online import OnlineConfig, learner_for
-    config = OnlineConfig(retrain_every=retrain_every, signing_key=signing_key)
-    task.learner = learner_for(directory, config,
+    task.learner = learner_for(directory, online or OnlineConfig(),
                                on_swap=lambda _e, _v: refresh_manifest(task, directory), log=log)
 
 
@@ -160,11 +161,12 @@ class LoadReport:
         return "no task loaded"
 
 
-def load_all(models: Path, learn_exits: bool = False, retrain_every: int = 250,
-             log=print, warn=print, signing_key: Optional[Path] = None) -> LoadReport:
+def load_all(models: Path, learn_exits: bool = False, online: "OnlineConfig | None" = None,
+             log=print, warn=print) -> LoadReport:
     """Every task folder (one holding manifest.json) under ``models``; a task that
     fails to load is refused and logged, the others are loaded. With
-    ``signing_key``, the online learner signs every version it publishes."""
+    ``learn_exits``, a task with a staged program learns its exits online with
+    the settings ``online`` (None: the defaults)."""
     models = Path(models)
     report = LoadReport()
     found = sorted(models.glob("*/manifest.json")) if models.is_dir() else []
@@ -185,7 +187,7 @@ def load_all(models: Path, learn_exits: bool = False, retrain_every: int = 250,
             if t.name in report.tasks:
                 raise ValueError(f"task {t.name!r} appears twice under {models}")
             if learn_exits and t.manifest.ids_with_role(Role.STAGED):
-                attach_learner(t, directory, retrain_every, log, signing_key)
+                attach_learner(t, directory, online, log)
         except Exception as e:  # noqa: BLE001 - any failure refuses this task, not the server
             report.refused[str(directory)] = f"{type(e).__name__}: {e}"
             warn(f"refused task folder {directory}: {type(e).__name__}: {e}")

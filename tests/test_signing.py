@@ -212,6 +212,18 @@ def test_engine_installs_a_hinted_partition_only_from_a_manifest_a_trusted_key_s
             assert why in stats.last_fetch_error, stats.last_fetch_error
 
 
+def test_serve_takes_a_signing_key_for_the_learner_only_and_checks_it_first(tmp_path, keys):
+    models = tmp_path / "models"
+    write_tiny_models(models / "kws")
+    runner = CliRunner()
+    alone = runner.invoke(main, ["serve", "--models", str(models),
+                                 "--signing-key", str(keys["trusted"].private)])
+    assert alone.exit_code == 1 and "--signing-key only apply" in alone.output, alone.output
+    bad = runner.invoke(main, ["serve", "--models", str(models), "--learn-exits",
+                               "--signing-key", str(keys["trusted"].public)])
+    assert bad.exit_code == 1 and "not an unencrypted PEM private key" in bad.output, bad.output
+
+
 def test_online_learner_signs_the_version_it_publishes(tmp_path, keys):
     from knowcache.layer_cache.online import OnlineConfig, learner_for
     work = tmp_path / "vision"

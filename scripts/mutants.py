@@ -164,6 +164,20 @@ ENGINE = Target("runtime_cpp/src/engine.cc", ("engine_test",), (
       "hooks.installed = [](const std::string&) {};"),
     M("no cloud: an unsure answer fails", "r.degraded_reason = \"gate rejected the local answer "
       "and no cloud is configured\";", "return FailedPrecondition(\"unsure\");"),
+    # Signed manifests (docs/security.md).
+    M("an unverified manifest accepted with keys", "if (verifier.enabled() && "
+      "!verifier.Trusts(next.signed_by)) {", "if (false) {"),
+    M("a signed rollback accepted", "if (verifier.enabled() && has_manifest && next.version < "
+      "manifest.version) {", "if (false) {"),
+    M("a rollback to the same version refused", "has_manifest && next.version < manifest.version",
+      "has_manifest && next.version <= manifest.version"),
+    M("an unpinned program installed", "if (!verifier.enabled()) return Status::Ok();\n"
+      "    std::lock_guard", "return Status::Ok();\n    std::lock_guard"),
+    M("a pinned id with other bytes installed", "pinned->sha256 != info.sha256 || ", ""),
+    M("a refused fetched manifest adopted anyway",
+      "hooks.adopt = [raw](Manifest fresh) { return raw->Adopt(std::move(fresh)); };",
+      "hooks.adopt = [raw](Manifest fresh) { (void)raw->Adopt(std::move(fresh)); "
+      "return Status::Ok(); };"),
 ))
 
 STORE = Target("runtime_cpp/device/store.cc", ("store_test",), (
@@ -216,6 +230,14 @@ STORE = Target("runtime_cpp/device/store.cc", ("store_test",), (
                "writes in the page cache, where the next open reads them"),
     M("a partial upload longer than the entry is kept", "  if (have > bytes) {\n"
       "    fs::remove(part, ec);\n    return int64_t{0};\n  }\n", ""),
+    # Signed uploads (docs/security.md).
+    M("an unsigned upload accepted with keys", "if (!req.contains(\"manifest\") || "
+      "!req[\"manifest\"].is_string()) {", "if (false) {"),
+    M("an upload the signed manifest does not pin accepted", "pinned == nullptr || "
+      "pinned->sha256 != sha ||", "pinned == nullptr ||"),
+    M("a signed rollback accepted by the store", "if (m.version < installed) {", "if (false) {"),
+    M("the signed version is not recorded", "    doc[\"signed_version\"] =\n", "    doc[\"x\"] =\n"),
+    M("an entry nobody vouched for is loaded", "if (!verifier_.Trusts(by)) {", "if (false) {"),
 ))
 
 # The server's input path and auth, against the tests that drive the real server.

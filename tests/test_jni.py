@@ -146,6 +146,26 @@ def error_rows(fx: Path, tiny: Path) -> list[tuple]:
     return rows
 
 
+def signed_fixtures(fx: Path, tiny: Path) -> str:
+    """Signed copies of the tiny models (keys generated now) for SignedManifestTest;
+    its fixtures.properties lines."""
+    from knowcache import signing
+    keys = {name: signing.generate(fx / "keys", name) for name in ("trusted", "other")}
+    folders = {}
+    for name, key in (("signed_tiny", "trusted"), ("tampered_manifest", "trusted"),
+                      ("unsigned_tiny", None), ("other_key_tiny", "other")):
+        folders[name] = shutil.copytree(tiny, fx / "signed" / name / "kws")
+        if key:
+            signing.sign_manifest(folders[name], keys[key].private)
+        else:
+            signing.remove_signature(folders[name])
+    path = manifest.path_of(folders["tampered_manifest"])
+    path.write_bytes(path.read_bytes() + b" ")   # still valid JSON; no longer what was signed
+    lines = [f"{n}={p}" for n, p in folders.items()]
+    lines += [f"{n}_key={signing.public_of(k.private)}" for n, k in keys.items()]
+    return "\n".join(lines) + "\n"
+
+
 def write_tsv(path: Path, header: tuple, rows: list[tuple]) -> None:
     path.write_text("\n".join("\t".join(map(str, r)) for r in [header, *rows]) + "\n")
 
@@ -177,7 +197,7 @@ def test_java_library_on_the_host_jvm_matches_the_python_runtime(tmp_path):
         (fx / "fixtures.properties").write_text(
             f"tiny={tiny}\nvision={REPO / 'models/vision'}\ncloud={c.url}\n"
             f"dead_cloud={closed_port_url()}\ncloud_label={cloud_row[6]}\n"
-            f"cloud_hint={cloud_row[12]}\nprivate={private}\n")
+            f"cloud_hint={cloud_row[12]}\nprivate={private}\n" + signed_fixtures(fx, tiny))
         cmd = ["java", f"-Djava.library.path={JNI_DIR}", f"-Dknowcache.fixtures={fx}",
                "-jar", str(JUNIT), "--class-path", f"{CLASSES}:{TEST_CLASSES}",
                "--select-package", "org.knowcache.runtime", "--reports-dir", str(fx / "reports"),
@@ -187,6 +207,7 @@ def test_java_library_on_the_host_jvm_matches_the_python_runtime(tmp_path):
     suites = ET.parse(fx / "reports" / "TEST-junit-jupiter.xml").getroot()
     suite = suites if suites.tag == "testsuite" else suites.find("testsuite")
     counts = {k: int(suite.get(k)) for k in ("tests", "failures", "errors", "skipped")}
-    # Every parity and error row is a test of its own, plus EngineTest's.
-    assert counts["tests"] >= len(parity) + 11 + 8, counts
+    # Every parity and error row is a test of its own, plus EngineTest's and
+    # SignedManifestTest's.
+    assert counts["tests"] >= len(parity) + 11 + 8 + 7, counts
     assert counts["failures"] == counts["errors"] == counts["skipped"] == 0, counts

@@ -183,6 +183,35 @@ def test_flash_list_infer_and_stats_over_the_line(wire, tmp_path, keyword):
 
 
 @needs_native
+def test_a_device_that_trusts_a_key_installs_only_signed_uploads(wire, tmp_path, keyword):
+    """serve-serial --trusted-key: `knowcache flash` of an unsigned folder is refused
+    (nothing installed); the same folder signed by the trusted key is installed,
+    vouched for, and answers (docs/security.md)."""
+    from knowcache import signing
+    key = signing.generate(tmp_path / "keys")
+    signed = tmp_path / "signed" / "kws"
+    signed.mkdir(parents=True)
+    for name in ("manifest.json", "cached.pte"):
+        shutil.copy(KWS / name, signed)
+    signing.sign_manifest(signed, key.private)
+    dev = Device(NATIVE, wire.device_path, tmp_path / "store", "--trusted-key", str(key.public))
+    try:
+        with DeviceClient(wire.host_path) as c:
+            with pytest.raises(DeviceError, match="only installs partitions pinned by a signed") as e:
+                flash(c, KWS, ["cached"], log=lambda m: None)
+            assert e.value.code == "failed_precondition"
+            assert c.list()["partitions"] == []
+            assert flash(c, signed, ["cached"], log=lambda m: None)["flashed"] == ["cached"]
+            answer = c.infer(keyword)
+            assert answer["label"] == "stop" and answer["source"] == "local"
+    finally:
+        dev.kill()
+    store = json.loads((tmp_path / "store" / "manifest.json").read_text())
+    assert store["partitions"][0]["signed_by"] == key.key_id
+    assert store["signed_version"] == json.loads((KWS / "manifest.json").read_text())["version"]
+
+
+@needs_native
 def test_link_faults_are_retried_and_uploads_resume(wire, tmp_path):
     dev = Device(NATIVE, wire.device_path, tmp_path / "store")
     data = (KWS / "p0.pte").read_bytes()

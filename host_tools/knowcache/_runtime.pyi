@@ -104,6 +104,11 @@ class Manifest:
         Reads and validates a manifest.json file.
         """
     @staticmethod
+    def load_signed(directory: str, trusted_keys: collections.abc.Sequence[str]) -> Manifest:
+        """
+        Reads directory/manifest.json; with trusted keys (base64 Ed25519 public keys) it must verify against directory/manifest.sig.
+        """
+    @staticmethod
     def parse(text: str) -> Manifest:
         """
         Parses and validates manifest JSON text.
@@ -131,6 +136,11 @@ class Manifest:
     @property
     def schema_version(self) -> int:
         ...
+    @property
+    def signed_by(self) -> str:
+        """
+        Id of the trusted key whose signature was verified; '' when unchecked.
+        """
     @property
     def task(self) -> str:
         ...
@@ -433,7 +443,7 @@ class EngineConfig:
     fetch_hints: bool
     local_only: bool
     task: str
-    def __init__(self, task: str, cache: SlotCacheConfig = ..., cloud: CloudClientConfig = ..., fetch_hints: bool = True, max_local_attempts: typing.SupportsInt | typing.SupportsIndex = 1, threshold_override: typing.SupportsFloat | typing.SupportsIndex = -1.0, admit_after_hints: typing.SupportsInt | typing.SupportsIndex = 1, hint_window: typing.SupportsInt | typing.SupportsIndex = 8, exit_gate: str = 'learned', activation_entries: typing.SupportsInt | typing.SupportsIndex = 512, activation_bytes: typing.SupportsInt | typing.SupportsIndex = 1048576, private_share: typing.SupportsFloat | typing.SupportsIndex = 0.20000000298023224, local_only: bool = False) -> None:
+    def __init__(self, task: str, cache: SlotCacheConfig = ..., cloud: CloudClientConfig = ..., fetch_hints: bool = True, max_local_attempts: typing.SupportsInt | typing.SupportsIndex = 1, threshold_override: typing.SupportsFloat | typing.SupportsIndex = -1.0, admit_after_hints: typing.SupportsInt | typing.SupportsIndex = 1, hint_window: typing.SupportsInt | typing.SupportsIndex = 8, exit_gate: str = 'learned', activation_entries: typing.SupportsInt | typing.SupportsIndex = 512, activation_bytes: typing.SupportsInt | typing.SupportsIndex = 1048576, private_share: typing.SupportsFloat | typing.SupportsIndex = 0.20000000298023224, local_only: bool = False, trusted_keys: collections.abc.Sequence[str] = [], require_signature: bool = False) -> None:
         ...
     def __repr__(self) -> str:
         ...
@@ -465,10 +475,16 @@ class EngineConfig:
     def private_share(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
     @property
+    def require_signature(self) -> bool:
+        ...
+    @property
     def threshold_override(self) -> float:
         ...
     @threshold_override.setter
     def threshold_override(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def trusted_keys(self) -> list[str]:
         ...
 class InferenceResult:
     def __repr__(self) -> str:

@@ -20,7 +20,7 @@ def main() -> None:
 
 def _register() -> None:
     from knowcache.commands import (bench, bench_serve, build, data, device, eval as eval_,
-                                    infer, listen, serve)
+                                    infer, keys, listen, serve)
     main.add_command(data.data)
     main.add_command(bench.bench)
     main.add_command(bench.demo)
@@ -31,6 +31,7 @@ def _register() -> None:
     main.add_command(bench_serve.bench_serve)
     main.add_command(eval_.eval_cmd)
     main.add_command(infer.infer)
+    main.add_command(keys.keys)
     for command in (build.train, build.specialize, build.partition, build.export_cmd,
                     build.build_models):
         main.add_command(command)

@@ -21,6 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional, Sequence
 
+from knowcache import signing
 from knowcache.atomic import replace_atomically
 from knowcache.runtime import Manifest, PartitionInfo, sha256_hex
 
@@ -66,6 +67,7 @@ class ManifestFile:
     text: str
     doc: dict
     parsed: Manifest
+    signature: Optional[str] = None   # manifest.sig's line (knowcache.signing), None if unsigned
 
     @property
     def path(self) -> Path:
@@ -144,7 +146,8 @@ def load(directory: str | os.PathLike) -> ManifestFile:
     directory = Path(directory)
     parsed = Manifest.load(str(path_of(directory)))
     text = path_of(directory).read_text()
-    return ManifestFile(directory, text, json.loads(text), parsed)
+    return ManifestFile(directory, text, json.loads(text), parsed,
+                        signing.read_signature(directory))
 
 
 def partition_entry(pid: str, pte: bytes, *, role: Role | str, labels: Sequence[str], file: str,
@@ -192,10 +195,13 @@ def check_private_labels(private_labels: Sequence[str], partitions: Sequence[dic
 
 def write(directory: str | os.PathLike, task: str, labels: Sequence[str],
           partitions: Sequence[dict], *, version: int = 1,
-          private_labels: Sequence[str] = (), **extra) -> Path:
+          private_labels: Sequence[str] = (),
+          signing_key: Optional[str | os.PathLike] = None, **extra) -> Path:
     """Validates and writes ``directory/manifest.json``; returns its path.
     ``private_labels`` (task labels) are written when given; each must be held by a
-    device program (see ``check_private_labels``)."""
+    device program (see ``check_private_labels``). With ``signing_key`` (an Ed25519
+    private key file) it is signed (``manifest.sig``); without, a ``manifest.sig``
+    left from an earlier version is removed, as it no longer matches."""
     doc = {"schema_version": SCHEMA_VERSION, "task": task, "version": int(version),
            "labels": list(labels), "partitions": list(partitions)}
     if private_labels:
@@ -204,17 +210,24 @@ def write(directory: str | os.PathLike, task: str, labels: Sequence[str],
     text = json.dumps(doc, indent=2) + "\n"
     Manifest.parse(text)  # raises InvalidInputError naming the bad field
     check_private_labels(private_labels, partitions)
+    key = signing.load_private(signing_key) if signing_key is not None else None
     path = path_of(directory)
     replace_atomically(path, lambda tmp: tmp.write_bytes(text.encode()))
+    if key is not None:
+        signing.sign_manifest(directory, key)
+    else:
+        signing.remove_signature(directory)
     return path
 
 
-def update(directory: str | os.PathLike, entry: dict, *, bump: bool = True) -> int:
+def update(directory: str | os.PathLike, entry: dict, *, bump: bool = True,
+           signing_key: Optional[str | os.PathLike] = None) -> int:
     """Replaces (or adds) the entry with ``entry``'s id, keeping every other field;
-    bumps the manifest version unless told not to; returns that version."""
+    bumps the manifest version unless told not to; signs it with ``signing_key``
+    when given (see ``write``); returns that version."""
     current = load(directory)
     parts = [p for p in current.entries() if p["id"] != entry["id"]] + [entry]
     version = current.version + 1 if bump else current.version
     write(directory, current.task, current.labels, parts, version=version,
-          private_labels=current.private_labels, **current.extra)
+          private_labels=current.private_labels, signing_key=signing_key, **current.extra)
     return version

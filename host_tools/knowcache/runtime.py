@@ -94,7 +94,8 @@ def _engine_config(task: str, *, slots: int = 2, budget_bytes: int = DEFAULT_BUD
                    activation_entries: int = 512,
                    activation_bytes: int = 1 << 20, ca_file: Optional[str] = None,
                    private_share: float = 0.2,
-                   local_only: bool = False) -> "_rt.EngineConfig":
+                   local_only: bool = False, trusted_keys: Iterable[str] = (),
+                   require_signature: bool = False) -> "_rt.EngineConfig":
     return _rt.EngineConfig(
         task=task,
         cache=_rt.SlotCacheConfig(slots, budget_bytes),
@@ -106,6 +107,7 @@ def _engine_config(task: str, *, slots: int = 2, budget_bytes: int = DEFAULT_BUD
         exit_gate=exit_gate, activation_entries=activation_entries,
         activation_bytes=activation_bytes,
         private_share=private_share, local_only=local_only,
+        trusted_keys=[str(k).strip() for k in trusted_keys], require_signature=require_signature,
     )
 
 
@@ -127,7 +129,9 @@ class Engine:
     ``admit_after_hints``, ``hint_window``, ``exit_gate``,
     ``activation_entries``, ``activation_bytes``, ``ca_file`` (https: the CAs
     the cloud's certificate must chain to; default the system's),
-    ``private_share``, ``local_only``.
+    ``private_share``, ``local_only``, ``trusted_keys`` (base64 Ed25519 public
+    keys, a ``.pub`` file's line: every manifest must be signed by one, see
+    docs/security.md), ``require_signature``.
     """
 
     def __init__(self, task: str, *, manifest: Optional[Manifest] = None, **kwargs):
@@ -162,9 +166,10 @@ class Engine:
 
     @classmethod
     def from_models_dir(cls, models_dir: str | os.PathLike, **kwargs) -> "Engine":
-        """``from_manifest`` for ``models_dir/manifest.json``."""
-        return cls.from_manifest(Manifest.load(os.path.join(os.fspath(models_dir),
-                                                            "manifest.json")), **kwargs)
+        """``from_manifest`` for ``models_dir/manifest.json``; with ``trusted_keys`` it
+        must verify against ``models_dir/manifest.sig``."""
+        keys = [str(k).strip() for k in kwargs.get("trusted_keys", ())]
+        return cls.from_manifest(Manifest.load_signed(os.fspath(models_dir), keys), **kwargs)
 
     def set_manifest(self, manifest: Manifest) -> None:
         self._engine.set_manifest(manifest)

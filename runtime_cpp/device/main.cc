@@ -3,10 +3,17 @@
 //   knowcache-device run --models DIR [--cloud URL] [--token T] [--ca-file PEM]
 //                        [--slots N] [--budget BYTES] [--install ID]... [--threads N]
 //                        [--threshold T] [--layer-cache GATE] [--private-share S]
-//                        [--local-only] INPUT...
+//                        [--local-only] [--trusted-key FILE]... [--require-signature]
+//                        INPUT...
 //   knowcache-device serve-serial --port TTY --store DIR [--baud B]
 //                        [--store-limit BYTES] [--cloud URL] [--ca-file PEM] [--slots N]
-//                        [--local-only]
+//                        [--local-only] [--trusted-key FILE]... [--require-signature]
+//
+// --trusted-key FILE (a `knowcache keys generate` .pub file, repeatable for key
+// rotation) makes the device refuse any manifest not signed by one of the keys:
+// `run` checks DIR/manifest.sig, serve-serial refuses uploads not pinned by a
+// signed manifest, and both refuse signed manifests older than the installed
+// one fetched from the cloud (docs/security.md).
 //
 // Classifies each INPUT (a 16 kHz WAV for keyword models, its loudest second
 // when longer; raw pixels for image models: runtime_cpp/device/inputs.h,
@@ -31,6 +38,7 @@
 #include "inputs.h"
 #include "serial_server.h"
 #include "knowcache/engine.h"
+#include "knowcache/sha256.h"
 #include "knowcache/threads.h"
 
 namespace {
@@ -41,15 +49,21 @@ constexpr const char* kUsage =
     "usage: knowcache-device run --models DIR [--cloud URL] [--token T] [--ca-file PEM]\n"
     "                            [--slots N] [--budget BYTES] [--install ID]... [--threads N]\n"
     "                            [--threshold T] [--layer-cache GATE] [--private-share S]\n"
-    "                            [--local-only] INPUT...\n"
+    "                            [--local-only] [--trusted-key FILE]... [--require-signature]\n"
+    "                            INPUT...\n"
     "       knowcache-device serve-serial --port TTY --store DIR [--baud B]\n"
     "                            [--store-limit BYTES] [--cloud URL] [--ca-file PEM]\n"
-    "                            [--slots N] [--local-only]\n"
+    "                            [--slots N] [--local-only] [--trusted-key FILE]...\n"
+    "                            [--require-signature]\n"
     "\n"
     "run classifies each INPUT and prints one JSON line per input: a WAV at the models'\n"
     "rate (PCM 8-32 bit or 32-bit float, any channels; its loudest second when longer) for\n"
     "keyword models, raw C*H*W uint8 or float32 pixels for image models (docs/inputs.md).\n"
-    "serve-serial answers the knowcache serial protocol on a tty (docs/serial-protocol.md).\n";
+    "serve-serial answers the knowcache serial protocol on a tty (docs/serial-protocol.md).\n"
+    "--trusted-key FILE (a .pub file of `knowcache keys generate`; repeat it to trust several\n"
+    "keys during a rotation) refuses every manifest not signed by one of them (run: DIR's\n"
+    "manifest.sig; serve-serial: each upload), and signed manifests older than the installed\n"
+    "one; --require-signature refuses to start without a trusted key (docs/security.md).\n";
 
 struct RunOptions {
   bool help = false;
@@ -76,6 +90,18 @@ StatusOr<int64_t> ParseInt(const std::string& flag, const char* text, int64_t lo
   return static_cast<int64_t>(v);
 }
 
+// A trusted key file: the base64 line of a `knowcache keys generate` .pub file.
+Status AddTrustedKey(const char* path, SignatureConfig* signature) {
+  auto bytes = ReadFileBytes(path);
+  if (!bytes.ok()) return InvalidArgument("--trusted-key: " + bytes.status().message());
+  signature->trusted_keys.emplace_back(bytes->begin(), bytes->end());
+  if (Status s = signature->Validate(); !s.ok()) {
+    signature->trusted_keys.pop_back();
+    return InvalidArgument("--trusted-key " + std::string(path) + ": " + s.message());
+  }
+  return Status::Ok();
+}
+
 StatusOr<RunOptions> ParseRun(int argc, char** argv) {
   RunOptions o;
   o.engine.fetch_hints = true;
@@ -84,6 +110,10 @@ StatusOr<RunOptions> ParseRun(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       o.help = true;
       return o;
+    }
+    if (a == "--require-signature") {
+      o.engine.signature.require_signature = true;
+      continue;
     }
     if (a.rfind("--", 0) != 0) {
       o.inputs.push_back(a);
@@ -118,6 +148,8 @@ StatusOr<RunOptions> ParseRun(int argc, char** argv) {
       KC_ASSIGN_OR_RETURN(o.engine.cache.byte_budget, ParseInt(a, v, 1, int64_t{1} << 40));
     } else if (a == "--install") {
       o.install.push_back(v);
+    } else if (a == "--trusted-key") {
+      KC_RETURN_IF_ERROR(AddTrustedKey(v, &o.engine.signature));
     } else if (a == "--layer-cache") {
       KC_RETURN_IF_ERROR(ParseExitGateKind(v).status());
       o.layer_cache = true;
@@ -214,6 +246,10 @@ int ServeSerialCommand(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     }
+    if (a == "--require-signature") {
+      c.engine.signature.require_signature = true;
+      continue;
+    }
     if (a == "--local-only") {
       c.engine.local_only = true;
       continue;
@@ -238,6 +274,8 @@ int ServeSerialCommand(int argc, char** argv) {
     } else if (a == "--slots") {
       if (!(n = ParseInt(a, v, 1, 64)).ok()) return Fail(n.status().message());
       c.engine.cache.num_slots = static_cast<int>(*n);
+    } else if (a == "--trusted-key") {
+      if (Status s = AddTrustedKey(v, &c.engine.signature); !s.ok()) return Fail(s.message());
     } else {
       return Fail("unknown option " + a + "\n" + kUsage);
     }
@@ -245,6 +283,8 @@ int ServeSerialCommand(int argc, char** argv) {
   if (c.port.empty() || c.store.dir.empty()) {
     return Fail(std::string("serve-serial needs --port and --store\n") + kUsage);
   }
+  if (Status s = c.engine.signature.Validate(); !s.ok()) return Fail(s.message());
+  c.store.signature = c.engine.signature;  // the store and the engine trust the same keys
   if (Status s = SetComputeThreads(1); !s.ok()) return Fail(s.ToString());
   return device::ServeSerial(c);
 }

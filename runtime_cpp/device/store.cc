@@ -4,6 +4,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <set>
@@ -67,7 +68,9 @@ StatusOr<std::unique_ptr<PartitionStore>> PartitionStore::Open(StoreConfig confi
   std::error_code ec;
   fs::create_directories(fs::path(config.dir) / ".incoming", ec);
   if (ec) return Internal("cannot create store " + config.dir + ": " + ec.message());
+  KC_ASSIGN_OR_RETURN(ManifestVerifier verifier, ManifestVerifier::Create(config.signature));
   std::unique_ptr<PartitionStore> store(new PartitionStore(config));
+  store->verifier_ = std::move(verifier);
   const fs::path manifest = fs::path(config.dir) / "manifest.json";
   fs::remove(fs::path(config.dir) / "manifest.json.tmp", ec);
   store->doc_ = nlohmann::json{{"schema_version", kManifestSchemaVersion}, {"task", ""},
@@ -129,6 +132,19 @@ StatusOr<Manifest> PartitionStore::LoadManifest() const {
   if (doc_["partitions"].empty()) return NotFound("the store holds no partitions; flash some first");
   KC_ASSIGN_OR_RETURN(Manifest m, Manifest::Parse(doc_.dump()));
   m.directory = config_.dir;
+  if (verifier_.enabled()) {
+    for (const auto& p : doc_["partitions"]) {
+      const std::string by = p.value("signed_by", "");
+      if (!verifier_.Trusts(by)) {
+        return FailedPrecondition("partition '" + p["id"].get<std::string>() +
+                                  "' in the store was not flashed with a manifest signed by a "
+                                  "trusted key (trusted: " + verifier_.KeyIds() +
+                                  "); flash it again from a signed models folder");
+      }
+      m.signed_by = by;
+    }
+    m.version = doc_.value("signed_version", 0);
+  }
   return m;
 }
 
@@ -157,12 +173,14 @@ StatusOr<int64_t> PartitionStore::Begin(const nlohmann::json& req) {
                               "flashing '" + std::string(req["task"]) + "'");
   }
   const int64_t bytes = entry["bytes"];
+  KC_ASSIGN_OR_RETURN(nlohmann::json vouched, CheckSigned(req, id, sha, bytes));
   std::error_code ec;
   // Only one upload at a time: other partial files are dropped.
   for (const auto& e : fs::directory_iterator(fs::path(config_.dir) / ".incoming", ec)) {
     if (e.path().stem().string() != sha) fs::remove(e.path(), ec);
   }
-  upload_ = req;
+  upload_ = {{"task", req["task"]}, {"labels", req["labels"]}, {"entry", entry}};
+  if (!vouched.is_null()) upload_["signed"] = vouched;
   upload_sha_ = sha;
   const std::string part = IncomingPath();
   const int64_t have = fs::exists(part) ? static_cast<int64_t>(fs::file_size(part, ec)) : 0;
@@ -177,6 +195,42 @@ StatusOr<int64_t> PartitionStore::Begin(const nlohmann::json& req) {
                              "DELETE a partition first");
   }
   return have;
+}
+
+StatusOr<nlohmann::json> PartitionStore::CheckSigned(const nlohmann::json& req,
+                                                     const std::string& id,
+                                                     const std::string& sha,
+                                                     int64_t bytes) const {
+  if (!verifier_.enabled()) return nlohmann::json();
+  if (!req.contains("manifest") || !req["manifest"].is_string()) {
+    return FailedPrecondition("this device only installs partitions pinned by a signed "
+                              "manifest: PUT_BEGIN needs \"manifest\" (its exact text) and "
+                              "\"signature\"; flash a signed models folder (knowcache keys sign)");
+  }
+  const std::string signature =
+      req.contains("signature") && req["signature"].is_string() ? req["signature"].get<std::string>()
+                                                                 : std::string();
+  auto signed_manifest = verifier_.ParseSigned(req["manifest"].get<std::string>(), signature);
+  if (!signed_manifest.ok()) {
+    return Status(signed_manifest.status().code(),
+                  "PUT_BEGIN: " + signed_manifest.status().message() + "; nothing was installed");
+  }
+  const Manifest& m = *signed_manifest;
+  const PartitionInfo* pinned = m.Find(id);
+  if (m.task != req["task"] || pinned == nullptr || pinned->sha256 != sha ||
+      pinned->bytes != bytes) {
+    return FailedPrecondition("partition '" + id + "' (sha256 " + sha +
+                              ") is not pinned by the signed manifest of task '" + m.task +
+                              "'; nothing was installed");
+  }
+  const int64_t installed = doc_.value("signed_version", int64_t{0});
+  if (m.version < installed) {
+    return FailedPrecondition("signed manifest version " + std::to_string(m.version) +
+                              " is older than the installed version " +
+                              std::to_string(installed) +
+                              " (a rollback); the installed partitions stay in use");
+  }
+  return nlohmann::json{{"by", m.signed_by}, {"version", m.version}};
 }
 
 StatusOr<int64_t> PartitionStore::Write(int64_t offset, const uint8_t* data, size_t n) {
@@ -240,6 +294,11 @@ Status PartitionStore::Commit() {
     } else {
       parts.push_back(p);
     }
+  }
+  if (upload_.contains("signed")) {
+    entry["signed_by"] = upload_["signed"]["by"];
+    doc["signed_version"] =
+        std::max<int64_t>(doc.value("signed_version", int64_t{0}), upload_["signed"]["version"]);
   }
   parts.push_back(entry);
   doc["partitions"] = parts;

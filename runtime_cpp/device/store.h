@@ -9,6 +9,16 @@
 // Opening the store removes what a crash can leave behind (a temporary
 // manifest, programs the manifest does not name); partial uploads are kept so
 // that an upload can resume at their length.
+//
+// With trusted keys (config.signature), PUT_BEGIN must also carry the host's
+// signed manifest ("manifest": its exact text, "signature": its manifest.sig
+// line): the upload is refused unless the signature verifies against a
+// trusted key, the signed manifest pins the entry (id, size, sha256), and its
+// version is not older than the newest signed version installed
+// ("signed_version" in the store's manifest: no rollback). Each entry records
+// the key that vouched for it ("signed_by"), and LoadManifest refuses a store
+// holding an entry no trusted key vouched for. The installed partitions stay
+// as they were after any refusal.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "knowcache/manifest.h"
+#include "knowcache/signature.h"
 #include "knowcache/status.h"
 
 namespace knowcache::device {
@@ -25,6 +36,7 @@ namespace knowcache::device {
 struct StoreConfig {
   std::string dir;
   int64_t limit_bytes = -1;  // store size limit; -1: the file system's free space
+  SignatureConfig signature;  // trusted keys: uploads must come with a signed manifest
 };
 
 /// Test seam for crash tests: when set, called with the name of each step of
@@ -43,9 +55,12 @@ class PartitionStore {
   int64_t UsedBytes() const;
   int64_t FreeBytes() const;
   /// The installed partitions as a Manifest (directory set), or NotFound if none.
+  /// With trusted keys its version is the newest signed version installed and
+  /// `signed_by` is set; FailedPrecondition if an entry was not vouched for.
   StatusOr<Manifest> LoadManifest() const;
 
-  /// Starts or resumes an upload: {"task", "labels", "entry": <manifest partition entry>}.
+  /// Starts or resumes an upload: {"task", "labels", "entry": <manifest partition entry>}
+  /// (+ "manifest" and "signature" with trusted keys).
   /// Returns the offset to continue from (bytes already received).
   StatusOr<int64_t> Begin(const nlohmann::json& request);
   /// Writes upload bytes at `offset` (at most the bytes received so far: a
@@ -58,9 +73,14 @@ class PartitionStore {
  private:
   explicit PartitionStore(StoreConfig config);
   Status WriteManifest(const nlohmann::json& doc);
+  /// With trusted keys: {"by": key id, "version"} of the signed manifest in
+  /// `req` that pins the upload, or why it is refused; null without keys.
+  StatusOr<nlohmann::json> CheckSigned(const nlohmann::json& req, const std::string& id,
+                                       const std::string& sha, int64_t bytes) const;
   std::string IncomingPath() const;
 
   StoreConfig config_;
+  ManifestVerifier verifier_;
   nlohmann::json doc_;          // the installed manifest
   nlohmann::json upload_;       // the entry being uploaded, null when none
   std::string upload_sha_;

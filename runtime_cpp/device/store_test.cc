@@ -17,6 +17,7 @@
 
 #include "knowcache/sha256.h"
 #include "temp_dir_for_testing.h"
+#include "../src/test_signing.h"
 
 namespace knowcache::device {
 namespace {
@@ -392,6 +393,112 @@ TEST(PartitionStore, ARemoveKilledAfterTheManifestLeavesNoOrphan) {
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   ExpectConsistent(dir.path);
   EXPECT_EQ(Listed(*OpenStore(dir.path)).count("p0"), 0u);
+}
+
+// Signed manifests: a store trusting one key installs an upload only when the
+// PUT_BEGIN carries a manifest signed by it that pins the upload, at a version
+// no older than the newest signed one it holds. Each refusal keeps what the
+// store holds.
+class SignedStore : public ::testing::Test {
+ protected:
+  // A signed manifest of task kws at `version` pinning `pins` (id -> bytes).
+  json Signed(int version, const std::map<std::string, std::vector<uint8_t>>& pins,
+              const testing::TestSigner& signer) const {
+    json parts = json::array();
+    for (const auto& [id, bytes] : pins) parts.push_back(BeginRequest(id, bytes)["entry"]);
+    const std::string text = json{{"schema_version", 1}, {"task", "kws"}, {"version", version},
+                                  {"labels", {"yes", "no", "up"}}, {"partitions", parts}}
+                                 .dump(2);
+    return {{"manifest", text}, {"signature", signer.Sign(text)}};
+  }
+  std::unique_ptr<PartitionStore> Open() {
+    StoreConfig config{dir_.path.string(), -1, {}};
+    config.signature.trusted_keys = {signer_.PublicKey()};
+    auto store = PartitionStore::Open(config);
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    return store.ok() ? std::move(store).value() : nullptr;
+  }
+  // Uploads `bytes` as `id` with `signed_manifest`'s fields added to PUT_BEGIN.
+  Status FlashSigned(PartitionStore& store, const std::string& id,
+                     const std::vector<uint8_t>& bytes, const json& signed_manifest) {
+    json req = BeginRequest(id, bytes);
+    req.update(signed_manifest);
+    auto offset = store.Begin(req);
+    if (!offset.ok()) return offset.status();
+    auto end = store.Write(*offset, bytes.data() + *offset, bytes.size() - *offset);
+    if (!end.ok()) return end.status();
+    return store.Commit();
+  }
+  void ExpectRefusedKeeping(const Status& s, const std::string& says,
+                            const std::map<std::string, std::string>& kept) {
+    EXPECT_FALSE(s.ok());
+    EXPECT_NE(s.message().find(says), std::string::npos) << s.message();
+    EXPECT_EQ(Listed(*Open()), kept);
+  }
+
+  TempDir dir_;
+  testing::TestSigner signer_;
+  const std::vector<uint8_t> p0_ = Program(100, 1), p1_ = Program(120, 2);
+};
+
+TEST_F(SignedStore, AnUploadPinnedByATrustedSignedManifestIsInstalledAndVouchedFor) {
+  auto store = Open();
+  ASSERT_TRUE(FlashSigned(*store, "p0", p0_, Signed(3, {{"p0", p0_}}, signer_)).ok());
+  auto m = Open()->LoadManifest();
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->signed_by, signer_.KeyId());
+  EXPECT_EQ(m->version, 3);  // the signed version, for the engine's rollback check
+}
+
+TEST_F(SignedStore, AnUnsignedUploadIsRefused) {
+  auto store = Open();
+  ASSERT_TRUE(FlashSigned(*store, "p0", p0_, Signed(3, {{"p0", p0_}}, signer_)).ok());
+  const auto kept = Listed(*store);
+  ExpectRefusedKeeping(Flash(*store, "p1", p1_), "needs \"manifest\"", kept);
+  json unsigned_manifest = Signed(3, {{"p1", p1_}}, signer_);
+  unsigned_manifest.erase("signature");
+  ExpectRefusedKeeping(FlashSigned(*store, "p1", p1_, unsigned_manifest), "not signed", kept);
+}
+
+TEST_F(SignedStore, ATamperedOrUntrustedManifestIsRefused) {
+  auto store = Open();
+  ASSERT_TRUE(FlashSigned(*store, "p0", p0_, Signed(3, {{"p0", p0_}}, signer_)).ok());
+  const auto kept = Listed(*store);
+  json tampered = Signed(3, {{"p1", p1_}}, signer_);
+  tampered["manifest"] = tampered["manifest"].get<std::string>() + " ";
+  ExpectRefusedKeeping(FlashSigned(*store, "p1", p1_, tampered), "does not verify", kept);
+  testing::TestSigner other;
+  ExpectRefusedKeeping(FlashSigned(*store, "p1", p1_, Signed(3, {{"p1", p1_}}, other)),
+                       "which is not trusted", kept);
+}
+
+TEST_F(SignedStore, AnUploadTheSignedManifestDoesNotPinIsRefused) {
+  auto store = Open();
+  ASSERT_TRUE(FlashSigned(*store, "p0", p0_, Signed(3, {{"p0", p0_}}, signer_)).ok());
+  const auto kept = Listed(*store);
+  // Signed, but for p0 only; and a p1 whose bytes differ from what is pinned.
+  ExpectRefusedKeeping(FlashSigned(*store, "p1", p1_, Signed(3, {{"p0", p0_}}, signer_)),
+                       "'p1' (sha256 " + Sha(p1_) + ") is not pinned", kept);
+  ExpectRefusedKeeping(
+      FlashSigned(*store, "p1", p1_, Signed(3, {{"p1", Program(120, 9)}}, signer_)),
+      "is not pinned by the signed manifest", kept);
+}
+
+TEST_F(SignedStore, AnOlderSignedManifestIsARollbackAndRefused) {
+  auto store = Open();
+  ASSERT_TRUE(FlashSigned(*store, "p0", p0_, Signed(3, {{"p0", p0_}}, signer_)).ok());
+  const auto kept = Listed(*store);
+  ExpectRefusedKeeping(FlashSigned(*store, "p1", p1_, Signed(2, {{"p1", p1_}}, signer_)),
+                       "older than the installed version 3 (a rollback)", kept);
+  ASSERT_TRUE(FlashSigned(*store, "p1", p1_, Signed(3, {{"p1", p1_}}, signer_)).ok());
+}
+
+TEST_F(SignedStore, AnEntryNoTrustedKeyVouchedForIsNotLoaded) {
+  ASSERT_TRUE(Flash(*OpenStore(dir_.path), "p0", p0_).ok());  // flashed before keys were set
+  auto m = Open()->LoadManifest();
+  EXPECT_EQ(m.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(m.status().message().find("was not flashed with a manifest signed"),
+            std::string::npos) << m.status().message();
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "knowcache/log.h"
+#include "knowcache/signature.h"
 
 namespace knowcache {
 
@@ -248,11 +249,24 @@ StatusOr<CloudAnswer> CloudClient::Infer(const std::string& task, const TensorVi
   return a;
 }
 
+StatusOr<ManifestDocument> CloudBackend::FetchManifestDocument(const std::string&) {
+  return FailedPrecondition("this cloud backend does not serve manifest bytes and signatures, "
+                            "so signed manifests cannot be checked");
+}
+
+StatusOr<ManifestDocument> CloudClient::FetchManifestDocument(const std::string& task) {
+  ManifestDocument doc;
+  httplib::Headers headers;
+  KC_RETURN_IF_ERROR(impl_->Get("/v1/" + task + "/manifest", &doc.json, &headers));
+  auto sig = headers.find(kSignatureHeader);
+  if (sig != headers.end()) doc.signature = sig->second;
+  return doc;
+}
+
 StatusOr<Manifest> CloudClient::FetchManifest(const std::string& task) {
-  std::string body;
   const std::string path = "/v1/" + task + "/manifest";
-  KC_RETURN_IF_ERROR(impl_->Get(path, &body, nullptr));
-  auto manifest = Manifest::Parse(body);
+  KC_ASSIGN_OR_RETURN(ManifestDocument doc, FetchManifestDocument(task));
+  auto manifest = Manifest::Parse(doc.json);
   if (!manifest.ok()) {
     return ProtocolError("manifest from " + impl_->Url(path) + " is invalid: " +
                          manifest.status().message());

@@ -158,14 +158,14 @@ Status EngineConfig::Validate() const {
   if (!(private_share >= 0.0f && private_share <= 1.0f)) {
     return InvalidArgument("private_share must be in [0, 1], got " + std::to_string(private_share));
   }
-  return PartitionFetcherConfig{task, admit_after_hints, hint_window}.Validate();
+  return PartitionFetcherConfig{task, admit_after_hints, hint_window, signature}.Validate();
 }
 
 std::string EngineConfig::ToString() const {
   return "EngineConfig(task=" + task + ", " + cache.ToString() + ", " +
          (cloud.base_url.empty() ? std::string("cloud=none") : cloud.ToString()) +
          ", fetch_hints=" + (fetch_hints ? "true" : "false") + ", " +
-         PartitionFetcherConfig{task, admit_after_hints, hint_window}.ToString() +
+         PartitionFetcherConfig{task, admit_after_hints, hint_window, signature}.ToString() +
          ", max_local_attempts=" + std::to_string(max_local_attempts) +
          ", private_share=" + Fixed2(private_share) +
          ", local_only=" + (local_only ? "true" : "false") + ")";
@@ -223,6 +223,7 @@ class EngineImpl {
   std::shared_ptr<CloudBackend> cloud;
   ModelFactory factory;
   StagedModelFactory staged_factory;
+  ManifestVerifier verifier;  // config.signature's keys; disabled without any
 
   mutable std::mutex mu;  // manifest, active_id, layer_cache
   Manifest manifest;
@@ -264,12 +265,48 @@ class EngineImpl {
     return p ? std::optional<PartitionInfo>(*p) : std::nullopt;
   }
 
-  void Adopt(Manifest fresh) {
+  // Whether `next` may replace the engine's manifest; mu held.
+  Status CheckReplacementLocked(const Manifest& next) const {
+    if (verifier.enabled() && !verifier.Trusts(next.signed_by)) {
+      return FailedPrecondition(
+          "manifest version " + std::to_string(next.version) + " of task '" + next.task +
+          "' is not verified by a trusted key (trusted: " + verifier.KeyIds() +
+          "); load it with its signature (manifest.sig)");
+    }
+    // Versions are only compared when signed: an unsigned one proves nothing,
+    // and a device store numbers its own manifests apart from the cloud's.
+    if (verifier.enabled() && has_manifest && next.version < manifest.version) {
+      return FailedPrecondition("manifest version " + std::to_string(next.version) +
+                                " is older than the installed version " +
+                                std::to_string(manifest.version) +
+                                " (a rollback); the installed partitions stay in use");
+    }
+    return Status::Ok();
+  }
+
+  Status Adopt(Manifest fresh) {
     std::lock_guard<std::mutex> lock(mu);
+    KC_RETURN_IF_ERROR(CheckReplacementLocked(fresh));
     fresh.directory = manifest.directory;
     AddPrivateLocked(fresh.private_labels);
     manifest = std::move(fresh);
     has_manifest = true;
+    return Status::Ok();
+  }
+
+  // With trusted keys, a program is installed only when the signed manifest
+  // pins it: same id, size and sha256 as the entry the program was checked against.
+  Status CheckPinned(const PartitionInfo& info) const {
+    if (!verifier.enabled()) return Status::Ok();
+    std::lock_guard<std::mutex> lock(mu);
+    const PartitionInfo* pinned = has_manifest ? manifest.Find(info.id) : nullptr;
+    if (pinned == nullptr || pinned->sha256 != info.sha256 || pinned->bytes != info.bytes ||
+        info.sha256.empty()) {
+      return FailedPrecondition("program '" + info.id + "' (sha256 " +
+                                (info.sha256.empty() ? std::string("none") : info.sha256) +
+                                ") is not pinned by the signed manifest; it is not installed");
+    }
+    return Status::Ok();
   }
 
   // A manifest (local or fetched) can add private labels, never remove one: a
@@ -509,6 +546,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineConfig config,
   KC_RETURN_IF_ERROR(config.Validate());
   auto impl = std::make_unique<EngineImpl>();
   KC_ASSIGN_OR_RETURN(impl->cache, SlotCache::Create(config.cache));
+  KC_ASSIGN_OR_RETURN(impl->verifier, ManifestVerifier::Create(config.signature));
   if (!cloud && !config.cloud.base_url.empty()) {
     KC_ASSIGN_OR_RETURN(std::unique_ptr<CloudClient> client, CloudClient::Create(config.cloud));
     cloud = std::move(client);
@@ -522,12 +560,12 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineConfig config,
   if (raw->cloud) {
     FetchHooks hooks;
     hooks.find = [raw](const std::string& id) { return raw->Find(id); };
-    hooks.adopt = [raw](Manifest fresh) { raw->Adopt(std::move(fresh)); };
+    hooks.adopt = [raw](Manifest fresh) { return raw->Adopt(std::move(fresh)); };
     hooks.installed = [raw](const std::string& id) { raw->SetActive(id); };
     KC_ASSIGN_OR_RETURN(
         raw->fetcher,
         PartitionFetcher::Create({raw->config.task, raw->config.admit_after_hints,
-                                  raw->config.hint_window},
+                                  raw->config.hint_window, raw->config.signature},
                                  raw->cloud, raw->cache.get(), raw->factory, std::move(hooks)));
   }
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
@@ -560,7 +598,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::FromManifest(EngineConfig config, Mani
 StatusOr<std::unique_ptr<Engine>> Engine::FromModelsDir(EngineConfig config,
                                                         const std::string& directory,
                                                         const InstallPlan& plan) {
-  KC_ASSIGN_OR_RETURN(Manifest manifest, Manifest::Load(directory + "/manifest.json"));
+  KC_ASSIGN_OR_RETURN(ManifestVerifier verifier, ManifestVerifier::Create(config.signature));
+  KC_ASSIGN_OR_RETURN(Manifest manifest, verifier.LoadSigned(directory));
   return FromManifest(std::move(config), std::move(manifest), plan);
 }
 
@@ -570,6 +609,7 @@ Status Engine::SetManifest(Manifest manifest) {
                            impl_->config.task + "'");
   }
   std::lock_guard<std::mutex> lock(impl_->mu);
+  KC_RETURN_IF_ERROR(impl_->CheckReplacementLocked(manifest));
   impl_->AddPrivateLocked(manifest.private_labels);
   impl_->manifest = std::move(manifest);
   impl_->has_manifest = true;
@@ -587,6 +627,7 @@ Status Engine::InstallFromManifest(const std::string& id, bool pinned) {
 
 Status Engine::Install(std::shared_ptr<CachedModel> model, bool pinned) {
   if (!model) return InvalidArgument("cannot install a null model");
+  KC_RETURN_IF_ERROR(impl_->CheckPinned(model->info()));
   std::string id = model->info().id;
   KC_RETURN_IF_ERROR(impl_->cache->Install(std::move(model), pinned));
   impl_->SetActive(id);
@@ -594,6 +635,8 @@ Status Engine::Install(std::shared_ptr<CachedModel> model, bool pinned) {
 }
 
 Status Engine::InstallStaged(std::shared_ptr<StagedModel> model) {
+  if (!model) return InvalidArgument("cannot install a null staged model");
+  KC_RETURN_IF_ERROR(impl_->CheckPinned(model->info()));
   KC_ASSIGN_OR_RETURN(std::unique_ptr<LayerCache> cache,
                       LayerCache::Create(std::move(model), impl_->config.layer_cache));
   std::lock_guard<std::mutex> lock(impl_->mu);

@@ -3,6 +3,7 @@
 #include "knowcache/engine.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include "knowcache/sha256.h"
 
 #include "test_doubles.h"
+#include "test_signing.h"
 
 namespace knowcache {
 namespace {
@@ -625,6 +627,174 @@ TEST_F(FromManifestTest, RefusesAMissingCachedRoleAndACorruptFile) {
   cfg.task = "kws";
   EXPECT_EQ(Engine::FromManifest(cfg, manifest_, InstallPlan::None()).status().code(),
             StatusCode::kInvalidArgument);
+}
+
+// Signed manifests (signature.h): an engine trusting one key has p0 installed
+// from a signed manifest (version 2); the cloud hints at p1 and serves
+// `document` as its manifest. Every refusal keeps p0 installed and answering.
+class SignedEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cloud_ = CloudHintingP1();
+    EngineConfig cfg;
+    cfg.task = "kws";
+    cfg.signature.trusted_keys = {signer_.PublicKey()};
+    auto e = Engine::Create(cfg, cloud_, EchoFactory());
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    engine_ = std::move(e).value();
+    ASSERT_TRUE(engine_->SetManifest(Signed(Json(2, false))).ok());
+    auto p0 = Engine0Entry();
+    ASSERT_TRUE(engine_->Install(std::make_shared<ScriptedModel>(
+        p0, [](const float* x) { return std::vector<float>(x, x + 4); })).ok());
+  }
+
+  // The manifest's JSON: p0 (64 bytes of 1) and, with `p1`, the cloud's p1.
+  std::string Json(int version, bool p1) const {
+    auto entry = [](const PartitionInfo& info) {
+      return nlohmann::json{{"id", info.id}, {"role", "partition"}, {"file", info.id + ".pte"},
+                            {"labels", info.labels},
+                            {"input", {{"dtype", "float32"}, {"shape", {1, 4}}}},
+                            {"threshold", 0.5}, {"bytes", info.bytes}, {"sha256", info.sha256}};
+    };
+    nlohmann::json doc = {{"schema_version", 1}, {"task", "kws"}, {"version", version},
+                          {"labels", {"a", "b", "c", "d", "e", "f", "g", "h"}},
+                          {"partitions", {entry(Engine0Entry())}}};
+    if (p1) doc["partitions"].push_back(entry(cloud_->manifest.partitions[0]));
+    return doc.dump(2) + "\n";
+  }
+  static PartitionInfo Engine0Entry() {
+    PartitionInfo p = MakeInfo("p0", {"a", "b", "c", "d"}, 64);
+    std::vector<uint8_t> blob(64, 1);
+    p.sha256 = Sha256Hex(blob.data(), blob.size());
+    return p;
+  }
+  Manifest Signed(const std::string& json) const {
+    SignatureConfig c;
+    c.trusted_keys = {signer_.PublicKey()};
+    auto m = ManifestVerifier::Create(c)->ParseSigned(json, signer_.Sign(json));
+    EXPECT_TRUE(m.ok()) << m.status().ToString();
+    return m.ok() ? std::move(m).value() : Manifest();
+  }
+  // Asks (unsure, so the cloud answers with its hint), waits for the download.
+  void AskAndWait() {
+    ASSERT_TRUE(engine_->Infer(kUnsure.view()).ok());
+    ASSERT_TRUE(engine_->WaitForFetches(5000));
+  }
+  void ExpectRefusedKeepingP0(const std::string& says) {
+    EXPECT_EQ(engine_->CachedIds(), (std::vector<std::string>{"p0"}));
+    EXPECT_EQ(engine_->ActiveId(), "p0");
+    EXPECT_EQ(cloud_->partition_fetches, 0);
+    auto s = engine_->Stats();
+    EXPECT_EQ(s.fetch_failures, 1);
+    EXPECT_NE(s.last_fetch_error.find(says), std::string::npos) << s.last_fetch_error;
+    auto r = engine_->Infer(kConfidentA.view());  // the installed partition still answers
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->source, AnswerSource::kLocal);
+    EXPECT_EQ(r->partition_id, "p0");
+  }
+
+  testing::TestSigner signer_;
+  std::shared_ptr<ScriptedCloud> cloud_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(SignedEngineTest, ANewerManifestSignedByATrustedKeyInstallsTheHintedProgram) {
+  const std::string json = Json(3, true);
+  cloud_->document = ManifestDocument{json, signer_.Sign(json)};
+  AskAndWait();
+  EXPECT_EQ(engine_->Stats().fetch_failures, 0) << engine_->Stats().last_fetch_error;
+  EXPECT_EQ(engine_->ActiveId(), "p1");
+  EXPECT_EQ(engine_->CachedIds().size(), 2u);
+}
+
+TEST_F(SignedEngineTest, AnUnsignedManifestIsRefused) {
+  cloud_->document = ManifestDocument{Json(3, true), ""};
+  AskAndWait();
+  ExpectRefusedKeepingP0("not signed");
+}
+
+TEST_F(SignedEngineTest, ATamperedManifestIsRefused) {
+  const std::string json = Json(3, true);
+  std::string tampered = json;
+  tampered[tampered.find("\"version\": 3") + 11] = '4';
+  cloud_->document = ManifestDocument{tampered, signer_.Sign(json)};
+  AskAndWait();
+  ExpectRefusedKeepingP0("does not verify");
+}
+
+TEST_F(SignedEngineTest, AManifestSignedByAnUntrustedKeyIsRefused) {
+  testing::TestSigner other;
+  const std::string json = Json(3, true);
+  cloud_->document = ManifestDocument{json, other.Sign(json)};
+  AskAndWait();
+  ExpectRefusedKeepingP0(other.KeyId() + ", which is not trusted");
+}
+
+TEST_F(SignedEngineTest, AnOlderSignedManifestIsARollbackAndRefused) {
+  const std::string json = Json(1, true);  // validly signed, but older than version 2
+  cloud_->document = ManifestDocument{json, signer_.Sign(json)};
+  AskAndWait();
+  ExpectRefusedKeepingP0("older than the installed version 2 (a rollback)");
+}
+
+TEST_F(SignedEngineTest, ACloudThatServesNoManifestBytesIsRefused) {
+  AskAndWait();  // ScriptedCloud without a document: only a parsed, unverifiable manifest
+  ExpectRefusedKeepingP0("does not serve manifest bytes");
+}
+
+TEST_F(SignedEngineTest, AProgramTheSignedManifestDoesNotPinIsNotInstalled) {
+  Status unknown = engine_->Install(Echo("p9", {"a", "b", "c", "d"}));
+  EXPECT_EQ(unknown.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(unknown.message().find("'p9'"), std::string::npos) << unknown.message();
+  EXPECT_NE(unknown.message().find("not pinned by the signed manifest"), std::string::npos);
+  PartitionInfo other = Engine0Entry();
+  other.sha256 = std::string(64, 'e');  // the right id, other bytes
+  EXPECT_EQ(engine_->Install(std::make_shared<ScriptedModel>(
+                other, [](const float*) { return std::vector<float>(4, 0.f); }))
+                .code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(engine_->InstallStaged(std::make_shared<ScriptedStagedModel>()).code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(engine_->CachedIds(), (std::vector<std::string>{"p0"}));
+}
+
+TEST_F(SignedEngineTest, SetManifestRefusesUnverifiedAndOlderManifestsKeepingTheCurrentOne) {
+  auto unverified = Manifest::Parse(Json(3, true));
+  ASSERT_TRUE(unverified.ok());
+  Status s = engine_->SetManifest(*unverified);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("not verified by a trusted key"), std::string::npos) << s.message();
+  s = engine_->SetManifest(Signed(Json(1, true)));
+  EXPECT_NE(s.message().find("older than the installed version 2"), std::string::npos)
+      << s.message();
+  // The current manifest (version 2, without p1) is still the engine's.
+  EXPECT_EQ(engine_->InstallFromManifest("p1").code(), StatusCode::kNotFound);
+  EXPECT_TRUE(engine_->SetManifest(Signed(Json(2, true))).ok());  // the same version is fine
+}
+
+// Unsigned versions prove nothing, and a device store numbers its manifests
+// apart from the cloud's: without keys a lower version is not a rollback.
+TEST(Engine, WithoutKeysManifestVersionsAreNotCompared) {
+  auto engine = MakeEngine(nullptr);
+  Manifest m;
+  m.task = "kws";
+  m.version = 5;
+  ASSERT_TRUE(engine->SetManifest(m).ok());
+  m.version = 4;
+  EXPECT_TRUE(engine->SetManifest(m).ok());
+}
+
+TEST_F(FromManifestTest, WithTrustedKeysAnUnverifiedManifestIsRefused) {
+  Add(MakeInfo("cached", {"a", "b", "c", "d"}), PartitionRole::kCached);
+  testing::TestSigner signer;
+  EngineConfig cfg;
+  cfg.signature.trusted_keys = {signer.PublicKey()};
+  auto engine = Engine::FromManifest(cfg, manifest_, InstallPlan::Cached(), nullptr, EchoFactory());
+  EXPECT_EQ(engine.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(engine.status().message().find("not verified by a trusted key"), std::string::npos)
+      << engine.status().message();
+  auto from_dir = Engine::FromModelsDir(cfg, dir_);  // no manifest.json there at all
+  EXPECT_FALSE(from_dir.ok());
 }
 
 // ---- Privacy routing -------------------------------------------------------

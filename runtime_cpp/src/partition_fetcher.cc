@@ -20,12 +20,12 @@ Status PartitionFetcherConfig::Validate() const {
   if (admit_after_hints < 1 || hint_window < admit_after_hints) {
     return InvalidArgument("admit_after_hints must be >= 1 and hint_window >= admit_after_hints");
   }
-  return Status::Ok();
+  return signature.Validate();
 }
 
 std::string PartitionFetcherConfig::ToString() const {
   return "admit_after_hints=" + std::to_string(admit_after_hints) + "/" +
-         std::to_string(hint_window);
+         std::to_string(hint_window) + ", " + signature.ToString();
 }
 
 class PartitionFetcherImpl {
@@ -35,6 +35,7 @@ class PartitionFetcherImpl {
   SlotCache* cache = nullptr;
   ModelFactory factory;
   FetchHooks hooks;
+  ManifestVerifier verifier;
 
   std::mutex hints_mu;
   std::deque<std::string> recent_hints;  // the cloud's last hint_window hints
@@ -75,11 +76,24 @@ class PartitionFetcherImpl {
     idle_cv.notify_all();
   }
 
+  // The cloud's manifest; with trusted keys, only one whose signature verifies.
+  StatusOr<Manifest> FetchManifest() {
+    if (!verifier.enabled()) return cloud->FetchManifest(config.task);
+    KC_ASSIGN_OR_RETURN(ManifestDocument doc, cloud->FetchManifestDocument(config.task));
+    auto fresh = verifier.ParseSigned(doc.json, doc.signature);
+    if (!fresh.ok()) {
+      return Status(fresh.status().code(), "the cloud's manifest is refused: " +
+                                               fresh.status().message() +
+                                               "; the installed partitions stay in use");
+    }
+    return fresh;
+  }
+
   Status FetchAndInstall(const std::string& id) {
     if (cache->Contains(id)) return Status::Ok();
     std::optional<PartitionInfo> info = hooks.find(id);
     if (!info) {
-      KC_ASSIGN_OR_RETURN(Manifest fresh, cloud->FetchManifest(config.task));
+      KC_ASSIGN_OR_RETURN(Manifest fresh, FetchManifest());
       if (fresh.task != config.task) {
         return ProtocolError("the cloud's manifest is for task '" + fresh.task + "', not '" +
                              config.task + "'; nothing was installed");
@@ -90,7 +104,10 @@ class PartitionFetcherImpl {
                         "' but its manifest has no such entry");
       }
       info = *p;
-      hooks.adopt(std::move(fresh));
+      if (Status s = hooks.adopt(std::move(fresh)); !s.ok()) {
+        return Status(s.code(), "the cloud's manifest is refused: " + s.message() +
+                                    "; nothing was installed");
+      }
     }
     KC_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, cloud->FetchPartition(config.task, id));
     ++fetches;
@@ -131,6 +148,7 @@ StatusOr<std::unique_ptr<PartitionFetcher>> PartitionFetcher::Create(
     return InvalidArgument("PartitionFetcher needs every hook (find, adopt, installed)");
   }
   auto impl = std::make_unique<PartitionFetcherImpl>();
+  KC_ASSIGN_OR_RETURN(impl->verifier, ManifestVerifier::Create(config.signature));
   impl->config = std::move(config);
   impl->cloud = std::move(cloud);
   impl->cache = cache;

@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "knowcache/cached_model.h"
@@ -110,6 +111,13 @@ class ScriptedCloud : public CloudBackend {
     ++manifest_fetches;
     return manifest;
   }
+  // Serves `document` when set (signed-manifest tests), else what a backend
+  // without manifest bytes says.
+  StatusOr<ManifestDocument> FetchManifestDocument(const std::string& task) override {
+    if (!document) return CloudBackend::FetchManifestDocument(task);
+    ++manifest_fetches;
+    return *document;
+  }
   StatusOr<std::vector<uint8_t>> FetchPartition(const std::string&, const std::string& id) override {
     ++partition_fetches;
     if (fetch_delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(fetch_delay_ms));
@@ -128,6 +136,7 @@ class ScriptedCloud : public CloudBackend {
   Status infer_status;
   CloudAnswer answer;
   Manifest manifest;
+  std::optional<ManifestDocument> document;
   std::map<std::string, std::vector<uint8_t>> blobs;
   int fetch_delay_ms = 0;
   std::atomic<int> infers{0}, manifest_fetches{0}, partition_fetches{0};

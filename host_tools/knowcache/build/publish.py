@@ -70,8 +70,9 @@ def run_programs(paths: dict[str, Path], x: np.ndarray, workers: int = 2) -> dic
 
 
 def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
-            data: Dataset | None = None) -> dict:
-    """Exports everything in cfg.work to ``out`` (replaced as a whole); returns the metrics."""
+            data: Dataset | None = None, signing_key: Path | None = None) -> dict:
+    """Exports everything in cfg.work to ``out`` (replaced as a whole); returns the metrics.
+    With ``signing_key`` the manifest is signed (``manifest.sig``) before the swap."""
     started = time.time()
     plan, records = load_records(cfg.work)
     data = data or load_data(cfg, log)
@@ -167,10 +168,10 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     }
     metrics["build"] = {"config": _plan_config(cfg), "trained_on": plan.get("trained_on"),
                         "export_seconds": round(time.time() - started, 1)}
-    manifest.write(stage, cfg.task, labels, entries,
+    manifest.write(stage, cfg.task, labels, entries, signing_key=signing_key,
                    private_labels=plan.get("private", []),
                    selector={"kind": "partition_mass",
-                                    "partitions": [f"p{i}" for i in range(len(plan["groups"]))]})
+                             "partitions": [f"p{i}" for i in range(len(plan["groups"]))]})
     (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (stage / "README.md").write_text(model_card.render(metrics))
     _replace_dir(stage, out)

@@ -137,18 +137,46 @@ def partition(cfg, k, epochs) -> None:
                    "answers agree >= 99%).")
 @click.option("--train-samples", type=click.IntRange(min=100), default=20000, show_default=True,
               help="With --staged: training inputs the heads are distilled on (labels unused).")
-def export_cmd(cfg, out, staged, cold, target, train_samples) -> None:
+@click.option("--sign", "sign_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Sign the manifest with this Ed25519 private key "
+              "(`knowcache keys generate`); writes manifest.sig.")
+def export_cmd(cfg, out, staged, cold, target, train_samples, sign_key) -> None:
     """Quantize, lower to .pte, calibrate gates, write manifest and model card."""
     from knowcache.build.publish import load_records, publish
     out = out or _default_out(cfg)
+    _check_key(sign_key)
     if staged:
-        return _export_staged(cfg, out, cold, target, train_samples)
+        _export_staged(cfg, out, cold, target, train_samples)
+        _sign(out, sign_key)
+        return
     try:
         load_records(cfg.work)          # fail fast, before loading data
-        metrics = publish(cfg, out, _log, data=_data(cfg))
+        metrics = publish(cfg, out, _log, data=_data(cfg), signing_key=sign_key)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(e)
     _summary(metrics, out)
+
+
+def _check_key(sign_key: Path | None) -> None:
+    """Fails before hours of work when the signing key cannot be used."""
+    if sign_key is None:
+        return
+    from knowcache import signing
+    try:
+        signing.load_private(sign_key)
+    except ValueError as e:
+        _fail(e)
+
+
+def _sign(out: Path, sign_key: Path | None) -> None:
+    if sign_key is None:
+        return
+    from knowcache import signing
+    try:
+        path = signing.sign_manifest(out, sign_key)
+    except (ValueError, OSError) as e:
+        _fail(e)
+    _log(f"signed {out}/manifest.json: {path}")
 
 
 def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int) -> None:
@@ -195,11 +223,15 @@ def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Models folder (default models/<task>; quick: out/models-quick/<task>).")
 @click.option("--train-only", is_flag=True, help="Stop after training (export elsewhere).")
-def build_models(cfg, k, classes, private, out, train_only) -> None:
+@click.option("--sign", "sign_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Sign the manifest with this Ed25519 private key "
+              "(`knowcache keys generate`); writes manifest.sig.")
+def build_models(cfg, k, classes, private, out, train_only, sign_key) -> None:
     """The whole chain: data, full model, specialize, partition, export."""
     from knowcache.build.pipeline import run_partition, run_specialize, train_full
     cfg.k, cfg.classes, cfg.private = k, classes, private
     out = out or _default_out(cfg)
+    _check_key(sign_key)
     try:
         cfg.spec().cached_classes(cfg.classes or None, cfg.private)
         data = _data(cfg)
@@ -210,7 +242,7 @@ def build_models(cfg, k, classes, private, out, train_only) -> None:
             click.echo(f"trained models in {cfg.work}; export them with `knowcache export`")
             return
         from knowcache.build.publish import publish
-        metrics = publish(cfg, out, _log, data=data)
+        metrics = publish(cfg, out, _log, data=data, signing_key=sign_key)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(e)
     _summary(metrics, out)

@@ -44,10 +44,14 @@ import click
               help="A verified version is published only if it saves this fraction of the "
                    "FLOPs more than the serving one, or is more faithful (default 0.01; "
                    "negative: publish every verified version).")
+@click.option("--signing-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="With --learn-exits: sign each new manifest version with this "
+              "Ed25519 private key (`knowcache keys generate`), for devices that require "
+              "signed manifests.")
 @click.option("--log-level", default="info", show_default=True)
 def serve(models, host, port, token, tls_cert, tls_key, batching, max_batch, max_wait_ms,
           queue_limit, timeout_s, learn_exits, retrain_every, exit_target, fidelity_floor,
-          savings_slack, min_gain, log_level) -> None:
+          savings_slack, min_gain, signing_key, log_level) -> None:
     """Serve full models, partition hints and partition downloads over HTTP.
 
     Every task under MODELS is loaded and its programs verified (sha256) before the
@@ -67,13 +71,17 @@ def serve(models, host, port, token, tls_cert, tls_key, batching, max_batch, max
     given = (("target", "--exit-target", exit_target),
              ("fidelity_floor", "--fidelity-floor", fidelity_floor),
              ("savings_slack", "--savings-slack", savings_slack),
-             ("min_gain", "--min-gain", min_gain))
+             ("min_gain", "--min-gain", min_gain),
+             ("signing_key", "--signing-key", signing_key))
     bars = {field: (option, value) for field, option, value in given if value is not None}
     if bars and not learn_exits:
         raise click.ClickException(f"{', '.join(o for o, _ in bars.values())} only apply "
                                    "to the exit learner; add --learn-exits")
     try:
         online = None
+        if signing_key is not None:
+            from knowcache import signing
+            signing.load_private(signing_key)     # fail now, not at the first retrain
         if learn_exits:
             from knowcache.layer_cache.online import OnlineConfig
             online = OnlineConfig(retrain_every=retrain_every,

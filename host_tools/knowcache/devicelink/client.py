@@ -97,10 +97,15 @@ class DeviceClient:
         return self.call(Msg.DELETE, {"id": pid})
 
     def put(self, task: str, labels: list[str], entry: dict, data: bytes,
-            progress: Optional[Callable[[int, int], None]] = None) -> int:
+            progress: Optional[Callable[[int, int], None]] = None,
+            signed: Optional[tuple[str, str]] = None) -> int:
         """Uploads one partition, resuming at what the device already holds; returns the
-        bytes sent. The device installs it only once size and sha256 check out."""
+        bytes sent. The device installs it only once size and sha256 check out.
+        ``signed`` is (manifest text, manifest.sig line): a device that trusts signing
+        keys installs only partitions a signed manifest pins."""
         begin = {"task": task, "labels": labels, "entry": {**entry, "file": f"{entry['id']}.pte"}}
+        if signed is not None:
+            begin["manifest"], begin["signature"] = signed
         offset = self.call(Msg.PUT_BEGIN, begin)["offset"]
         sent = resyncs = 0
         while offset < len(data):
@@ -148,7 +153,8 @@ def flash(client: DeviceClient, models: Path, partitions: Optional[list[str]] = 
             continue
         data = current.file_of(entry).read_bytes()
         client.put(current.task, current.labels, entry, data,
-                   (lambda done, total, pid=pid: progress(pid, done, total)) if progress else None)
+                   (lambda done, total, pid=pid: progress(pid, done, total)) if progress else None,
+                   signed=(current.text, current.signature) if current.signature else None)
         sent.append(pid)
         log(f"{pid}: {len(data)} bytes flashed and verified")
     return {"flashed": sent, "up_to_date": skipped, "retries": client.retried,

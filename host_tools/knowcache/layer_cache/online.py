@@ -65,6 +65,7 @@ class OnlineConfig:
     export_tolerance: float = 1e-3
     epochs: int = 30
     seed: int = 0
+    signing_key: Optional[Path] = None  # Ed25519 private key: each published manifest is signed
 
     def __post_init__(self) -> None:
         if self.retrain_every < 20:
@@ -290,7 +291,8 @@ class OnlineLearner:
     def _swap(self, entry: dict, model: StagedModel,
               candidate: staged_build.StagedBuild) -> None:
         old_file = self.entry["file"]
-        manifest_version = manifest.update(self.directory, entry)
+        manifest_version = manifest.update(self.directory, entry,
+                                           signing_key=self.config.signing_key)
         with self._lock:
             self.entry, self.model, self.build = entry, model, candidate
             # Requests recorded so far are verified against the new version next time.
@@ -352,7 +354,7 @@ def learner_for(directory: Path, config: OnlineConfig = OnlineConfig(), cold: bo
     if cold:
         entry, _ = staged_build.export_program(build, directory, [], config.target,
                                                int(staged["version"]) + 1)
-        manifest.update(directory, entry)
+        manifest.update(directory, entry, signing_key=config.signing_key)
         if staged["file"] != entry["file"]:
             (directory / staged["file"]).unlink(missing_ok=True)
         staged = entry

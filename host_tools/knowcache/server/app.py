@@ -2,7 +2,9 @@
 
 Routes (the protocol the C++ CloudClient speaks):
   POST /v1/{task}/infer            raw tensor bytes, X-Knowcache-Dtype / X-Knowcache-Shape
-  GET  /v1/{task}/manifest         the task's manifest.json
+  GET  /v1/{task}/manifest         the task's manifest.json (X-Knowcache-Signature: its
+                                   manifest.sig line when signed)
+  GET  /v1/{task}/manifest.sig     the manifest's detached signature (404 when unsigned)
   GET  /v1/{task}/partitions/{id}  a .pte; ETag = sha256, If-None-Match -> 304
   GET  /healthz, /readyz, /metrics
 
@@ -28,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from knowcache import __version__
+from knowcache import __version__, signing
 from knowcache.server import registry
 from knowcache.server.batcher import DynamicBatcher, QueueFull
 from knowcache.server.config import ServeConfig
@@ -223,8 +225,23 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
     @app.get("/v1/{task}/manifest", tags=["models"], responses=ERRORS,
              dependencies=[Depends(authorized)])
     def manifest(task: str = TASK):
-        """The task's manifest.json (schema: runtime_cpp/include/knowcache/manifest.h)."""
-        return Response(task_models(task).manifest_text, media_type="application/json")
+        """The task's manifest.json (schema: runtime_cpp/include/knowcache/manifest.h),
+        byte for byte; when it is signed, header X-Knowcache-Signature carries its
+        detached signature (docs/security.md)."""
+        served = task_models(task).served_manifest
+        headers = {signing.HEADER: served.signature} if served.signature else None
+        return Response(served.text, media_type="application/json", headers=headers)
+
+    @app.get("/v1/{task}/manifest.sig", tags=["models"], responses=ERRORS,
+             dependencies=[Depends(authorized)], response_class=PlainTextResponse)
+    def manifest_signature(task: str = TASK):
+        """The manifest's detached Ed25519 signature (one JSON line: alg, key_id,
+        signature); 404 when the task's manifest is unsigned."""
+        served = task_models(task).served_manifest
+        if not served.signature:
+            raise HTTPException(404, f"task {task!r} serves an unsigned manifest; sign it with "
+                                     "`knowcache keys sign`")
+        return PlainTextResponse(served.signature + "\n")
 
     @app.get("/v1/{task}/partitions/{partition_id}", tags=["models"], responses={
         **ERRORS, 200: {"content": {"application/octet-stream": {}}}, 304: {}},

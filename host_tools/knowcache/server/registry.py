@@ -13,7 +13,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 from scipy.special import softmax
@@ -68,11 +68,21 @@ def read_partitions(directory: Path, manifest: Manifest
     return ok, refused
 
 
+@dataclass(frozen=True)
+class ServedManifest:
+    """The manifest's exact text and its detached signature (``manifest.sig``'s line,
+    None when unsigned), replaced together so a reader never pairs one version's
+    text with another's signature."""
+
+    text: str
+    signature: Optional[str] = None
+
+
 @dataclass
 class TaskModels:
     name: str
     manifest: Manifest
-    manifest_text: str
+    served_manifest: ServedManifest
     full: Partition
     dtype: str
     shape: list[int]
@@ -105,7 +115,8 @@ def refresh_manifest(task: TaskModels, directory: Path) -> None:
     """Re-reads the manifest after a new staged version was swapped in."""
     current = manifests.load(directory)
     task.files, task.refused_files = read_partitions(directory, current.parsed)
-    task.manifest, task.manifest_text = current.parsed, current.text
+    task.manifest, task.served_manifest = current.parsed, ServedManifest(current.text,
+                                                                         current.signature)
 
 
 def attach_learner(task: TaskModels, directory: Path, online: "OnlineConfig | None" = None,
@@ -130,7 +141,8 @@ def load_task(directory: Path) -> TaskModels:
     full = Partition.from_file(str(directory / info.file), info)
     partition_ids, selector = selectors.from_manifest(current)
     return TaskModels(
-        name=manifest.task, manifest=manifest, manifest_text=current.text, full=full,
+        name=manifest.task, manifest=manifest,
+        served_manifest=ServedManifest(current.text, current.signature), full=full,
         dtype=info.input.dtype, shape=list(info.input.shape),
         partition_ids=partition_ids, selector=selector, files=files, refused_files=refused)
 

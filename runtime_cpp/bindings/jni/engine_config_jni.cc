@@ -25,6 +25,11 @@ EngineConfig ReadEngineConfig(JNIEnv* env, jobject config) {
   c.layer_cache.activation.max_bytes = GetLong(env, config, "activationBytes");
   c.private_share = GetFloat(env, config, "privateShare");
   c.local_only = GetBool(env, config, "localOnly");
+  auto keys = static_cast<jobjectArray>(
+      GetObject(env, config, "trustedKeys", "[Ljava/lang/String;"));
+  c.signature.trusted_keys = ToStdStrings(env, keys);
+  env->DeleteLocalRef(keys);
+  c.signature.require_signature = GetBool(env, config, "requireSignature");
   return c;
 }
 

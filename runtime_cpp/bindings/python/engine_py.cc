@@ -16,7 +16,8 @@ void PybindEngine(py::module_* m) {
                        const CloudClientConfig& cloud, bool fetch_hints, int max_local_attempts,
                        float threshold_override, int admit_after_hints, int hint_window,
                        std::string exit_gate, int activation_entries, int64_t activation_bytes,
-                       float private_share, bool local_only) {
+                       float private_share, bool local_only,
+                       std::vector<std::string> trusted_keys, bool require_signature) {
              EngineConfig c;
              c.task = std::move(task);
              c.cache = cache;
@@ -31,6 +32,8 @@ void PybindEngine(py::module_* m) {
              c.layer_cache.activation.max_bytes = activation_bytes;
              c.private_share = private_share;
              c.local_only = local_only;
+             c.signature.trusted_keys = std::move(trusted_keys);
+             c.signature.require_signature = require_signature;
              return c;
            }),
            py::arg("task"), py::arg("cache") = SlotCacheConfig{},
@@ -39,7 +42,9 @@ void PybindEngine(py::module_* m) {
            py::arg("admit_after_hints") = 1, py::arg("hint_window") = 8,
            py::arg("exit_gate") = "learned", py::arg("activation_entries") = 512,
            py::arg("activation_bytes") = 1 << 20, py::arg("private_share") = 0.2f,
-           py::arg("local_only") = false)
+           py::arg("local_only") = false,
+           py::arg("trusted_keys") = std::vector<std::string>{},
+           py::arg("require_signature") = false)
       .def_readwrite("task", &EngineConfig::task)
       .def_readwrite("cache", &EngineConfig::cache)
       .def_readwrite("cloud", &EngineConfig::cloud)
@@ -51,6 +56,10 @@ void PybindEngine(py::module_* m) {
       .def_readwrite("private_share", &EngineConfig::private_share)
       .def_readwrite("local_only", &EngineConfig::local_only)
       .def_property_readonly("exit_gate", [](const EngineConfig& c) { return c.layer_cache.gate; })
+      .def_property_readonly("trusted_keys",
+                             [](const EngineConfig& c) { return c.signature.trusted_keys; })
+      .def_property_readonly("require_signature",
+                             [](const EngineConfig& c) { return c.signature.require_signature; })
       .def("__repr__", &EngineConfig::ToString);
 
   py::class_<InferenceResult>(*m, "InferenceResult")

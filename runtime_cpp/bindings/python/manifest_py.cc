@@ -3,6 +3,7 @@
 #include "status_py.h"
 #include "knowcache/manifest.h"
 #include "knowcache/sha256.h"
+#include "knowcache/signature.h"
 #include "fields_repr_py.h"
 
 namespace py = pybind11;
@@ -49,7 +50,19 @@ void PybindManifest(py::module_* m) {
       .def_readonly("labels", &Manifest::labels)
       .def_readonly("private_labels", &Manifest::private_labels)
       .def_readonly("partitions", &Manifest::partitions)
+      .def_static("load_signed",
+                  [](const std::string& directory, std::vector<std::string> trusted_keys) {
+                    SignatureConfig config;
+                    config.trusted_keys = std::move(trusted_keys);
+                    auto verifier = ValueOrRaise(ManifestVerifier::Create(config));
+                    return ValueOrRaise(verifier.LoadSigned(directory));
+                  },
+                  py::arg("directory"), py::arg("trusted_keys"),
+                  "Reads directory/manifest.json; with trusted keys (base64 Ed25519 public "
+                  "keys) it must verify against directory/manifest.sig.")
       .def_readonly("directory", &Manifest::directory)
+      .def_readonly("signed_by", &Manifest::signed_by,
+                    "Id of the trusted key whose signature was verified; '' when unchecked.")
       .def("find", [](const Manifest& mf, const std::string& id) -> py::object {
         const PartitionInfo* p = mf.Find(id);
         return p ? py::cast(*p) : py::none();

@@ -5,7 +5,8 @@
 //        headers X-Knowcache-Dtype: float32, X-Knowcache-Shape: 1,16000
 //        -> {"label", "index", "confidence", "partition_hint",
 //            "model_version", "server_ms"}
-//   GET  /v1/{task}/manifest        -> manifest JSON (see manifest.h)
+//   GET  /v1/{task}/manifest        -> manifest JSON (see manifest.h); header
+//        X-Knowcache-Signature: its detached signature when signed (signature.h)
 //   GET  /v1/{task}/partitions/{id} -> .pte bytes, ETag = sha256
 //
 // Built on cpp-httplib with keep-alive connections. An https:// URL is spoken
@@ -37,6 +38,13 @@ struct CloudAnswer {
   int64_t uplink_bytes = 0;    // request body bytes sent
 };
 
+/// A manifest as served: its exact bytes (what a signature covers) and the
+/// detached signature sent with it (empty when the cloud serves it unsigned).
+struct ManifestDocument {
+  std::string json;
+  std::string signature;
+};
+
 /// What the engine needs from a cloud. CloudClient is the HTTP
 /// implementation; tests substitute scripted ones.
 class CloudBackend {
@@ -45,6 +53,9 @@ class CloudBackend {
   virtual StatusOr<CloudAnswer> Infer(const std::string& task,
                                       const TensorView& input) = 0;
   virtual StatusOr<Manifest> FetchManifest(const std::string& task) = 0;
+  /// The manifest's bytes and signature, for a fetcher that verifies
+  /// signatures; a backend that cannot give them says so (FailedPrecondition).
+  virtual StatusOr<ManifestDocument> FetchManifestDocument(const std::string& task);
   virtual StatusOr<std::vector<uint8_t>> FetchPartition(
       const std::string& task, const std::string& id) = 0;
 };
@@ -75,6 +86,7 @@ class CloudClient final : public CloudBackend {
   StatusOr<CloudAnswer> Infer(const std::string& task,
                               const TensorView& input) override;
   StatusOr<Manifest> FetchManifest(const std::string& task) override;
+  StatusOr<ManifestDocument> FetchManifestDocument(const std::string& task) override;
   StatusOr<std::vector<uint8_t>> FetchPartition(const std::string& task,
                                                 const std::string& id) override;
   const CloudClientConfig& config() const;

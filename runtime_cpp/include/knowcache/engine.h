@@ -45,6 +45,7 @@
 #include "knowcache/layer_cache.h"
 #include "knowcache/manifest.h"
 #include "knowcache/partition_fetcher.h"
+#include "knowcache/signature.h"
 #include "knowcache/slot_cache.h"
 #include "knowcache/status.h"
 #include "knowcache/tensor.h"
@@ -84,6 +85,13 @@ struct EngineConfig {
   /// Never call the cloud (no uploads, no downloads): what the gate rejects is
   /// answered locally with source kLocalOnly.
   bool local_only = false;
+  /// Signed manifests (signature.h). With trusted keys, every manifest the
+  /// engine takes (FromModelsDir's manifest.json + manifest.sig, SetManifest, a
+  /// fetched one) must be signed by one of them, and every program installed
+  /// must be pinned (id, size, sha256) by it, and a manifest older than the
+  /// engine's (a rollback) is refused. A refusal leaves the installed
+  /// partitions in use.
+  SignatureConfig signature;
 
   Status Validate() const;
   std::string ToString() const;
@@ -177,7 +185,8 @@ class Engine {
       EngineConfig config, Manifest manifest, const InstallPlan& plan = InstallPlan::Cached(),
       std::shared_ptr<CloudBackend> cloud = nullptr, ModelFactory factory = nullptr,
       StagedModelFactory staged_factory = nullptr);
-  /// FromManifest with `directory`/manifest.json.
+  /// FromManifest with `directory`/manifest.json; with trusted keys
+  /// (config.signature) it must verify against `directory`/manifest.sig.
   static StatusOr<std::unique_ptr<Engine>> FromModelsDir(
       EngineConfig config, const std::string& directory,
       const InstallPlan& plan = InstallPlan::Cached());
@@ -185,7 +194,9 @@ class Engine {
 
   /// Metadata used to verify downloads and map labels to task indices. Its
   /// private_labels join the engine's private set, which never shrinks (nor
-  /// does a manifest fetched from the cloud shrink it).
+  /// does a manifest fetched from the cloud shrink it). With trusted keys,
+  /// FailedPrecondition (the current manifest kept) for a manifest not
+  /// verified by them or older than the current one.
   Status SetManifest(Manifest manifest);
   /// Loads `id` from the manifest's directory into a slot: the file's size
   /// and sha256 are checked against the manifest first.

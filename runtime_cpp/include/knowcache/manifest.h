@@ -116,6 +116,9 @@ struct Manifest {
   std::vector<std::string> private_labels;
   std::vector<PartitionInfo> partitions;
   std::string directory;  // where `file` entries resolve; empty when fetched
+  /// The id of the trusted key whose signature over this manifest's bytes was
+  /// verified (ManifestVerifier, signature.h); empty when it was not checked.
+  std::string signed_by;
 
   static StatusOr<Manifest> Parse(const std::string& json_text);
   static StatusOr<Manifest> Load(const std::string& path);

@@ -8,7 +8,10 @@
 // against the manifest's `bytes` and `sha256` before ExecuTorch sees them. A
 // good download is built into a model, installed in the slot cache and
 // reported to the engine (hooks.installed), which makes it the active
-// partition; a bad one leaves the cache as it was and is counted.
+// partition; a bad one leaves the cache as it was and is counted. With
+// trusted keys (config.signature), a fetched manifest must carry a valid
+// signature by one of them, and the engine refuses one older than its own
+// (hooks.adopt): either way nothing is downloaded or installed.
 //
 // Ownership: shares the engine's CloudBackend, borrows its SlotCache; the
 // hooks call back into the engine, so both must outlive the fetcher.
@@ -26,6 +29,7 @@
 #include "knowcache/cached_model.h"
 #include "knowcache/cloud_client.h"
 #include "knowcache/manifest.h"
+#include "knowcache/signature.h"
 #include "knowcache/slot_cache.h"
 #include "knowcache/status.h"
 
@@ -39,6 +43,9 @@ struct PartitionFetcherConfig {
   /// thrashing the slots (each download evicts a partition and uses the link).
   int admit_after_hints = 1;
   int hint_window = 8;
+  /// Trusted keys: a manifest fetched from the cloud is refused unless one of
+  /// them signed it (signature.h).
+  SignatureConfig signature;
 
   Status Validate() const;
   std::string ToString() const;
@@ -55,8 +62,10 @@ struct FetchStats {
 struct FetchHooks {
   /// The engine's manifest entry for `id`, if it has one.
   std::function<std::optional<PartitionInfo>(const std::string& id)> find;
-  /// A manifest fetched from the cloud because `find` did not know a hinted id.
-  std::function<void(Manifest fresh)> adopt;
+  /// A manifest fetched from the cloud because `find` did not know a hinted id
+  /// (already verified when keys are trusted); an error (a rollback to an older
+  /// version) refuses it and nothing is downloaded.
+  std::function<Status(Manifest fresh)> adopt;
   /// `id` was downloaded, verified and installed in the slot cache.
   std::function<void(const std::string& id)> installed;
 };

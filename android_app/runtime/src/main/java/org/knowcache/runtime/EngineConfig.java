@@ -29,6 +29,8 @@ public final class EngineConfig {
   private final long activationBytes;
   private final float privateShare;
   private final boolean localOnly;
+  private final String[] trustedKeys;
+  private final boolean requireSignature;
 
   private EngineConfig(Builder b) {
     task = b.task;
@@ -49,6 +51,8 @@ public final class EngineConfig {
     activationBytes = b.activationBytes;
     privateShare = b.privateShare;
     localOnly = b.localOnly;
+    trustedKeys = b.trustedKeys.clone();
+    requireSignature = b.requireSignature;
   }
 
   /** {@code task} may be "" to take the manifest's. */
@@ -68,12 +72,18 @@ public final class EngineConfig {
     return cloudUrl;
   }
 
+  /** The trusted manifest-signing keys (a copy). */
+  public String[] trustedKeys() {
+    return trustedKeys.clone();
+  }
+
   @Override
   public String toString() {  // never prints the token
     return "EngineConfig(task=" + task + ", slots=" + slots + ", budgetBytes=" + budgetBytes
         + ", cloudUrl=" + (cloudUrl.isEmpty() ? "none" : cloudUrl) + ", fetchHints=" + fetchHints
         + ", maxLocalAttempts=" + maxLocalAttempts + ", threshold=" + threshold
-        + ", privateShare=" + privateShare + ", localOnly=" + localOnly + ")";
+        + ", privateShare=" + privateShare + ", localOnly=" + localOnly
+        + ", trustedKeys=" + trustedKeys.length + ", requireSignature=" + requireSignature + ")";
   }
 
   /** Builder with the defaults of the C++ structs. */
@@ -96,6 +106,8 @@ public final class EngineConfig {
     private long activationBytes = 1L << 20;
     private float privateShare = 0.2f;
     private boolean localOnly = false;
+    private String[] trustedKeys = new String[0];
+    private boolean requireSignature = false;
 
     private Builder(String task) {
       this.task = Objects.requireNonNull(task, "task");
@@ -178,6 +190,29 @@ public final class EngineConfig {
 
     public Builder activationBytes(long bytes) {
       this.activationBytes = bytes;
+      return this;
+    }
+
+    /**
+     * Ed25519 public keys (base64 of the 32 raw bytes: the line of a
+     * {@code knowcache keys generate} .pub file) that sign the manifests; several
+     * for key rotation. With any, the models folder's manifest.json must verify
+     * against its manifest.sig, every manifest fetched from the cloud must be
+     * signed by one of them, and one older than the installed version is refused
+     * (docs/security.md).
+     */
+    public Builder trustedKeys(String... keys) {
+      String[] copy = Objects.requireNonNull(keys, "keys").clone();
+      for (String k : copy) {
+        Objects.requireNonNull(k, "a trusted key");
+      }
+      this.trustedKeys = copy;
+      return this;
+    }
+
+    /** Refuse to build an engine without trusted keys (default false). */
+    public Builder requireSignature(boolean require) {
+      this.requireSignature = require;
       return this;
     }
 

@@ -45,7 +45,8 @@ def test_cpp_parsers_survive_a_short_fuzzing_run(tmp_path, fuzzer, seeds, runs, 
 @pytest.mark.parametrize("target", ["wav", "image", "idx", "frame", "manifest", "task_file"])
 def test_python_parsers_survive_a_short_fuzzing_run(tmp_path, target):
     res = subprocess.run([sys.executable, str(REPO / "scripts/fuzz_python.py"), target,
-                          "--work", str(tmp_path), "-runs=20000", "-max_len=16384", "-seed=1"],
+                          "--work", str(tmp_path), "-runs=20000", "-max_len=16384", "-seed=1",
+                          f"-rss_limit_mb={_rss_limit_mb()}"],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-4000:]
     assert "Done 20000 runs" in res.stderr

@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 #include <atomic>
 #include <chrono>
@@ -277,8 +278,13 @@ TEST(CloudClient, AConnectionClosedBeforeTheAnswerIsUnavailableNotATimeout) {
   std::thread closer([listener] {
     const int conn = accept(listener, nullptr, nullptr);
     if (conn < 0) return;
+    // Read the whole request (until 200 ms pass with nothing more), so that the
+    // client fails reading the answer, not writing the request.
+    timeval wait{0, 200000};
+    setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait));
     char buf[4096];
-    (void)recv(conn, buf, sizeof(buf), 0);
+    while (recv(conn, buf, sizeof(buf), 0) > 0) {
+    }
     close(conn);
   });
   auto client = MakeClient("http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)),

@@ -39,6 +39,7 @@ REQUESTS = [
      b"", 404),                                                     # unknown task
     ("GET", "/v1/kws/manifest", {}, None, 200),
     ("GET", "/v1/audio/manifest", {}, None, 404),
+    ("GET", "/v1/kws/manifest.sig", {}, None, 404),                 # the shipped ones are unsigned
     ("GET", "/v1/kws/partitions/p1", {}, None, 200),
     ("GET", "/v1/kws/partitions/p9", {}, None, 404),                # no such partition
     ("GET", "/v1/kws/layer-cache", {}, None, 404),                  # no --learn-exits

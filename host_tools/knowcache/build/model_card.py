@@ -119,10 +119,20 @@ def render(m: dict) -> str:
         f"{m['build'].get('trained_on') or 'an unrecorded device'}; quantized, exported, "
         f"calibrated and evaluated by `knowcache export` on the CPU in "
         f"{m['build']['export_seconds']} s. See docs/models.md for the architecture and "
-        "training recipe.",
+        "training recipe." + _piper_sentence(m['source'], cfg),
         "",
     ]
     return "\n".join(lines)
+
+
+def _piper_sentence(source: str, cfg: dict) -> str:
+    """What the piper-tts clips were, when the data set had them."""
+    if "piper-tts" not in source:
+        return ""
+    return (" Beside the espeak-ng voices, the piper-tts clips of every keyword named in the "
+            "data set (the joe voice; each take with its own phoneme length, noise scales, "
+            "punctuation and a resampling by 0.82-1.18x) joined the training split only, with "
+            f"{100 * cfg.get('piper_weight', 0.15):.0f}% of the training weight.")
 
 
 def _real_section(m: dict) -> list[str]:

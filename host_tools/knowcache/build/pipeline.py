@@ -49,6 +49,8 @@ class BuildConfig:
     real: Optional[Path] = None               # kws: folder of real <word>/*.wav, split by speaker
     real_weight: float = 0.5                  # share of the training weight the real clips get
     real_copies: int = 8                      # perturbed takes of each real training clip
+    piper_per_word: int = 80                  # kws: piper-tts training clips per keyword (0: none)
+    piper_weight: float = 0.15                # share of the training weight the piper clips get
     spectrogram_from: Optional[Path] = None   # kws: reuse this .pte as the spectrogram branch
     extra: dict = field(default_factory=dict)
 
@@ -56,6 +58,14 @@ class BuildConfig:
         if self.task == "vision" and self.cifar10:
             return VISION_CIFAR10
         return tasks.get(self.task)
+
+    @property
+    def piper_clips_per_word(self) -> int:
+        """piper-tts clips per keyword this build adds: kws on synthesized speech only
+        (not when it trains on a real Speech Commands folder), 2 with ``quick``."""
+        if self.task != "kws" or self.speech_commands is not None or self.piper_per_word < 1:
+            return 0
+        return min(2, self.piper_per_word) if self.quick else self.piper_per_word
 
     @property
     def family(self) -> str:
@@ -104,6 +114,9 @@ def load_data(cfg: BuildConfig, log: training.Log = print, progress=None) -> Dat
                           cifar10=cfg.cifar10, progress=progress)
     if cfg.real is not None:
         data = store.with_real(data, cfg.real, seed=cfg.seed, copies=cfg.real_copies)
+    if cfg.piper_clips_per_word:
+        data = store.with_piper(data, per_word=cfg.piper_clips_per_word, seed=cfg.seed,
+                                progress=progress)
     log(data.summary())
     if tuple(data.labels) != cfg.spec().labels:
         raise ValueError(f"data set labels {data.labels} do not match task {cfg.task}")
@@ -191,11 +204,26 @@ def spectrogram_branch(cfg: BuildConfig, data: Dataset | None = None,
 
 def sample_weights(cfg: BuildConfig, data: Dataset) -> Optional[torch.Tensor]:
     """Training weights that give the real recordings ``cfg.real_weight`` of the
-    total (they are far fewer than the synthesized clips); None without any."""
-    real = store.is_real(data.train)
-    if not real.any() or real.all():
+    total and the piper-tts clips ``cfg.piper_weight`` (both are far fewer than
+    the espeak-ng clips, which get the rest); None when the training split is
+    of one kind only."""
+    real, piper = store.is_real(data.train), store.is_piper(data.train)
+    parts = [(m, share) for m, share in ((real, cfg.real_weight), (piper, cfg.piper_weight))
+             if m.any()]
+    rest = ~(real | piper)
+    if rest.any():
+        left = 1.0 - sum(share for _, share in parts)
+        if left <= 0:
+            raise ValueError(f"real_weight {cfg.real_weight} and piper_weight {cfg.piper_weight} "
+                             "leave no training weight for the synthesized espeak-ng clips; "
+                             "their sum must be below 1")
+        parts.append((rest, left))
+    if len(parts) < 2:
         return None
-    w = np.where(real, cfg.real_weight / real.sum(), (1 - cfg.real_weight) / (~real).sum())
+    w = np.zeros(len(real))
+    total = sum(share for _, share in parts)
+    for m, share in parts:
+        w[m] = share / total / m.sum()
     return torch.from_numpy(w * len(w)).float()
 
 

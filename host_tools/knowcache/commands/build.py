@@ -38,20 +38,31 @@ def build_options(f):
     @click.option("--real-copies", type=click.IntRange(min=0), default=8, show_default=True,
                   help="kws: perturbed takes (speed, shift, room, noise, gain) of each real "
                   "training recording added to the training set.")
+    @click.option("--piper-per-word", type=click.IntRange(min=0), default=80, show_default=True,
+                  help="kws: piper-tts (neural voice, joe) training clips per keyword added to "
+                  "the espeak-ng ones; 0: none (2 with --quick; none with --speech-commands).")
+    @click.option("--piper-weight", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.15,
+                  show_default=True, help="kws: share of the training weight the piper-tts clips "
+                  "get (the real recordings get half).")
     @click.option("--spectrogram-from", type=click.Path(exists=True, dir_okay=False,
                   path_type=Path), default=None,
                   help="kws: take the full model's spectrogram ResNet branch from this program "
                   "(a previous kws full.pte) instead of training it.")
     @functools.wraps(f)
     def wrapper(task, work, quick, device, seed, speech_commands, fashion_mnist, cifar10, real,
-                real_copies, spectrogram_from, **kwargs):
+                real_copies, piper_per_word, piper_weight, spectrogram_from, **kwargs):
         from knowcache.build.pipeline import BuildConfig
         if real is not None and task != "kws":
             raise click.BadParameter("--real is for the kws task", param_hint="--real")
+        if real is not None and piper_per_word and piper_weight >= 0.5:
+            raise click.BadParameter(f"{piper_weight} leaves nothing for the espeak-ng clips: the "
+                                     "real recordings take half the training weight; give less "
+                                     "than 0.5", param_hint="--piper-weight")
         work = work or Path("out/work") / (task + ("-quick" if quick else ""))
         cfg = BuildConfig(task=task, work=work, quick=quick, device=device, seed=seed,
                           speech_commands=speech_commands, fashion_mnist=fashion_mnist,
                           cifar10=cifar10, real=real, real_copies=real_copies,
+                          piper_per_word=piper_per_word, piper_weight=piper_weight,
                           spectrogram_from=spectrogram_from)
         return f(cfg=cfg, **kwargs)
     return wrapper

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
+from knowcache.atomic import replace_atomically
 from knowcache.data.dataset import Dataset, Split, cache_dir
 
 Progress = Optional[Callable[[str, int, int], None]]
@@ -175,3 +177,33 @@ def _perturbed(clips, copies: int, seed: int):
 def is_real(split: Split) -> np.ndarray:
     """Which samples of a split are real recordings added by ``with_real``."""
     return np.char.startswith(split.group.astype(str), REAL_GROUP)
+
+
+def with_piper(ds: Dataset, *, per_word: int, seed: int = 0, progress: Progress = None,
+               refresh: bool = False) -> Dataset:
+    """``ds`` with ``per_word`` piper-tts clips of every keyword appended to its
+    training split (made once, then cached by configuration)."""
+    from knowcache.data import piper
+    if per_word < 1:
+        raise ValueError(f"per_word must be 1 or more, not {per_word}")
+    config = piper.PiperConfig(seed=seed, per_word=per_word)
+    path = cache_dir() / "speech" / f"{config.key()}.npz"
+    if path.is_file() and not refresh:
+        with np.load(path, allow_pickle=False) as z:
+            x, y = z["x"], z["y"]
+    else:
+        x, y = piper.generate(config, progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(path, lambda tmp: np.savez(tmp, x=x, y=y), suffix=".tmp.npz")
+    tr = ds.train
+    train = Split(np.concatenate([tr.x, x]), np.concatenate([tr.y, y.astype(tr.y.dtype)]),
+                  np.concatenate([tr.group.astype(str), np.full(len(y), piper.GROUP)]))
+    meta = {**ds.meta, "piper": {"config": asdict(config), "clips": int(len(y))}}
+    return Dataset(ds.task, ds.labels, train, ds.val, ds.test,
+                   f"{ds.source} + piper-tts joe ({len(y)} clips)", meta)
+
+
+def is_piper(split: Split) -> np.ndarray:
+    """Which samples of a split are piper-tts clips added by ``with_piper``."""
+    from knowcache.data.piper import GROUP
+    return split.group.astype(str) == GROUP

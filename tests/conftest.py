@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -286,3 +287,60 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+class RayServeCluster:
+    """The session's local Ray cluster with Serve's proxy on ``port``: ``running``
+    deploys `knowcache serve --ray`'s application on it, 2 model replicas per task."""
+
+    # 2 tasks x 2 replicas + the ingress fit twice in the cluster's 2 CPUs (a module's
+    # app and a test's own): a replica's compute thread count is its whole CPUs, 1.
+    SCALE = dict(min_replicas=2, max_replicas=2, replica_cpus=0.2, ingress_cpus=0.1)
+
+    def __init__(self, port: int):
+        self.port = port
+        self._apps = 0
+        self.last_app = ""       # the name of the application ``running`` deployed last
+        self._prefixes: set[str] = set()     # the live applications' route prefixes
+
+    @contextmanager
+    def running(self, config, **scale):
+        """Deploys ``config`` as its own application (at "/" when that is free, else
+        under "/<name>"); yields its base URL once ready; deletes it after."""
+        from ray import serve
+
+        from knowcache.bench.cloud_process import wait_until_ready
+        from knowcache.server import ray_backend
+        self._apps += 1
+        name = self.last_app = f"knowcache{self._apps}"
+        prefix = "/" if "/" not in self._prefixes else f"/{name}"
+        self._prefixes.add(prefix)
+        try:
+            ray_backend.deploy(config, ray_backend.ScaleConfig(**{**self.SCALE, **scale}), name,
+                               prefix)
+            url = f"http://127.0.0.1:{self.port}" + ("" if prefix == "/" else prefix)
+            wait_until_ready(url, 60)
+            yield url
+        finally:
+            serve.delete(name)
+            self._prefixes.discard(prefix)
+
+
+@pytest.fixture(scope="session")
+def ray_serve():
+    """One local Ray cluster (2 CPUs, no dashboard) with Serve, shared by every test
+    that needs Ray, and shut down after them (skipped where `knowcache[ray]` is not
+    installed)."""
+    pytest.importorskip("ray.serve", reason="needs the knowcache[ray] extra")
+    import ray
+    from ray import serve
+
+    from knowcache.bench.cloud_process import free_port
+    from knowcache.server import ray_backend
+    port = free_port()
+    ray_backend.connect("local", 2, "127.0.0.1", port)
+    try:
+        yield RayServeCluster(port)
+    finally:
+        serve.shutdown()
+        ray.shutdown()

@@ -1,0 +1,104 @@
+"""`knowcache serve --ray` beyond the shared HTTP tests (tests/test_serve_ray_http.py):
+a model replica killed under load is replaced while every request is answered or
+cleanly refused; the CLI's Ray options; Ray not installed."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from knowcache.server import ServeConfig
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+VISION = {"X-Knowcache-Dtype": "float32", "X-Knowcache-Shape": "1,1,28,28"}
+
+
+def replica_actors(app: str, deployment: str) -> list[str]:
+    """The names of a deployment's live replica actors (Serve names them
+    SERVE_REPLICA::<app>#<deployment>#<id>, in namespace "serve")."""
+    import ray
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#"))
+
+
+def running_replicas(app: str, deployment: str) -> int:
+    from ray import serve
+    status = serve.status().applications[app].deployments[deployment]
+    return status.replica_states.get("RUNNING", 0)
+
+
+@pytest.mark.slow
+def test_a_replica_killed_under_load_is_replaced_and_no_request_hangs(ray_serve):
+    import ray
+    x = np.zeros((1, 1, 28, 28), np.float32).tobytes()
+    with ray_serve.running(ServeConfig(models=MODELS, queue_limit=64)) as url:
+        app = ray_serve.last_app
+        before = replica_actors(app, "model-vision")
+        assert len(before) == 2
+        codes: list[int] = []
+
+        async def client(c: httpx.AsyncClient, until: float):
+            while time.monotonic() < until:
+                r = await c.post(url + "/v1/vision/infer", content=x, headers=VISION)
+                codes.append(r.status_code)
+                if r.status_code != 200:
+                    assert r.headers.get("retry-after") == "1", r.text
+                    await asyncio.sleep(0.05)
+
+        async def load_and_kill():
+            # A client that waits longer than this on one request has hung.
+            async with httpx.AsyncClient(timeout=20) as c:
+                until = time.monotonic() + 8
+                clients = [asyncio.create_task(client(c, until)) for _ in range(8)]
+                await asyncio.sleep(2)
+                killed_at = time.monotonic()
+                ray.kill(ray.get_actor(before[0], namespace="serve"), no_restart=True)
+                await asyncio.gather(*clients)
+                return killed_at
+
+        killed_at = asyncio.run(load_and_kill())
+        deadline = killed_at + 60
+        while time.monotonic() < deadline:
+            after = replica_actors(app, "model-vision")
+            if len(after) == 2 and before[0] not in after and \
+                    running_replicas(app, "model-vision") == 2:
+                break
+            time.sleep(0.5)
+        replaced_s = time.monotonic() - killed_at
+        after = replica_actors(app, "model-vision")
+        print(f"replica replaced in {replaced_s:.1f} s; answers: "
+              f"{ {c: codes.count(c) for c in set(codes)} }")
+        assert before[0] not in after and len(after) == 2, (before, after)
+        assert set(codes) <= {200, 429, 503}, codes
+        assert codes.count(200) > 0.9 * len(codes)
+        # Still serving, on both replicas.
+        r = httpx.post(url + "/v1/vision/infer", content=x, headers=VISION, timeout=20)
+        assert r.status_code == 200, r.text
+
+
+def test_ray_options_need_ray():
+    from click.testing import CliRunner
+
+    from knowcache.cli import main
+    res = CliRunner().invoke(main, ["serve", "--models", str(MODELS), "--max-replicas", "3"])
+    assert res.exit_code == 1
+    assert "--max-replicas only apply to the Ray back end; add --ray" in res.output
+
+
+def test_ray_without_the_extra_says_how_to_install_it(monkeypatch):
+    from click.testing import CliRunner
+
+    import knowcache.server
+    from knowcache.cli import main
+    monkeypatch.setitem(sys.modules, "ray", None)          # as if not installed
+    monkeypatch.delitem(sys.modules, "knowcache.server.ray_backend", raising=False)
+    monkeypatch.delattr(knowcache.server, "ray_backend", raising=False)
+    res = CliRunner().invoke(main, ["serve", "--models", str(MODELS), "--ray"])
+    assert res.exit_code == 1
+    assert "--ray needs Ray Serve: pip install 'knowcache[ray]'" in res.output

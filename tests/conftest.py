@@ -304,10 +304,15 @@ class RayServeCluster:
         self._prefixes: set[str] = set()     # the live applications' route prefixes
 
     @contextmanager
-    def running(self, config, **scale):
+    def running(self, config, *, serve_config=None, **scale):
         """Deploys ``config`` as its own application (at "/" when that is free, else
-        under "/<name>"); yields its base URL once ready; deletes it after."""
+        under "/<name>"); yields its base URL once ready; deletes it after. With
+        ``serve_config`` (a Serve config file's path), what that file says instead, built
+        the way `serve deploy FILE` builds it."""
+        import yaml
         from ray import serve
+        from ray._common.utils import import_attr
+        from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
 
         from knowcache.bench.cloud_process import wait_until_ready
         from knowcache.server import ray_backend
@@ -316,8 +321,14 @@ class RayServeCluster:
         prefix = "/" if "/" not in self._prefixes else f"/{name}"
         self._prefixes.add(prefix)
         try:
-            ray_backend.deploy(config, ray_backend.ScaleConfig(**{**self.SCALE, **scale}), name,
-                               prefix)
+            if serve_config is None:
+                ray_backend.deploy(config, ray_backend.ScaleConfig(**{**self.SCALE, **scale}),
+                                   name, prefix)
+            else:
+                spec = yaml.safe_load(Path(serve_config).read_text())["applications"][0]
+                serve.run(call_user_app_builder_with_args_if_necessary(
+                    import_attr(spec["import_path"]), spec["args"]), name=name,
+                    route_prefix=prefix)
             url = f"http://127.0.0.1:{self.port}" + ("" if prefix == "/" else prefix)
             wait_until_ready(url, 60)
             yield url

@@ -102,3 +102,32 @@ def test_ray_without_the_extra_says_how_to_install_it(monkeypatch):
     res = CliRunner().invoke(main, ["serve", "--models", str(MODELS), "--ray"])
     assert res.exit_code == 1
     assert "--ray needs Ray Serve: pip install 'knowcache[ray]'" in res.output
+
+
+def samples(text: str, name: str) -> dict[str, float]:
+    """``name``'s samples in Prometheus text: labels -> value."""
+    return {line.split(" ")[0].removeprefix(name): float(line.split(" ")[-1])
+            for line in text.splitlines() if line.startswith(name)}
+
+
+@pytest.mark.slow
+def test_the_serve_config_file_deploys_and_metrics_are_cluster_wide(ray_serve, tmp_path):
+    """The file --serve-config writes passes Serve's schema and deploys through Serve's own
+    builder path; with 2 ingress replicas, /metrics on either counts both."""
+    from knowcache.server import ray_backend
+    config = ServeConfig(models=MODELS, max_batch=4)
+    scale = ray_backend.ScaleConfig(min_replicas=1, max_replicas=1, replica_cpus=0.2,
+                                    ingress_replicas=2, ingress_cpus=0.1)
+    path = tmp_path / "serve.yaml"
+    ray_backend.write_serve_config(path, config, scale, "127.0.0.1", ray_serve.port)
+    with ray_serve.running(None, serve_config=path) as url:
+        x = np.zeros((1, 1, 28, 28), np.float32).tobytes()
+        for _ in range(20):
+            assert httpx.post(url + "/v1/vision/infer", content=x, headers=VISION,
+                              timeout=20).status_code == 200
+        time.sleep(2 * ray_backend.PUSH_EVERY_S)
+        for _ in range(6):           # the proxy spreads scrapes over both replicas
+            text = httpx.get(url + "/metrics", timeout=20).text
+            requests = samples(text, "knowcache_requests_total")
+            assert requests['{route="/v1/{task}/infer",status="200"}'] == 20, requests
+            assert samples(text, "knowcache_batch_size_sum")[""] == 20

@@ -62,7 +62,8 @@ class Compute(Protocol):
     """Where infer requests run: this process's batcher (``LocalCompute``) or a Ray
     Serve deployment per task (``knowcache.server.ray_backend``). ``submit`` raises
     QueueFull (429) when the model's queue is full, Unavailable (503) when no model
-    can take the request."""
+    can take the request. ``exposition`` is the Prometheus text of every server
+    answering for the app (this one's alone locally)."""
 
     depth: int
 
@@ -72,18 +73,22 @@ class Compute(Protocol):
 
     def submit(self, task: registry.TaskModels, x: np.ndarray) -> Awaitable[registry.Answer]: ...
 
+    async def exposition(self) -> bytes: ...
 
-# (settings, observe a batch's size) -> where infer requests run
-ComputeFactory = Callable[[ServeConfig, Callable[[int], None]], Compute]
+
+# (settings, this server's metrics) -> where infer requests run
+ComputeFactory = Callable[[ServeConfig, ServerMetrics], Compute]
 
 
 class LocalCompute:
     """The task's full model in this process, through the dynamic batcher."""
 
-    def __init__(self, config: ServeConfig, on_batch: Callable[[int], None]):
+    def __init__(self, config: ServeConfig, metrics: ServerMetrics):
+        self.metrics = metrics
         self.batcher = DynamicBatcher(batching=config.batching, max_batch=config.max_batch,
                                       max_wait_ms=config.max_wait_ms,
-                                      queue_limit=config.queue_limit, on_batch=on_batch)
+                                      queue_limit=config.queue_limit,
+                                      on_batch=metrics.batch_size.observe)
 
     @property
     def depth(self) -> int:
@@ -98,6 +103,9 @@ class LocalCompute:
     def submit(self, task: registry.TaskModels, x: np.ndarray) -> Awaitable[registry.Answer]:
         return self.batcher.submit(task.run, x)
 
+    async def exposition(self) -> bytes:
+        return generate_latest(self.metrics.registry)
+
 
 class _State:
     def __init__(self, config: ServeConfig, report: Optional[registry.LoadReport] = None,
@@ -108,7 +116,7 @@ class _State:
         self.ready = threading.Event()
         self.load_error: Optional[str] = None
         self.metrics = ServerMetrics()
-        self.compute = compute(config, self.metrics.batch_size.observe)
+        self.compute = compute(config, self.metrics)
 
     def load(self) -> None:
         try:
@@ -222,10 +230,10 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
         return JSONResponse({"detail": state.load_error or "models are still loading"}, 503)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    def metrics():
-        """Prometheus metrics."""
+    async def metrics():
+        """Prometheus metrics (on Ray: every ingress replica's, summed)."""
         state.metrics.queue_depth.set(state.compute.depth)
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(await state.compute.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/{task}/infer", response_model=InferAnswer, responses=ERRORS, tags=["infer"],
               dependencies=[Depends(authorized)],

@@ -11,7 +11,9 @@ One Serve application, ``app(args)``, of three kinds of deployment:
                       with as many kernel threads as the replica has CPUs;
   ``programs``: one replica on the head node reads the models folder once; every
   other replica gets its task's bytes from it through Ray's object store, so
-  other nodes need no models folder.
+  other nodes need no models folder;
+  ``ClusterMetrics``: one replica that sums every ingress replica's metrics, so a
+  scrape of /metrics anywhere answers for the whole application.
 
 A model deployment's full queue (``max_queued_requests``) is answered 429 with
 Retry-After, like `knowcache serve`'s; a replica that dies under a request is
@@ -36,7 +38,7 @@ from ray.serve.exceptions import (BackPressureError, DeploymentUnavailableError,
                                   ReplicaUnavailableError)
 
 from knowcache.runtime import set_compute_threads
-from knowcache.server import registry
+from knowcache.server import metrics, registry
 from knowcache.server.app import create_app
 from knowcache.server.batcher import QueueFull, Unavailable, run_each
 from knowcache.server.config import TOKEN_ENV, ServeConfig
@@ -145,19 +147,61 @@ _GONE = (RayActorError, ActorUnavailableError, ReplicaUnavailableError,
          DeploymentUnavailableError)
 
 
-class RayCompute:
-    """The ingress's side of the model deployments (app.Compute)."""
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0},
+                  max_ongoing_requests=1000)
+class ClusterMetrics:
+    """Every ingress replica's metrics, pushed each second and before each scrape: a
+    scrape of any replica's /metrics answers the sum (a replica gone keeps its last
+    counts; this replica's restart is a counter reset to Prometheus)."""
 
-    def __init__(self, models: dict, on_batch: Callable[[int], None]):
+    def __init__(self):
+        self.snapshots: dict[str, list] = {}
+
+    def push(self, replica: str, families: list) -> None:
+        self.snapshots[replica] = families
+
+    def merged(self, replica: str, families: list) -> list:
+        self.snapshots[replica] = families
+        return metrics.merge(self.snapshots.values())
+
+
+PUSH_EVERY_S = 1.0
+
+
+class RayCompute:
+    """The ingress's side of the model deployments and of the cluster's metrics
+    (app.Compute)."""
+
+    def __init__(self, models: dict, cluster_metrics, own: metrics.ServerMetrics):
         self.models = models
-        self.on_batch = on_batch
+        self.cluster_metrics = cluster_metrics
+        self.own = own
+        self.replica = serve.get_replica_context().replica_id.unique_id
         self.depth = 0          # this ingress replica's requests waiting for a model
+        self._pusher: Optional[asyncio.Task] = None
 
     def start(self) -> None:
-        pass
+        self._pusher = asyncio.get_running_loop().create_task(self._push())
 
     async def stop(self) -> None:
-        pass
+        if self._pusher:
+            self._pusher.cancel()
+
+    async def _push(self) -> None:
+        while True:
+            await asyncio.sleep(PUSH_EVERY_S)
+            try:
+                await self.cluster_metrics.push.remote(self.replica, self._snapshot())
+            except Exception:  # noqa: BLE001 - the hub restarting: push again next time
+                pass
+
+    def _snapshot(self) -> list:
+        self.own.queue_depth.set(self.depth)
+        return list(self.own.registry.collect())
+
+    async def exposition(self) -> bytes:
+        return metrics.exposition(
+            await self.cluster_metrics.merged.remote(self.replica, self._snapshot()))
 
     def submit(self, task: registry.TaskModels, x: np.ndarray):
         return self._answer(task.name, x)
@@ -182,7 +226,7 @@ class RayCompute:
         finally:
             self.depth -= 1
         if batch:
-            self.on_batch(batch)
+            self.own.batch_size.observe(batch)
         if not ok:
             raise value
         return value
@@ -193,16 +237,18 @@ class RayCompute:
 class Ingress:
     """`knowcache serve`'s app, with its models in the tasks' deployments."""
 
-    async def __init__(self, config: dict, programs, models: dict):
+    async def __init__(self, config: dict, programs, models: dict, cluster_metrics):
         self.config = ServeConfig(**config)
         tasks = await programs.all.remote()
         self.report = registry.LoadReport(
             tasks={name: b.load(load_full=False) for name, b in tasks.items()})
         self.models = models
+        self.cluster_metrics = cluster_metrics
 
     def __serve_build_asgi_app__(self):
         return create_app(self.config, load_in_background=False, report=self.report,
-                          compute=lambda _config, on_batch: RayCompute(self.models, on_batch))
+                          compute=lambda _config, own: RayCompute(self.models,
+                                                                  self.cluster_metrics, own))
 
 
 def build(config: ServeConfig, scale: ScaleConfig) -> serve.Application:
@@ -227,7 +273,8 @@ def build(config: ServeConfig, scale: ScaleConfig) -> serve.Application:
     return Ingress.options(
         name="ingress", num_replicas=scale.ingress_replicas, ray_actor_options=options,
         # Overload is the models' to refuse (429): Ray's proxy would answer 503 text/plain.
-        max_ongoing_requests=100_000, max_queued_requests=-1).bind(fields, programs, models)
+        max_ongoing_requests=100_000, max_queued_requests=-1).bind(
+            fields, programs, models, ClusterMetrics.bind())
 
 
 def app(args: dict) -> serve.Application:

@@ -294,7 +294,8 @@ class RayServeCluster:
     deploys `knowcache serve --ray`'s application on it, 2 model replicas per task."""
 
     # 2 tasks x 2 replicas + the ingress fit twice in the cluster's 2 CPUs (a module's
-    # app and a test's own): a replica's compute thread count is its whole CPUs, 1.
+    # app and a test's own), spread over its 2 nodes: a replica's compute thread count
+    # is its whole CPUs, 1.
     SCALE = dict(min_replicas=2, max_replicas=2, replica_cpus=0.2, ingress_cpus=0.1)
 
     def __init__(self, port: int):
@@ -339,19 +340,27 @@ class RayServeCluster:
 
 @pytest.fixture(scope="session")
 def ray_serve():
-    """One local Ray cluster (2 CPUs, no dashboard) with Serve, shared by every test
-    that needs Ray, and shut down after them (skipped where `knowcache[ray]` is not
-    installed)."""
+    """One local Ray cluster of 2 nodes (separate raylets on this host, 1 CPU each, no
+    dashboard) with Serve's proxy on the head node, shared by every test that needs
+    Ray and shut down after them (skipped where `knowcache[ray]` is not installed)."""
     pytest.importorskip("ray.serve", reason="needs the knowcache[ray] extra")
     import ray
     from ray import serve
+    from ray.cluster_utils import Cluster
 
     from knowcache.bench.cloud_process import free_port
     from knowcache.server import ray_backend
-    port = free_port()
-    ray_backend.connect("local", 2, "127.0.0.1", port)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1,
+                                                            "include_dashboard": False})
     try:
+        cluster.add_node(num_cpus=1)
+        port = free_port()
+        # One proxy: the nodes share this host's address, so a proxy per node would not bind.
+        ray_backend.connect(cluster.address, None, "127.0.0.1", port, proxies="HeadOnly")
         yield RayServeCluster(port)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        try:
+            serve.shutdown()
+            ray.shutdown()
+        finally:
+            cluster.shutdown()

@@ -131,3 +131,16 @@ def test_the_serve_config_file_deploys_and_metrics_are_cluster_wide(ray_serve, t
             requests = samples(text, "knowcache_requests_total")
             assert requests['{route="/v1/{task}/infer",status="200"}'] == 20, requests
             assert samples(text, "knowcache_batch_size_sum")[""] == 20
+
+
+def test_the_session_cluster_has_two_nodes_and_the_replicas_use_both(ray_serve):
+    """What the Ray tests run on: 2 Ray nodes, a task's 2 replicas placed on both."""
+    import ray
+    from ray._private import state
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+    with ray_serve.running(ServeConfig(models=MODELS)):
+        names = {name for task in ("kws", "vision")
+                 for name in replica_actors(ray_serve.last_app, f"model-{task}")}
+        nodes = {a["Address"]["NodeID"] for a in state.actors().values()
+                 if a["Name"] in names and a["State"] == "ALIVE"}
+        assert len(names) == 4 and len(nodes) == 2, (names, nodes)

@@ -63,7 +63,8 @@ class ScaleConfig:
     replica_cpus: float = 1.0
     target_ongoing_requests: float = 8.0   # per model replica, what autoscaling aims at
     ingress_replicas: int = 1
-    ingress_cpus: float = 0.5
+    # The HTTP app reserves no CPU (like Ray's proxy): a replica per task fits every core.
+    ingress_cpus: float = 0.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_replicas <= self.max_replicas:
@@ -309,14 +310,15 @@ def write_serve_config(path: Path, config: ServeConfig, scale: ScaleConfig, host
 
 
 def connect(address: str, num_cpus: Optional[int], host: str, port: int,
-            tls: Optional[tuple[str, str]] = None) -> None:
+            tls: Optional[tuple[str, str]] = None, proxies: str = "EveryNode") -> None:
     """Joins the Ray cluster at ``address`` ("local": a new one in this process, with
-    ``num_cpus``) and starts Serve's proxies on ``host``:``port``."""
+    ``num_cpus``) and starts Serve's proxies (on every node, or "HeadOnly") on
+    ``host``:``port``."""
     if address == "local":
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     else:
         ray.init(address=address, log_to_driver=False)
-    serve.start(http_options=http_options(host, port, tls), proxy_location="EveryNode")
+    serve.start(http_options=http_options(host, port, tls), proxy_location=proxies)
 
 
 def deploy(config: ServeConfig, scale: ScaleConfig, name: str = APP_NAME,

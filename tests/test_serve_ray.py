@@ -89,6 +89,12 @@ def test_ray_options_need_ray():
     res = CliRunner().invoke(main, ["serve", "--models", str(MODELS), "--max-replicas", "3"])
     assert res.exit_code == 1
     assert "--max-replicas only apply to the Ray back end; add --ray" in res.output
+    res = CliRunner().invoke(main, ["serve", "--models", str(MODELS), "--ray",
+                                    "--learn-exits"])
+    assert res.exit_code == 1 and "--learn-exits is not available with --ray yet" in res.output
+    res = CliRunner().invoke(main, ["serve", "--models", str(MODELS), "--ray",
+                                    "--min-replicas", "3", "--max-replicas", "2"])
+    assert res.exit_code == 1 and "need 1 <= --min-replicas <= --max-replicas" in res.output
 
 
 def test_ray_without_the_extra_says_how_to_install_it(monkeypatch):

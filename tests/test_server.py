@@ -27,11 +27,21 @@ MODELS = Path(__file__).resolve().parent.parent / "models"
 TOKEN = "s3cret"
 
 
+# Where `running` serves: None for uvicorn in a thread; tests/test_serve_ray_http.py,
+# which runs these tests again on Ray Serve, sets it to RayServeCluster.running.
+on_ray = None
+
+
 @contextmanager
 def running(config: ServeConfig, *, wrap=None, ready_url=None, **uvicorn_options):
     """Starts uvicorn with ``config`` in a thread; yields the base URL once ready.
     ``wrap`` wraps the app (an ASGI middleware); ``uvicorn_options`` (ssl_certfile,
     ssl_keyfile...) make an https server, checked ready through ``ready_url(url)``."""
+    if on_ray is not None:
+        assert wrap is None and not uvicorn_options, "not on the Ray back end"
+        with on_ray(config) as url:
+            yield url
+        return
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

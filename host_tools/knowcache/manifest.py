@@ -150,6 +150,13 @@ def load(directory: str | os.PathLike) -> ManifestFile:
                         signing.read_signature(directory))
 
 
+def from_text(directory: str | os.PathLike, text: str, signature: Optional[str] = None
+              ) -> ManifestFile:
+    """A manifest already read (and served) elsewhere, validated again here;
+    ``directory`` only names it in messages."""
+    return ManifestFile(Path(directory), text, json.loads(text), Manifest.parse(text), signature)
+
+
 def partition_entry(pid: str, pte: bytes, *, role: Role | str, labels: Sequence[str], file: str,
                     input_shape: Sequence[int], dtype: str = "float32",
                     threshold: float = 0.5, other_label: Optional[str] = None,

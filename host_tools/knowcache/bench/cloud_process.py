@@ -39,11 +39,13 @@ def wait_until_ready(url: str, timeout_s: float, check=lambda: None) -> None:
 class CloudProcess:
     """A running `knowcache serve`; ``stop()`` ends it (also mid-benchmark)."""
 
-    def __init__(self, models: Path, args: list[str] = (), ready_timeout_s: float = 120):
+    def __init__(self, models: Path, args: list[str] = (), ready_timeout_s: float = 120,
+                 stop_timeout_s: float = 10):
         self.port = free_port()
         self._cmd = [sys.executable, "-m", "knowcache.cli", "serve", "--models", str(models),
                      "--port", str(self.port), "--log-level", "warning", *args]
         self._ready_timeout_s = ready_timeout_s
+        self._stop_timeout_s = stop_timeout_s     # `serve --ray` stops its cluster first
         self.url = f"http://127.0.0.1:{self.port}"
         self.start()
 
@@ -79,15 +81,15 @@ class CloudProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(self._stop_timeout_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
 
 
 @contextmanager
-def cloud(models: Path, args: list[str] = ()) -> Iterator[CloudProcess]:
-    process = CloudProcess(models, list(args))
+def cloud(models: Path, args: list[str] = (), **kw) -> Iterator[CloudProcess]:
+    process = CloudProcess(models, list(args), **kw)
     try:
         yield process
     finally:

@@ -20,10 +20,14 @@ import click
               help="Request cap per client count.")
 @click.option("--queue-limit", type=click.IntRange(min=1), default=None,
               help="The server's queue limit (overload runs: a small one shows the 429s).")
+@click.option("--ray", is_flag=True,
+              help="Compare the uvicorn back end with Ray Serve (`serve --ray local`, one "
+                   "replica per task), both batching; needs knowcache[ray].")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the figures here.")
-def bench_serve(models, task, clients, seconds, max_requests, queue_limit, json_out) -> None:
-    """Throughput and p50/p99 latency, batching on and off."""
+def bench_serve(models, task, clients, seconds, max_requests, queue_limit, ray, json_out) -> None:
+    """Throughput and p50/p99 latency, batching on and off (or, with --ray, the uvicorn
+    and Ray Serve back ends)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -37,16 +41,16 @@ def bench_serve(models, task, clients, seconds, max_requests, queue_limit, json_
     try:
         server_args = ["--queue-limit", str(queue_limit)] if queue_limit else []
         rows = serve_load.run(models, task, counts, seconds, max_requests, server_args,
-                              log=lambda m: click.echo(m, err=True))
+                              log=lambda m: click.echo(m, err=True), ray=ray)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from e
     table = Table(title=f"knowcache serve, task {task}, loopback (locust)")
-    for col in ("batching", "clients", "requests", "failures", "429s", "req/s", "p50 ms",
+    for col in ("back end", "batching", "clients", "requests", "failures", "429s", "req/s", "p50 ms",
                 "p99 ms", "server MiB"):
         table.add_column(col, justify="right")
     for r in rows:
         rss = r.get("server_peak_rss_mb")
-        table.add_row("on" if r["batching"] else "off", str(r["users"]), str(r["requests"]),
+        table.add_row(r["backend"], "on" if r["batching"] else "off", str(r["users"]), str(r["requests"]),
                       str(r["failures"]), str(r["errors"].get("HTTP 429", 0)),
                       f"{r['throughput_rps']:.1f}", str(r["p50_ms"]), str(r["p99_ms"]),
                       "-" if rss is None else f"{rss:.0f}")
@@ -54,10 +58,14 @@ def bench_serve(models, task, clients, seconds, max_requests, queue_limit, json_
         if not r.get("server_alive", True):
             click.echo(f"the server died during the {r['users']}-client run", err=True)
     Console().print(table)
-    on = {r["users"]: r["throughput_rps"] for r in rows if r["batching"]}
-    off = {r["users"]: r["throughput_rps"] for r in rows if not r["batching"]}
+    rate = {(r["backend"], r["batching"], r["users"]): r["throughput_rps"] for r in rows}
     for n in counts:
-        if off.get(n):
-            click.echo(f"{n} clients: batching gives {on[n] / off[n]:.2f}x the throughput")
+        plain = rate.get(("uvicorn", True, n))
+        if rate.get(("uvicorn", False, n)):
+            click.echo(f"{n} clients: batching gives {plain / rate['uvicorn', False, n]:.2f}x "
+                       "the throughput")
+        if plain and ("ray", True, n) in rate:
+            click.echo(f"{n} clients: Ray Serve gives {rate['ray', True, n] / plain:.2f}x the "
+                       "throughput of uvicorn")
     if json_out:
         json_out.write_text(json.dumps({"task": task, "rows": rows}, indent=2) + "\n")

@@ -48,10 +48,29 @@ import click
               default=None, help="With --learn-exits: sign each new manifest version with this "
               "Ed25519 private key (`knowcache keys generate`), for devices that require "
               "signed manifests.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              metavar="[ADDRESS|local]",
+              help="Serve on Ray Serve (pip install 'knowcache[ray]'): join the Ray cluster at "
+                   "ADDRESS, or start one here (local, the default). docs/server.md: scaling out.")
+@click.option("--min-replicas", type=click.IntRange(min=1), default=None,
+              help="With --ray: model replicas per task at least (default 1).")
+@click.option("--max-replicas", type=click.IntRange(min=1), default=None,
+              help="With --ray: model replicas per task at most, autoscaled on ongoing "
+                   "requests (default 2; equal bounds: a fixed count).")
+@click.option("--replica-cpus", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --ray: CPUs per model replica, its kernel threads (default 1).")
+@click.option("--ingress-replicas", type=click.IntRange(min=1), default=None,
+              help="With --ray: replicas of the HTTP app in front of the models (default 1).")
+@click.option("--ray-cpus", type=click.IntRange(min=1), default=None,
+              help="With --ray local: CPUs of the Ray cluster started here (default: all).")
+@click.option("--serve-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --ray: also write the Serve config file of this deployment here "
+                   "(`serve deploy FILE` accepts it).")
 @click.option("--log-level", default="info", show_default=True)
 def serve(models, host, port, token, tls_cert, tls_key, batching, max_batch, max_wait_ms,
           queue_limit, timeout_s, learn_exits, retrain_every, exit_target, fidelity_floor,
-          savings_slack, min_gain, signing_key, log_level) -> None:
+          savings_slack, min_gain, signing_key, ray_address, min_replicas, max_replicas,
+          replica_cpus, ingress_replicas, ray_cpus, serve_config, log_level) -> None:
     """Serve full models, partition hints and partition downloads over HTTP.
 
     Every task under MODELS is loaded and its programs verified (sha256) before the
@@ -95,9 +114,45 @@ def serve(models, host, port, token, tls_cert, tls_key, batching, max_batch, max
     if tls.token_in_clear(host, config.token, pair is not None):
         say(f"warning: the bearer token crosses the network in clear text on {host}; "
             "serve HTTPS with --tls-cert and --tls-key")
+    ray_given = {"--min-replicas": min_replicas, "--max-replicas": max_replicas,
+                 "--replica-cpus": replica_cpus, "--ingress-replicas": ingress_replicas,
+                 "--ray-cpus": ray_cpus, "--serve-config": serve_config}
+    ray_given = {option: value for option, value in ray_given.items() if value is not None}
+    if ray_given and ray_address is None:
+        raise click.ClickException(f"{', '.join(ray_given)} only apply to the Ray back end; "
+                                   "add --ray")
+    if ray_address is not None:
+        if learn_exits:
+            raise click.ClickException("--learn-exits is not available with --ray yet")
+        return _serve_on_ray(config, ray_address, host, port, pair, min_replicas, max_replicas,
+                             replica_cpus, ingress_replicas, ray_cpus, serve_config, say)
     report = registry.load_all(config.models, learn_exits, online, log=say, warn=say)
     if not report.tasks:
         raise click.ClickException("nothing to serve; fix what is refused above")
     ssl = {"ssl_certfile": pair[0], "ssl_keyfile": pair[1]} if pair else {}
     uvicorn.run(create_app(config, report=report), host=host, port=port, log_level=log_level,
                 **ssl)
+
+
+def _serve_on_ray(config, address, host, port, tls, min_replicas, max_replicas, replica_cpus,
+                  ingress_replicas, ray_cpus, serve_config, say) -> None:
+    """`serve --ray`: checks the models here, deploys, serves until interrupted."""
+    try:
+        from knowcache.server import ray_backend
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != "ray":
+            raise
+        raise click.ClickException("--ray needs Ray Serve: pip install 'knowcache[ray]'") from e
+    from knowcache.server import registry
+    if not registry.load_all(config.models, log=say, warn=say).tasks:
+        raise click.ClickException("nothing to serve; fix what is refused above")
+    given = {"min_replicas": min_replicas, "max_replicas": max_replicas,
+             "replica_cpus": replica_cpus, "ingress_replicas": ingress_replicas}
+    try:
+        scale = ray_backend.ScaleConfig(**{k: v for k, v in given.items() if v is not None})
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    if serve_config is not None:
+        ray_backend.write_serve_config(serve_config, config, scale, host, port, tls)
+        say(f"wrote the Serve config file {serve_config} (`serve deploy {serve_config}`)")
+    ray_backend.run(config, scale, address, ray_cpus, host, port, tls, say)

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import Optional
+from typing import Awaitable, Callable, Optional, Protocol
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request, Response
@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect
 
 from knowcache import __version__, signing
 from knowcache.server import registry
-from knowcache.server.batcher import DynamicBatcher, QueueFull
+from knowcache.server.batcher import DynamicBatcher, QueueFull, Unavailable
 from knowcache.server.config import ServeConfig
 from knowcache.server.metrics import ServerMetrics
 
@@ -58,18 +58,65 @@ class Problem(BaseModel):
 ERRORS = {code: {"model": Problem} for code in (400, 401, 404, 408, 413, 429, 503, 504)}
 
 
+class Compute(Protocol):
+    """Where infer requests run: this process's batcher (``LocalCompute``) or a Ray
+    Serve deployment per task (``knowcache.server.ray_backend``). ``submit`` raises
+    QueueFull (429) when the model's queue is full, Unavailable (503) when no model
+    can take the request. ``exposition`` is the Prometheus text of every server
+    answering for the app (this one's alone locally)."""
+
+    depth: int
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def submit(self, task: registry.TaskModels, x: np.ndarray) -> Awaitable[registry.Answer]: ...
+
+    async def exposition(self) -> bytes: ...
+
+
+# (settings, this server's metrics) -> where infer requests run
+ComputeFactory = Callable[[ServeConfig, ServerMetrics], Compute]
+
+
+class LocalCompute:
+    """The task's full model in this process, through the dynamic batcher."""
+
+    def __init__(self, config: ServeConfig, metrics: ServerMetrics):
+        self.metrics = metrics
+        self.batcher = DynamicBatcher(batching=config.batching, max_batch=config.max_batch,
+                                      max_wait_ms=config.max_wait_ms,
+                                      queue_limit=config.queue_limit,
+                                      on_batch=metrics.batch_size.observe)
+
+    @property
+    def depth(self) -> int:
+        return self.batcher.depth
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+
+    def submit(self, task: registry.TaskModels, x: np.ndarray) -> Awaitable[registry.Answer]:
+        return self.batcher.submit(task.run, x)
+
+    async def exposition(self) -> bytes:
+        return generate_latest(self.metrics.registry)
+
+
 class _State:
-    def __init__(self, config: ServeConfig, report: Optional[registry.LoadReport] = None):
+    def __init__(self, config: ServeConfig, report: Optional[registry.LoadReport] = None,
+                 compute: ComputeFactory = LocalCompute):
         self.report = report
         self.config = config
         self.tasks: dict[str, registry.TaskModels] = {}
         self.ready = threading.Event()
         self.load_error: Optional[str] = None
         self.metrics = ServerMetrics()
-        self.batcher = DynamicBatcher(batching=config.batching, max_batch=config.max_batch,
-                                      max_wait_ms=config.max_wait_ms,
-                                      queue_limit=config.queue_limit,
-                                      on_batch=self.metrics.batch_size.observe)
+        self.compute = compute(config, self.metrics)
 
     def load(self) -> None:
         try:
@@ -80,7 +127,8 @@ class _State:
                 self.load_error = report.summary()
                 return
             for t in report.tasks.values():
-                registry.warm_up(t)
+                if t.full is not None:       # a Ray ingress: its deployments warm up
+                    registry.warm_up(t)
             self.tasks = report.tasks
             self.ready.set()
         except Exception as e:  # noqa: BLE001 - reported by /readyz and every infer
@@ -106,24 +154,27 @@ def _validation_problem(exc: RequestValidationError) -> str:
 
 
 def create_app(config: ServeConfig, *, load_in_background: bool = True,
-               report: Optional[registry.LoadReport] = None) -> FastAPI:
-    """The app; ``report`` (from ``registry.load_all``) when the models are already loaded."""
-    state = _State(config, report)
-    # The task names documented in OpenAPI (validation stays ours, with our messages).
-    tasks = registry.task_names(config.models)
-    dtypes = registry.input_dtypes(config.models)
+               report: Optional[registry.LoadReport] = None,
+               compute: ComputeFactory = LocalCompute) -> FastAPI:
+    """The app; ``report`` (from ``registry.load_all``) when the models are already
+    loaded; ``compute``: where infer requests run (this process by default)."""
+    state = _State(config, report, compute)
+    # The task names documented in OpenAPI (validation stays ours, with our messages);
+    # from the loaded tasks where this machine has no models folder (a Ray ingress).
+    tasks = registry.task_names(config.models) or sorted(report.tasks if report else ())
+    dtypes = registry.input_dtypes(config.models, report)
     TASK = Path(..., pattern=r"^[a-z0-9_-]{1,64}$", description="Task name",
                 json_schema_extra={"enum": tasks} if tasks else None)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        state.batcher.start()
+        state.compute.start()
         if load_in_background:
             threading.Thread(target=state.load, name="knowcache-load", daemon=True).start()
         else:
             state.load()
         yield
-        await state.batcher.stop()
+        await state.compute.stop()
 
     app = FastAPI(title="knowcache cloud tier", version=__version__, lifespan=lifespan,
                   description="The full models devices fall back to, partition hints, and "
@@ -179,10 +230,10 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
         return JSONResponse({"detail": state.load_error or "models are still loading"}, 503)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    def metrics():
-        """Prometheus metrics."""
-        state.metrics.queue_depth.set(state.batcher.depth)
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics():
+        """Prometheus metrics (on Ray: every ingress replica's, summed)."""
+        state.metrics.queue_depth.set(state.compute.depth)
+        return Response(await state.compute.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/{task}/infer", response_model=InferAnswer, responses=ERRORS, tags=["infer"],
               dependencies=[Depends(authorized)],
@@ -200,12 +251,13 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
         x = await _read_tensor(request, models, x_knowcache_dtype, x_knowcache_shape,
                                config.max_body_bytes, config.body_timeout_s)
         try:
-            future = state.batcher.submit(models.run, x)
+            answer = await asyncio.wait_for(state.compute.submit(models, x),
+                                            config.request_timeout_s)
         except QueueFull:
             raise HTTPException(429, f"server busy: {config.queue_limit} requests queued",
                                 headers={"Retry-After": "1"}) from None
-        try:
-            answer = await asyncio.wait_for(future, config.request_timeout_s)
+        except Unavailable as e:
+            raise HTTPException(503, str(e), headers={"Retry-After": "1"}) from None
         except asyncio.TimeoutError:
             raise HTTPException(504, f"no answer within {config.request_timeout_s:g} s") from None
         return InferAnswer(label=answer.label, index=answer.index, confidence=answer.confidence,

@@ -18,7 +18,12 @@ import numpy as np
 
 
 class QueueFull(Exception):
-    pass
+    """The model's queue is full: answered 429 with Retry-After."""
+
+
+class Unavailable(Exception):
+    """No model can take the request now (a replica went away): answered 503 with
+    Retry-After and this sentence."""
 
 
 @dataclass
@@ -91,7 +96,8 @@ class DynamicBatcher:
             if not live:
                 continue
             self.on_batch(len(live))
-            results = await loop.run_in_executor(self._pool, _run_batch, live)
+            results = await loop.run_in_executor(self._pool, run_each,
+                                                 [(item.run, item.x) for item in live])
             for item, (ok, value) in zip(live, results):
                 if item.future.done():
                     continue
@@ -101,11 +107,14 @@ class DynamicBatcher:
                     item.future.set_exception(value)
 
 
-def _run_batch(items: list[_Item]) -> list[tuple[bool, object]]:
+def run_each(calls: list[tuple[Callable[[np.ndarray], object], np.ndarray]]
+             ) -> list[tuple[bool, object]]:
+    """(True, run(x)) or (False, the exception) per (run, x): one input's failure is
+    handed back to the request that caused it, not to its whole batch."""
     out = []
-    for item in items:
+    for run, x in calls:
         try:
-            out.append((True, item.run(item.x)))
+            out.append((True, run(x)))
         except Exception as e:  # noqa: BLE001 - handed back to the request that caused it
             out.append((False, e))
     return out

@@ -1,9 +1,14 @@
 """Prometheus metrics of one server instance (its own registry, so several apps
-can live in one process, as in tests)."""
+can live in one process, as in tests), and several instances' merged into one
+(the Ray back end's replicas: ``merge``)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 
 class ServerMetrics:
@@ -26,3 +31,40 @@ class ServerMetrics:
         self.not_modified = Counter("knowcache_partition_not_modified",
                                     "Partition requests answered 304", ["task", "partition"],
                                     registry=self.registry)
+
+
+def merge(snapshots: Iterable[list[Metric]]) -> list[Metric]:
+    """Several servers' metrics (``list(registry.collect())`` each) as one: every
+    sample summed over the servers by name and labels (counters, histogram buckets,
+    sums and counts, the queue-depth gauge), except ``*_created``, the earliest."""
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple, float]] = {}
+    for snapshot in snapshots:
+        for family in snapshot:
+            if family.name not in families:
+                families[family.name] = Metric(family.name, family.documentation, family.type,
+                                               family.unit)
+                values[family.name] = {}
+            merged = values[family.name]
+            for s in family.samples:
+                key = (s.name, tuple(sorted(s.labels.items())))
+                if key not in merged:
+                    merged[key] = s.value
+                elif s.name.endswith("_created"):
+                    merged[key] = min(merged[key], s.value)
+                else:
+                    merged[key] += s.value
+    for name, family in families.items():
+        for (sample, labels), value in values[name].items():
+            family.add_sample(sample, dict(labels), value)
+    return list(families.values())
+
+
+def exposition(families: list[Metric]) -> bytes:
+    """The Prometheus text of ``families`` (e.g. ``merge``'s)."""
+    class Families(Collector):
+        def collect(self):
+            return families
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Families())
+    return generate_latest(registry)

@@ -83,7 +83,7 @@ class TaskModels:
     name: str
     manifest: Manifest
     served_manifest: ServedManifest
-    full: Partition
+    full: Optional[Partition]      # None where the model runs elsewhere (a Ray ingress)
     dtype: str
     shape: list[int]
     partition_ids: list[str]
@@ -130,15 +130,22 @@ def attach_learner(task: TaskModels, directory: Path, online: "OnlineConfig | No
 
 def load_task(directory: Path) -> TaskModels:
     current = manifests.load(directory)
+    files, refused = read_partitions(directory, current.parsed)
+    return assemble(current, files, refused)
+
+
+def assemble(current: manifests.ManifestFile, files: dict[str, PartitionBytes],
+             refused: dict[str, str], *, load_full: bool = True) -> TaskModels:
+    """A task from its manifest and its verified partition bytes; ``load_full=False``
+    leaves the full model unloaded (a Ray ingress, whose model runs in a deployment)."""
     manifest = current.parsed
     full_ids = manifest.ids_with_role(Role.FULL)
     if not full_ids:
         raise ValueError(f"{current.path}: no partition with role 'full' for the cloud to run")
     info = manifest.find(full_ids[0])
-    files, refused = read_partitions(directory, manifest)
     if info.id in refused:
         raise ValueError(f"its full model is refused: {refused[info.id]}")
-    full = Partition.from_file(str(directory / info.file), info)
+    full = Partition.from_bytes(files[info.id].data, info) if load_full else None
     partition_ids, selector = selectors.from_manifest(current)
     return TaskModels(
         name=manifest.task, manifest=manifest,
@@ -147,12 +154,33 @@ def load_task(directory: Path) -> TaskModels:
         partition_ids=partition_ids, selector=selector, files=files, refused_files=refused)
 
 
+@dataclass(frozen=True)
+class TaskBytes:
+    """A loaded task as text and bytes (the manifest and the partitions verified at
+    load): what a process on another machine rebuilds it from, without its folder."""
+
+    directory: str
+    manifest: ServedManifest
+    files: dict[str, PartitionBytes]
+    refused_files: dict[str, str]
+
+    @classmethod
+    def of(cls, task: TaskModels, directory: Path) -> "TaskBytes":
+        return cls(str(directory), task.served_manifest, task.files, task.refused_files)
+
+    def load(self, *, load_full: bool = True) -> TaskModels:
+        current = manifests.from_text(Path(self.directory), self.manifest.text,
+                                      self.manifest.signature)
+        return assemble(current, self.files, self.refused_files, load_full=load_full)
+
+
 @dataclass
 class LoadReport:
     """What ``load_all`` found: the tasks it loaded and the folders it refused."""
 
     tasks: dict[str, TaskModels] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)     # folder -> why
+    directories: dict[str, Path] = field(default_factory=dict)  # task -> its folder
 
     def summary(self) -> str:
         """One sentence for when no task loaded, saying what to fix."""
@@ -193,6 +221,7 @@ def load_all(models: Path, learn_exits: bool = False, online: "OnlineConfig | No
             warn(f"refused task folder {directory}: {type(e).__name__}: {e}")
             continue
         report.tasks[t.name] = t
+        report.directories[t.name] = directory
         log(f"loaded task {t.name!r} from {directory}: {len(t.files)} programs verified by "
             "sha256" + (f", {len(t.refused_files)} refused" if t.refused_files else ""))
         for pid, why in t.refused_files.items():
@@ -207,15 +236,18 @@ def task_names(models: Path) -> list[str]:
     return sorted(p.parent.name for p in Path(models).glob("*/manifest.json"))
 
 
-def input_dtypes(models: Path) -> list[str]:
+def input_dtypes(models: Path, report: Optional[LoadReport] = None) -> list[str]:
     """The element types the tasks under ``models`` take (for docs: the OpenAPI enum
-    lists what the server accepts, not every type the protocol could carry)."""
+    lists what the server accepts, not every type the protocol could carry); those of
+    ``report``'s tasks where this machine has no models folder (a Ray ingress)."""
     found = set()
     for path in Path(models).glob("*/manifest.json"):
         try:
             found.update(p.input.dtype for p in manifests.load(path.parent).parsed.partitions)
         except (ValueError, OSError, RuntimeError):
             continue      # refused at load, with the reason logged there
+    if not found and report is not None:
+        found.update(p.input.dtype for t in report.tasks.values() for p in t.manifest.partitions)
     return sorted(found) or sorted(DTYPES)
 
 

@@ -77,7 +77,8 @@ android-bundle: build-aarch64
 	$(PY) -m knowcache.devicelink.bundle --out build/android-bundle
 
 ## build-fuzz / fuzz: libFuzzer (+ASan, UBSan) on the serial protocol's frame parser, the
-## manifest parser and the device's WAV reader, and atheris on the Python parsers
+## manifest parser, the device's WAV reader and the serial session's request dispatch
+## (scripts/session_fuzz_seeds.py writes its seeds), and atheris on the Python parsers
 ## (scripts/fuzz_python.py); `make fuzz` runs each for FUZZ_SECONDS (the suite runs a
 ## short pass of each: tests/test_fuzz.py)
 FUZZER := build/fuzz/frame_fuzzer
@@ -88,13 +89,15 @@ $(FUZZER): $(CPP_SOURCES) CMakePresets.json $(VENV)/.stamp-deps
 	cmake --preset fuzz > /dev/null
 	cmake --build --preset fuzz -j$(JOBS)
 fuzz: $(FUZZER) setup
-	mkdir -p build/fuzz/corpus build/fuzz/corpus_manifest build/fuzz/corpus_wav
+	mkdir -p build/fuzz/corpus build/fuzz/corpus_manifest build/fuzz/corpus_wav build/fuzz/corpus_session
 	cp -n runtime_cpp/device/fuzz/corpus/* build/fuzz/corpus/
 	cp -n runtime_cpp/fuzz/corpus_manifest/* build/fuzz/corpus_manifest/
 	cp -n runtime_cpp/device/fuzz/corpus_wav/* build/fuzz/corpus_wav/
+	cp -n runtime_cpp/device/fuzz/corpus_session/* build/fuzz/corpus_session/
 	cd build/fuzz && ./frame_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 corpus
 	cd build/fuzz && ./manifest_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -print_final_stats=1 corpus_manifest
 	cd build/fuzz && ./wav_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 corpus_wav
+	cd build/fuzz && ./session_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 corpus_session
 	for t in $(PY_FUZZ_TARGETS); do (cd build/fuzz && ../../$(PY) ../../scripts/fuzz_python.py $$t --work py -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -print_final_stats=1) || exit 1; done
 
 test-cpp: build-cpp

@@ -201,10 +201,11 @@ def test_cloud_stopped_mid_run_leaves_every_query_answered(quick_vision_build, t
 
 
 def test_cli_lists_the_harness_systems():
-    from knowcache.bench.systems import LAYER_CACHE_SYSTEMS, SYSTEMS
-    from knowcache.commands.bench import LAYER_CACHE_NAMES, SYSTEM_NAMES
+    from knowcache.bench.systems import LAYER_CACHE_SYSTEMS, SPLIT_SYSTEMS, SYSTEMS
+    from knowcache.commands.bench import LAYER_CACHE_NAMES, SPLIT_NAMES, SYSTEM_NAMES
     assert SYSTEM_NAMES == SYSTEMS
     assert LAYER_CACHE_NAMES == LAYER_CACHE_SYSTEMS
+    assert SPLIT_NAMES == SPLIT_SYSTEMS
 
 
 def test_bench_rejects_bad_input(tmp_path):

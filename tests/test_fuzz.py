@@ -1,6 +1,6 @@
 """A short pass of every fuzzer `make fuzz` runs for longer: libFuzzer (+ASan,
-UBSan) on the manifest parser and the device's WAV reader (the serial frame
-parser's pass is in test_serial_link.py), and atheris on the Python parsers
+UBSan) on the manifest parser, the device's WAV reader and the serial session's
+request dispatch (the serial frame parser's pass is in test_serial_link.py), and atheris on the Python parsers
 (scripts/fuzz_python.py). Each starts from its seed corpus; a crash, a sanitizer
 report or an exception a parser does not document fails the test with the input."""
 
@@ -27,6 +27,8 @@ def _rss_limit_mb() -> int:
 @pytest.mark.parametrize("fuzzer, seeds, runs, max_len", [
     ("manifest_fuzzer", "runtime_cpp/fuzz/corpus_manifest", 20000, 16384),
     ("wav_fuzzer", "runtime_cpp/device/fuzz/corpus_wav", 100000, 8192),
+    # Each input runs an engine over a fresh store copy: far slower per run.
+    ("session_fuzzer", "runtime_cpp/device/fuzz/corpus_session", 2000, 8192),
 ])
 def test_cpp_parsers_survive_a_short_fuzzing_run(tmp_path, fuzzer, seeds, runs, max_len):
     binary = FUZZ / fuzzer

@@ -443,7 +443,7 @@ class EngineConfig:
     fetch_hints: bool
     local_only: bool
     task: str
-    def __init__(self, task: str, cache: SlotCacheConfig = ..., cloud: CloudClientConfig = ..., fetch_hints: bool = True, max_local_attempts: typing.SupportsInt | typing.SupportsIndex = 1, threshold_override: typing.SupportsFloat | typing.SupportsIndex = -1.0, admit_after_hints: typing.SupportsInt | typing.SupportsIndex = 1, hint_window: typing.SupportsInt | typing.SupportsIndex = 8, exit_gate: str = 'learned', activation_entries: typing.SupportsInt | typing.SupportsIndex = 512, activation_bytes: typing.SupportsInt | typing.SupportsIndex = 1048576, private_share: typing.SupportsFloat | typing.SupportsIndex = 0.20000000298023224, local_only: bool = False, trusted_keys: collections.abc.Sequence[str] = [], require_signature: bool = False) -> None:
+    def __init__(self, task: str, cache: SlotCacheConfig = ..., cloud: CloudClientConfig = ..., fetch_hints: bool = True, max_local_attempts: typing.SupportsInt | typing.SupportsIndex = 1, threshold_override: typing.SupportsFloat | typing.SupportsIndex = -1.0, admit_after_hints: typing.SupportsInt | typing.SupportsIndex = 1, hint_window: typing.SupportsInt | typing.SupportsIndex = 8, exit_gate: str = 'learned', activation_entries: typing.SupportsInt | typing.SupportsIndex = 512, activation_bytes: typing.SupportsInt | typing.SupportsIndex = 1048576, private_share: typing.SupportsFloat | typing.SupportsIndex = 0.20000000298023224, local_only: bool = False, trusted_keys: collections.abc.Sequence[str] = [], require_signature: bool = False, split: str = 'off', split_cut: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         ...
     def __repr__(self) -> str:
         ...
@@ -455,6 +455,12 @@ class EngineConfig:
         ...
     @property
     def exit_gate(self) -> str:
+        ...
+    @property
+    def split(self) -> str:
+        ...
+    @property
+    def split_cut(self) -> int:
         ...
     @property
     def hint_window(self) -> int:
@@ -512,6 +518,12 @@ class InferenceResult:
         ...
     @property
     def kept_reason(self) -> str:
+        ...
+    @property
+    def uplink(self) -> str:
+        ...
+    @property
+    def split_reason(self) -> str:
         ...
     @property
     def label(self) -> str:
@@ -572,6 +584,9 @@ class EngineStats:
         ...
     @property
     def kept_local_only(self) -> int:
+        ...
+    @property
+    def feature_uploads(self) -> int:
         ...
     @property
     def kept_private(self) -> int:

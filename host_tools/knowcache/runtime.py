@@ -95,7 +95,8 @@ def _engine_config(task: str, *, slots: int = 2, budget_bytes: int = DEFAULT_BUD
                    activation_bytes: int = 1 << 20, ca_file: Optional[str] = None,
                    private_share: float = 0.2,
                    local_only: bool = False, trusted_keys: Iterable[str] = (),
-                   require_signature: bool = False) -> "_rt.EngineConfig":
+                   require_signature: bool = False, split: str = "off",
+                   split_cut: int = 0) -> "_rt.EngineConfig":
     return _rt.EngineConfig(
         task=task,
         cache=_rt.SlotCacheConfig(slots, budget_bytes),
@@ -108,6 +109,7 @@ def _engine_config(task: str, *, slots: int = 2, budget_bytes: int = DEFAULT_BUD
         activation_bytes=activation_bytes,
         private_share=private_share, local_only=local_only,
         trusted_keys=[str(k).strip() for k in trusted_keys], require_signature=require_signature,
+        split=split, split_cut=split_cut,
     )
 
 
@@ -131,7 +133,11 @@ class Engine:
     the cloud's certificate must chain to; default the system's),
     ``private_share``, ``local_only``, ``trusted_keys`` (base64 Ed25519 public
     keys, a ``.pub`` file's line: every manifest must be signed by one, see
-    docs/security.md), ``require_signature``.
+    docs/security.md), ``require_signature``, ``split`` ("off", "auto" or "always":
+    split computing, which uploads the staged program's int8 activation at stage
+    ``split_cut`` instead of the raw input; ``from_manifest`` then installs the
+    staged program too, and refuses a cut before a stage that reads the raw
+    input: docs/security.md), ``split_cut``.
     """
 
     def __init__(self, task: str, *, manifest: Optional[Manifest] = None, **kwargs):
@@ -223,6 +229,6 @@ def result_to_dict(result: InferenceResult) -> dict:
     """A JSON-ready dict of an InferenceResult."""
     keys = ("label", "index", "confidence", "entropy", "source", "partition_id", "partition_hint",
             "degraded_reason", "local_attempts", "local_us", "network_us", "total_us",
-            "uplink_bytes", "exit_index", "flops", "lookup_us", "is_private", "private_mass",
+            "uplink_bytes", "uplink", "split_reason", "exit_index", "flops", "lookup_us", "is_private", "private_mass",
             "kept_reason")
     return {k: getattr(result, k) for k in keys}

@@ -377,6 +377,11 @@ TEST_F(SerialSessionTest, BadInferHeadersAndInputsAreRefusedOnceAProgramIsFlashe
                 "input shape is 1x784 but the model expects 1x1x28x28"),
             std::string::npos)
       << wrong.dump();
+  // Dimensions whose product overflows (session_fuzzer): refused, the session lives on.
+  const json huge =
+      Refused(MsgType::kInfer, InferPayload({{"shape", {4294967296, 4294967296, 4294967296}}}, x));
+  EXPECT_NE(huge["message"].get<std::string>().find("has too many elements"), std::string::npos)
+      << huge.dump();
   const std::vector<float> short_x(100, 0.5f);
   EXPECT_EQ(Refused(MsgType::kInfer, InferPayload({{"shape", {1, 1, 28, 28}}}, short_x))["code"],
             "invalid_argument");

@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <fstream>
 #include <chrono>
 #include <mutex>
@@ -160,6 +161,45 @@ class CloudClientImpl {
     return Unavailable(what);
   }
 
+  // POSTs `body` to an infer route and parses the answer.
+  StatusOr<CloudAnswer> PostInfer(const std::string& path, const httplib::Headers& headers,
+                                  const TensorView& body) {
+    auto client = Acquire();
+    const auto started = std::chrono::steady_clock::now();
+    auto res = client->Post((prefix + path).c_str(), headers,
+                            static_cast<const char*>(body.data), body.nbytes,
+                            "application/octet-stream");
+    if (!res) return TransportError(res.error(), path, *client, started);
+    Release(std::move(client));
+    if (res->status != 200) return HttpError(*res, Url(path));
+
+    json answer = json::parse(res->body, nullptr, false);
+    const std::string where = "cloud answer from " + Url(path);
+    if (answer.is_discarded() || !answer.is_object()) {
+      return ProtocolError(where + " is not a JSON object");
+    }
+    CloudAnswer a;
+    a.uplink_bytes = static_cast<int64_t>(body.nbytes);
+    auto label = answer.find("label");
+    auto index = answer.find("index");
+    auto conf = answer.find("confidence");
+    if (label == answer.end() || !label->is_string()) return ProtocolError(where + " lacks a string 'label'");
+    if (index == answer.end() || !index->is_number_integer()) return ProtocolError(where + " lacks an integer 'index'");
+    if (conf == answer.end() || !conf->is_number()) return ProtocolError(where + " lacks a numeric 'confidence'");
+    a.label = label->get<std::string>();
+    a.index = index->get<int>();
+    a.confidence = conf->get<float>();
+    auto hint = answer.find("partition_hint");
+    if (hint != answer.end() && hint->is_string()) a.partition_hint = hint->get<std::string>();
+    auto version = answer.find("model_version");
+    if (version != answer.end()) {
+      a.model_version = version->is_string() ? version->get<std::string>() : version->dump();
+    }
+    auto server_ms = answer.find("server_ms");
+    if (server_ms != answer.end() && server_ms->is_number()) a.server_ms = server_ms->get<double>();
+    return a;
+  }
+
   // GET with a size cap; the body lands in *out.
   Status Get(const std::string& path, std::string* out, httplib::Headers* headers_out) {
     auto client = Acquire();
@@ -210,43 +250,29 @@ const CloudClientConfig& CloudClient::config() const { return impl_->config; }
 
 StatusOr<CloudAnswer> CloudClient::Infer(const std::string& task, const TensorView& input) {
   KC_RETURN_IF_ERROR(input.Validate());
-  const std::string path = "/v1/" + task + "/infer";
-  httplib::Headers headers = {{"X-Knowcache-Dtype", DTypeName(input.dtype)},
-                              {"X-Knowcache-Shape", ShapeToString(input.shape, ',')}};
-  auto client = impl_->Acquire();
-  const auto started = std::chrono::steady_clock::now();
-  auto res = client->Post((impl_->prefix + path).c_str(), headers,
-                          static_cast<const char*>(input.data), input.nbytes,
-                          "application/octet-stream");
-  if (!res) return impl_->TransportError(res.error(), path, *client, started);
-  impl_->Release(std::move(client));
-  if (res->status != 200) return CloudClientImpl::HttpError(*res, impl_->Url(path));
+  return impl_->PostInfer("/v1/" + task + "/infer",
+                          {{"X-Knowcache-Dtype", DTypeName(input.dtype)},
+                           {"X-Knowcache-Shape", ShapeToString(input.shape, ',')}},
+                          input);
+}
 
-  json body = json::parse(res->body, nullptr, false);
-  const std::string where = "cloud answer from " + impl_->Url(path);
-  if (body.is_discarded() || !body.is_object()) {
-    return ProtocolError(where + " is not a JSON object");
-  }
-  CloudAnswer a;
-  a.uplink_bytes = static_cast<int64_t>(input.nbytes);
-  auto label = body.find("label");
-  auto index = body.find("index");
-  auto conf = body.find("confidence");
-  if (label == body.end() || !label->is_string()) return ProtocolError(where + " lacks a string 'label'");
-  if (index == body.end() || !index->is_number_integer()) return ProtocolError(where + " lacks an integer 'index'");
-  if (conf == body.end() || !conf->is_number()) return ProtocolError(where + " lacks a numeric 'confidence'");
-  a.label = label->get<std::string>();
-  a.index = index->get<int>();
-  a.confidence = conf->get<float>();
-  auto hint = body.find("partition_hint");
-  if (hint != body.end() && hint->is_string()) a.partition_hint = hint->get<std::string>();
-  auto version = body.find("model_version");
-  if (version != body.end()) {
-    a.model_version = version->is_string() ? version->get<std::string>() : version->dump();
-  }
-  auto server_ms = body.find("server_ms");
-  if (server_ms != body.end() && server_ms->is_number()) a.server_ms = server_ms->get<double>();
-  return a;
+StatusOr<CloudAnswer> CloudBackend::InferFromStage(const std::string&, const SplitUpload&) {
+  return FailedPrecondition("this cloud backend cannot resume a staged program from a stage");
+}
+
+StatusOr<CloudAnswer> CloudClient::InferFromStage(const std::string& task,
+                                                  const SplitUpload& upload) {
+  const TensorView view = upload.activation.view();
+  KC_RETURN_IF_ERROR(view.Validate());
+  char scale[32];
+  std::snprintf(scale, sizeof(scale), "%.9g", upload.activation.scale);
+  return impl_->PostInfer(
+      "/v1/" + task + "/infer?from_stage=" + std::to_string(upload.from_stage),
+      {{"X-Knowcache-Dtype", DTypeName(view.dtype)},
+       {"X-Knowcache-Shape", ShapeToString(view.shape, ',')},
+       {"X-Knowcache-Scale", scale},
+       {"X-Knowcache-Staged-Version", std::to_string(upload.staged_version)}},
+      view);
 }
 
 StatusOr<ManifestDocument> CloudBackend::FetchManifestDocument(const std::string&) {

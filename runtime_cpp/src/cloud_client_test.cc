@@ -90,6 +90,12 @@ std::string ManifestJson(const std::string& task) {
         "sha256": ")" + std::string(64, 'c') + R"("}]})";
 }
 
+// A request header as the server saw it, "(none)" when absent.
+std::string HeaderOf(const httplib::Headers& headers, const char* key) {
+  auto it = headers.find(key);
+  return it == headers.end() ? std::string("(none)") : it->second;
+}
+
 TEST(CloudClient, InferSendsTheTensorUnderTheBaseUrlsPrefix) {
   Cloud cloud;
   httplib::Headers seen;
@@ -113,16 +119,42 @@ TEST(CloudClient, InferSendsTheTensorUnderTheBaseUrlsPrefix) {
   EXPECT_DOUBLE_EQ(a->server_ms, 1.5);
   EXPECT_EQ(a->uplink_bytes, 16);
 
-  auto header = [&](const char* key) {
-    auto it = seen.find(key);
-    return it == seen.end() ? std::string("(none)") : it->second;
-  };
+  auto header = [&](const char* key) { return HeaderOf(seen, key); };
   EXPECT_EQ(header("X-Knowcache-Dtype"), "float32");
   EXPECT_EQ(header("X-Knowcache-Shape"), "1,4");
   EXPECT_EQ(header("Authorization"), "Bearer s3cret");
   EXPECT_EQ(header("Content-Type"), "application/octet-stream");
   ASSERT_EQ(body.size(), sizeof(kInput));
   EXPECT_EQ(std::memcmp(body.data(), kInput, sizeof(kInput)), 0);
+}
+
+TEST(CloudClient, InferFromStageSendsTheInt8ActivationItsScaleAndTheStagedVersion) {
+  Cloud cloud;
+  httplib::Headers seen;
+  std::string body, stage;
+  cloud.server.Post("/v1/kws/infer", [&](const httplib::Request& req, httplib::Response& res) {
+    seen = req.headers;
+    body = req.body;
+    stage = req.get_param_value("from_stage");
+    res.set_content(kAnswer, "application/json");
+  });
+  cloud.Start();
+  auto client = MakeClient(cloud.Url());
+  const SplitUpload upload{"staged", 3, 5, {{1, 6}, 0.015625f, {1, -2, 127, -127, 0, 9}}};
+  auto a = client->InferFromStage("kws", upload);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->label, "yes");
+  EXPECT_EQ(a->uplink_bytes, 6);
+  EXPECT_EQ(stage, "5");
+  auto header = [&](const char* key) { return HeaderOf(seen, key); };
+  EXPECT_EQ(header("X-Knowcache-Dtype"), "int8");
+  EXPECT_EQ(header("X-Knowcache-Shape"), "1,6");
+  EXPECT_EQ(header("X-Knowcache-Scale"), "0.015625");
+  EXPECT_EQ(header("X-Knowcache-Staged-Version"), "3");
+  EXPECT_EQ(body, std::string("\x01\xfe\x7f\x81\x00\x09", 6));
+  // An activation whose shape its data does not fill is refused before sending.
+  const SplitUpload bad{"staged", 3, 5, {{1, 7}, 0.5f, {1, 2}}};
+  EXPECT_EQ(client->InferFromStage("kws", bad).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(CloudClient, FetchesTheManifestAndAPartitionUnderThePrefix) {

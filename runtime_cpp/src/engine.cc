@@ -158,6 +158,7 @@ Status EngineConfig::Validate() const {
   if (!(private_share >= 0.0f && private_share <= 1.0f)) {
     return InvalidArgument("private_share must be in [0, 1], got " + std::to_string(private_share));
   }
+  KC_RETURN_IF_ERROR(split.Validate());
   return PartitionFetcherConfig{task, admit_after_hints, hint_window, signature}.Validate();
 }
 
@@ -168,7 +169,7 @@ std::string EngineConfig::ToString() const {
          PartitionFetcherConfig{task, admit_after_hints, hint_window, signature}.ToString() +
          ", max_local_attempts=" + std::to_string(max_local_attempts) +
          ", private_share=" + Fixed2(private_share) +
-         ", local_only=" + (local_only ? "true" : "false") + ")";
+         ", local_only=" + (local_only ? "true" : "false") + ", " + split.ToString() + ")";
 }
 
 StatusOr<std::vector<std::string>> InstallPlan::Resolve(const Manifest& manifest) const {
@@ -230,11 +231,15 @@ class EngineImpl {
   bool has_manifest = false;
   std::string active_id;
   std::shared_ptr<LayerCache> layer_cache;  // staged model, when installed (LocalMode::kStaged)
+  std::shared_ptr<StagedModel> split_model;  // split computing's staged program
   // The manifests' private labels; only grows. Swapped whole, read per query.
   std::shared_ptr<const LabelSet> private_labels = std::make_shared<const LabelSet>();
 
   std::atomic<int64_t> queries{0}, local{0}, cloud_answers{0}, degraded{0}, cloud_errors{0},
-      uplink_bytes{0}, kept_private{0}, kept_local_only{0};
+      uplink_bytes{0}, feature_uploads{0}, kept_private{0}, kept_local_only{0};
+  // Bytes of the int8 activation at the cut, once a query computed it (-1 before):
+  // kAuto then sends raw without running the stages when raw is no larger.
+  std::atomic<int64_t> cut_bytes{-1};
 
   // Declared last: destroyed (its worker joined) before what its hooks use.
   std::unique_ptr<PartitionFetcher> fetcher;  // only with a cloud
@@ -250,6 +255,35 @@ class EngineImpl {
     return layer_cache;
   }
 
+  std::shared_ptr<StagedModel> SplitModel() const {
+    std::lock_guard<std::mutex> lock(mu);
+    return split_model;
+  }
+
+  // Split computing: the activation at the cut to upload in place of the raw
+  // input, or nullopt (kAuto: raw is no larger) with r->split_reason saying so.
+  StatusOr<std::optional<SplitUpload>> SplitFor(const TensorView& input, InferenceResult* r) {
+    std::shared_ptr<StagedModel> model = SplitModel();
+    if (!model) return FailedPrecondition("no staged program is installed for split computing");
+    const int cut = config.split.cut_stage;
+    const int64_t raw = static_cast<int64_t>(input.nbytes);
+    auto raw_is_smaller = [&](int64_t features) {
+      if (config.split.mode != SplitMode::kAuto || features < raw) return false;
+      r->split_reason = "the raw input (" + std::to_string(raw) + " bytes) is no larger than "
+                        "the activation at stage " + std::to_string(cut) + " (" +
+                        std::to_string(features) + " bytes)";
+      return true;
+    };
+    if (raw_is_smaller(cut_bytes.load())) return std::optional<SplitUpload>();
+    const auto t_split = Clock::now();
+    KC_ASSIGN_OR_RETURN(QuantizedActivation q, RunToCut(*model, cut, input));
+    r->local_us += MicrosSince(t_split);
+    cut_bytes = static_cast<int64_t>(q.data.size());
+    if (raw_is_smaller(cut_bytes.load())) return std::optional<SplitUpload>();
+    return std::optional<SplitUpload>(
+        SplitUpload{model->info().id, model->info().version, cut, std::move(q)});
+  }
+
   // A partition's manifest entry and the path of its file.
   StatusOr<std::pair<PartitionInfo, std::string>> Lookup(const std::string& id) const {
     std::lock_guard<std::mutex> lock(mu);
@@ -257,6 +291,13 @@ class EngineImpl {
     const PartitionInfo* p = manifest.Find(id);
     if (p == nullptr) return NotFound("manifest has no partition '" + id + "'");
     return std::make_pair(*p, manifest.PathOf(*p));
+  }
+
+  StatusOr<std::shared_ptr<StagedModel>> LoadStagedFromManifest(const std::string& id) const {
+    KC_ASSIGN_OR_RETURN(auto found, Lookup(id));
+    const auto& [info, path] = found;
+    KC_ASSIGN_OR_RETURN(auto bytes, ReadChecked(path, info));
+    return PrefixPath(path, staged_factory(info, std::move(bytes)));
   }
 
   std::optional<PartitionInfo> Find(const std::string& id) const {
@@ -488,32 +529,54 @@ class EngineImpl {
       r.total_us = MicrosSince(t0);
       return r;
     }
+    auto degrade = [&](std::string reason) -> StatusOr<InferenceResult> {
+      if (!have_local) {
+        return Unavailable("no partition is cached and " + reason);
+      }
+      r.source = AnswerSource::kDegraded;
+      r.degraded_reason = std::move(reason);
+      ++degraded;
+      r.total_us = MicrosSince(t0);
+      return r;
+    };
     if (!cloud) {
       if (!have_local) {
         return FailedPrecondition("no partition is cached and no cloud is configured");
       }
-      r.source = AnswerSource::kDegraded;
-      r.degraded_reason = "gate rejected the local answer and no cloud is configured";
-      ++degraded;
-      r.total_us = MicrosSince(t0);
-      return r;
+      return degrade("gate rejected the local answer and no cloud is configured");
+    }
+    std::optional<SplitUpload> features;
+    if (config.split.mode != SplitMode::kOff) {
+      auto split = SplitFor(input, &r);
+      if (split.ok()) {
+        features = std::move(split).value();
+      } else if (config.split.mode == SplitMode::kAlways) {
+        // Never the raw input instead: the query stays on the device.
+        r.split_reason = split.status().ToString();
+        return degrade("split computing failed, and split mode 'always' never uploads the "
+                       "raw input: " + split.status().ToString());
+      } else {
+        r.split_reason = split.status().ToString() + "; the raw input was uploaded";
+      }
     }
     const auto t_net = Clock::now();
-    auto answer = cloud->Infer(config.task, input);
+    auto answer = features ? cloud->InferFromStage(config.task, *features)
+                           : cloud->Infer(config.task, input);
     r.network_us = MicrosSince(t_net);
     if (!answer.ok()) {
       ++cloud_errors;
-      if (answer.status().code() == StatusCode::kInvalidArgument) return answer.status();
+      // A bad raw input is the caller's; a refused activation is not.
+      if (!features && answer.status().code() == StatusCode::kInvalidArgument) {
+        return answer.status();
+      }
       if (!have_local) {
         return Unavailable("no partition is cached and the cloud failed: " +
                            answer.status().message());
       }
-      r.source = AnswerSource::kDegraded;
-      r.degraded_reason = answer.status().ToString();
-      ++degraded;
-      r.total_us = MicrosSince(t0);
-      return r;
+      return degrade(answer.status().ToString());
     }
+    r.uplink = features ? Uplink::kFeatures : Uplink::kRaw;
+    if (features) ++feature_uploads;
     r.source = AnswerSource::kCloud;
     r.label = answer->label;
     r.index = answer->index;
@@ -578,13 +641,30 @@ StatusOr<std::unique_ptr<Engine>> Engine::FromManifest(EngineConfig config, Mani
                                                        StagedModelFactory staged_factory) {
   if (config.task.empty()) config.task = manifest.task;
   KC_ASSIGN_OR_RETURN(std::vector<std::string> ids, plan.Resolve(manifest));
+  const bool split = config.split.mode != SplitMode::kOff;
+  std::vector<std::string> split_ids;
+  if (split && plan.kind != InstallPlan::Kind::kStaged) {
+    KC_ASSIGN_OR_RETURN(split_ids, InstallPlan::Staged().Resolve(manifest));
+  }
   KC_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
                       Create(std::move(config), std::move(cloud), std::move(factory),
                              std::move(staged_factory)));
   KC_RETURN_IF_ERROR(engine->SetManifest(std::move(manifest)));
   if (plan.kind == InstallPlan::Kind::kStaged) {
+    if (split) {
+      return FailedPrecondition("split computing uploads what the gate of a cached partition "
+                                "rejects; the staged mode never asks the cloud, so install "
+                                "cached partitions or turn split off");
+    }
     KC_RETURN_IF_ERROR(engine->InstallStagedFromManifest(ids.front()));
     return engine;
+  }
+  if (split) {
+    KC_ASSIGN_OR_RETURN(std::shared_ptr<StagedModel> model,
+                        engine->impl_->LoadStagedFromManifest(split_ids.front()));
+    if (Status s = engine->InstallSplit(std::move(model)); !s.ok()) {
+      return Status(s.code(), "split computing: " + s.message());
+    }
   }
   for (const auto& id : ids) {
     if (Status s = engine->InstallFromManifest(id, plan.pinned); !s.ok()) {
@@ -645,12 +725,22 @@ Status Engine::InstallStaged(std::shared_ptr<StagedModel> model) {
 }
 
 Status Engine::InstallStagedFromManifest(const std::string& id) {
-  KC_ASSIGN_OR_RETURN(auto found, impl_->Lookup(id));
-  const auto& [info, path] = found;
-  KC_ASSIGN_OR_RETURN(auto bytes, ReadChecked(path, info));
-  KC_ASSIGN_OR_RETURN(std::shared_ptr<StagedModel> model,
-                      PrefixPath(path, impl_->staged_factory(info, std::move(bytes))));
+  KC_ASSIGN_OR_RETURN(std::shared_ptr<StagedModel> model, impl_->LoadStagedFromManifest(id));
   return InstallStaged(std::move(model));
+}
+
+Status Engine::InstallSplit(std::shared_ptr<StagedModel> model) {
+  if (!model) return InvalidArgument("cannot install a null staged model");
+  if (impl_->config.split.mode == SplitMode::kOff) {
+    return FailedPrecondition("split computing is off; set the engine's split mode to auto or "
+                              "always to install a staged program for it");
+  }
+  KC_RETURN_IF_ERROR(impl_->CheckPinned(model->info()));
+  KC_RETURN_IF_ERROR(CheckCutPoint(*model, impl_->config.split.cut_stage));
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->split_model = std::move(model);
+  impl_->cut_bytes = -1;
+  return Status::Ok();
 }
 
 StatusOr<LayerCacheStats> Engine::LayerCacheStatistics() const {
@@ -706,6 +796,7 @@ EngineStats Engine::Stats() const {
   s.degraded = e.degraded;
   s.cloud_errors = e.cloud_errors;
   s.uplink_bytes = e.uplink_bytes;
+  s.feature_uploads = e.feature_uploads;
   s.kept_private = e.kept_private;
   s.kept_local_only = e.kept_local_only;
   if (e.fetcher) {

@@ -550,9 +550,10 @@ class FromManifestTest : public ::testing::Test {
         .write(reinterpret_cast<const char*>(blob.data()), static_cast<std::streamsize>(blob.size()));
     manifest_.partitions.push_back(std::move(info));
   }
-  StatusOr<std::unique_ptr<Engine>> Build(const InstallPlan& plan) {
+  StatusOr<std::unique_ptr<Engine>> Build(const InstallPlan& plan, SplitConfig split = {}) {
     EngineConfig cfg;  // the task comes from the manifest
     cfg.layer_cache.gate = "confidence";
+    cfg.split = split;
     return Engine::FromManifest(
         cfg, manifest_, plan, nullptr, EchoFactory(),
         [](const PartitionInfo& info, std::shared_ptr<const std::vector<uint8_t>>)
@@ -611,6 +612,27 @@ TEST_F(FromManifestTest, StagedPlanAnswersThroughTheStagedProgram) {
   auto r = (*engine)->Infer(kConfidentA.view());
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->exit_index, 0);
+}
+
+TEST_F(FromManifestTest, SplitInstallsTheStagedProgramBesideTheCachedPartitions) {
+  Add(MakeInfo("cached", {"a", "b", "c", "d"}), PartitionRole::kCached);
+  const SplitConfig split{SplitMode::kAlways, 1};
+  auto missing = Build(InstallPlan::Cached(), split);
+  EXPECT_EQ(missing.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(missing.status().message().find("knowcache export --staged"), std::string::npos);
+  Add(ScriptedStagedModel::Info(), PartitionRole::kStaged);
+  auto engine = Build(InstallPlan::Cached(), split);
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  EXPECT_EQ((*engine)->Mode(), LocalMode::kPartitions);
+  EXPECT_EQ((*engine)->CachedIds(), (std::vector<std::string>{"cached"}));
+  auto beyond = Build(InstallPlan::Cached(), {SplitMode::kAlways, 3});   // 2 stages
+  EXPECT_NE(beyond.status().message().find("split computing: staged program 'staged' has "
+                                           "stages 0..1: a cut stage must be in 1..2, got 3"),
+            std::string::npos) << beyond.status().message();
+  auto staged_mode = Build(InstallPlan::Staged(), split);
+  EXPECT_EQ(staged_mode.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(staged_mode.status().message().find("the staged mode never asks the cloud"),
+            std::string::npos);
 }
 
 TEST_F(FromManifestTest, RefusesAMissingCachedRoleAndACorruptFile) {
@@ -1022,6 +1044,164 @@ TEST(EnginePrivacy, StagedAnswersOfAPrivateClassAreFlagged) {
   EXPECT_EQ(b->source, AnswerSource::kLocal);
   EXPECT_TRUE(b->is_private);
   EXPECT_FALSE(engine->Infer(kConfidentA.view())->is_private);
+}
+
+
+// ---------------------------------------------------------------- split computing
+
+std::unique_ptr<Engine> MakeSplitEngine(std::shared_ptr<CloudBackend> cloud, SplitMode mode,
+                                        int cut) {
+  EngineConfig cfg;
+  cfg.task = "kws";
+  cfg.split = {mode, cut};
+  auto e = Engine::Create(cfg, std::move(cloud));
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_TRUE((*e)->Install(Unsure("p0", {"a", "b", "c", "d"})).ok());
+  return std::move(e).value();
+}
+
+const Input kMixed{{1.f, -2.f, 3.f, 0.5f}};
+
+TEST(EngineSplit, AlwaysUploadsTheCutActivationAndNeverTheRawInput) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->answer.label = "c";
+  cloud->answer.index = 2;
+  auto engine = MakeSplitEngine(cloud, SplitMode::kAlways, 2);
+  PartitionInfo info = ScriptedStagedModel::Info();
+  info.version = 7;
+  auto staged = std::make_shared<ScriptedStagedModel>(info);
+  ASSERT_TRUE(engine->InstallSplit(staged).ok());
+  auto r = engine->Infer(kMixed.view());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->source, AnswerSource::kCloud);
+  EXPECT_EQ(r->label, "c");
+  EXPECT_EQ(r->uplink, Uplink::kFeatures);
+  EXPECT_EQ(r->uplink_bytes, 4);            // four int8 values, not 16 float bytes
+  EXPECT_EQ(cloud->infers, 0);              // the raw route was never called
+  ASSERT_EQ(cloud->uploads.size(), 1u);
+  const SplitUpload& up = cloud->uploads[0];
+  EXPECT_EQ(up.from_stage, 2);
+  EXPECT_EQ(up.staged_id, "staged");
+  EXPECT_EQ(up.staged_version, 7);
+  EXPECT_EQ(staged->stage_runs, 2);         // stages 0 and 1 ran on the device
+  auto back = DequantizeActivation(up.activation);
+  ASSERT_TRUE(back.ok());
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NEAR(back->data[i], kMixed.data[i], up.activation.scale / 2 + 1e-6) << i;
+  }
+  EXPECT_EQ(engine->Stats().feature_uploads, 1);
+  EXPECT_EQ(engine->Stats().uplink_bytes, 4);
+}
+
+TEST(EngineSplit, AutoUploadsWhicheverIsFewerBytes) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  auto engine = MakeSplitEngine(cloud, SplitMode::kAuto, 2);
+  auto staged = std::make_shared<ScriptedStagedModel>();
+  ASSERT_TRUE(engine->InstallSplit(staged).ok());
+  auto small = engine->Infer(kMixed.view());    // 4 int8 bytes < 16 raw bytes
+  ASSERT_TRUE(small.ok());
+  EXPECT_EQ(small->uplink, Uplink::kFeatures);
+  EXPECT_TRUE(small->split_reason.empty()) << small->split_reason;
+
+  auto wide = std::make_shared<ScriptedStagedModel>();
+  wide->stage_width = 16;                       // 16 int8 bytes: no fewer than raw
+  ASSERT_TRUE(engine->InstallSplit(wide).ok());
+  auto first = engine->Infer(kMixed.view());
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->uplink, Uplink::kRaw);
+  EXPECT_EQ(first->uplink_bytes, 16);
+  EXPECT_NE(first->split_reason.find("the raw input (16 bytes) is no larger than the "
+                                     "activation at stage 2 (16 bytes)"), std::string::npos)
+      << first->split_reason;
+  EXPECT_EQ(wide->stage_runs, 2);
+  auto second = engine->Infer(kMixed.view());   // the size is known: no stages run again
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->uplink, Uplink::kRaw);
+  EXPECT_EQ(wide->stage_runs, 2);
+  EXPECT_EQ(cloud->infers, 2);
+  EXPECT_EQ(cloud->uploads.size(), 1u);
+}
+
+TEST(EngineSplit, ACutBeforeAStageThatReadsTheInputIsRefused) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  auto engine = MakeSplitEngine(cloud, SplitMode::kAlways, 1);
+  auto staged = std::make_shared<ScriptedStagedModel>();
+  staged->reads_input = {1};
+  Status s = engine->InstallSplit(staged);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("cannot be cut at stage 1: stage 1 reads the raw model input"),
+            std::string::npos) << s.message();
+  // After the stage that reads the input, the cut keeps the input on the device.
+  auto after = MakeSplitEngine(cloud, SplitMode::kAlways, 2);
+  EXPECT_TRUE(after->InstallSplit(staged).ok());
+  auto r = after->Infer(kMixed.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->uplink, Uplink::kFeatures);
+  EXPECT_EQ(cloud->infers, 0);
+}
+
+TEST(EngineSplit, AlwaysDegradesRatherThanUploadRawWhenItCannotSplit) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  auto engine = MakeSplitEngine(cloud, SplitMode::kAlways, 1);  // no staged program installed
+  auto r = engine->Infer(kMixed.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kDegraded);
+  EXPECT_EQ(r->uplink, Uplink::kNone);
+  EXPECT_NE(r->degraded_reason.find("never uploads the raw input"), std::string::npos)
+      << r->degraded_reason;
+  EXPECT_EQ(cloud->infers, 0);
+  // kAuto falls back to the raw input, and says why.
+  auto fallback = MakeSplitEngine(cloud, SplitMode::kAuto, 1);
+  auto raw = fallback->Infer(kMixed.view());
+  ASSERT_TRUE(raw.ok());
+  EXPECT_EQ(raw->uplink, Uplink::kRaw);
+  EXPECT_NE(raw->split_reason.find("no staged program is installed"), std::string::npos);
+  EXPECT_EQ(cloud->infers, 1);
+}
+
+TEST(EngineSplit, ARefusedActivationDegradesWithoutRetryingTheRawInput) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  cloud->infer_status = FailedPrecondition("cloud answered HTTP 409: staged version 2 differs");
+  auto engine = MakeSplitEngine(cloud, SplitMode::kAuto, 1);
+  ASSERT_TRUE(engine->InstallSplit(std::make_shared<ScriptedStagedModel>()).ok());
+  auto r = engine->Infer(kMixed.view());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->source, AnswerSource::kDegraded);
+  EXPECT_NE(r->degraded_reason.find("HTTP 409"), std::string::npos);
+  EXPECT_EQ(cloud->uploads.size(), 1u);
+  EXPECT_EQ(cloud->infers, 0);
+}
+
+TEST(EngineSplit, AnAcceptedLocalAnswerRunsNoStage) {
+  auto cloud = std::make_shared<ScriptedCloud>();
+  EngineConfig cfg;
+  cfg.task = "kws";
+  cfg.split = {SplitMode::kAlways, 1};
+  auto engine = std::move(Engine::Create(cfg, cloud)).value();
+  ASSERT_TRUE(engine->Install(Echo("p0", {"a", "b", "c", "d"})).ok());
+  auto staged = std::make_shared<ScriptedStagedModel>();
+  ASSERT_TRUE(engine->InstallSplit(staged).ok());
+  auto r = engine->Infer(kConfidentA.view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->source, AnswerSource::kLocal);
+  EXPECT_EQ(r->uplink, Uplink::kNone);
+  EXPECT_EQ(staged->stage_runs, 0);
+}
+
+TEST(EngineSplit, ConfigNeedsACutAndSplitOffRefusesAProgram) {
+  EngineConfig cfg;
+  cfg.task = "kws";
+  cfg.split = {SplitMode::kAuto, 0};
+  auto bad = Engine::Create(cfg);
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("needs a cut stage >= 1"), std::string::npos);
+  cfg.split = {};
+  auto off = std::move(Engine::Create(cfg)).value();
+  Status s = off->InstallSplit(std::make_shared<ScriptedStagedModel>());
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("split computing is off"), std::string::npos);
+  EXPECT_EQ(ParseSplitMode("always").value(), SplitMode::kAlways);
+  EXPECT_EQ(ParseSplitMode("sometimes").status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #include "knowcache/manifest.h"
 
 #include <gtest/gtest.h>
+
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include <map>
@@ -372,6 +374,19 @@ TEST(Tensor, ParseShape) {
   EXPECT_FALSE(ParseShape("1,-2").ok());
   EXPECT_FALSE(ParseShape("a").ok());
   EXPECT_FALSE(ParseShape("99999999999,99999999999").ok());
+  // A product past int64 is refused, not computed (UBSan: session_fuzzer's finding).
+  EXPECT_NE(ParseShape("1099511627776,9223372036854775807").status().message().find(
+                "is too large"), std::string::npos);
+}
+
+TEST(Tensor, AShapeWhoseElementsOverflowIsRefused) {
+  EXPECT_EQ(NumElements({4294967296, 4294967296, 4294967296}),
+            std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(NumElements({2, 3, 4}), 24);
+  const float x[4] = {};
+  Status s = TensorView{DType::kFloat32, {4294967296, 4294967296}, x, sizeof(x)}.Validate();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("has too many elements"), std::string::npos) << s.message();
 }
 
 }  // namespace

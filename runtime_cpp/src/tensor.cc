@@ -39,7 +39,10 @@ StatusOr<DType> ParseDType(const std::string& name) {
 
 int64_t NumElements(const std::vector<int64_t>& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) {
+    // A shape from a request can hold any integers (found by session_fuzzer).
+    if (__builtin_mul_overflow(n, d, &n)) return std::numeric_limits<int64_t>::max();
+  }
   return n;
 }
 
@@ -85,7 +88,11 @@ Status TensorView::Validate() const {
     if (d <= 0) return InvalidArgument("tensor shape " + ShapeToString(shape) +
                                        " has a non-positive dimension");
   }
-  size_t expected = static_cast<size_t>(NumElements(shape)) * DTypeSize(dtype);
+  const int64_t elements = NumElements(shape);
+  if (elements > std::numeric_limits<int64_t>::max() / 8) {
+    return InvalidArgument("tensor shape " + ShapeToString(shape) + " has too many elements");
+  }
+  size_t expected = static_cast<size_t>(elements) * DTypeSize(dtype);
   if (nbytes != expected) {
     return InvalidArgument("tensor of shape " + ShapeToString(shape) + " and dtype " +
                            DTypeName(dtype) + " needs " + std::to_string(expected) +

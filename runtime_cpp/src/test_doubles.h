@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "knowcache/cached_model.h"
@@ -52,8 +53,10 @@ class ScriptedModel : public CachedModel {
 };
 
 // A staged model over 4-feature inputs with labels a..d: two stages that pass
-// the input on, one exit after stage 0 whose logits are the input itself (so
-// a test picks whether it hits), and a head that always answers "b".
+// the input on (stage 1 repeats it to `stage_width` values), one exit after
+// stage 0 whose logits are the input itself (so a test picks whether it hits),
+// and a head that always answers "b". The stages in `reads_input` read the
+// model input (split computing cannot cut before them).
 class ScriptedStagedModel : public StagedModel {
  public:
   static PartitionInfo Info(const std::string& id = "staged") {
@@ -77,13 +80,18 @@ class ScriptedStagedModel : public StagedModel {
   int64_t resident_bytes() const override { return info_.bytes; }
   StatusOr<Activation> RunFirstStage(const TensorView& input) override {
     KC_RETURN_IF_ERROR(info_.input.Check(input));
+    ++stage_runs;
     const float* x = static_cast<const float*>(input.data);
     return Activation{input.shape, std::vector<float>(x, x + 4)};
   }
   StatusOr<Activation> RunStage(int stage, const Activation& in, const TensorView& input) override {
     if (stage == 0) return RunFirstStage(input);
-    return in;
+    ++stage_runs;
+    Activation out{{1, stage_width}, std::vector<float>(static_cast<size_t>(stage_width))};
+    for (size_t i = 0; i < out.data.size(); ++i) out.data[i] = in.data[i % in.data.size()];
+    return out;
   }
+  bool StageReadsInput(int stage) const override { return reads_input.count(stage) > 0; }
   StatusOr<ExitOutput> RunExit(int, const Activation& in) override {
     ++exit_runs;
     return ExitOutput{in.data, 0.0f, in.data};
@@ -92,7 +100,9 @@ class ScriptedStagedModel : public StagedModel {
     ++head_runs;
     return std::vector<float>{0.f, 20.f, 0.f, 0.f};
   }
-  std::atomic<int> exit_runs{0}, head_runs{0};
+  std::atomic<int> exit_runs{0}, head_runs{0}, stage_runs{0};
+  int64_t stage_width = 4;
+  std::set<int> reads_input;
 
  private:
   PartitionInfo info_;
@@ -105,6 +115,15 @@ class ScriptedCloud : public CloudBackend {
     if (!infer_status.ok()) return infer_status;
     CloudAnswer a = answer;
     a.uplink_bytes = static_cast<int64_t>(input.nbytes);
+    return a;
+  }
+  // Records every upload; answers like Infer.
+  StatusOr<CloudAnswer> InferFromStage(const std::string&, const SplitUpload& upload) override {
+    std::lock_guard<std::mutex> lock(mu);
+    uploads.push_back(upload);
+    if (!infer_status.ok()) return infer_status;
+    CloudAnswer a = answer;
+    a.uplink_bytes = static_cast<int64_t>(upload.activation.data.size());
     return a;
   }
   StatusOr<Manifest> FetchManifest(const std::string&) override {
@@ -139,6 +158,8 @@ class ScriptedCloud : public CloudBackend {
   std::optional<ManifestDocument> document;
   std::map<std::string, std::vector<uint8_t>> blobs;
   int fetch_delay_ms = 0;
+  std::mutex mu;
+  std::vector<SplitUpload> uploads;  // InferFromStage's, in order
   std::atomic<int> infers{0}, manifest_fetches{0}, partition_fetches{0};
 };
 

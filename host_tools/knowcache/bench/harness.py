@@ -26,8 +26,8 @@ from knowcache.bench import papers
 from knowcache.bench import sweep
 from knowcache.bench.cloud_process import CloudProcess
 from knowcache.bench.streams import QueryStream
-from knowcache.bench.systems import (ALL_SYSTEMS, LAYER_CACHE_SYSTEMS, SYSTEMS, USES_CLOUD,
-                                     SystemOptions, make_engine, skip_reason)
+from knowcache.bench.systems import (ALL_SYSTEMS, LAYER_CACHE_SYSTEMS, SPLIT_SYSTEMS, SYSTEMS,
+                                     USES_CLOUD, SystemOptions, make_engine, skip_reason)
 from knowcache.manifest import ManifestFile, Role
 from knowcache.manifest import load as load_manifest
 from knowcache.runtime import KnowcacheError, Manifest, set_compute_threads
@@ -80,6 +80,7 @@ class SystemRun:
     exit_index: np.ndarray = None     # layer caching: the exit that answered (-1: whole model)
     lookup_us: np.ndarray = None      # layer caching: time in exit heads and gates
     layer_cache: dict = field(default_factory=dict)
+    uplink: list[str] = field(default_factory=list)   # none | raw | features, per query
     downloads: int = 0
     download_bytes: int = 0
     model_bytes: int = 0       # peak resident bytes of the device's programs
@@ -100,6 +101,8 @@ def run_system(name: str, models: ManifestFile, stream: QueryStream, x: np.ndarr
     manifest = models.parsed
     costs = models.flops()
     full_id = next((p["id"] for p in models.entries(Role.FULL)), None)
+    run.uplink = ["none"] * n
+    split = _split_flops(models, config.options.split_cut) if name in SPLIT_SYSTEMS else None
     with ExitStack() as stack:
         cloud, url = None, None
         if name in USES_CLOUD:
@@ -138,6 +141,10 @@ def run_system(name: str, models: ManifestFile, stream: QueryStream, x: np.ndarr
                     run.device_flops[i] = r.local_attempts * costs.get(r.partition_id, -10**15)
                 if r.source == "cloud":
                     run.cloud_flops[i] = costs.get(full_id, -10**15)
+                run.uplink[i] = r.uplink
+                if r.uplink == "features":      # the stages before the cut ran here
+                    run.device_flops[i] += split[0]
+                    run.cloud_flops[i] = split[1]
                 if r.degraded_reason and len(run.errors) < 5:
                     run.errors.append(r.degraded_reason)
             run.model_bytes = max(run.model_bytes, engine.stats().cache.resident_bytes)
@@ -164,6 +171,13 @@ def run_system(name: str, models: ManifestFile, stream: QueryStream, x: np.ndarr
     return run
 
 
+def _split_flops(models: ManifestFile, cut: int) -> tuple[int, int]:
+    """(device, cloud) FLOPs of a query split at stage ``cut`` of the staged program."""
+    staged = models.require(Role.STAGED)["staged"]
+    device = sum(s["flops"] for s in staged["stages"][:cut])
+    return device, staged["total_flops"] - device
+
+
 def summarize(run: SystemRun, y: np.ndarray, reference: Optional[np.ndarray]) -> dict:
     lat = run.latency_ms
     src = np.array(run.source)
@@ -176,6 +190,7 @@ def summarize(run: SystemRun, y: np.ndarray, reference: Optional[np.ndarray]) ->
         "latency_ms": {"mean": float(lat.mean()), "p50": float(np.percentile(lat, 50)),
                        "p95": float(np.percentile(lat, 95)), "p99": float(np.percentile(lat, 99))},
         "uplink_bytes_per_query": float(run.uplink_bytes.sum() / n),
+        "uploads": {k: int(sum(u == k for u in run.uplink)) for k in ("raw", "features")},
         "downloads": int(run.downloads),
         "download_bytes": int(run.download_bytes),
         "model_bytes": int(run.model_bytes),

@@ -22,6 +22,14 @@ With --layer-cache, four more (layer caching, on the device; no cloud needed):
 - layer_cache_entropy:    gated by the head's normalized entropy.
 - layer_cache_activation: Freeze Inference's approximate cache: nearest stored
                           compact activation, filled from the queries that ran whole.
+
+With --split-cut K, one more (split computing, Neurosurgeon/SPINN; two_stage is its
+raw-input baseline):
+
+- two_stage_split: two_stage, but a query the gate rejects is sent as the staged
+                   program's int8 activation at stage K (stages 0..K-1 run on the
+                   device); the cloud resumes from stage K. The raw input stays on
+                   the device.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from knowcache.manifest import Role
-from knowcache.runtime import Engine, Manifest
+from knowcache.runtime import Engine, FailedPreconditionError, Manifest
 
 # One line per system, printed under the bench tables (the module docstring in short).
 LEGEND = {
@@ -46,12 +54,15 @@ LEGEND = {
     "layer_cache_learned": "layer caching with GATI's learned exit selector",
     "layer_cache_entropy": "layer caching with exits gated by normalized entropy",
     "layer_cache_activation": "layer caching with Freeze Inference's activation cache",
+    "two_stage_split": "two_stage uploading the staged program's int8 activation at the cut "
+                       "stage instead of the raw input",
 }
 
 SYSTEMS = ("cloud_only", "device_only", "two_stage", "cachenet", "device_full", "generic_gate")
 LAYER_CACHE_SYSTEMS = ("layer_cache", "layer_cache_learned", "layer_cache_entropy",
                        "layer_cache_activation")
-ALL_SYSTEMS = SYSTEMS + LAYER_CACHE_SYSTEMS
+SPLIT_SYSTEMS = ("two_stage_split",)
+ALL_SYSTEMS = SYSTEMS + LAYER_CACHE_SYSTEMS + SPLIT_SYSTEMS
 
 
 def exit_gate_of(name: str) -> Optional[str]:
@@ -59,7 +70,7 @@ def exit_gate_of(name: str) -> Optional[str]:
     if name not in LAYER_CACHE_SYSTEMS:
         return None
     return name.removeprefix("layer_cache").removeprefix("_") or "confidence"
-USES_CLOUD = {"cloud_only", "two_stage", "cachenet", "generic_gate"}
+USES_CLOUD = {"cloud_only", "two_stage", "cachenet", "generic_gate", "two_stage_split"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,7 @@ class SystemOptions:
     read_timeout_ms: int = 5000
     activation_entries: int = 512   # layer_cache_activation: entries per exit
     activation_bytes: int = 1 << 20 # layer_cache_activation: bytes, all exits
+    split_cut: Optional[int] = None # two_stage_split: the stage the cloud resumes from
 
 
 def _one(manifest: Manifest, role: Role) -> str:
@@ -90,8 +102,11 @@ def skip_reason(name: str, manifest: Manifest, options: SystemOptions) -> Option
                     f"({options.device_budget_bytes / 2**20:.1f} MiB)")
     if name == "cachenet" and not manifest.ids_with_role(Role.PARTITION):
         return "the models have no CacheNet partitions"
-    if name in LAYER_CACHE_SYSTEMS and not manifest.ids_with_role(Role.STAGED):
+    if (name in LAYER_CACHE_SYSTEMS + SPLIT_SYSTEMS
+            and not manifest.ids_with_role(Role.STAGED)):
         return "the models have no staged program (`knowcache export --staged`)"
+    if name in SPLIT_SYSTEMS and options.split_cut is None:
+        return "no cut stage given (--split-cut)"
     return None
 
 
@@ -111,6 +126,13 @@ def make_engine(name: str, manifest: Manifest, cloud_url: Optional[str],
     if name == "generic_gate":
         return Engine.from_manifest(manifest, install=[_one(manifest, Role.GENERIC)],
                                     fetch_hints=False, **cloud)
+    if name == "two_stage_split":
+        try:
+            return Engine.from_manifest(manifest, install=[_one(manifest, Role.CACHED)],
+                                        fetch_hints=False, split="always",
+                                        split_cut=options.split_cut, **cloud)
+        except FailedPreconditionError as e:    # a cut that cannot keep the input local
+            raise ValueError(f"two_stage_split: {e}") from None
     if name in LAYER_CACHE_SYSTEMS:
         return Engine.from_manifest(manifest, staged=True, exit_gate=exit_gate_of(name),
                                     activation_entries=options.activation_entries,

@@ -9,18 +9,19 @@ import click
 from knowcache.commands._params import TASK
 from knowcache.commands._progress import progress_bar
 
-# knowcache.bench.systems.SYSTEMS and LAYER_CACHE_SYSTEMS (kept import-free here)
+# knowcache.bench.systems.SYSTEMS, LAYER_CACHE_SYSTEMS and SPLIT_SYSTEMS (kept import-free here)
 SYSTEM_NAMES = ("cloud_only", "device_only", "two_stage", "cachenet", "device_full",
                 "generic_gate")
 LAYER_CACHE_NAMES = ("layer_cache", "layer_cache_learned", "layer_cache_entropy",
                      "layer_cache_activation")
+SPLIT_NAMES = ("two_stage_split",)
 
 
 def _systems(_ctx, _param, value: str | None) -> tuple[str, ...] | None:
     if not value:
         return None
     names = tuple(v.strip() for v in value.split(",") if v.strip())
-    known = SYSTEM_NAMES + LAYER_CACHE_NAMES
+    known = SYSTEM_NAMES + LAYER_CACHE_NAMES + SPLIT_NAMES
     bad = [n for n in names if n not in known]
     if bad or not names:
         raise click.BadParameter(f"unknown systems {bad}; choose from {', '.join(known)}")
@@ -42,7 +43,8 @@ def _console():
 
 
 def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None, zipf=1.0,
-            repeat=None, seed=0, systems=None, layer_cache=False, online_requests=2000,
+            repeat=None, seed=0, systems=None, layer_cache=False, split_cut=None,
+            online_requests=2000,
             retrain_every=250, slots=2, local_attempts=2,
             admit_after_hints=1, device_budget_mb=None, device_threads=1, device_profile="host",
             device_emulation="scaled", rtt_ms=None, bandwidth_mbps=None,
@@ -58,6 +60,9 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
     systems = systems or SYSTEM_NAMES
     if layer_cache:
         systems = _with_layer_cache(systems)
+    if split_cut is not None:
+        systems = tuple(systems) + tuple(s for s in ("two_stage", *SPLIT_NAMES)
+                                         if s not in systems)
     task_dir = models / task
     if not (task_dir / "manifest.json").is_file():
         raise click.ClickException(
@@ -68,6 +73,7 @@ def run_one(task: str, *, models: Path, profile: str, quick: bool, queries=None,
         link_profile = link.profile(profile, rtt_ms, bandwidth_mbps, jitter_ms, loss, corrupt)
         options = SystemOptions(
             slots=slots, local_attempts=local_attempts, admit_after_hints=admit_after_hints,
+            split_cut=split_cut,
             device_budget_bytes=None if device_budget_mb is None else int(device_budget_mb * 2**20))
         config = harness.BenchConfig(models=models, task=task, link=link_profile,
                                      systems=tuple(systems), options=options,
@@ -143,6 +149,11 @@ def _online(task, task_dir, quick, requests, zipf, repeat, seed, retrain_every, 
               help="Add layer caching: the staged full model with each exit gate (needs "
                    "`knowcache export --staged`), device_full as its baseline, and the online "
                    "learner from cold start.")
+@click.option("--split-cut", type=click.IntRange(min=1), default=None,
+              help="Add split computing: two_stage_split uploads the staged program's int8 "
+                   "activation at this stage instead of the raw input (needs `knowcache export "
+                   "--staged`; refused before a stage that reads the raw input), with two_stage "
+                   "as its raw baseline.")
 @click.option("--online-requests", type=click.IntRange(min=0), default=2000, show_default=True,
               help="With --layer-cache: requests the online learner runs from cold start (0: skip).")
 @click.option("--retrain-every", type=click.IntRange(min=20), default=250, show_default=True,

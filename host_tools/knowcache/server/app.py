@@ -2,6 +2,9 @@
 
 Routes (the protocol the C++ CloudClient speaks):
   POST /v1/{task}/infer            raw tensor bytes, X-Knowcache-Dtype / X-Knowcache-Shape
+       ?from_stage=k               split computing: the staged program's int8 activation at
+                                   stage k, X-Knowcache-Scale, X-Knowcache-Staged-Version
+                                   (server/split.py)
   GET  /v1/{task}/manifest         the task's manifest.json (X-Knowcache-Signature: its
                                    manifest.sig line when signed)
   GET  /v1/{task}/manifest.sig     the manifest's detached signature (404 when unsigned)
@@ -15,6 +18,7 @@ Every input check happens before anything reaches the model; errors are
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import threading
@@ -23,7 +27,7 @@ from contextlib import asynccontextmanager
 from typing import Awaitable, Callable, Optional, Protocol
 
 import numpy as np
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -35,6 +39,7 @@ from knowcache.server import registry
 from knowcache.server.batcher import DynamicBatcher, QueueFull, Unavailable
 from knowcache.server.config import ServeConfig
 from knowcache.server.metrics import ServerMetrics
+from knowcache.server.split import SplitRefused, decode
 
 _log = logging.getLogger("knowcache.serve")
 
@@ -55,7 +60,7 @@ class Problem(BaseModel):
     detail: str
 
 
-ERRORS = {code: {"model": Problem} for code in (400, 401, 404, 408, 413, 429, 503, 504)}
+ERRORS = {code: {"model": Problem} for code in (400, 401, 404, 408, 409, 413, 429, 501, 503, 504)}
 
 
 class Compute(Protocol):
@@ -63,15 +68,18 @@ class Compute(Protocol):
     Serve deployment per task (``knowcache.server.ray_backend``). ``submit`` raises
     QueueFull (429) when the model's queue is full, Unavailable (503) when no model
     can take the request. ``exposition`` is the Prometheus text of every server
-    answering for the app (this one's alone locally)."""
+    answering for the app (this one's alone locally). ``resumes``: whether ``submit``
+    takes ``from_stage`` (split computing: resume the staged program there)."""
 
     depth: int
+    resumes: bool
 
     def start(self) -> None: ...
 
     async def stop(self) -> None: ...
 
-    def submit(self, task: registry.TaskModels, x: np.ndarray) -> Awaitable[registry.Answer]: ...
+    def submit(self, task: registry.TaskModels, x: np.ndarray,
+               from_stage: Optional[int] = None) -> Awaitable[registry.Answer]: ...
 
     async def exposition(self) -> bytes: ...
 
@@ -100,8 +108,12 @@ class LocalCompute:
     async def stop(self) -> None:
         await self.batcher.stop()
 
-    def submit(self, task: registry.TaskModels, x: np.ndarray) -> Awaitable[registry.Answer]:
-        return self.batcher.submit(task.run, x)
+    resumes = True
+
+    def submit(self, task: registry.TaskModels, x: np.ndarray,
+               from_stage: Optional[int] = None) -> Awaitable[registry.Answer]:
+        run = task.run if from_stage is None else functools.partial(task.resume, from_stage)
+        return self.batcher.submit(run, x)
 
     async def exposition(self) -> bytes:
         return generate_latest(self.metrics.registry)
@@ -244,14 +256,40 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
                     x_knowcache_dtype: str = Header(..., description="Element type",
                                                     json_schema_extra={"enum": dtypes}),
                     x_knowcache_shape: str = Header(..., description="e.g. 1,16000",
-                                                    json_schema_extra=SHAPE_DOC)):
-        """Runs the full model on one input tensor (raw little-endian bytes)."""
+                                                    json_schema_extra=SHAPE_DOC),
+                    from_stage: Optional[int] = Query(
+                        None, description="Split computing: the body is the staged program's "
+                                          "int8 activation at this stage, which the server "
+                                          "resumes from"),
+                    x_knowcache_scale: Optional[str] = Header(
+                        None, description="from_stage: the activation's per-tensor scale"),
+                    x_knowcache_staged_version: Optional[str] = Header(
+                        None, description="from_stage: the staged program version the device "
+                                          "ran")):
+        """Runs the full model on one input tensor (raw little-endian bytes), or resumes
+        the staged program from stage ``from_stage`` on an int8 activation."""
         t0 = time.perf_counter()
         models = task_models(task)
-        x = await _read_tensor(request, models, x_knowcache_dtype, x_knowcache_shape,
-                               config.max_body_bytes, config.body_timeout_s)
+        if from_stage is None:
+            x = await _read_tensor(request, models, x_knowcache_dtype, x_knowcache_shape,
+                                   config.max_body_bytes, config.body_timeout_s)
+        else:
+            if not state.compute.resumes:
+                raise HTTPException(501, "this server's back end cannot resume a staged program "
+                                         "(from_stage); send the raw input, or use `knowcache "
+                                         "serve` without --ray")
+            try:
+                staged = await asyncio.to_thread(models.staged.get)
+                dims, scale = staged.check(from_stage, x_knowcache_staged_version,
+                                           x_knowcache_dtype, x_knowcache_shape,
+                                           x_knowcache_scale)
+            except SplitRefused as e:
+                raise HTTPException(e.status, e.detail) from None
+            body = await _read_exact(request, int(np.prod(dims)), f"shape {dims} of int8",
+                                     config.max_body_bytes, config.body_timeout_s)
+            x = decode(body, dims, scale)
         try:
-            answer = await asyncio.wait_for(state.compute.submit(models, x),
+            answer = await asyncio.wait_for(state.compute.submit(models, x, from_stage),
                                             config.request_timeout_s)
         except QueueFull:
             raise HTTPException(429, f"server busy: {config.queue_limit} requests queued",
@@ -362,11 +400,24 @@ async def _read_tensor(request: Request, models: registry.TaskModels, dtype: str
     if dims != models.shape:
         raise HTTPException(400, f"shape {dims} does not match task {models.name!r}'s input "
                                  f"{models.shape}")
-    expected = models.input_bytes
+    body = await _read_exact(request, models.input_bytes, f"shape {dims} of {dtype}", limit,
+                             timeout_s)
+    x = np.frombuffer(body, dtype=np.dtype(registry.DTYPES[dtype]).newbyteorder("<"))
+    x = x.astype(registry.DTYPES[dtype]).reshape(dims)
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        first = int(np.flatnonzero(~np.isfinite(x.reshape(-1)))[0])
+        raise HTTPException(400, f"input holds NaN or infinite values (first at element "
+                                 f"{first}); the models take finite numbers")
+    return x
+
+
+async def _read_exact(request: Request, expected: int, what: str, limit: int,
+                      timeout_s: float) -> bytes:
+    """The body, which must be ``expected`` bytes (``what``: the tensor it holds)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > min(limit, expected):
         raise HTTPException(413 if int(declared) > limit else 400,
-                            f"body is {declared} bytes; shape {dims} of {dtype} is {expected}")
+                            f"body is {declared} bytes; {what} is {expected}")
     try:
         # A client that sends less than its Content-Length must not hold the request open.
         body = await asyncio.wait_for(_read_body(request, limit), timeout_s)
@@ -378,15 +429,8 @@ async def _read_tensor(request: Request, models: registry.TaskModels, dtype: str
         raise HTTPException(400, "the client closed the connection before its body "
                                  "arrived") from None
     if len(body) != expected:
-        raise HTTPException(400, f"body is {len(body)} bytes; shape {dims} of {dtype} is "
-                                 f"{expected}")
-    x = np.frombuffer(body, dtype=np.dtype(registry.DTYPES[dtype]).newbyteorder("<"))
-    x = x.astype(registry.DTYPES[dtype]).reshape(dims)
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        first = int(np.flatnonzero(~np.isfinite(x.reshape(-1)))[0])
-        raise HTTPException(400, f"input holds NaN or infinite values (first at element "
-                                 f"{first}); the models take finite numbers")
-    return x
+        raise HTTPException(400, f"body is {len(body)} bytes; {what} is {expected}")
+    return body
 
 
 __all__ = ["create_app"]

@@ -204,7 +204,11 @@ class RayCompute:
         return metrics.exposition(
             await self.cluster_metrics.merged.remote(self.replica, self._snapshot()))
 
-    def submit(self, task: registry.TaskModels, x: np.ndarray):
+    resumes = False          # split computing's from_stage: served by `knowcache serve` alone
+
+    def submit(self, task: registry.TaskModels, x: np.ndarray, from_stage: Optional[int] = None):
+        if from_stage is not None:      # the app answers 501 before it gets here
+            raise RuntimeError("the Ray back end does not resume staged programs")
         return self._answer(task.name, x)
 
     async def _answer(self, name: str, x: np.ndarray) -> registry.Answer:

@@ -20,9 +20,10 @@ from scipy.special import softmax
 
 from knowcache import manifest as manifests
 from knowcache.manifest import Role
-from knowcache.runtime import Manifest, Partition
+from knowcache.runtime import Manifest, Partition, PartitionInfo
 from knowcache.server import selector as selectors
 from knowcache.server.selector import PartitionSelector
+from knowcache.server.split import LazyResume
 
 if TYPE_CHECKING:
     from knowcache.layer_cache.online import OnlineConfig, OnlineLearner
@@ -91,6 +92,7 @@ class TaskModels:
     files: dict[str, "PartitionBytes"] = field(default_factory=dict)   # the verified ones
     refused_files: dict[str, str] = field(default_factory=dict)        # id -> why
     learner: "OnlineLearner | None" = None     # layer caching learned online (--learn-exits)
+    staged: LazyResume = field(default_factory=lambda: LazyResume(None, None))  # split uploads
 
     @property
     def version(self) -> int:
@@ -102,7 +104,14 @@ class TaskModels:
 
     def run(self, x: np.ndarray) -> Answer:
         """The full model's answer and the partition the device should cache."""
-        logits = self.learner.answer(x) if self.learner else self.full.run(x)
+        return self._answer(self.learner.answer(x) if self.learner else self.full.run(x))
+
+    def resume(self, from_stage: int, x: np.ndarray) -> Answer:
+        """Split computing: the full model's answer from the staged program's activation
+        at ``from_stage`` (checked against the program by server/split.py first)."""
+        return self._answer(self.staged.get().resume(from_stage, x))
+
+    def _answer(self, logits: np.ndarray) -> Answer:
         p = softmax(logits.reshape(-1).astype(np.float64))
         index = int(p.argmax())
         hint = None
@@ -117,6 +126,17 @@ def refresh_manifest(task: TaskModels, directory: Path) -> None:
     task.files, task.refused_files = read_partitions(directory, current.parsed)
     task.manifest, task.served_manifest = current.parsed, ServedManifest(current.text,
                                                                          current.signature)
+    task.staged.replace(*_staged_program(directory, current.parsed, task.files))
+
+
+def _staged_program(directory: Path, manifest: Manifest, files: dict[str, PartitionBytes]
+                    ) -> tuple[Path | None, PartitionInfo | None]:
+    """The verified staged program split uploads resume with, or (None, None)."""
+    for pid in manifest.ids_with_role(Role.STAGED):
+        if pid in files:
+            info = manifest.find(pid)
+            return directory / info.file, info
+    return None, None
 
 
 def attach_learner(task: TaskModels, directory: Path, online: "OnlineConfig | None" = None,
@@ -151,7 +171,8 @@ def assemble(current: manifests.ManifestFile, files: dict[str, PartitionBytes],
         name=manifest.task, manifest=manifest,
         served_manifest=ServedManifest(current.text, current.signature), full=full,
         dtype=info.input.dtype, shape=list(info.input.shape),
-        partition_ids=partition_ids, selector=selector, files=files, refused_files=refused)
+        partition_ids=partition_ids, selector=selector, files=files, refused_files=refused,
+        staged=LazyResume(*_staged_program(directory, manifest, files)))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ EngineConfig ReadEngineConfig(JNIEnv* env, jobject config) {
   c.signature.trusted_keys = ToStdStrings(env, keys);
   env->DeleteLocalRef(keys);
   c.signature.require_signature = GetBool(env, config, "requireSignature");
+  auto split = ParseSplitMode(GetString(env, config, "split"));
+  if (ThrowIfError(env, split.status())) return c;
+  c.split = {*split, GetInt(env, config, "splitCut")};
   return c;
 }
 

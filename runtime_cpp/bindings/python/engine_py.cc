@@ -17,7 +17,8 @@ void PybindEngine(py::module_* m) {
                        float threshold_override, int admit_after_hints, int hint_window,
                        std::string exit_gate, int activation_entries, int64_t activation_bytes,
                        float private_share, bool local_only,
-                       std::vector<std::string> trusted_keys, bool require_signature) {
+                       std::vector<std::string> trusted_keys, bool require_signature,
+                       const std::string& split, int split_cut) {
              EngineConfig c;
              c.task = std::move(task);
              c.cache = cache;
@@ -34,6 +35,7 @@ void PybindEngine(py::module_* m) {
              c.local_only = local_only;
              c.signature.trusted_keys = std::move(trusted_keys);
              c.signature.require_signature = require_signature;
+             c.split = {ValueOrRaise(ParseSplitMode(split)), split_cut};
              return c;
            }),
            py::arg("task"), py::arg("cache") = SlotCacheConfig{},
@@ -44,7 +46,8 @@ void PybindEngine(py::module_* m) {
            py::arg("activation_bytes") = 1 << 20, py::arg("private_share") = 0.2f,
            py::arg("local_only") = false,
            py::arg("trusted_keys") = std::vector<std::string>{},
-           py::arg("require_signature") = false)
+           py::arg("require_signature") = false, py::arg("split") = "off",
+           py::arg("split_cut") = 0)
       .def_readwrite("task", &EngineConfig::task)
       .def_readwrite("cache", &EngineConfig::cache)
       .def_readwrite("cloud", &EngineConfig::cloud)
@@ -60,6 +63,8 @@ void PybindEngine(py::module_* m) {
                              [](const EngineConfig& c) { return c.signature.trusted_keys; })
       .def_property_readonly("require_signature",
                              [](const EngineConfig& c) { return c.signature.require_signature; })
+      .def_property_readonly("split", [](const EngineConfig& c) { return SplitModeName(c.split.mode); })
+      .def_property_readonly("split_cut", [](const EngineConfig& c) { return c.split.cut_stage; })
       .def("__repr__", &EngineConfig::ToString);
 
   py::class_<InferenceResult>(*m, "InferenceResult")
@@ -76,6 +81,8 @@ void PybindEngine(py::module_* m) {
       .def_readonly("network_us", &InferenceResult::network_us)
       .def_readonly("total_us", &InferenceResult::total_us)
       .def_readonly("uplink_bytes", &InferenceResult::uplink_bytes)
+      .def_property_readonly("uplink", [](const InferenceResult& r) { return UplinkName(r.uplink); })
+      .def_readonly("split_reason", &InferenceResult::split_reason)
       .def_readonly("exit_index", &InferenceResult::exit_index)
       .def_readonly("flops", &InferenceResult::flops)
       .def_readonly("lookup_us", &InferenceResult::lookup_us)
@@ -98,6 +105,7 @@ void PybindEngine(py::module_* m) {
       .def_readonly("fetch_failures", &EngineStats::fetch_failures)
       .def_readonly("fetched_bytes", &EngineStats::fetched_bytes)
       .def_readonly("uplink_bytes", &EngineStats::uplink_bytes)
+      .def_readonly("feature_uploads", &EngineStats::feature_uploads)
       .def_readonly("kept_private", &EngineStats::kept_private)
       .def_readonly("kept_local_only", &EngineStats::kept_local_only)
       .def_readonly("last_fetch_error", &EngineStats::last_fetch_error)

@@ -5,6 +5,11 @@
 //        headers X-Knowcache-Dtype: float32, X-Knowcache-Shape: 1,16000
 //        -> {"label", "index", "confidence", "partition_hint",
 //            "model_version", "server_ms"}
+//   POST /v1/{task}/infer?from_stage=k  split computing (split.h): body the int8
+//        activation at cut k, headers X-Knowcache-Dtype: int8, X-Knowcache-Shape,
+//        X-Knowcache-Scale (its per-tensor scale), X-Knowcache-Staged-Version
+//        -> the same answer; 409 (kUnavailable) for another staged program
+//        version or activation shape
 //   GET  /v1/{task}/manifest        -> manifest JSON (see manifest.h); header
 //        X-Knowcache-Signature: its detached signature when signed (signature.h)
 //   GET  /v1/{task}/partitions/{id} -> .pte bytes, ETag = sha256
@@ -23,6 +28,7 @@
 #include <vector>
 
 #include "knowcache/manifest.h"
+#include "knowcache/split.h"
 #include "knowcache/status.h"
 #include "knowcache/tensor.h"
 
@@ -52,6 +58,10 @@ class CloudBackend {
   virtual ~CloudBackend() = default;
   virtual StatusOr<CloudAnswer> Infer(const std::string& task,
                                       const TensorView& input) = 0;
+  /// Split computing: the cloud resumes the staged program from the upload's
+  /// stage; a backend that cannot says so (FailedPrecondition).
+  virtual StatusOr<CloudAnswer> InferFromStage(const std::string& task,
+                                               const SplitUpload& upload);
   virtual StatusOr<Manifest> FetchManifest(const std::string& task) = 0;
   /// The manifest's bytes and signature, for a fetcher that verifies
   /// signatures; a backend that cannot give them says so (FailedPrecondition).
@@ -85,6 +95,8 @@ class CloudClient final : public CloudBackend {
 
   StatusOr<CloudAnswer> Infer(const std::string& task,
                               const TensorView& input) override;
+  StatusOr<CloudAnswer> InferFromStage(const std::string& task,
+                                       const SplitUpload& upload) override;
   StatusOr<Manifest> FetchManifest(const std::string& task) override;
   StatusOr<ManifestDocument> FetchManifestDocument(const std::string& task) override;
   StatusOr<std::vector<uint8_t>> FetchPartition(const std::string& task,

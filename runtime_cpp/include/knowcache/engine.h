@@ -22,6 +22,15 @@
 // holds makes its share unknown, and the query stays on the device too.
 // config.local_only never calls the cloud at all (kLocalOnly). docs/security.md.
 //
+// Split computing (kPartitions, config.split, split.h): a query the gate
+// rejects and that may be uploaded is sent as the staged program's int8
+// activation at config.split.cut_stage instead of the raw input: always
+// (kAlways: the raw input never leaves the device; a failure to compute the
+// activation degrades to the local answer), or when it is fewer bytes
+// (kAuto: InferenceResult.split_reason says why raw was sent). The staged
+// program is installed for this by FromManifest (or InstallSplit); a cut that
+// a later stage's read of the raw input makes useless is refused there.
+//
 // Infer fails only on bad input, or when there is neither a cached partition
 // nor a reachable cloud (or the cloud may not be asked). Engine::FromManifest is the one way front ends (the
 // Python runtime, knowcache-device, the bench, JNI) build an engine from a
@@ -47,6 +56,7 @@
 #include "knowcache/partition_fetcher.h"
 #include "knowcache/signature.h"
 #include "knowcache/slot_cache.h"
+#include "knowcache/split.h"
 #include "knowcache/status.h"
 #include "knowcache/tensor.h"
 
@@ -85,6 +95,8 @@ struct EngineConfig {
   /// Never call the cloud (no uploads, no downloads): what the gate rejects is
   /// answered locally with source kLocalOnly.
   bool local_only = false;
+  /// Split computing: upload the activation at a cut stage instead of the raw input.
+  SplitConfig split;
   /// Signed manifests (signature.h). With trusted keys, every manifest the
   /// engine takes (FromModelsDir's manifest.json + manifest.sig, SetManifest, a
   /// fetched one) must be signed by one of them, and every program installed
@@ -111,6 +123,8 @@ struct InferenceResult {
   int64_t network_us = 0;
   int64_t total_us = 0;
   int64_t uplink_bytes = 0;
+  Uplink uplink = Uplink::kNone;  // what was sent to the cloud, if anything
+  std::string split_reason;       // split on, yet raw or nothing sent: why
   int exit_index = -1;       // staged model: the exit that answered, -1 the whole model
   int64_t flops = 0;         // staged model: FLOPs this query spent on the device
   int64_t lookup_us = 0;     // staged model: time in exit heads and gates
@@ -131,6 +145,7 @@ struct EngineStats {
   int64_t fetch_failures = 0;
   int64_t fetched_bytes = 0;
   int64_t uplink_bytes = 0;
+  int64_t feature_uploads = 0;  // cloud answers to a cut activation (split computing)
   int64_t kept_private = 0;     // answered kPrivate: would have been uploaded
   int64_t kept_local_only = 0;  // answered kLocalOnly: would have been uploaded
   std::string last_fetch_error;
@@ -180,7 +195,9 @@ class Engine {
       ModelFactory factory = nullptr, StagedModelFactory staged_factory = nullptr);
   /// An engine for `manifest`'s task (config.task may be empty; it must match
   /// when set) with the manifest set and `plan` installed from its folder.
-  /// The first partition installed is the active one.
+  /// The first partition installed is the active one. With config.split on,
+  /// the manifest's staged program is installed for split computing as well
+  /// (FailedPrecondition without one, or with plan kStaged).
   static StatusOr<std::unique_ptr<Engine>> FromManifest(
       EngineConfig config, Manifest manifest, const InstallPlan& plan = InstallPlan::Cached(),
       std::shared_ptr<CloudBackend> cloud = nullptr, ModelFactory factory = nullptr,
@@ -208,6 +225,11 @@ class Engine {
   /// e.g. a retrained version fetched through the manifest.
   Status InstallStaged(std::shared_ptr<StagedModel> model);
   Status InstallStagedFromManifest(const std::string& id);
+  /// Split computing: the staged program whose first stages compute the
+  /// activation uploaded on a gate miss. FailedPrecondition when split is off,
+  /// or when config().split.cut_stage is not a cut that keeps the raw input on
+  /// the device (CheckCutPoint). The local mode stays kPartitions.
+  Status InstallSplit(std::shared_ptr<StagedModel> model);
   /// Statistics of the staged model's caches; NotFound when none is installed.
   StatusOr<LayerCacheStats> LayerCacheStatistics() const;
   /// Makes `id` (which must be cached) the partition Infer runs first.

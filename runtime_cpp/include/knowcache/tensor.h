@@ -24,7 +24,7 @@ const char* DTypeName(DType dtype);
 StatusOr<DType> ParseDType(const std::string& name);
 
 /// Number of elements of a shape; 0 for an empty shape list is not allowed
-/// by callers (scalars are {1}).
+/// by callers (scalars are {1}). Saturates at INT64_MAX when the product overflows.
 int64_t NumElements(const std::vector<int64_t>& shape);
 /// "1x16000", for messages and the X-Knowcache-Shape header uses ",".
 std::string ShapeToString(const std::vector<int64_t>& shape, char sep = 'x');

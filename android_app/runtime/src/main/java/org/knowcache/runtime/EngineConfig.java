@@ -31,6 +31,8 @@ public final class EngineConfig {
   private final boolean localOnly;
   private final String[] trustedKeys;
   private final boolean requireSignature;
+  private final String split;
+  private final int splitCut;
 
   private EngineConfig(Builder b) {
     task = b.task;
@@ -53,6 +55,8 @@ public final class EngineConfig {
     localOnly = b.localOnly;
     trustedKeys = b.trustedKeys.clone();
     requireSignature = b.requireSignature;
+    split = b.split;
+    splitCut = b.splitCut;
   }
 
   /** {@code task} may be "" to take the manifest's. */
@@ -83,7 +87,8 @@ public final class EngineConfig {
         + ", cloudUrl=" + (cloudUrl.isEmpty() ? "none" : cloudUrl) + ", fetchHints=" + fetchHints
         + ", maxLocalAttempts=" + maxLocalAttempts + ", threshold=" + threshold
         + ", privateShare=" + privateShare + ", localOnly=" + localOnly
-        + ", trustedKeys=" + trustedKeys.length + ", requireSignature=" + requireSignature + ")";
+        + ", trustedKeys=" + trustedKeys.length + ", requireSignature=" + requireSignature
+        + ", split=" + split + (split.equals("off") ? "" : "@" + splitCut) + ")";
   }
 
   /** Builder with the defaults of the C++ structs. */
@@ -108,6 +113,8 @@ public final class EngineConfig {
     private boolean localOnly = false;
     private String[] trustedKeys = new String[0];
     private boolean requireSignature = false;
+    private String split = "off";
+    private int splitCut = 0;
 
     private Builder(String task) {
       this.task = Objects.requireNonNull(task, "task");
@@ -228,6 +235,18 @@ public final class EngineConfig {
     /** Never ask the cloud: what the gate rejects comes back {@code LOCAL_ONLY}. */
     public Builder localOnly(boolean localOnly) {
       this.localOnly = localOnly;
+      return this;
+    }
+
+    /**
+     * Split computing (docs/security.md): "off" (default), "always" or "auto". On a gate
+     * miss the engine uploads the staged program's int8 activation at stage {@code cutStage}
+     * instead of the raw input ("auto": when that is fewer bytes); the models folder must
+     * hold a staged program, and a cut before a stage that reads the raw input is refused.
+     */
+    public Builder split(String mode, int cutStage) {
+      this.split = Objects.requireNonNull(mode, "mode");
+      this.splitCut = cutStage;
       return this;
     }
 

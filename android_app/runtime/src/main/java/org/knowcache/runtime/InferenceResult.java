@@ -42,6 +42,10 @@ public final class InferenceResult {
   public final long networkUs;
   public final long totalUs;
   public final long uplinkBytes;
+  /** What was sent to the cloud: "none", "raw" (the input) or "features" (split computing). */
+  public final String uplink;
+  /** Split computing on, yet the raw input or nothing was sent: why; "" otherwise. */
+  public final String splitReason;
   /** Staged model: the exit that answered, -1 the whole model. */
   public final int exitIndex;
   /** Staged model: FLOPs this query spent on the device. */
@@ -58,8 +62,9 @@ public final class InferenceResult {
   // The one constructor runtime_cpp/bindings/jni/inference_result_jni.cc calls.
   InferenceResult(String label, int index, float confidence, float entropy, String source,
       String partitionId, String partitionHint, String degradedReason, int localAttempts,
-      long localUs, long networkUs, long totalUs, long uplinkBytes, int exitIndex, long flops,
-      long lookupUs, boolean isPrivate, float privateMass, String keptReason) {
+      long localUs, long networkUs, long totalUs, long uplinkBytes, String uplink,
+      String splitReason, int exitIndex, long flops, long lookupUs, boolean isPrivate,
+      float privateMass, String keptReason) {
     this.label = label;
     this.index = index;
     this.confidence = confidence;
@@ -73,6 +78,8 @@ public final class InferenceResult {
     this.networkUs = networkUs;
     this.totalUs = totalUs;
     this.uplinkBytes = uplinkBytes;
+    this.uplink = uplink;
+    this.splitReason = splitReason;
     this.exitIndex = exitIndex;
     this.flops = flops;
     this.lookupUs = lookupUs;

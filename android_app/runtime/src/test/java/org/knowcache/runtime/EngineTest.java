@@ -189,6 +189,35 @@ class EngineTest {
   }
 
   @Test
+  void splitComputingUploadsNoRawInputAndRefusesWhatItCannotSplit() {
+    // The shipped vision program, a dead cloud and a gate that rejects everything: the
+    // activation at stage 4 is computed, its upload fails, and the answer is degraded.
+    EngineConfig config = EngineConfig.builder("vision").cloudUrl(Fixtures.get("dead_cloud"))
+        .connectTimeoutMs(500).threshold(0.0f).split("always", 4).build();
+    assertTrue(config.toString().contains("split=always@4"), config.toString());
+    try (Engine engine = Engine.fromModelsDir(Fixtures.get("vision"), config,
+        InstallPlan.cached())) {
+      assertEquals("partitions", engine.mode());
+      InferenceResult r = engine.infer(new float[28 * 28], new long[] {1, 1, 28, 28});
+      assertEquals(InferenceResult.Source.DEGRADED, r.source, r.toString());
+      assertEquals("none", r.uplink);
+      assertEquals(0, r.uplinkBytes);
+    }
+    try (Engine engine = tiny(EngineConfig.builder("kws"))) {
+      assertEquals("none", engine.infer(Fixtures.confident(1), Fixtures.TINY_SHAPE).uplink);
+    }
+    KnowcacheException.FailedPreconditionException noStaged = assertThrows(
+        KnowcacheException.FailedPreconditionException.class,
+        () -> tiny(EngineConfig.builder("kws").split("always", 1)));
+    assertTrue(noStaged.getMessage().contains("knowcache export --staged"),
+        noStaged.getMessage());
+    KnowcacheException.InvalidInputException badMode = assertThrows(
+        KnowcacheException.InvalidInputException.class,
+        () -> tiny(EngineConfig.builder("kws").split("sometimes", 1)));
+    assertEquals("split mode 'sometimes' is not one of off, auto, always", badMode.getMessage());
+  }
+
+  @Test
   void dataThatDoesNotFillTheShapeIsRejectedWithTheCoresSentence() {
     try (Engine engine = tiny(EngineConfig.builder("kws"))) {
       KnowcacheException.InvalidInputException e = assertThrows(

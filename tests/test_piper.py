@@ -95,17 +95,20 @@ def test_sample_weights_give_each_kind_its_share(tmp_path):
 
 
 def test_piper_clips_per_word_by_build():
-    kws = pipeline.BuildConfig(task="kws", work=None)
-    assert kws.piper_clips_per_word == 80
-    assert pipeline.BuildConfig(task="kws", work=None, quick=True).piper_clips_per_word == 2
-    assert pipeline.BuildConfig(task="kws", work=None, piper_per_word=0).piper_clips_per_word == 0
-    assert pipeline.BuildConfig(task="vision", work=None).piper_clips_per_word == 0
+    def clips(**kw) -> int:
+        return pipeline.BuildConfig(work=None, **kw).piper_clips_per_word
+    assert clips(task="kws") == 0                     # opt-in
+    assert clips(task="kws", piper_per_word=80) == 80
+    assert clips(task="kws", piper_per_word=80, quick=True) == 2
+    assert clips(task="kws", piper_per_word=80, speech_commands="sc") == 0
+    assert clips(task="vision", piper_per_word=80) == 0
 
 
 def test_cli_refuses_a_piper_weight_that_leaves_espeak_nothing(tmp_path):
     real = tmp_path / "real"
     real.mkdir()
     res = CliRunner().invoke(main, ["train", "--task", "kws", "--real", str(real),
-                                    "--piper-weight", "0.5", "--work", str(tmp_path / "w")])
+                                    "--piper-per-word", "80", "--piper-weight", "0.5",
+                                    "--work", str(tmp_path / "w")])
     assert res.exit_code == 2
     assert "--piper-weight" in res.output and "give less than 0.5" in res.output

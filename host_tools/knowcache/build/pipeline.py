@@ -49,7 +49,7 @@ class BuildConfig:
     real: Optional[Path] = None               # kws: folder of real <word>/*.wav, split by speaker
     real_weight: float = 0.5                  # share of the training weight the real clips get
     real_copies: int = 8                      # perturbed takes of each real training clip
-    piper_per_word: int = 80                  # kws: piper-tts training clips per keyword (0: none)
+    piper_per_word: int = 0                   # kws: piper-tts training clips per keyword (0: none)
     piper_weight: float = 0.15                # share of the training weight the piper clips get
     spectrogram_from: Optional[Path] = None   # kws: reuse this .pte as the spectrogram branch
     extra: dict = field(default_factory=dict)

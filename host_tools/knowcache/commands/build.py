@@ -38,9 +38,10 @@ def build_options(f):
     @click.option("--real-copies", type=click.IntRange(min=0), default=8, show_default=True,
                   help="kws: perturbed takes (speed, shift, room, noise, gain) of each real "
                   "training recording added to the training set.")
-    @click.option("--piper-per-word", type=click.IntRange(min=0), default=80, show_default=True,
+    @click.option("--piper-per-word", type=click.IntRange(min=0), default=0, show_default=True,
                   help="kws: piper-tts (neural voice, joe) training clips per keyword added to "
-                  "the espeak-ng ones; 0: none (2 with --quick; none with --speech-commands).")
+                  "the espeak-ng ones, e.g. 80 (2 with --quick; none with --speech-commands). "
+                  "Off by default: no gain measured on real voices (docs/models.md).")
     @click.option("--piper-weight", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.15,
                   show_default=True, help="kws: share of the training weight the piper-tts clips "
                   "get (the real recordings get half).")

@@ -1,5 +1,6 @@
 """Engine end to end: real .pte partitions, real HTTP to a scripted cloud."""
 
+import pickle
 import time
 
 import numpy as np
@@ -181,12 +182,21 @@ def test_bad_input_never_reaches_the_cloud(tiny_models, cloud):
         engine.infer(np.zeros((2, FEATURES), np.float32))
     with pytest.raises(ValueError, match="float64 is not supported"):
         engine.infer(np.zeros((1, FEATURES), np.float64))
+    with pytest.raises(ValueError, match=">f4 is not supported.*machine's byte order"):
+        engine.infer(confident(0).astype(">f4"))        # same values, bytes swapped
     for bad in (np.nan, np.inf):      # refused locally, as the cloud refuses them
         x = confident(0)
         x[0, 1] = bad
         with pytest.raises(runtime.InvalidInputError, match="NaN or infinite values"):
             engine.infer(x)
     assert state.requests == []
+
+
+def test_an_unpickled_array_is_taken_like_the_original(tiny_models):
+    # pickle gives an equal float32 dtype object that is not NumPy's singleton
+    x = pickle.loads(pickle.dumps(confident(0)))
+    engine = make_engine(tiny_models)
+    assert engine.infer(x).label == engine.infer(confident(0)).label == "yes"
 
 
 def test_stats_objects_print_their_fields(tiny_models):

@@ -172,7 +172,7 @@ def assemble(current: manifests.ManifestFile, files: dict[str, PartitionBytes],
         served_manifest=ServedManifest(current.text, current.signature), full=full,
         dtype=info.input.dtype, shape=list(info.input.shape),
         partition_ids=partition_ids, selector=selector, files=files, refused_files=refused,
-        staged=LazyResume(*_staged_program(directory, manifest, files)))
+        staged=LazyResume(*_staged_program(current.directory, manifest, files)))
 
 
 @dataclass(frozen=True)

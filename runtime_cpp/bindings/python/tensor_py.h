@@ -12,14 +12,22 @@ namespace knowcache::python {
 
 inline DType DTypeOf(const pybind11::array& a) {
   namespace py = pybind11;
-  if (a.dtype().is(py::dtype::of<float>())) return DType::kFloat32;
-  if (a.dtype().is(py::dtype::of<uint8_t>())) return DType::kUInt8;
-  if (a.dtype().is(py::dtype::of<int8_t>())) return DType::kInt8;
-  if (a.dtype().is(py::dtype::of<int32_t>())) return DType::kInt32;
-  if (a.dtype().is(py::dtype::of<int64_t>())) return DType::kInt64;
+  // By type number, not identity: an unpickled array carries an equal dtype
+  // object that is not NumPy's singleton. Byte order must be the machine's.
+  const py::dtype dt = a.dtype();
+  const bool native = dt.attr("isnative").cast<bool>();
+  const int num = dt.normalized_num();
+  if (native) {
+    if (num == py::dtype::of<float>().normalized_num()) return DType::kFloat32;
+    if (num == py::dtype::of<uint8_t>().normalized_num()) return DType::kUInt8;
+    if (num == py::dtype::of<int8_t>().normalized_num()) return DType::kInt8;
+    if (num == py::dtype::of<int32_t>().normalized_num()) return DType::kInt32;
+    if (num == py::dtype::of<int64_t>().normalized_num()) return DType::kInt64;
+  }
   RaiseIfError(InvalidArgument(
-      "input dtype " + std::string(py::str(a.dtype())) +
-      " is not supported; use float32, uint8, int8, int32 or int64 (e.g. x.astype(np.float32))"));
+      "input dtype " + std::string(py::str(dt)) +
+      " is not supported; use float32, uint8, int8, int32 or int64 in the machine's byte order"
+      " (e.g. x.astype(np.float32))"));
   return DType::kFloat32;
 }
 

@@ -153,16 +153,17 @@ def test_the_session_cluster_has_two_nodes_and_the_replicas_use_both(ray_serve):
 
 
 @pytest.mark.slow
-def test_split_requests_get_501_with_a_sentence_on_ray(ray_serve):
+def test_split_requests_get_404_with_a_sentence_on_ray(ray_serve):
     """Resuming a staged program (split computing's from_stage) is served by
-    `knowcache serve` alone: Ray answers 501 and says what to do, before any body
-    is read; a raw input on the same deployment is answered."""
+    `knowcache serve` alone: Ray answers 404 (as for a task without a staged
+    program) and says what to do, before any body is read; a raw input on the same
+    deployment is answered."""
     x = np.zeros((1, 1, 28, 28), np.float32).tobytes()
     with ray_serve.running(ServeConfig(models=MODELS)) as url:
         r = httpx.post(url + "/v1/vision/infer?from_stage=1", content=b"\0" * 16, timeout=30,
                        headers={"X-Knowcache-Dtype": "int8", "X-Knowcache-Shape": "1,16",
                                 "X-Knowcache-Scale": "0.1"})
-        assert r.status_code == 501, r.text
+        assert r.status_code == 404, r.text
         assert "send the raw input" in r.json()["detail"]
         assert httpx.post(url + "/v1/vision/infer", content=x, headers=VISION,
                           timeout=30).status_code == 200

@@ -60,7 +60,7 @@ class Problem(BaseModel):
     detail: str
 
 
-ERRORS = {code: {"model": Problem} for code in (400, 401, 404, 408, 409, 413, 429, 501, 503, 504)}
+ERRORS = {code: {"model": Problem} for code in (400, 401, 404, 408, 409, 413, 429, 503, 504)}
 
 
 class Compute(Protocol):
@@ -275,7 +275,8 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
                                    config.max_body_bytes, config.body_timeout_s)
         else:
             if not state.compute.resumes:
-                raise HTTPException(501, "this server's back end cannot resume a staged program "
+                # 404, as for a task without a staged program: nothing here resumes one
+                raise HTTPException(404, "this server's back end cannot resume a staged program "
                                          "(from_stage); send the raw input, or use `knowcache "
                                          "serve` without --ray")
             try:

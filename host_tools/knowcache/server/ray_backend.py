@@ -207,7 +207,7 @@ class RayCompute:
     resumes = False          # split computing's from_stage: served by `knowcache serve` alone
 
     def submit(self, task: registry.TaskModels, x: np.ndarray, from_stage: Optional[int] = None):
-        if from_stage is not None:      # the app answers 501 before it gets here
+        if from_stage is not None:      # the app answers 404 before it gets here
             raise RuntimeError("the Ray back end does not resume staged programs")
         return self._answer(task.name, x)
 

@@ -39,7 +39,7 @@ from knowcache.server import registry
 from knowcache.server.batcher import DynamicBatcher, QueueFull, Unavailable
 from knowcache.server.config import ServeConfig
 from knowcache.server.metrics import ServerMetrics
-from knowcache.server.split import SplitRefused, decode
+from knowcache.server.split import SplitRefused, decode, parse_shape_header
 
 _log = logging.getLogger("knowcache.serve")
 
@@ -394,10 +394,9 @@ async def _read_tensor(request: Request, models: registry.TaskModels, dtype: str
         raise HTTPException(400, f"X-Knowcache-Dtype is {dtype!r}; task {models.name!r} takes "
                                  f"{models.dtype}")
     try:
-        dims = [int(d) for d in shape.replace(" ", "").split(",")]
-    except ValueError:
-        raise HTTPException(400, f"X-Knowcache-Shape {shape!r} is not comma-separated "
-                                 "integers") from None
+        dims = parse_shape_header(shape)
+    except ValueError as e:
+        raise HTTPException(400, str(e)) from None
     if dims != models.shape:
         raise HTTPException(400, f"shape {dims} does not match task {models.name!r}'s input "
                                  f"{models.shape}")

@@ -72,10 +72,9 @@ class StagedResume:
         if dtype != "int8":
             raise SplitRefused(400, f"X-Knowcache-Dtype is {dtype!r}; a split upload is int8")
         try:
-            dims = [int(d) for d in shape.replace(" ", "").split(",")]
-        except ValueError:
-            raise SplitRefused(400, f"X-Knowcache-Shape {shape!r} is not comma-separated "
-                                    "integers") from None
+            dims = parse_shape_header(shape)
+        except ValueError as e:
+            raise SplitRefused(400, str(e)) from None
         want = self.cut_shapes[from_stage]
         if dims != want:
             raise SplitRefused(409, f"shape {dims} does not match the activation stage "
@@ -96,6 +95,15 @@ class StagedResume:
         for k in range(from_stage, self.model.num_stages):
             act = self.model.run_stage(k, act)
         return self.model.run_head(act)
+
+
+def parse_shape_header(shape: str) -> list[int]:
+    """X-Knowcache-Shape ("1,16000") as dimensions, for raw and split uploads alike;
+    ValueError with the sentence for the client when it is not integers."""
+    try:
+        return [int(d) for d in shape.replace(" ", "").split(",")]
+    except ValueError:
+        raise ValueError(f"X-Knowcache-Shape {shape!r} is not comma-separated integers") from None
 
 
 def decode(body: bytes, dims: list[int], scale: float) -> np.ndarray:

@@ -143,6 +143,21 @@ def test_images_are_converted_to_the_task_input_and_raw_pixels_checked(tmp_path)
         input_contract.prepare(raw, VISION)
 
 
+def test_pixels_are_scaled_to_the_manifests_value_range(tmp_path):
+    from knowcache.runtime import Manifest
+    shipped = Manifest.parse((Path(__file__).resolve().parents[1] /
+                              "models/vision/manifest.json").read_text())
+    spec = InputShape.of(shipped.partitions[0].input)
+    assert spec.value_range == (0.0, 1.0) and spec.image_size == (1, 28, 28)
+    raw = tmp_path / "pixels.raw"
+    raw.write_bytes(np.array([0, 51, 255] + [0] * 781, np.uint8).tobytes())
+    signed = InputShape((1, 1, 28, 28), image_size=(1, 28, 28), value_range=(-1.0, 1.0))
+    np.testing.assert_allclose(input_contract.prepare(raw, signed).x.reshape(-1)[:3],
+                               [-1.0, -0.6, 1.0], atol=1e-6)
+    np.testing.assert_allclose(input_contract.prepare(raw, spec).x.reshape(-1)[:3],
+                               [0.0, 0.2, 1.0], atol=1e-6)
+
+
 def test_python_wave_and_the_contract_agree_on_a_real_recording():
     real = Path(__file__).resolve().parents[2] / "shared/real-voices/speech-commands/yes"
     if not real.is_dir():

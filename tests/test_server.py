@@ -147,6 +147,14 @@ def test_body_checks(url, vision_test):
     assert infer(url, bad).status_code == 400
     bad[0, 0, 3, 3] = math.inf
     assert "NaN or infinite" in infer(url, bad).json()["detail"]
+    before = batches_run(url)
+    unscaled = x * 255      # pixels in [0, 255] sent to a model of [0, 1] (value_range)
+    r = infer(url, unscaled)
+    first = int(np.flatnonzero(unscaled.reshape(-1) > 1)[0])
+    assert r.status_code == 400 and (f"input element {first} is "
+                                     f"{unscaled.reshape(-1)[first]:g}, outside task 'vision'"
+                                     "'s value_range [0, 1]") in r.json()["detail"]
+    assert batches_run(url) == before
     unknown = infer(url, x, task="audio")
     assert unknown.status_code == 404 and "kws, vision" in unknown.json()["detail"]
 

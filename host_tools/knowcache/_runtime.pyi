@@ -59,6 +59,9 @@ class InputSpec:
     @property
     def shape(self) -> list[int]:
         ...
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        ...
 class PartitionInfo:
     @staticmethod
     def parse(text: str) -> PartitionInfo:

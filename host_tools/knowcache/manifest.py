@@ -45,7 +45,7 @@ class Role(str, Enum):
 
 ROLES = tuple(r.value for r in Role)
 # The input fields a task's programs share beyond dtype and shape.
-INPUT_EXTRA_FIELDS = ("sample_rate", "image_size")
+INPUT_EXTRA_FIELDS = ("sample_rate", "image_size", "value_range")
 
 
 def path_of(directory: str | os.PathLike) -> Path:
@@ -161,7 +161,8 @@ def partition_entry(pid: str, pte: bytes, *, role: Role | str, labels: Sequence[
                     input_shape: Sequence[int], dtype: str = "float32",
                     threshold: float = 0.5, other_label: Optional[str] = None,
                     sample_rate: Optional[int] = None,
-                    image_size: Optional[Sequence[int]] = None, version: int = 1,
+                    image_size: Optional[Sequence[int]] = None,
+                    value_range: Optional[Sequence[float]] = None, version: int = 1,
                     **extra) -> dict:
     """One manifest entry for a program's bytes (size and sha256 computed here)."""
     if role not in ROLES:
@@ -171,6 +172,8 @@ def partition_entry(pid: str, pte: bytes, *, role: Role | str, labels: Sequence[
         spec["sample_rate"] = int(sample_rate)
     if image_size:
         spec["image_size"] = [int(d) for d in image_size]
+    if value_range is not None:
+        spec["value_range"] = [float(v) for v in value_range]
     entry = {
         "id": pid, "version": int(version), "role": str(Role(role)), "file": file,
         "labels": list(labels), "input": spec, "threshold": float(threshold),

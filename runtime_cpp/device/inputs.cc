@@ -187,7 +187,10 @@ StatusOr<std::vector<float>> ReadInput(const std::string& path, const InputSpec&
   }
   std::vector<float> x(static_cast<size_t>(n));
   if (static_cast<int64_t>(bytes.size()) == n) {
-    for (int64_t i = 0; i < n; ++i) x[i] = bytes[i] / 255.0f;
+    // uint8 0 -> low, 255 -> high of the model's value_range ([0, 1] when unstated).
+    const double low = spec.has_value_range() ? spec.value_low : 0.0;
+    const double step = ((spec.has_value_range() ? spec.value_high : 1.0) - low) / 255.0;
+    for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(low + bytes[i] * step);
   } else if (static_cast<int64_t>(bytes.size()) == 4 * n) {
     std::memcpy(x.data(), bytes.data(), bytes.size());
     for (int64_t i = 0; i < n; ++i) {

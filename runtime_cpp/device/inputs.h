@@ -8,8 +8,9 @@
 // silence; a longer one is cut to its loudest window (by energy), with a notice.
 // Refused with a sentence: other encodings, a header promising more audio than
 // the file holds, an empty recording, NaN or infinite samples.
-// Image tasks: raw pixels, either uint8 (C*H*W bytes, scaled to [0, 1]) or
-// little-endian float32 (C*H*W*4 bytes, used as is, finite), channels first.
+// Image tasks: raw pixels, either uint8 (C*H*W bytes, scaled to the spec's value_range,
+// [0, 1] when unstated) or little-endian float32 (C*H*W*4 bytes, used as is, finite),
+// channels first.
 // A folder, a missing or an unreadable file is refused; nothing here throws.
 #pragma once
 

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <cstdio>
 #include <set>
 
 #include "knowcache/sha256.h"
@@ -97,6 +99,17 @@ Status ParseInput(const json& obj, const std::string& where, InputSpec* spec) {
     spec->image_channels = (*image)[0].get<int>();
     spec->image_height = (*image)[1].get<int>();
     spec->image_width = (*image)[2].get<int>();
+  }
+  auto range = obj.find("value_range");
+  if (range != obj.end() && !range->is_null()) {
+    auto finite = [](const json& x) { return x.is_number() && std::isfinite(x.get<double>()); };
+    if (!range->is_array() || range->size() != 2 || !finite((*range)[0]) ||
+        !finite((*range)[1]) || (*range)[0].get<double>() >= (*range)[1].get<double>()) {
+      return InvalidArgument(where + ".value_range must be [low, high], two finite numbers "
+                             "with low < high");
+    }
+    spec->value_low = (*range)[0].get<double>();
+    spec->value_high = (*range)[1].get<double>();
   }
   return Status::Ok();
 }
@@ -368,6 +381,22 @@ Status InputSpec::Check(const TensorView& view) const {
   if (view.shape != shape) {
     return InvalidArgument("input shape is " + ShapeToString(view.shape) +
                            " but the model expects " + ShapeToString(shape));
+  }
+  if (has_value_range() && dtype == DType::kFloat32) {
+    // A little slack for values computed in float (x / 255 * (high - low) + low).
+    const double slack = 1e-6 * (value_high - value_low);
+    const auto* x = static_cast<const float*>(view.data);
+    const int64_t n = NumElements(view.shape);
+    for (int64_t i = 0; i < n; ++i) {
+      if (!(x[i] >= value_low - slack && x[i] <= value_high + slack)) {
+        char buf[200];
+        std::snprintf(buf, sizeof(buf),
+                      "input element %lld is %g, outside the model's value_range [%g, %g]; "
+                      "scale the input to it (uint8 pixels: low + p / 255 * (high - low))",
+                      static_cast<long long>(i), x[i], value_low, value_high);
+        return InvalidArgument(buf);
+      }
+    }
   }
   return Status::Ok();
 }

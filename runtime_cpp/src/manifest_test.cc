@@ -49,7 +49,8 @@ TEST(Manifest, ParsesEveryField) {
 nlohmann::json Valid() {
   const std::string sha(64, 'a');
   const nlohmann::json input = {{"dtype", "float32"}, {"shape", {1, 4}},
-                                {"sample_rate", 16000}, {"image_size", {1, 2, 2}}};
+                                {"sample_rate", 16000}, {"image_size", {1, 2, 2}},
+                                {"value_range", {0, 255}}};
   return {
       {"schema_version", 1}, {"task", "kws"}, {"version", 2}, {"labels", {"a", "b", "c"}},
       {"private_labels", {"c"}},
@@ -109,6 +110,10 @@ TEST(Manifest, TheValidManifestParses) {
   const InputSpec& in = m->Find("cached")->input;
   EXPECT_EQ((std::vector<int>{in.image_channels, in.image_height, in.image_width}),
             (std::vector<int>{1, 2, 2}));
+  EXPECT_TRUE(in.has_value_range());
+  EXPECT_DOUBLE_EQ(in.value_low, 0.0);
+  EXPECT_DOUBLE_EQ(in.value_high, 255.0);
+  EXPECT_FALSE(Manifest::Parse(kGood)->Find("cached")->input.has_value_range());  // optional
   EXPECT_EQ(m->Find("staged")->input.sample_rate, 16000);
   EXPECT_EQ(m->private_labels, std::vector<std::string>{"c"});
   EXPECT_TRUE(m->IsPrivate("c"));
@@ -197,6 +202,12 @@ INSTANTIATE_TEST_SUITE_P(
                   "manifest.partitions must be a list"},
         Rejection{"PartitionsNotList", "/partitions", nlohmann::json::object(),
                   "manifest.partitions must be a list"},
+        Rejection{"ValueRangeNotPair", "/partitions/0/input/value_range", nlohmann::json{0},
+                  "manifest.partitions[0].input.value_range must be [low, high]"},
+        Rejection{"ValueRangeReversed", "/partitions/0/input/value_range",
+                  nlohmann::json{1, 0}, "manifest.partitions[0].input.value_range must be"},
+        Rejection{"ValueRangeNotNumbers", "/partitions/0/input/value_range",
+                  nlohmann::json{"0", "1"}, "manifest.partitions[0].input.value_range must be"},
         Rejection{"PartitionIdRepeated", "/partitions/1/id", "cached",
                   "manifest repeats partition id 'cached'"},
         Rejection{"PartitionNotObject", "/partitions/0", 5,
@@ -365,6 +376,24 @@ TEST(InputSpec, CheckNamesTheMismatch) {
   EXPECT_NE(s.message().find("dtype"), std::string::npos);
   s = spec.Check({DType::kFloat32, {1, 4}, x, 8});
   EXPECT_NE(s.message().find("needs 16 bytes"), std::string::npos);
+}
+
+TEST(InputSpec, CheckRefusesValuesOutsideTheValueRange) {
+  InputSpec spec;
+  spec.shape = {1, 4};
+  spec.value_high = 1.0;
+  float x[4] = {0.0f, 0.5f, 1.0f, 0.25f};
+  EXPECT_TRUE(spec.Check({DType::kFloat32, {1, 4}, x, sizeof(x)}).ok());
+  x[2] = 255.0f;  // pixels not scaled
+  Status s = spec.Check({DType::kFloat32, {1, 4}, x, sizeof(x)});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("input element 2 is 255, outside the model's value_range [0, 1]"),
+            std::string::npos) << s.message();
+  x[2] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_FALSE(spec.Check({DType::kFloat32, {1, 4}, x, sizeof(x)}).ok());
+  spec.value_high = 0.0;  // unstated: any value
+  x[2] = 255.0f;
+  EXPECT_TRUE(spec.Check({DType::kFloat32, {1, 4}, x, sizeof(x)}).ok());
 }
 
 TEST(Tensor, ParseShape) {

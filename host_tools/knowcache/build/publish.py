@@ -23,6 +23,7 @@ from knowcache.build.calibration import Calibration, calibrate_threshold, gate_e
 from knowcache.build.pipeline import PLAN, BuildConfig, config_dict, inputs, load_data
 from knowcache.build.quantize import quantize_int8
 from knowcache.data import Dataset, store
+from knowcache.data.input_contract import PIXEL_RANGE
 from knowcache.models import ModelRecord
 from knowcache.runtime import Partition
 
@@ -246,7 +247,8 @@ def _other_biases(cfg: BuildConfig, records: dict[str, ModelRecord], data: Datas
 def _input_extra(spec) -> dict:
     if spec.name == "kws":
         return {"sample_rate": spec.sample_rate}
-    return {"image_size": list(spec.image_size)}
+    # Programs take pixels scaled to [0, 1] and normalize inside (models/nets.py).
+    return {"image_size": list(spec.image_size), "value_range": list(PIXEL_RANGE)}
 
 
 def _plan_config(cfg: BuildConfig) -> dict:

@@ -38,6 +38,9 @@ from knowcache.data import audio
 RATE = 16000                 # the kws models' rate: 1 s is RATE samples
 AUDIO_SUFFIXES = (".wav",)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# What image programs take: float pixels in this range (their manifest's
+# "value_range"), normalized inside the program.
+PIXEL_RANGE = (0.0, 1.0)
 RAW_SUFFIXES = (".raw", ".bin", ".f32")
 
 
@@ -56,17 +59,26 @@ class PreparedInput:
 @dataclass(frozen=True)
 class InputShape:
     """What a task's programs take (the manifest's input spec): shape plus the
-    sample rate (audio) or the (C, H, W) image size (images)."""
+    sample rate (audio) or the (C, H, W) image size and the pixels' value range
+    (images)."""
 
     shape: tuple[int, ...]
     sample_rate: int = 0
     image_size: tuple[int, ...] = ()
+    value_range: tuple[float, float] = PIXEL_RANGE
 
     @classmethod
     def of(cls, spec) -> "InputShape":
-        """From a runtime ``InputSpec`` (``PartitionInfo.input``)."""
+        """From a runtime ``InputSpec`` (``PartitionInfo.input``); a manifest that
+        states no value_range (written before it was stated) means [0, 1]."""
         return cls(tuple(int(d) for d in spec.shape), int(spec.sample_rate or 0),
-                   tuple(int(d) for d in (spec.image_size or ())))
+                   tuple(int(d) for d in (spec.image_size or ())),
+                   tuple(spec.value_range or PIXEL_RANGE))
+
+    def pixels(self, p: np.ndarray) -> np.ndarray:
+        """uint8 pixels as float32 in the value range (0 -> low, 255 -> high)."""
+        low, high = self.value_range
+        return (low + p.astype(np.float32) * np.float32((high - low) / 255.0)).astype(np.float32)
 
     @property
     def elements(self) -> int:
@@ -176,14 +188,14 @@ def image_pixels(data: bytes, name: str, image_size: Sequence[int]) -> np.ndarra
 def image_input(data: bytes, name: str, spec: InputShape) -> PreparedInput:
     """An image file as the model's input."""
     pixels = image_pixels(data, name, spec.image_size)
-    return PreparedInput((pixels.astype(np.float32) / 255.0).reshape(spec.shape))
+    return PreparedInput(spec.pixels(pixels).reshape(spec.shape))
 
 
 def raw_input(data: bytes, name: str, spec: InputShape) -> PreparedInput:
     """Raw pixels as a device takes them: C*H*W uint8 bytes or float32 ones."""
     n = spec.elements
     if len(data) == n:
-        x = np.frombuffer(data, np.uint8).astype(np.float32) / 255.0
+        x = spec.pixels(np.frombuffer(data, np.uint8))
     elif len(data) == 4 * n:
         x = np.frombuffer(data, "<f4").astype(np.float32)
     else:

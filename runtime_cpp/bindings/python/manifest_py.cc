@@ -18,6 +18,10 @@ void PybindManifest(py::module_* m) {
       .def_property_readonly("image_size", [](const InputSpec& s) {
         return std::vector<int>{s.image_channels, s.image_height, s.image_width};
       })
+      .def_property_readonly("value_range", [](const InputSpec& s) -> py::object {
+        if (!s.has_value_range()) return py::none();
+        return py::make_tuple(s.value_low, s.value_high);
+      })
       .def("__repr__", &FieldsRepr);
 
   py::class_<PartitionInfo>(*m, "PartitionInfo")

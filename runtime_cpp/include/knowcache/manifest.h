@@ -11,6 +11,8 @@
 //       "file": "cached.pte", "labels": ["yes", "no", ..., "other"],
 //       "other_label": "other",                     // optional
 //       "input": {"dtype": "float32", "shape": [1, 16000], "sample_rate": 16000},
+//                                                   // images: "image_size": [C, H, W],
+//                                                   // "value_range": [0, 1] (optional)
 //       "threshold": 0.35, "bytes": 123456, "sha256": "<64 hex>"}]}
 //
 // A partition with role "staged" also has "staged": {"stages": [...],
@@ -39,8 +41,15 @@ struct InputSpec {
   int image_height = 0;  // image tasks; 0 when not an image
   int image_width = 0;
   int image_channels = 0;
+  // "value_range": [low, high], the values the model was trained on (image tasks:
+  // pixels scaled to it, uint8 0 -> low, 255 -> high); low == high == 0 when unstated.
+  double value_low = 0.0;
+  double value_high = 0.0;
 
-  /// InvalidArgument naming the mismatch when `view` does not fit this spec.
+  bool has_value_range() const { return value_high > value_low; }
+
+  /// InvalidArgument naming the mismatch when `view` does not fit this spec: its dtype,
+  /// its shape, or (float32 with a value_range) the first element outside the range.
   Status Check(const TensorView& view) const;
 };
 

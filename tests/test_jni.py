@@ -108,6 +108,9 @@ def error_rows(fx: Path, tiny: Path) -> list[tuple]:
     good = save_input(fx, "error-unsure", unsure())
     short = save_input(fx, "error-short", np.zeros((1, FEATURES - 1), np.float32))
     flat = save_input(fx, "error-flat", np.zeros(FEATURES, np.float32))
+    unscaled = np.zeros((1, 1, 28, 28), np.float32)
+    unscaled[0, 0, 0, 5] = 255.0           # pixels not scaled to the value_range
+    bright = save_input(fx, "error-unscaled", unscaled)
     cases = [  # name, models, plan, slots, input, the error class and what its sentence says
         ("missing_program", faulty["missing"], "cached", 2, good, runtime.NotFoundError,
          "installing 'cached': no such file: .*cached.pte"),
@@ -131,11 +134,15 @@ def error_rows(fx: Path, tiny: Path) -> list[tuple]:
          "input shape is 1x15 but the model expects 1x16"),
         ("wrong_input_rank", tiny, "cached", 2, flat, runtime.InvalidInputError,
          "input shape is 16 but the model expects 1x16"),
+        ("pixels_outside_value_range", REPO / "models/vision", "cached", 2, bright,
+         runtime.InvalidInputError,
+         "input element 5 is 255, outside the model's value_range \\[0, 1\\]"),
     ]
     rows = []
     for name, models, plan, slots, rel, error, says in cases:
         x = np.fromfile(fx / rel, "<f4").reshape(
-            {good: (1, FEATURES), short: (1, FEATURES - 1), flat: (FEATURES,)}[rel])
+            {good: (1, FEATURES), short: (1, FEATURES - 1), flat: (FEATURES,),
+             bright: (1, 1, 28, 28)}[rel])
         with pytest.raises(error, match=says) as e:
             python_engine(models, plan, slots=slots).infer(x)
         assert type(e.value) is error, (name, type(e.value))

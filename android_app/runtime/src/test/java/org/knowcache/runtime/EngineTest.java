@@ -42,8 +42,21 @@ class EngineTest {
       InputSpec spec = engine.localInput();
       assertEquals("float32", spec.dtype);
       assertArrayEquals(Fixtures.TINY_SHAPE, spec.shape());
+      assertFalse(spec.hasValueRange());  // the tiny manifest states none
       assertEquals("partitions", engine.mode());
       assertEquals(List.of("cached"), engine.cachedIds());
+    }
+  }
+
+  @Test
+  void imageProgramsStateTheirValueRange() {
+    try (Engine engine = Engine.fromModelsDir(Fixtures.get("vision"),
+        EngineConfig.builder("vision").build(), InstallPlan.cached())) {
+      InputSpec spec = engine.localInput();
+      assertTrue(spec.hasValueRange());
+      assertEquals(0.0, spec.valueLow);
+      assertEquals(1.0, spec.valueHigh);
+      assertEquals(28, spec.imageHeight);
     }
   }
 

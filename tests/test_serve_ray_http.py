@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 import test_server
+import test_server_fuzz
 from test_server import (  # noqa: F401  (the tests and their fixtures, collected here)
     test_bad_requests_never_reach_the_model, test_bearer_scheme_is_case_insensitive_and_missing_headers_get_a_sentence,
     test_body_checks, test_device_engine_warms_its_cache_from_the_cloud,
@@ -29,7 +30,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", autouse=True)
 def on_ray(ray_serve):
-    """Before the module's `url` fixture (autouse comes first): `running` deploys on Ray."""
+    """Before the module's `url` fixture (autouse comes first): `running` deploys on Ray.
+    The generated requests: 100 per operation (uvicorn: 350), the suite's time budget."""
     test_server.on_ray = ray_serve.running
+    examples = test_server_fuzz.EXAMPLES_PER_OPERATION
+    test_server_fuzz.EXAMPLES_PER_OPERATION = 100
     yield
     test_server.on_ray = None
+    test_server_fuzz.EXAMPLES_PER_OPERATION = examples

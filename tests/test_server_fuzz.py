@@ -14,7 +14,9 @@ from knowcache.server import ServeConfig
 from test_server import running
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
-EXAMPLES_PER_OPERATION = 350   # operations with no parameters yield one request each
+# Operations with no parameters yield one request each. tests/test_serve_ray_http.py runs
+# the same test on Ray with fewer (the app is the same; Ray adds the transport).
+EXAMPLES_PER_OPERATION = 350
 
 
 def test_generated_requests_never_get_a_server_error():
@@ -37,6 +39,6 @@ def test_generated_requests_never_get_a_server_error():
                     f"{case.method} {case.formatted_path} -> {response.status_code}: "
                     f"{response.text[:300]}")
             check()
-        assert sum(sent.values()) >= 1000, sent
+        assert sum(sent.values()) >= 3 * EXAMPLES_PER_OPERATION, sent
         assert {200, 400, 404} <= statuses    # requests the server accepted and refused
         assert httpx.get(url + "/readyz").status_code == 200

@@ -27,7 +27,8 @@ from knowcache.data.input_contract import PIXEL_RANGE
 from knowcache.models import ModelRecord
 from knowcache.runtime import Partition
 
-CALIBRATION_SAMPLES = 256
+CALIBRATION_SAMPLES = 256     # int8 activation ranges: training inputs run through observers
+QUICK_CALIBRATION_SAMPLES = 32   # --quick builds (tests, demos): a quarter of the export time
 SIZE_TARGET = 20.0          # cached model at least 20x smaller than the full model
 ACCURACY_SLACK = 0.01       # cached accuracy >= full accuracy - 1 point on cached classes
 
@@ -80,8 +81,8 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     labels = list(data.labels)
     spec = cfg.spec()
     rng = np.random.default_rng(cfg.seed)
-    calib = training.as_float(cfg.task, data.train.x[rng.permutation(len(data.train))
-                                                     [:CALIBRATION_SAMPLES]])
+    samples = QUICK_CALIBRATION_SAMPLES if cfg.quick else CALIBRATION_SAMPLES
+    calib = training.as_float(cfg.task, data.train.x[rng.permutation(len(data.train))[:samples]])
     example = (calib[:1],)
     stage = out.with_name(out.name + ".staging")
     shutil.rmtree(stage, ignore_errors=True)

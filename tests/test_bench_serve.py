@@ -22,7 +22,11 @@ def test_bench_serve_reports_both_modes(tmp_path):
     assert "batching gives" in res.stdout
 
 
-def test_bench_serve_rejects_bad_client_counts():
+def test_bench_serve_rejects_bad_client_counts_and_a_task_the_models_lack():
     res = subprocess.run([sys.executable, "-m", "knowcache.cli", "bench-serve", "--clients",
                           "a,b"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "comma-separated" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "knowcache.cli", "bench-serve", "--task",
+                          "cifar10"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert "models has no cifar10/manifest.json; its tasks: kws, vision" in res.stderr

@@ -149,7 +149,8 @@ def test_an_image_folder_task_goes_through_every_stage(tmp_path, data_dir):
     assert manifest["task"] == "colours" and manifest["labels"] == ["blue", "green", "red", "yellow"]
     roles = sorted(p["role"] for p in manifest["partitions"])
     assert roles == ["cached", "full", "generic", "partition", "partition"]
-    assert all(p["input"]["shape"] == [1, 3, 16, 16] for p in manifest["partitions"])
+    assert all(p["input"]["shape"] == [1, 3, 16, 16] and p["input"]["value_range"] == [0, 1]
+               for p in manifest["partitions"])
     cached = next(p for p in manifest["partitions"] if p["role"] == "cached")
     assert cached["labels"][:1] == ["red"]
 
@@ -168,3 +169,9 @@ def test_an_image_folder_task_goes_through_every_stage(tmp_path, data_dir):
     out = cli("infer", "--task", "colours", "--models", str(models / "colours"),
               str(root / "test" / "red" / "0.png"))
     assert "0.png" in out
+
+    # The cloud tier under load: the load client learns the input from the manifest.
+    cli("bench-serve", "--task", "colours", "--models", str(models), "--clients", "2",
+        "--seconds", "1", "--json", str(tmp_path / "load.json"))
+    for row in json.loads((tmp_path / "load.json").read_text())["rows"]:
+        assert row["requests"] > 0 and row["failures"] == 0, row

@@ -18,24 +18,37 @@ import numpy as np  # noqa: E402
 from locust import FastHttpUser, constant, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-SHAPES = {"kws": (1, 16000), "vision": (1, 1, 28, 28)}
+AUDIO_RANGE = (-0.1, 0.1)       # quiet noise, for audio tasks (no value_range stated)
+
+
+def task_input(url: str, task: str, token: str | None) -> tuple[list[int], str, tuple]:
+    """(shape, dtype, value range) of the task's full model, from the served manifest:
+    any task the server serves can be loaded, as a device would learn it."""
+    import httpx
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    r = httpx.get(f"{url}/v1/{task}/manifest", headers=auth, timeout=30)
+    if r.status_code != 200:
+        raise SystemExit(f"GET /v1/{task}/manifest: HTTP {r.status_code} {r.text[:300]}")
+    full = next(p for p in r.json()["partitions"] if p["role"] == "full")
+    spec = full["input"]
+    default = AUDIO_RANGE if spec.get("sample_rate") else (0.0, 1.0)
+    return spec["shape"], spec["dtype"], tuple(spec.get("value_range") or default)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", required=True)
-    p.add_argument("--task", choices=sorted(SHAPES), default="vision")
+    p.add_argument("--task", default="vision", help="any task the server serves")
     p.add_argument("--users", type=int, required=True)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--max-requests", type=int, default=20000)
     p.add_argument("--token", default=None)
     args = p.parse_args()
 
-    shape = SHAPES[args.task]
+    shape, dtype, (low, high) = task_input(args.url, args.task, args.token)
     rng = np.random.default_rng(0)
-    scale = 0.1 if args.task == "kws" else 1.0
-    bodies = [(rng.uniform(0, 1, shape) * scale).astype(np.float32).tobytes() for _ in range(16)]
-    headers = {"X-Knowcache-Dtype": "float32", "X-Knowcache-Shape": ",".join(map(str, shape)),
+    bodies = [rng.uniform(low, high, shape).astype(dtype).tobytes() for _ in range(16)]
+    headers = {"X-Knowcache-Dtype": dtype, "X-Knowcache-Shape": ",".join(map(str, shape)),
                "Content-Type": "application/octet-stream"}
     if args.token:
         headers["Authorization"] = f"Bearer {args.token}"

@@ -11,7 +11,8 @@ import click
 @click.command("bench-serve")
 @click.option("--models", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=Path("models"), show_default=True)
-@click.option("--task", type=click.Choice(["kws", "vision"]), default="vision", show_default=True)
+@click.option("--task", default="vision", show_default=True,
+              help="A task of the models folder (kws, vision, or an image task of your own).")
 @click.option("--clients", default="1,8,64", show_default=True,
               help="Comma-separated concurrent client counts.")
 @click.option("--seconds", type=click.FloatRange(min=1), default=10.0, show_default=True,
@@ -38,6 +39,11 @@ def bench_serve(models, task, clients, seconds, max_requests, queue_limit, ray, 
         raise click.BadParameter("--clients takes comma-separated integers") from None
     if not counts or min(counts) < 1:
         raise click.BadParameter("--clients needs positive integers")
+    from knowcache.server import registry
+    served = registry.task_names(models)
+    if task not in served:
+        raise click.BadParameter(f"{models} has no {task}/manifest.json; its tasks: "
+                                 f"{', '.join(served) or 'none'}", param_hint="--task")
     try:
         server_args = ["--queue-limit", str(queue_limit)] if queue_limit else []
         rows = serve_load.run(models, task, counts, seconds, max_requests, server_args,

@@ -14,12 +14,13 @@ jobject NewEngineStats(JNIEnv* env, const EngineStats& s) {
   jstring error = ToJavaString(env, s.last_fetch_error);
   if (error == nullptr) return nullptr;
   return NewObject(env, "org/knowcache/runtime/EngineStats",
-                   "(JJJJJJJJJJJLjava/lang/String;Lorg/knowcache/runtime/SlotCacheStats;)V",
+                   "(JJJJJJJJJJJJLjava/lang/String;Lorg/knowcache/runtime/SlotCacheStats;)V",
                    static_cast<jlong>(s.queries), static_cast<jlong>(s.local),
                    static_cast<jlong>(s.cloud), static_cast<jlong>(s.degraded),
                    static_cast<jlong>(s.cloud_errors), static_cast<jlong>(s.fetches),
                    static_cast<jlong>(s.fetch_failures), static_cast<jlong>(s.fetched_bytes),
-                   static_cast<jlong>(s.uplink_bytes), static_cast<jlong>(s.kept_private),
+                   static_cast<jlong>(s.uplink_bytes), static_cast<jlong>(s.feature_uploads),
+                   static_cast<jlong>(s.kept_private),
                    static_cast<jlong>(s.kept_local_only), error, cache);
 }
 

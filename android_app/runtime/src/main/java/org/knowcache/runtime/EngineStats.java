@@ -11,6 +11,8 @@ public final class EngineStats {
   public final long fetchFailures;
   public final long fetchedBytes;
   public final long uplinkBytes;
+  /** Cloud answers to an uploaded activation instead of the raw input (split computing). */
+  public final long featureUploads;
   /** Queries the gate would have uploaded, answered on the device: a private class. */
   public final long keptPrivate;
   /** Queries the gate would have uploaded, answered on the device: local-only mode. */
@@ -21,8 +23,8 @@ public final class EngineStats {
 
   // Called by runtime_cpp/bindings/jni/engine_stats_jni.cc.
   EngineStats(long queries, long local, long cloud, long degraded, long cloudErrors, long fetches,
-      long fetchFailures, long fetchedBytes, long uplinkBytes, long keptPrivate,
-      long keptLocalOnly, String lastFetchError, SlotCacheStats cache) {
+      long fetchFailures, long fetchedBytes, long uplinkBytes, long featureUploads,
+      long keptPrivate, long keptLocalOnly, String lastFetchError, SlotCacheStats cache) {
     this.queries = queries;
     this.local = local;
     this.cloud = cloud;
@@ -32,6 +34,7 @@ public final class EngineStats {
     this.fetchFailures = fetchFailures;
     this.fetchedBytes = fetchedBytes;
     this.uplinkBytes = uplinkBytes;
+    this.featureUploads = featureUploads;
     this.keptPrivate = keptPrivate;
     this.keptLocalOnly = keptLocalOnly;
     this.lastFetchError = lastFetchError;

@@ -215,6 +215,7 @@ class EngineTest {
       assertEquals(InferenceResult.Source.DEGRADED, r.source, r.toString());
       assertEquals("none", r.uplink);
       assertEquals(0, r.uplinkBytes);
+      assertEquals(0, engine.stats().featureUploads);  // the upload did not go through
     }
     try (Engine engine = tiny(EngineConfig.builder("kws"))) {
       assertEquals("none", engine.infer(Fixtures.confident(1), Fixtures.TINY_SHAPE).uplink);

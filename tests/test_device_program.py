@@ -157,6 +157,26 @@ def test_native_program_falls_back_to_the_cloud(inputs):
     assert out[1]["network_us"] > 0 and out[1]["hint"]
 
 
+def test_native_program_uploads_features_instead_of_audio_with_split(inputs):
+    """--split always --split-cut 5: the kws word the device does not cache goes to the
+    cloud as the staged program's int8 activation (17 embeddings + branch features), not
+    as 64,000 bytes of audio, and gets the same answer."""
+    needs(NATIVE)
+    from knowcache.bench.cloud_process import cloud
+    words, wavs, _ = inputs
+    with cloud(REPO / "models") as c:
+        out = answers(run(NATIVE, "run", "--models", "models/kws", "--cloud", c.url,
+                          "--split", "always", "--split-cut", "5", *wavs))
+    assert [o["label"] for o in out] == list(words)
+    assert out[1]["source"] == "cloud" and out[1]["uplink"] == "features"
+    assert 0 < out[1]["uplink_bytes"] < 16000 * 4 // 10
+    assert "uplink" not in out[0]                                    # answered on the device
+    res = run(NATIVE, "run", "--models", "models/kws", "--split", "always", wavs[0])
+    assert res.returncode != 0 and "needs a cut stage >= 1" in res.stderr
+    res = run(NATIVE, "run", "--models", "models/kws", "--split", "sometimes", wavs[0])
+    assert res.returncode != 0 and "'sometimes' is not one of off, auto, always" in res.stderr
+
+
 def test_native_program_skips_a_folder_or_a_damaged_wav_and_answers_the_rest(inputs, tmp_path):
     needs(NATIVE)
     _, wavs, raws = inputs

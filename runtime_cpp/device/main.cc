@@ -4,7 +4,7 @@
 //                        [--slots N] [--budget BYTES] [--install ID]... [--threads N]
 //                        [--threshold T] [--layer-cache GATE] [--private-share S]
 //                        [--local-only] [--trusted-key FILE]... [--require-signature]
-//                        INPUT...
+//                        [--split off|auto|always --split-cut K] INPUT...
 //   knowcache-device serve-serial --port TTY --store DIR [--baud B]
 //                        [--store-limit BYTES] [--cloud URL] [--ca-file PEM] [--slots N]
 //                        [--local-only] [--trusted-key FILE]... [--require-signature]
@@ -24,7 +24,9 @@
 // (layer caching; the JSON line says which exit answered and the FLOPs
 // spent). An input of a private class (the manifest's private_labels) is
 // answered on the device ("source": "private"); --local-only never asks the
-// cloud ("source": "local_only"). Logs go to stderr; any error exits non-zero with a
+// cloud ("source": "local_only"). --split always|auto --split-cut K uploads the
+// staged program's activation at stage K instead of the raw input on a gate miss
+// (split computing; the JSON line's "uplink" says what was sent). Logs go to stderr; any error exits non-zero with a
 // message that says what to fix.
 #include <cstdio>
 #include <cstdlib>
@@ -50,7 +52,7 @@ constexpr const char* kUsage =
     "                            [--slots N] [--budget BYTES] [--install ID]... [--threads N]\n"
     "                            [--threshold T] [--layer-cache GATE] [--private-share S]\n"
     "                            [--local-only] [--trusted-key FILE]... [--require-signature]\n"
-    "                            INPUT...\n"
+    "                            [--split off|auto|always --split-cut K] INPUT...\n"
     "       knowcache-device serve-serial --port TTY --store DIR [--baud B]\n"
     "                            [--store-limit BYTES] [--cloud URL] [--ca-file PEM]\n"
     "                            [--slots N] [--local-only] [--trusted-key FILE]...\n"
@@ -157,6 +159,13 @@ StatusOr<RunOptions> ParseRun(int argc, char** argv) {
     } else if (a == "--threads") {
       KC_ASSIGN_OR_RETURN(int64_t n, ParseInt(a, v, 1, 256));
       o.threads = static_cast<int>(n);
+    } else if (a == "--split") {
+      auto mode = ParseSplitMode(v);
+      if (!mode.ok()) return InvalidArgument("--split: " + mode.status().message());
+      o.engine.split.mode = *mode;
+    } else if (a == "--split-cut") {
+      KC_ASSIGN_OR_RETURN(int64_t n, ParseInt(a, v, 1, 1024));
+      o.engine.split.cut_stage = static_cast<int>(n);
     } else if (a == "--threshold") {
       char* end = nullptr;
       const float t = std::strtof(v, &end);
@@ -170,6 +179,9 @@ StatusOr<RunOptions> ParseRun(int argc, char** argv) {
   }
   if (o.models.empty()) return InvalidArgument(std::string("--models is required\n") + kUsage);
   if (o.inputs.empty()) return InvalidArgument(std::string("no INPUT files given\n") + kUsage);
+  if (Status s = o.engine.split.Validate(); !s.ok()) {
+    return InvalidArgument("--split/--split-cut: " + s.message());
+  }
   return o;
 }
 
@@ -188,6 +200,11 @@ nlohmann::json ToJson(const std::string& input, const InferenceResult& r) {
   if (!r.degraded_reason.empty()) j["degraded_reason"] = r.degraded_reason;
   if (r.is_private) j["private"] = true;
   if (!r.kept_reason.empty()) j["kept_reason"] = r.kept_reason;
+  if (r.uplink != Uplink::kNone) {
+    j["uplink"] = UplinkName(r.uplink);
+    j["uplink_bytes"] = r.uplink_bytes;
+  }
+  if (!r.split_reason.empty()) j["split_reason"] = r.split_reason;
   if (r.flops > 0) {
     j["exit"] = r.exit_index;
     j["flops"] = r.flops;

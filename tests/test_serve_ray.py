@@ -269,12 +269,13 @@ def test_a_failed_retrain_on_ray_changes_no_replica_and_no_manifest(ray_serve, t
     """A retrain whose exported program fails its check is rolled back: the manifest, the
     staged file and every replica stay on the serving version."""
     from knowcache.layer_cache.online import OnlineConfig
+    from knowcache.server import ray_backend
     root = learning_models(tmp_path)
     task = root / "vision"
     manifest0 = (task / "manifest.json").read_text()
     # No exported program is within a negative tolerance of the trained heads.
     online = OnlineConfig(retrain_every=20, buffer=40, fidelity_floor=0.05, savings_slack=1.0,
-                          min_gain=-1.0, epochs=2, export_tolerance=-1.0)
+                          min_gain=-1.0, epochs=1, export_tolerance=-1.0)
     config = ServeConfig(models=root, learn_exits=True, online=online, batching=False)
     with ray_serve.running(config) as url:
         v0 = staged_entry(json.loads(manifest0))["version"]
@@ -284,7 +285,7 @@ def test_a_failed_retrain_on_ray_changes_no_replica_and_no_manifest(ray_serve, t
         assert [(r["version"], r["outcome"]) for r in status["reports"]] == [
             (v0 + 1, "rolled_back")], status["reports"]
         assert "differ" in status["reports"][0]["reason"]
-        time.sleep(3 * 0.5)        # the replicas' next reports
+        time.sleep(3 * ray_backend.FLUSH_EVERY_S)      # the replicas' next reports
         status = httpx.get(url + "/v1/vision/layer-cache").json()
         assert status["version"] == v0 and status["rollbacks"] == 1
         assert [(r["version"], r["swaps"]) for r in status["replicas"].values()] == [(v0, 0)] * 2

@@ -173,10 +173,9 @@ class Programs:
         """Each task's manifest version (what an ingress compares its own with)."""
         return {name: t.version for name, t in self.loaded.items()}
 
-    def learner_version(self, name: str) -> Optional[int]:
-        """The staged version task ``name``'s learner serves; None without a learner."""
-        learner = self.loaded[name].learner
-        return learner.version if learner else None
+    def learns(self, name: str) -> bool:
+        """Whether task ``name`` learns its exits (its replicas then report here)."""
+        return self.loaded[name].learner is not None
 
     def record(self, name: str, replica: str, version: int, swaps: int,
                batch: Optional[tuple]) -> int:
@@ -184,11 +183,11 @@ class Programs:
         swapped in, and what its exits saw since its last report (``_Learning.batch``);
         answers the version it should serve."""
         replicas = self.replicas.setdefault(name, {})
-        recorded = replicas.get(replica, ({"recorded": 0}, 0.0))[0]["recorded"]
+        state = replicas.get(replica, ({"recorded": 0}, 0.0))[0]
         learner = self.loaded[name].learner
         if batch is not None:
             learner.record(*batch)
-            recorded += len(batch[1])
+        recorded = state["recorded"] + (len(batch[1]) if batch is not None else 0)
         replicas[replica] = ({"version": version, "swaps": swaps, "recorded": recorded},
                              time.monotonic())
         return learner.version
@@ -200,8 +199,8 @@ class Programs:
         if learner is None:
             return None
         now = time.monotonic()
-        replicas = {replica: state for replica, (state, seen) in self.replicas.get(name, {}).items()
-                    if now - seen < REPLICA_SEEN_S}
+        replicas = {replica: state for replica, (state, seen)
+                    in self.replicas.get(name, {}).items() if now - seen < REPLICA_SEEN_S}
         return {**learner.status(), "replicas": replicas}
 
 
@@ -272,7 +271,7 @@ class TaskModel:
         registry.warm_up(self.task)
         self.run = self.task.run
         self._learning: Optional[asyncio.Task] = None
-        if await programs.learner_version.remote(task) is not None:
+        if await programs.learns.remote(task):
             learning = _Learning(programs, task, task_bytes)
             self.run = lambda x: self.task.answer(learning.logits(x))
             self._learning = asyncio.get_running_loop().create_task(learning.run())
@@ -347,9 +346,12 @@ class RayCompute:
             await asyncio.sleep(PUSH_EVERY_S)
             try:
                 await self.cluster_metrics.push.remote(self.replica, self._snapshot())
+            except Exception:  # noqa: BLE001 - the hub restarting: push again next time
+                pass
+            try:
                 if self.programs is not None:
                     await self._refresh()
-            except Exception:  # noqa: BLE001 - the hub restarting: push again next time
+            except Exception:  # noqa: BLE001 - the learner restarting: look again next time
                 pass
 
     async def _refresh(self) -> None:

@@ -210,88 +210,92 @@ def vision_inputs(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 1, (n, 1, 1, 28, 28)).astype(np.float32)
 
 
+def learning(models: Path, **bars) -> ServeConfig:
+    """The learner on ``models``, with bars a verified retrain always clears (any
+    fidelity above 5%, any savings, no gain needed) unless ``bars`` say otherwise."""
+    from knowcache.layer_cache.online import OnlineConfig
+    online = OnlineConfig(**{"retrain_every": 40, "buffer": 200, "fidelity_floor": 0.05,
+                             "savings_slack": 1.0, "min_gain": -1.0, "epochs": 5, **bars})
+    return ServeConfig(models=models, learn_exits=True, online=online, batching=False)
+
+
 @pytest.mark.slow
-def test_the_exit_learner_on_ray_publishes_each_version_to_every_replica_once(
+def test_the_exit_learner_on_ray_publishes_to_every_replica_once_and_rolls_back_everywhere(
         ray_serve, tmp_path):
-    """Two replicas feed one learner; each retrain that clears the (low) bars is published
-    once: manifest and staged file on disk, the manifest, bytes and ETag served, and every
-    replica swaps each version in exactly once; answers stay the full model's."""
+    """Two replicas feed one learner. Each retrain that clears the bars is published once:
+    manifest and staged file on disk, the manifest, bytes and ETag served, every replica
+    swaps each version in exactly once, answers stay the full model's and carry the new
+    version. A retrain that fails verification (in an application of its own, whose
+    retrain overlaps the other's start) leaves the manifest, the files and every replica
+    on the serving version."""
     from knowcache import _runtime
-    from knowcache.layer_cache.online import OnlineConfig
-    root = learning_models(tmp_path)
-    task = root / "vision"
-    online = OnlineConfig(retrain_every=40, buffer=200, fidelity_floor=0.05, savings_slack=1.0,
-                          min_gain=-1.0, epochs=5)
-    full = _runtime.Partition.from_file(str(task / "full.pte"))
-    x = vision_inputs(81)
-    config = ServeConfig(models=root, learn_exits=True, online=online, batching=False)
-    with ray_serve.running(config) as url:
-        doc0 = httpx.get(url + "/v1/vision/manifest").json()
-        v0 = staged_entry(doc0)["version"]
-        etag0 = httpx.get(url + "/v1/vision/partitions/staged").headers["etag"]
-        for k, window in ((1, x[:40]), (2, x[40:80])):   # one retrain after each window
-            for xi, a in zip(window, answer_all(url, window)):
-                assert a["index"] == int(np.argmax(full.run(xi)))
-            wait_for(url, lambda s: s["retrains"] == k and not s["retraining"],
-                     f"retrain {k} done")
-            # Every replica and the ingress serve what was published before the next window.
-            status = wait_for(url, lambda s: len(s["replicas"]) == 2 and all(
-                r["version"] == v0 + k for r in s["replicas"].values()),
-                f"both replicas on version {v0 + k}")
-            deadline = time.monotonic() + 10
-            while httpx.get(url + "/v1/vision/manifest").json()["version"] != doc0["version"] + k:
-                assert time.monotonic() < deadline, "the ingress did not serve the new manifest"
-                time.sleep(0.2)
-        assert [(r["version"], r["outcome"]) for r in status["reports"]] == [
-            (v0 + 1, "published"), (v0 + 2, "published")], [r["reason"] for r in status["reports"]]
-        assert status["published"] == 2 and status["version"] == v0 + 2
-        replicas = list(status["replicas"].values())
-        assert [(r["version"], r["swaps"]) for r in replicas] == [(v0 + 2, 2)] * 2, replicas
-        assert all(r["recorded"] > 0 for r in replicas), replicas    # both fed the learner
-        assert sum(r["recorded"] for r in replicas) == 80
-
-        doc = httpx.get(url + "/v1/vision/manifest").json()
-        assert doc["version"] == doc0["version"] + 2
-        staged = staged_entry(doc)
-        assert staged["file"] == f"staged.v{v0 + 2}.pte"
-        assert json.loads((task / "manifest.json").read_text()) == doc
-        assert sorted(p.name for p in task.glob("staged*.pte")) == [staged["file"]]
-        blob = httpx.get(url + "/v1/vision/partitions/staged", headers={"If-None-Match": etag0})
-        assert blob.status_code == 200 and blob.content == (task / staged["file"]).read_bytes()
-        assert blob.headers["etag"] == f'"{staged["sha256"]}"' != etag0
-        for a in answer_all(url, x[80:]):
-            assert a["model_version"] == doc0["version"] + 2
-            assert a["index"] == int(np.argmax(full.run(x[80])))
-
-
-@pytest.mark.slow
-def test_a_failed_retrain_on_ray_changes_no_replica_and_no_manifest(ray_serve, tmp_path):
-    """A retrain whose exported program fails its check is rolled back: the manifest, the
-    staged file and every replica stay on the serving version."""
-    from knowcache.layer_cache.online import OnlineConfig
     from knowcache.server import ray_backend
-    root = learning_models(tmp_path)
-    task = root / "vision"
-    manifest0 = (task / "manifest.json").read_text()
-    # No exported program is within a negative tolerance of the trained heads.
-    online = OnlineConfig(retrain_every=20, buffer=40, fidelity_floor=0.05, savings_slack=1.0,
-                          min_gain=-1.0, epochs=1, export_tolerance=-1.0)
-    config = ServeConfig(models=root, learn_exits=True, online=online, batching=False)
-    with ray_serve.running(config) as url:
-        v0 = staged_entry(json.loads(manifest0))["version"]
-        answer_all(url, vision_inputs(20, seed=1))
-        status = wait_for(url, lambda s: s["retrains"] == 1 and not s["retraining"],
-                          "the retrain done")
-        assert [(r["version"], r["outcome"]) for r in status["reports"]] == [
-            (v0 + 1, "rolled_back")], status["reports"]
-        assert "differ" in status["reports"][0]["reason"]
-        time.sleep(3 * ray_backend.FLUSH_EVERY_S)      # the replicas' next reports
-        status = httpx.get(url + "/v1/vision/layer-cache").json()
-        assert status["version"] == v0 and status["rollbacks"] == 1
-        assert [(r["version"], r["swaps"]) for r in status["replicas"].values()] == [(v0, 0)] * 2
-        assert (task / "manifest.json").read_text() == manifest0
-        assert httpx.get(url + "/v1/vision/manifest").text == manifest0
-        assert sorted(p.name for p in task.glob("staged*.pte")) == [f"staged.v{v0}.pte"]
+    good, bad = learning_models(tmp_path / "good"), learning_models(tmp_path / "bad")
+    full = _runtime.Partition.from_file(str(good / "vision" / "full.pte"))
+    x = vision_inputs(81)
+    bad_manifest = (bad / "vision" / "manifest.json").read_text()
+    v0 = staged_entry(json.loads(bad_manifest))["version"]
+    # No exported program is within a negative tolerance of its trained heads.
+    failing = learning(bad, retrain_every=20, buffer=40, epochs=1, export_tolerance=-1.0)
+    with ray_serve.running(failing) as bad_url:
+        answer_all(bad_url, vision_inputs(20, seed=1))      # its retrain runs meanwhile
+        with ray_serve.running(learning(good)) as url:
+            status = wait_for(bad_url, lambda s: s["retrains"] == 1 and not s["retraining"],
+                              "the failing retrain done")
+            assert [(r["version"], r["outcome"]) for r in status["reports"]] == [
+                (v0 + 1, "rolled_back")], status["reports"]
+            assert "differ" in status["reports"][0]["reason"]
+            time.sleep(3 * ray_backend.FLUSH_EVERY_S)      # the replicas' next reports
+            status = httpx.get(bad_url + "/v1/vision/layer-cache").json()
+            assert status["version"] == v0 and status["rollbacks"] == 1
+            assert [(r["version"], r["swaps"]) for r in status["replicas"].values()] == [
+                (v0, 0)] * 2, status["replicas"]
+            assert (bad / "vision" / "manifest.json").read_text() == bad_manifest
+            assert httpx.get(bad_url + "/v1/vision/manifest").text == bad_manifest
+            assert [p.name for p in (bad / "vision").glob("staged*.pte")] == [
+                f"staged.v{v0}.pte"]
+
+            doc0 = httpx.get(url + "/v1/vision/manifest").json()
+            etag0 = httpx.get(url + "/v1/vision/partitions/staged").headers["etag"]
+            for k, window in ((1, x[:40]), (2, x[40:80])):   # one retrain after each window
+                for xi, a in zip(window, answer_all(url, window)):
+                    assert a["index"] == int(np.argmax(full.run(xi)))
+                wait_for(url, lambda s: s["retrains"] == k and not s["retraining"],
+                         f"retrain {k} done")
+                # Every replica and the ingress serve what was published before the next
+                # window.
+                status = wait_for(url, lambda s: len(s["replicas"]) == 2 and all(
+                    r["version"] == v0 + k for r in s["replicas"].values()),
+                    f"both replicas on version {v0 + k}")
+                deadline = time.monotonic() + 10
+                while httpx.get(url + "/v1/vision/manifest").json()["version"] != \
+                        doc0["version"] + k:
+                    assert time.monotonic() < deadline, "the ingress kept the old manifest"
+                    time.sleep(0.2)
+            assert [(r["version"], r["outcome"]) for r in status["reports"]] == [
+                (v0 + 1, "published"), (v0 + 2, "published")], [
+                r["reason"] for r in status["reports"]]
+            assert status["published"] == 2 and status["version"] == v0 + 2
+            replicas = list(status["replicas"].values())
+            assert [(r["version"], r["swaps"]) for r in replicas] == [(v0 + 2, 2)] * 2, replicas
+            assert all(r["recorded"] > 0 for r in replicas), replicas   # both fed the learner
+            assert sum(r["recorded"] for r in replicas) == 80
+
+            doc = httpx.get(url + "/v1/vision/manifest").json()
+            assert doc["version"] == doc0["version"] + 2
+            staged = staged_entry(doc)
+            assert staged["file"] == f"staged.v{v0 + 2}.pte"
+            task = good / "vision"
+            assert json.loads((task / "manifest.json").read_text()) == doc
+            assert [p.name for p in task.glob("staged*.pte")] == [staged["file"]]
+            blob = httpx.get(url + "/v1/vision/partitions/staged",
+                             headers={"If-None-Match": etag0})
+            assert blob.status_code == 200
+            assert blob.content == (task / staged["file"]).read_bytes()
+            assert blob.headers["etag"] == f'"{staged["sha256"]}"' != etag0
+            for a in answer_all(url, x[80:]):
+                assert a["model_version"] == doc0["version"] + 2
+                assert a["index"] == int(np.argmax(full.run(x[80])))
 
 
 def test_the_serve_config_file_carries_the_learner_settings(tmp_path):

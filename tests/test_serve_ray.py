@@ -225,9 +225,12 @@ def test_the_exit_learner_on_ray_publishes_to_every_replica_once_and_rolls_back_
     """Two replicas feed one learner. Each retrain that clears the bars is published once:
     manifest and staged file on disk, the manifest, bytes and ETag served, every replica
     swaps each version in exactly once, answers stay the full model's and carry the new
-    version. A retrain that fails verification (in an application of its own, whose
-    retrain overlaps the other's start) leaves the manifest, the files and every replica
-    on the serving version."""
+    version; a replica started later (a replacement) starts from the latest one. A
+    retrain that fails verification (in an application of its own, whose retrain
+    overlaps the other's start) leaves the manifest, the files and every replica on the
+    serving version."""
+    import ray
+
     from knowcache import _runtime
     from knowcache.server import ray_backend
     good, bad = learning_models(tmp_path / "good"), learning_models(tmp_path / "bad")
@@ -258,12 +261,27 @@ def test_the_exit_learner_on_ray_publishes_to_every_replica_once_and_rolls_back_
             doc0 = httpx.get(url + "/v1/vision/manifest").json()
             etag0 = httpx.get(url + "/v1/vision/partitions/staged").headers["etag"]
             for k, window in ((1, x[:40]), (2, x[40:80])):   # one retrain after each window
+                if k == 2:
+                    # Both replicas fed the learner; one is killed: its replacement starts
+                    # from the version published.
+                    replicas = status["replicas"]
+                    assert sorted(r["recorded"] > 0 for r in replicas.values()) == [True] * 2
+                    assert sum(r["recorded"] for r in replicas.values()) == 40, replicas
+                    killed = replica_actors(ray_serve.last_app, "model-vision")[0]
+                    ray.kill(ray.get_actor(killed, namespace="serve"), no_restart=True)
                 for xi, a in zip(window, answer_all(url, window)):
                     assert a["index"] == int(np.argmax(full.run(xi)))
+                if k == 2:     # (a replacement that started stale would swap before reporting)
+                    fresh = wait_for(url, lambda s: any(
+                        r not in replicas and state["version"] > v0 and state["swaps"] == 0
+                        for r, state in s["replicas"].items()),
+                        "the replacement replica on a published version")["replicas"]
+                    new, start = next((r, state["version"]) for r, state in fresh.items()
+                                      if r not in replicas)
                 wait_for(url, lambda s: s["retrains"] == k and not s["retraining"],
                          f"retrain {k} done")
                 # Every replica and the ingress serve what was published before the next
-                # window.
+                # window (the killed replica drops out of the status REPLICA_SEEN_S after).
                 status = wait_for(url, lambda s: len(s["replicas"]) == 2 and all(
                     r["version"] == v0 + k for r in s["replicas"].values()),
                     f"both replicas on version {v0 + k}")
@@ -276,10 +294,10 @@ def test_the_exit_learner_on_ray_publishes_to_every_replica_once_and_rolls_back_
                 (v0 + 1, "published"), (v0 + 2, "published")], [
                 r["reason"] for r in status["reports"]]
             assert status["published"] == 2 and status["version"] == v0 + 2
-            replicas = list(status["replicas"].values())
-            assert [(r["version"], r["swaps"]) for r in replicas] == [(v0 + 2, 2)] * 2, replicas
-            assert all(r["recorded"] > 0 for r in replicas), replicas   # both fed the learner
-            assert sum(r["recorded"] for r in replicas) == 80
+            # Each replica swapped in each version after the one it started on once.
+            swaps = {r: state["swaps"] for r, state in status["replicas"].items()}
+            survivor = next(r for r in swaps if r != new)
+            assert swaps == {survivor: 2, new: v0 + 2 - start}, status["replicas"]
 
             doc = httpx.get(url + "/v1/vision/manifest").json()
             assert doc["version"] == doc0["version"] + 2

@@ -1,10 +1,13 @@
 """`knowcache serve --ray` beyond the shared HTTP tests (tests/test_serve_ray_http.py):
 a model replica killed under load is replaced while every request is answered or
-cleanly refused; the CLI's Ray options; Ray not installed."""
+cleanly refused; the exit learner fed by every replica (publish, rollback); the CLI's
+Ray options; Ray not installed."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -90,9 +93,6 @@ def test_ray_options_need_ray():
     assert res.exit_code == 1
     assert "--max-replicas only apply to the Ray back end; add --ray" in res.output
     res = CliRunner().invoke(main, ["serve", "--models", str(MODELS), "--ray",
-                                    "--learn-exits"])
-    assert res.exit_code == 1 and "--learn-exits is not available with --ray yet" in res.output
-    res = CliRunner().invoke(main, ["serve", "--models", str(MODELS), "--ray",
                                     "--min-replicas", "3", "--max-replicas", "2"])
     assert res.exit_code == 1 and "need 1 <= --min-replicas <= --max-replicas" in res.output
 
@@ -167,3 +167,169 @@ def test_split_requests_get_404_with_a_sentence_on_ray(ray_serve):
         assert "send the raw input" in r.json()["detail"]
         assert httpx.post(url + "/v1/vision/infer", content=x, headers=VISION,
                           timeout=30).status_code == 200
+
+
+def learning_models(tmp_path: Path) -> Path:
+    """A models folder of the shipped vision task alone (it has a staged program)."""
+    root = tmp_path / "models"
+    shutil.copytree(MODELS / "vision", root / "vision")
+    return root
+
+
+def staged_entry(doc: dict) -> dict:
+    return next(p for p in doc["partitions"] if p["id"] == "staged")
+
+
+def wait_for(url: str, done, what: str, timeout_s: float = 120) -> dict:
+    """The layer-cache status once ``done(status)``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = httpx.get(url + "/v1/vision/layer-cache", timeout=20).json()
+        if done(status):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"{what} within {timeout_s:g} s; last status: {status}")
+
+
+def answer_all(url: str, xs: np.ndarray) -> list[dict]:
+    """Answers to ``xs``, 4 requests at a time (spread over the replicas)."""
+    async def go():
+        async with httpx.AsyncClient(timeout=30) as c:
+            async def one(x):
+                r = await c.post(url + "/v1/vision/infer", content=x.tobytes(), headers=VISION)
+                assert r.status_code == 200, r.text
+                return r.json()
+            out = []
+            for i in range(0, len(xs), 4):
+                out += await asyncio.gather(*(one(x) for x in xs[i:i + 4]))
+            return out
+    return asyncio.run(go())
+
+
+def vision_inputs(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 1, (n, 1, 1, 28, 28)).astype(np.float32)
+
+
+def learning(models: Path, **bars) -> ServeConfig:
+    """The learner on ``models``, with bars a verified retrain always clears (any
+    fidelity above 5%, any savings, no gain needed) unless ``bars`` say otherwise."""
+    from knowcache.layer_cache.online import OnlineConfig
+    online = OnlineConfig(**{"retrain_every": 40, "buffer": 200, "fidelity_floor": 0.05,
+                             "savings_slack": 1.0, "min_gain": -1.0, "epochs": 5, **bars})
+    return ServeConfig(models=models, learn_exits=True, online=online, batching=False)
+
+
+@pytest.mark.slow
+def test_the_exit_learner_on_ray_publishes_to_every_replica_once_and_rolls_back_everywhere(
+        ray_serve, tmp_path):
+    """Two replicas feed one learner. Each retrain that clears the bars is published once:
+    manifest and staged file on disk, the manifest, bytes and ETag served, every replica
+    swaps each version in exactly once, answers stay the full model's and carry the new
+    version; a replica started later (a replacement) starts from the latest one. A
+    retrain that fails verification (in an application of its own, whose retrain
+    overlaps the other's start) leaves the manifest, the files and every replica on the
+    serving version."""
+    import ray
+
+    from knowcache import _runtime
+    from knowcache.server import ray_backend
+    good, bad = learning_models(tmp_path / "good"), learning_models(tmp_path / "bad")
+    full = _runtime.Partition.from_file(str(good / "vision" / "full.pte"))
+    x = vision_inputs(81)
+    bad_manifest = (bad / "vision" / "manifest.json").read_text()
+    v0 = staged_entry(json.loads(bad_manifest))["version"]
+    # No exported program is within a negative tolerance of its trained heads.
+    failing = learning(bad, retrain_every=20, buffer=40, epochs=1, export_tolerance=-1.0)
+    with ray_serve.running(failing) as bad_url:
+        answer_all(bad_url, vision_inputs(20, seed=1))      # its retrain runs meanwhile
+        with ray_serve.running(learning(good)) as url:
+            status = wait_for(bad_url, lambda s: s["retrains"] == 1 and not s["retraining"],
+                              "the failing retrain done")
+            assert [(r["version"], r["outcome"]) for r in status["reports"]] == [
+                (v0 + 1, "rolled_back")], status["reports"]
+            assert "differ" in status["reports"][0]["reason"]
+            time.sleep(3 * ray_backend.FLUSH_EVERY_S)      # the replicas' next reports
+            status = httpx.get(bad_url + "/v1/vision/layer-cache").json()
+            assert status["version"] == v0 and status["rollbacks"] == 1
+            assert [(r["version"], r["swaps"]) for r in status["replicas"].values()] == [
+                (v0, 0)] * 2, status["replicas"]
+            assert (bad / "vision" / "manifest.json").read_text() == bad_manifest
+            assert httpx.get(bad_url + "/v1/vision/manifest").text == bad_manifest
+            assert [p.name for p in (bad / "vision").glob("staged*.pte")] == [
+                f"staged.v{v0}.pte"]
+
+            doc0 = httpx.get(url + "/v1/vision/manifest").json()
+            etag0 = httpx.get(url + "/v1/vision/partitions/staged").headers["etag"]
+            for k, window in ((1, x[:40]), (2, x[40:80])):   # one retrain after each window
+                if k == 2:
+                    # Both replicas fed the learner; one is killed: its replacement starts
+                    # from the version published.
+                    replicas = status["replicas"]
+                    assert sorted(r["recorded"] > 0 for r in replicas.values()) == [True] * 2
+                    assert sum(r["recorded"] for r in replicas.values()) == 40, replicas
+                    killed = replica_actors(ray_serve.last_app, "model-vision")[0]
+                    ray.kill(ray.get_actor(killed, namespace="serve"), no_restart=True)
+                for xi, a in zip(window, answer_all(url, window)):
+                    assert a["index"] == int(np.argmax(full.run(xi)))
+                if k == 2:     # (a replacement that started stale would swap before reporting)
+                    fresh = wait_for(url, lambda s: any(
+                        r not in replicas and state["version"] > v0 and state["swaps"] == 0
+                        for r, state in s["replicas"].items()),
+                        "the replacement replica on a published version")["replicas"]
+                    new, start = next((r, state["version"]) for r, state in fresh.items()
+                                      if r not in replicas)
+                wait_for(url, lambda s: s["retrains"] == k and not s["retraining"],
+                         f"retrain {k} done")
+                # Every replica and the ingress serve what was published before the next
+                # window (the killed replica drops out of the status REPLICA_SEEN_S after).
+                status = wait_for(url, lambda s: len(s["replicas"]) == 2 and all(
+                    r["version"] == v0 + k for r in s["replicas"].values()),
+                    f"both replicas on version {v0 + k}")
+                deadline = time.monotonic() + 10
+                while httpx.get(url + "/v1/vision/manifest").json()["version"] != \
+                        doc0["version"] + k:
+                    assert time.monotonic() < deadline, "the ingress kept the old manifest"
+                    time.sleep(0.2)
+            assert [(r["version"], r["outcome"]) for r in status["reports"]] == [
+                (v0 + 1, "published"), (v0 + 2, "published")], [
+                r["reason"] for r in status["reports"]]
+            assert status["published"] == 2 and status["version"] == v0 + 2
+            # Each replica swapped in each version after the one it started on once.
+            swaps = {r: state["swaps"] for r, state in status["replicas"].items()}
+            survivor = next(r for r in swaps if r != new)
+            assert swaps == {survivor: 2, new: v0 + 2 - start}, status["replicas"]
+
+            doc = httpx.get(url + "/v1/vision/manifest").json()
+            assert doc["version"] == doc0["version"] + 2
+            staged = staged_entry(doc)
+            assert staged["file"] == f"staged.v{v0 + 2}.pte"
+            task = good / "vision"
+            assert json.loads((task / "manifest.json").read_text()) == doc
+            assert [p.name for p in task.glob("staged*.pte")] == [staged["file"]]
+            blob = httpx.get(url + "/v1/vision/partitions/staged",
+                             headers={"If-None-Match": etag0})
+            assert blob.status_code == 200
+            assert blob.content == (task / staged["file"]).read_bytes()
+            assert blob.headers["etag"] == f'"{staged["sha256"]}"' != etag0
+            for a in answer_all(url, x[80:]):
+                assert a["model_version"] == doc0["version"] + 2
+                assert a["index"] == int(np.argmax(full.run(x[80])))
+
+
+def test_the_serve_config_file_carries_the_learner_settings(tmp_path):
+    """--serve-config with --learn-exits: the file's args rebuild the same settings."""
+    pytest.importorskip("ray.serve", reason="needs the knowcache[ray] extra")
+    import yaml
+
+    from knowcache.layer_cache.online import OnlineConfig
+    from knowcache.server import ray_backend
+    key = tmp_path / "key.pem"
+    online = OnlineConfig(retrain_every=60, min_gain=-1.0, signing_key=key)
+    config = ServeConfig(models=MODELS, learn_exits=True, online=online)
+    scale = ray_backend.ScaleConfig()
+    path = tmp_path / "serve.yaml"
+    ray_backend.write_serve_config(path, config, scale, "127.0.0.1", 8000)
+    args = yaml.safe_load(path.read_text())["applications"][0]["args"]
+    assert args["learn_exits"] is True and args["online"]["signing_key"] == str(key)
+    again, _ = ray_backend._split(args)
+    assert again.learn_exits and again.online == online

@@ -28,7 +28,8 @@ import click
               help="Per-request timeout (504 after).")
 @click.option("--learn-exits", is_flag=True,
               help="Layer caching: answer with the staged program and retrain its exit heads "
-                   "from live traffic (self-distillation), swapping in verified versions.")
+                   "from live traffic (self-distillation), swapping in verified versions. With "
+                   "--ray: one learner per task on the head node, fed by every replica.")
 @click.option("--retrain-every", type=click.IntRange(min=20), default=250, show_default=True,
               help="Requests between exit retrains (with --learn-exits).")
 @click.option("--exit-target", type=click.FloatRange(0, 1, min_open=True), default=None,
@@ -122,8 +123,6 @@ def serve(models, host, port, token, tls_cert, tls_key, batching, max_batch, max
         raise click.ClickException(f"{', '.join(ray_given)} only apply to the Ray back end; "
                                    "add --ray")
     if ray_address is not None:
-        if learn_exits:
-            raise click.ClickException("--learn-exits is not available with --ray yet")
         return _serve_on_ray(config, ray_address, host, port, pair, min_replicas, max_replicas,
                              replica_cpus, ingress_replicas, ray_cpus, serve_config, say)
     report = registry.load_all(config.models, learn_exits, online, log=say, warn=say)

@@ -5,8 +5,10 @@ For every request it answers, the server runs the staged program whole
 (``StagedModel.run_all``) and records each exit's compact feature, what the
 serving version's exit answered (its logits and selector: the baseline a new
 version is verified against) and the full model's logits (plus a few raw
-inputs, to check exports). Every
-``retrain_every`` requests a background worker:
+inputs, to check exports). Requests answered elsewhere (the model replicas of
+`knowcache serve --ray`) are recorded with ``record``: their features, full
+logits and inputs; what the serving version's exits answer is computed here.
+Every ``retrain_every`` requests a background worker:
 
 1. splits the recorded requests into train / calibrate / verify slices,
 2. distills fresh heads on the train slice (the full model is the teacher),
@@ -141,22 +143,38 @@ class OnlineLearner:
 
     def answer(self, x: np.ndarray) -> np.ndarray:
         """The full model's logits for ``x`` (one input); records what the exits saw."""
-        model = self.model
-        exits, logits = model.run_all(x)
+        exits, logits = self.model.run_all(x)
+        rows = [[(np.asarray(e.feature, np.float32), np.asarray(e.logits, np.float32),
+                  float(e.selector))] for e in exits]
+        self._append(lambda: rows, logits[None], np.array(x, copy=True)[None])
+        return logits
+
+    def record(self, features: list[np.ndarray], logits: np.ndarray, raw: np.ndarray) -> None:
+        """Records requests answered elsewhere (a Ray replica, maybe still on an older
+        version): per exit, the compact features (requests x feature size); the full
+        model's logits (requests x classes); the inputs. What the serving version's exits
+        answer is computed here, with its heads."""
+        def rows() -> list[list]:     # under the lock: the heads of the version serving now
+            outs = _head_outputs(self.build.heads, [np.asarray(f, np.float32) for f in features])
+            return [list(zip(o.feature, o.logits, o.selector.tolist())) for o in outs]
+        self._append(rows, np.asarray(logits, np.float32), raw)
+
+    def _append(self, rows: Callable[[], list[list]], logits: np.ndarray,
+                raw: np.ndarray) -> None:
+        """Appends requests (``rows()``: per exit, (feature, logits, selector) of each),
+        their full logits and inputs; starts a retrain when one is due."""
         with self._lock:
-            for record, e in zip(self._exits, exits):
-                record.append((np.asarray(e.feature, np.float32),
-                               np.asarray(e.logits, np.float32), float(e.selector)))
-            self._logits.append(logits)
-            self._raw.append(np.array(x, copy=True))
-            self._since += 1
+            for record, exit_rows in zip(self._exits, rows()):
+                record.extend(exit_rows)
+            self._logits.extend(logits)
+            self._raw.extend(raw[-RAW_INPUTS_KEPT:])
+            self._since += len(logits)
             due = self._since >= self.config.retrain_every and not self._retraining
             if due:
                 self._since = 0
                 self._retraining = True
         if due:
             self._start_retrain()
-        return logits
 
     def _start_retrain(self) -> None:
         if not self.background:

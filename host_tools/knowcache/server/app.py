@@ -69,7 +69,8 @@ class Compute(Protocol):
     QueueFull (429) when the model's queue is full, Unavailable (503) when no model
     can take the request. ``exposition`` is the Prometheus text of every server
     answering for the app (this one's alone locally). ``resumes``: whether ``submit``
-    takes ``from_stage`` (split computing: resume the staged program there)."""
+    takes ``from_stage`` (split computing: resume the staged program there).
+    ``layer_cache``: the task's exit learner's status, None when it learns none."""
 
     depth: int
     resumes: bool
@@ -82,6 +83,8 @@ class Compute(Protocol):
                from_stage: Optional[int] = None) -> Awaitable[registry.Answer]: ...
 
     async def exposition(self) -> bytes: ...
+
+    async def layer_cache(self, task: registry.TaskModels) -> Optional[dict]: ...
 
 
 # (settings, this server's metrics) -> where infer requests run
@@ -117,6 +120,9 @@ class LocalCompute:
 
     async def exposition(self) -> bytes:
         return generate_latest(self.metrics.registry)
+
+    async def layer_cache(self, task: registry.TaskModels) -> Optional[dict]:
+        return task.learner.status() if task.learner else None
 
 
 class _State:
@@ -305,13 +311,14 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
 
     @app.get("/v1/{task}/layer-cache", tags=["models"], responses=ERRORS,
              dependencies=[Depends(authorized)])
-    def layer_cache(task: str = TASK):
-        """Online layer caching: serving version, retrains and rollbacks."""
-        models = task_models(task)
-        if models.learner is None:
+    async def layer_cache(task: str = TASK):
+        """Online layer caching: serving version, retrains and rollbacks (on Ray, also the
+        version each model replica serves)."""
+        status = await state.compute.layer_cache(task_models(task))
+        if status is None:
             raise HTTPException(404, f"task {task!r} does not learn exits; start the server "
                                      "with --learn-exits and a staged program")
-        return models.learner.status()
+        return status
 
     @app.get("/v1/{task}/manifest", tags=["models"], responses=ERRORS,
              dependencies=[Depends(authorized)])

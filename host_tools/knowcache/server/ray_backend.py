@@ -11,13 +11,24 @@ One Serve application, ``app(args)``, of three kinds of deployment:
                       with as many kernel threads as the replica has CPUs;
   ``programs``: one replica on the head node reads the models folder once; every
   other replica gets its task's bytes from it through Ray's object store, so
-  other nodes need no models folder;
+  other nodes need no models folder. With --learn-exits it is also the one exit
+  learner per task (layer_cache/online.py), fed by every model replica;
   ``ClusterMetrics``: one replica that sums every ingress replica's metrics, so a
   scrape of /metrics anywhere answers for the whole application.
 
 A model deployment's full queue (``max_queued_requests``) is answered 429 with
 Retry-After, like `knowcache serve`'s; a replica that dies under a request is
 retried once on another, then answered 503 with Retry-After.
+
+Learning exits (--learn-exits): each model replica answers with the staged
+program of the version it holds and, every ``FLUSH_EVERY_S``, sends what its
+exits saw to ``programs`` (off the request path: a learner briefly away loses
+those records, never a request), which answers the learner's current version.
+A retrain that passes verification is published once, on the head node (new
+staged file, manifest rewritten); each replica then fetches that version's
+bytes and swaps it in once (a version guard), the ingress replicas serve its
+manifest and bytes within ``PUSH_EVERY_S``, and a replica started later starts
+from it. A retrain that fails verification changes nothing anywhere.
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import math
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -37,6 +50,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import (BackPressureError, DeploymentUnavailableError,
                                   ReplicaUnavailableError)
 
+from knowcache.manifest import Role
 from knowcache.runtime import set_compute_threads
 from knowcache.server import metrics, registry
 from knowcache.server.app import create_app
@@ -47,9 +61,10 @@ APP_NAME = "knowcache"
 IMPORT_PATH = "knowcache.server.ray_backend:app"
 HEAD_NODE = "node:__internal_head__"      # Ray's resource of the head node
 # ServeConfig fields a Serve config file carries (the token comes from KNOWCACHE_TOKEN in
-# the environment of every node's `ray start`, never from a file; the learner is local).
+# the environment of every node's `ray start`, never from a file).
 CONFIG_FIELDS = ("models", "batching", "max_batch", "max_wait_ms", "queue_limit",
-                 "request_timeout_s", "max_body_bytes", "body_timeout_s")
+                 "request_timeout_s", "max_body_bytes", "body_timeout_s", "learn_exits",
+                 "online")
 
 
 @dataclass
@@ -82,11 +97,32 @@ class ScaleConfig:
             "upscale_delay_s": 2.0, "downscale_delay_s": 10.0}}
 
 
-def app_args(config: ServeConfig, scale: ScaleConfig) -> dict:
-    """The application's arguments (a Serve config file's ``args``): plain values."""
+def _plain(config: ServeConfig) -> dict:
+    """``config``'s CONFIG_FIELDS as plain values (the learner's settings with
+    --learn-exits: a dict, its signing key a path on the head node)."""
     args = {name: getattr(config, name) for name in CONFIG_FIELDS}
     args["models"] = str(Path(config.models).resolve())
-    return {**args, **dataclasses.asdict(scale)}
+    online = None
+    if config.learn_exits:
+        from knowcache.layer_cache.online import OnlineConfig
+        online = dataclasses.asdict(config.online or OnlineConfig())
+        if online["signing_key"] is not None:
+            online["signing_key"] = str(Path(online["signing_key"]).resolve())
+    return {**args, "online": online}
+
+
+def _online(online: Optional[dict]):
+    """The learner's settings from their plain values (None: no learner)."""
+    if online is None:
+        return None
+    from knowcache.layer_cache.online import OnlineConfig
+    key = online.get("signing_key")
+    return OnlineConfig(**{**online, "signing_key": Path(key) if key else None})
+
+
+def app_args(config: ServeConfig, scale: ScaleConfig) -> dict:
+    """The application's arguments (a Serve config file's ``args``): plain values."""
+    return {**_plain(config), **dataclasses.asdict(scale)}
 
 
 def _split(args: dict) -> tuple[ServeConfig, ScaleConfig]:
@@ -94,25 +130,132 @@ def _split(args: dict) -> tuple[ServeConfig, ScaleConfig]:
     unknown = set(args) - scale_fields - set(CONFIG_FIELDS)
     if unknown:
         raise ValueError(f"unknown knowcache application args: {', '.join(sorted(unknown))}")
-    return (ServeConfig(**{k: v for k, v in args.items() if k in CONFIG_FIELDS}),
+    config = {k: v for k, v in args.items() if k in CONFIG_FIELDS}
+    return (ServeConfig(**{**config, "online": _online(config.get("online"))}),
             ScaleConfig(**{k: v for k, v in args.items() if k in scale_fields}))
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0,
                                                      "resources": {HEAD_NODE: 0.001}})
 class Programs:
-    """Reads the models folder (on the head node) and hands each task out as bytes."""
+    """Reads the models folder (on the head node) and hands each task out as bytes.
+    With ``online`` (plain settings, --learn-exits), each task with a staged program
+    also learns its exits here from what every model replica records, and publishes
+    each verified version into the folder; the bytes handed out are then the latest
+    published version's."""
 
-    def __init__(self, models: str):
+    def __init__(self, models: str, online: Optional[dict] = None):
         report = registry.load_all(Path(models), log=print, warn=print)
+        self.loaded = report.tasks
+        self.directories = report.directories
         self.tasks = {name: registry.TaskBytes.of(t, report.directories[name])
                       for name, t in report.tasks.items()}
+        # task -> replica -> {"version": the staged version it serves, "swaps": versions it
+        # swapped in, "recorded": requests it reported}, and when it last reported
+        self.replicas: dict[str, dict[str, tuple[dict, float]]] = {}
+        settings = _online(online)
+        for name, task in report.tasks.items() if settings else ():
+            if task.manifest.ids_with_role(Role.STAGED):
+                registry.attach_learner(task, report.directories[name], settings, log=print,
+                                        then=lambda name=name: self._published(name))
+
+    def _published(self, name: str) -> None:
+        # One assignment, after the task serves the new version: a reader gets either one.
+        self.tasks[name] = registry.TaskBytes.of(self.loaded[name], self.directories[name])
 
     def all(self) -> dict[str, registry.TaskBytes]:
         return self.tasks
 
     def task(self, name: str) -> registry.TaskBytes:
         return self.tasks[name]
+
+    def versions(self) -> dict[str, int]:
+        """Each task's manifest version (what an ingress compares its own with)."""
+        return {name: t.version for name, t in self.loaded.items()}
+
+    def learns(self, name: str) -> bool:
+        """Whether task ``name`` learns its exits (its replicas then report here)."""
+        return self.loaded[name].learner is not None
+
+    def record(self, name: str, replica: str, version: int, swaps: int,
+               batch: Optional[tuple]) -> int:
+        """A model replica's report: the staged version it serves, how many versions it
+        swapped in, and what its exits saw since its last report (``_Learning.batch``);
+        answers the version it should serve."""
+        replicas = self.replicas.setdefault(name, {})
+        state = replicas.get(replica, ({"recorded": 0}, 0.0))[0]
+        learner = self.loaded[name].learner
+        if batch is not None:
+            learner.record(*batch)
+        recorded = state["recorded"] + (len(batch[1]) if batch is not None else 0)
+        replicas[replica] = ({"version": version, "swaps": swaps, "recorded": recorded},
+                             time.monotonic())
+        return learner.version
+
+    def status(self, name: str) -> Optional[dict]:
+        """The learner's status and the version each model replica heard from lately
+        serves (None: the task learns no exits)."""
+        learner = self.loaded[name].learner
+        if learner is None:
+            return None
+        now = time.monotonic()
+        replicas = {replica: state for replica, (state, seen)
+                    in self.replicas.get(name, {}).items() if now - seen < REPLICA_SEEN_S}
+        return {**learner.status(), "replicas": replicas}
+
+
+FLUSH_EVERY_S = 0.5       # how often a model replica reports to the learner
+REPLICA_SEEN_S = 10.0     # the learner's status lists replicas heard from this recently
+
+
+class _Learning:
+    """A model replica's side of its task's exit learner (in ``programs``): answers with
+    the staged program of the version it holds, reports what the exits saw, and swaps in
+    each newer version the learner publishes, once."""
+
+    def __init__(self, programs, name: str, task: registry.TaskBytes):
+        self.programs = programs
+        self.name = name
+        self.model = task.staged_model()
+        self.swaps = 0
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        # (per exit feature, full logits, input) per request; appended by the compute thread
+        self.records: deque = deque(maxlen=10_000)
+
+    @property
+    def version(self) -> int:
+        return int(self.model.info.version)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """The full model's logits for ``x``, by the staged program; records its exits'."""
+        exits, logits = self.model.run_all(x)
+        self.records.append(([np.asarray(e.feature, np.float32) for e in exits], logits, x))
+        return logits
+
+    def batch(self) -> Optional[tuple]:
+        """What OnlineLearner.record takes, for the requests recorded so far (None: none)."""
+        taken = [self.records.popleft() for _ in range(len(self.records))]
+        if not taken:
+            return None
+        features = [np.stack(f) for f in zip(*(r[0] for r in taken))]
+        return features, np.stack([r[1] for r in taken]), np.stack([r[2] for r in taken])
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            try:
+                latest = await self.programs.record.remote(self.name, self.replica, self.version,
+                                                           self.swaps, self.batch())
+                if latest > self.version:
+                    task = await self.programs.task.remote(self.name)
+                    model = await asyncio.get_running_loop().run_in_executor(
+                        None, task.staged_model)
+                    if model.info.version > self.version:   # each version swapped in once
+                        self.model = model
+                        self.swaps += 1
+            except Exception as e:  # noqa: BLE001 - the learner away: its records are lost
+                print(f"knowcache: reporting to the exit learner of {self.name!r} failed "
+                      f"({type(e).__name__}: {e}); trying again in {FLUSH_EVERY_S:g} s")
 
 
 @serve.deployment
@@ -123,8 +266,15 @@ class TaskModel:
     async def __init__(self, programs, task: str, max_batch: int, max_wait_ms: float):
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         set_compute_threads(max(1, math.floor(cpus)))
-        self.task = (await programs.task.remote(task)).load()
+        task_bytes = await programs.task.remote(task)
+        self.task = task_bytes.load()
         registry.warm_up(self.task)
+        self.run = self.task.run
+        self._learning: Optional[asyncio.Task] = None
+        if await programs.learns.remote(task):
+            learning = _Learning(programs, task, task_bytes)
+            self.run = lambda x: self.task.answer(learning.logits(x))
+            self._learning = asyncio.get_running_loop().create_task(learning.run())
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="knowcache-model")
         self.answer.set_max_batch_size(max_batch)
         self.answer.set_batch_wait_timeout_s(max_wait_ms / 1e3)
@@ -134,7 +284,7 @@ class TaskModel:
         """(ok, the answer or the exception, the batch's size on its first request only:
         what the ingress counts as one batch)."""
         results = await asyncio.get_running_loop().run_in_executor(
-            self._pool, run_each, [(self.task.run, x) for x in xs])
+            self._pool, run_each, [(self.run, x) for x in xs])
         return [(ok, value, len(xs) if i == 0 else 0) for i, (ok, value) in enumerate(results)]
 
     async def __call__(self, x: np.ndarray) -> tuple[bool, Any, int]:
@@ -173,10 +323,13 @@ class RayCompute:
     """The ingress's side of the model deployments and of the cluster's metrics
     (app.Compute)."""
 
-    def __init__(self, models: dict, cluster_metrics, own: metrics.ServerMetrics):
+    def __init__(self, models: dict, cluster_metrics, own: metrics.ServerMetrics,
+                 programs=None, tasks: Optional[dict[str, registry.TaskModels]] = None):
         self.models = models
         self.cluster_metrics = cluster_metrics
         self.own = own
+        self.programs = programs     # with --learn-exits: new versions of ``tasks`` from it
+        self.tasks = tasks or {}
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.depth = 0          # this ingress replica's requests waiting for a model
         self._pusher: Optional[asyncio.Task] = None
@@ -195,6 +348,23 @@ class RayCompute:
                 await self.cluster_metrics.push.remote(self.replica, self._snapshot())
             except Exception:  # noqa: BLE001 - the hub restarting: push again next time
                 pass
+            try:
+                if self.programs is not None:
+                    await self._refresh()
+            except Exception:  # noqa: BLE001 - the learner restarting: look again next time
+                pass
+
+    async def _refresh(self) -> None:
+        """Serves each task's version the learner published since (manifest, bytes)."""
+        for name, version in (await self.programs.versions.remote()).items():
+            task = self.tasks.get(name)
+            if task is not None and version > task.version:
+                (await self.programs.task.remote(name)).refresh(task)
+
+    async def layer_cache(self, task: registry.TaskModels) -> Optional[dict]:
+        if self.programs is None:
+            return None
+        return await self.programs.status.remote(task.name)
 
     def _snapshot(self) -> list:
         self.own.queue_depth.set(self.depth)
@@ -243,17 +413,20 @@ class Ingress:
     """`knowcache serve`'s app, with its models in the tasks' deployments."""
 
     async def __init__(self, config: dict, programs, models: dict, cluster_metrics):
-        self.config = ServeConfig(**config)
+        # The learner's settings are the programs deployment's, not the HTTP app's.
+        self.config = ServeConfig(**{**config, "online": None})
         tasks = await programs.all.remote()
         self.report = registry.LoadReport(
             tasks={name: b.load(load_full=False) for name, b in tasks.items()})
         self.models = models
         self.cluster_metrics = cluster_metrics
+        self.programs = programs if self.config.learn_exits else None
 
     def __serve_build_asgi_app__(self):
         return create_app(self.config, load_in_background=False, report=self.report,
-                          compute=lambda _config, own: RayCompute(self.models,
-                                                                  self.cluster_metrics, own))
+                          compute=lambda _config, own: RayCompute(
+                              self.models, self.cluster_metrics, own, self.programs,
+                              self.report.tasks))
 
 
 def build(config: ServeConfig, scale: ScaleConfig) -> serve.Application:
@@ -262,7 +435,8 @@ def build(config: ServeConfig, scale: ScaleConfig) -> serve.Application:
     tasks = registry.task_names(config.models)
     if not tasks:
         raise ValueError(f"{config.models}: no <task>/manifest.json to serve")
-    programs = Programs.bind(str(Path(config.models).resolve()))
+    fields = _plain(config)
+    programs = Programs.bind(fields["models"], fields["online"])
     models = {task: TaskModel.options(
         name=f"model-{task}", ray_actor_options={"num_cpus": scale.replica_cpus},
         # A batch in hand and the next one forming; beyond that, the handle's queue.
@@ -270,8 +444,6 @@ def build(config: ServeConfig, scale: ScaleConfig) -> serve.Application:
         **scale.replicas()).bind(programs, task, config.max_batch if config.batching else 1,
                                  config.max_wait_ms)
         for task in tasks}
-    fields = {name: getattr(config, name) for name in CONFIG_FIELDS}
-    fields["models"] = str(Path(config.models).resolve())
     options: dict = {"num_cpus": scale.ingress_cpus}
     if config.token:
         options["runtime_env"] = {"env_vars": {TOKEN_ENV: config.token}}

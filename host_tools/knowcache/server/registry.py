@@ -10,17 +10,18 @@ refused and logged; the others are served."""
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 from scipy.special import softmax
 
 from knowcache import manifest as manifests
 from knowcache.manifest import Role
-from knowcache.runtime import Manifest, Partition, PartitionInfo
+from knowcache.runtime import Manifest, Partition, PartitionInfo, StagedModel
 from knowcache.server import selector as selectors
 from knowcache.server.selector import PartitionSelector
 from knowcache.server.split import LazyResume
@@ -105,14 +106,15 @@ class TaskModels:
 
     def run(self, x: np.ndarray) -> Answer:
         """The full model's answer and the partition the device should cache."""
-        return self._answer(self.learner.answer(x) if self.learner else self.full.run(x))
+        return self.answer(self.learner.answer(x) if self.learner else self.full.run(x))
 
     def resume(self, from_stage: int, x: np.ndarray) -> Answer:
         """Split computing: the full model's answer from the staged program's activation
         at ``from_stage`` (checked against the program by server/split.py first)."""
-        return self._answer(self.staged.get().resume(from_stage, x))
+        return self.answer(self.staged.get().resume(from_stage, x))
 
-    def _answer(self, logits: np.ndarray) -> Answer:
+    def answer(self, logits: np.ndarray) -> Answer:
+        """The answer of the full model's ``logits`` and the partition to cache."""
         p = softmax(logits.reshape(-1).astype(np.float64))
         index = int(p.argmax())
         hint = None
@@ -124,10 +126,16 @@ class TaskModels:
 def refresh_manifest(task: TaskModels, directory: Path) -> None:
     """Re-reads the manifest after a new staged version was swapped in."""
     current = manifests.load(directory)
-    task.files, task.refused_files = read_partitions(directory, current.parsed)
+    _replace(task, current, *read_partitions(directory, current.parsed))
+
+
+def _replace(task: TaskModels, current: manifests.ManifestFile,
+             files: dict[str, PartitionBytes], refused: dict[str, str]) -> None:
+    """Serves ``current`` (a new version of the same task's manifest) and its files."""
+    task.files, task.refused_files = files, refused
     task.manifest, task.served_manifest = current.parsed, ServedManifest(current.text,
                                                                          current.signature)
-    task.staged.replace(*_staged_program(directory, current.parsed, task.files))
+    task.staged.replace(*_staged_program(current.directory, current.parsed, files))
 
 
 def _staged_program(directory: Path, manifest: Manifest, files: dict[str, PartitionBytes]
@@ -141,12 +149,16 @@ def _staged_program(directory: Path, manifest: Manifest, files: dict[str, Partit
 
 
 def attach_learner(task: TaskModels, directory: Path, online: "OnlineConfig | None" = None,
-                   log=print) -> None:
+                   log=print, then: Callable[[], None] = lambda: None) -> None:
     """Answers ``task`` with its staged program and learns the exits from its traffic
-    (``online``: the learner's settings, None for the defaults)."""
+    (``online``: the learner's settings, None for the defaults); ``then`` is called
+    after ``task`` serves a newly published version."""
     from knowcache.layer_cache.online import OnlineConfig, learner_for
-    task.learner = learner_for(directory, online or OnlineConfig(),
-                               on_swap=lambda _e, _v: refresh_manifest(task, directory), log=log)
+
+    def swapped(_entry: dict, _version: int) -> None:
+        refresh_manifest(task, directory)
+        then()
+    task.learner = learner_for(directory, online or OnlineConfig(), on_swap=swapped, log=log)
 
 
 def load_task(directory: Path) -> TaskModels:
@@ -190,10 +202,29 @@ class TaskBytes:
     def of(cls, task: TaskModels, directory: Path) -> "TaskBytes":
         return cls(str(directory), task.served_manifest, task.files, task.refused_files)
 
+    def _current(self) -> manifests.ManifestFile:
+        return manifests.from_text(Path(self.directory), self.manifest.text,
+                                   self.manifest.signature)
+
     def load(self, *, load_full: bool = True) -> TaskModels:
-        current = manifests.from_text(Path(self.directory), self.manifest.text,
-                                      self.manifest.signature)
-        return assemble(current, self.files, self.refused_files, load_full=load_full)
+        return assemble(self._current(), self.files, self.refused_files, load_full=load_full)
+
+    def refresh(self, task: TaskModels) -> None:
+        """Makes ``task`` (loaded from an older version of these bytes) serve these."""
+        _replace(task, self._current(), self.files, self.refused_files)
+
+    def staged_model(self) -> StagedModel:
+        """The runtime's model of the staged program (the runtime loads programs from
+        files: its verified bytes go through a temporary one)."""
+        manifest = self._current().parsed
+        path, info = _staged_program(Path(self.directory), manifest, self.files)
+        if info is None:
+            raise ValueError(f"task {manifest.task!r} serves no staged program; export one "
+                             "with `knowcache export --staged`")
+        with tempfile.NamedTemporaryFile(suffix=".pte") as f:
+            f.write(self.files[info.id].data)
+            f.flush()
+            return StagedModel.from_file(f.name, info)
 
 
 @dataclass

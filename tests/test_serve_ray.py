@@ -139,27 +139,23 @@ def test_the_serve_config_file_deploys_and_metrics_are_cluster_wide(ray_serve, t
             assert samples(text, "knowcache_batch_size_sum")[""] == 20
 
 
-def test_the_session_cluster_has_two_nodes_and_the_replicas_use_both(ray_serve):
-    """What the Ray tests run on: 2 Ray nodes, a task's 2 replicas placed on both."""
+@pytest.mark.slow
+def test_the_replicas_use_both_nodes_and_split_requests_get_404_with_a_sentence(ray_serve):
+    """What the Ray tests run on: 2 Ray nodes, a task's 2 replicas placed on both. On
+    that deployment, resuming a staged program (split computing's from_stage), which
+    `knowcache serve` alone serves, is answered 404 (as for a task without a staged
+    program) with what to do, before any body is read; a raw input is answered."""
     import ray
     from ray._private import state
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-    with ray_serve.running(ServeConfig(models=MODELS)):
+    x = np.zeros((1, 1, 28, 28), np.float32).tobytes()
+    with ray_serve.running(ServeConfig(models=MODELS)) as url:
         names = {name for task in ("kws", "vision")
                  for name in replica_actors(ray_serve.last_app, f"model-{task}")}
         nodes = {a["Address"]["NodeID"] for a in state.actors().values()
                  if a["Name"] in names and a["State"] == "ALIVE"}
         assert len(names) == 4 and len(nodes) == 2, (names, nodes)
 
-
-@pytest.mark.slow
-def test_split_requests_get_404_with_a_sentence_on_ray(ray_serve):
-    """Resuming a staged program (split computing's from_stage) is served by
-    `knowcache serve` alone: Ray answers 404 (as for a task without a staged
-    program) and says what to do, before any body is read; a raw input on the same
-    deployment is answered."""
-    x = np.zeros((1, 1, 28, 28), np.float32).tobytes()
-    with ray_serve.running(ServeConfig(models=MODELS)) as url:
         r = httpx.post(url + "/v1/vision/infer?from_stage=1", content=b"\0" * 16, timeout=30,
                        headers={"X-Knowcache-Dtype": "int8", "X-Knowcache-Shape": "1,16",
                                 "X-Knowcache-Scale": "0.1"})

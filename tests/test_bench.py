@@ -84,7 +84,12 @@ def test_relay_without_cloud_closes_the_connection():
     with link.relay_process(link.PROFILES["wifi"], dead) as url, _connect(url) as s:
         s.settimeout(5)
         s.sendall(b"hello")
-        assert s.recv(10) == b""
+        # Closed, not left hanging (a timeout would raise): an orderly close, or a reset
+        # when the relay closes before reading "hello" (the kernel then answers RST).
+        try:
+            assert s.recv(10) == b""
+        except ConnectionResetError:
+            pass
 
 
 def test_link_profiles_and_bad_values():

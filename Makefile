@@ -104,7 +104,7 @@ test-cpp: build-cpp
 	ctest --preset host -j$(JOBS)
 
 test-py: setup build-java
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 ## test: the whole suite (C++ under ctest, then Python under pytest, which runs
 ## the aarch64 knowcache-device under qemu and the Java library's JUnit tests)

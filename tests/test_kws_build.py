@@ -200,3 +200,28 @@ def test_eval_reports_layer_caching_through_the_engine(kws_staged, kws_build, tm
     assert f["accuracy"] == pytest.approx(np.mean(exit0 == kept.y))
     assert f["agreement"] == pytest.approx(np.mean(exit0 == ev.full_pred))
     assert "Layer caching" in evaluate.card_section(ev, "toy")
+
+
+def test_hidden_augment_trains_the_heads_on_the_trunk_s_hidden_layer(tmp_path):
+    """--hidden-augment 11: the full model's heads train on the activations after
+    conv 10 (run through the frozen convs 11.. at each step); the trunk stays the
+    pretrained one, and the packed rows give the same logits as the embeddings."""
+    from knowcache.build import training
+    from knowcache.models.speech_embedding import SpeechEmbedding
+    synth = speech.generate(speech.SynthConfig(per_word=(3, 1, 1)))
+    cfg = pipeline.BuildConfig(task="kws", work=tmp_path, quick=True, device="cpu",
+                               full_epochs=1, hidden_augment=11)
+    assert cfg.full_config().augment_at == 11 and cfg.student_config().augment_at == 0
+    full = pipeline.train_full(cfg, synth, lambda *_: None)
+    net = full.build()
+    rows = pipeline.inputs(cfg, synth, "val", hidden_at=11)
+    assert rows.dtype == torch.float16 and (tmp_path / "hidden11.npz").is_file()
+    shape = training.hidden_shape(net, 11)
+    assert shape == (72, 46, 4) and rows.shape[1] == 72 * 46 * 4 + cfg.full_config().side
+    fresh = SpeechEmbedding().state_dict()
+    for name, value in net.backbone.trunk.state_dict().items():
+        assert torch.equal(value, fresh[name]), f"trunk weight {name} moved"
+    via_hidden = training.predict(training.trainable("kws", net, 11), rows, torch.device("cpu"))
+    via_embeddings = training.predict(training.trainable("kws", net),
+                                      pipeline.inputs(cfg, synth, "val"), torch.device("cpu"))
+    np.testing.assert_allclose(via_hidden, via_embeddings, atol=0.05)

@@ -52,6 +52,7 @@ class BuildConfig:
     piper_per_word: int = 0                   # kws: piper-tts training clips per keyword (0: none)
     piper_weight: float = 0.15                # share of the training weight the piper clips get
     spectrogram_from: Optional[Path] = None   # kws: reuse this .pte as the spectrogram branch
+    hidden_augment: int = 0                   # kws: full model heads augmented after trunk conv k-1
     extra: dict = field(default_factory=dict)
 
     def spec(self) -> TaskSpec:
@@ -81,6 +82,8 @@ class BuildConfig:
             return given
         if self.quick:
             return 3
+        if self.task == "kws" and which == "full" and self.hidden_augment:
+            return 20      # each step runs part of the trunk: half the epochs were enough
         return {("kws", "full"): 40, ("kws", "student"): 30, ("kws", "spectrogram"): 40,
                 ("vision", "full"): 30,
                 ("vision", "student"): 20}[(self.family, which)]
@@ -92,7 +95,8 @@ class BuildConfig:
         if self.task == "kws":
             branch = SPECTROGRAM_CONFIG.scaled(QUICK_FULL_WIDTH) if self.quick else SPECTROGRAM_CONFIG
             cfg = replace(cfg, spectrogram={"resnet": branch.to_dict(),
-                                            "classes": len(self.spec().labels)})
+                                            "classes": len(self.spec().labels)},
+                          augment_at=self.hidden_augment)
         return cfg.scaled(QUICK_FULL_WIDTH) if self.quick else cfg
 
     def student_config(self):
@@ -126,18 +130,20 @@ def load_data(cfg: BuildConfig, log: training.Log = print, progress=None) -> Dat
 EMBEDDINGS = "embeddings.npz"
 
 
-def inputs(cfg: BuildConfig, data: Dataset, split: str) -> torch.Tensor:
-    """What training feeds ``training.trainable(net)`` for a split: float images for
-    vision; for kws, packed rows of the frozen parts' outputs on each clip, the
-    speech embeddings then the spectrogram branch's features (``HeadOnly``),
-    computed once and kept in the work folder (keyed by the data set)."""
+def inputs(cfg: BuildConfig, data: Dataset, split: str, hidden_at: int = 0) -> torch.Tensor:
+    """What training feeds ``training.trainable(net, hidden_at)`` for a split: float
+    images for vision; for kws, packed rows of the frozen parts' outputs on each
+    clip, the speech embeddings (or, with ``hidden_at``, the trunk's activations
+    after conv ``hidden_at`` - 1, as float16) then the spectrogram branch's
+    features (``HeadOnly``), computed once and kept in the work folder (keyed by
+    the data set)."""
     sp = data.split(split)
     if cfg.task != "kws":
         return training.as_float(cfg.task, sp.x)
     branch = spectrogram_branch(cfg)
     key = (f"{data.source}|{split}|{len(sp)}|{int(sp.y.astype(np.int64).sum())}|"
-           f"{branch.metrics['digest']}")
-    path = cfg.work / EMBEDDINGS
+           f"{branch.metrics['digest']}" + (f"|hidden{hidden_at}" if hidden_at else ""))
+    path = cfg.work / (f"hidden{hidden_at}.npz" if hidden_at else EMBEDDINGS)
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:     # reads only the arrays asked for
             if f"{split}_key" in z.files and str(z[f"{split}_key"]) == key:
@@ -152,7 +158,12 @@ def inputs(cfg: BuildConfig, data: Dataset, split: str) -> torch.Tensor:
     with torch.no_grad():
         for i in range(0, len(x), 128):
             xb = x[i:i + 128]
-            rows.append(torch.cat([net.embeddings(xb).flatten(1), net.spectrogram.pooled(xb)], 1))
+            if hidden_at:
+                mel = net.features(xb).unsqueeze(1)
+                frozen = net.backbone.trunk.trunk(mel, 0, hidden_at).flatten(1).half()
+                rows.append(torch.cat([frozen, net.spectrogram.pooled(xb).half()], 1))
+            else:
+                rows.append(torch.cat([net.embeddings(xb).flatten(1), net.spectrogram.pooled(xb)], 1))
     packed = torch.cat(rows) if rows else torch.zeros(0, 1)
     cached.update({f"{split}_x": packed.numpy(), f"{split}_key": np.array(key)})
     cfg.work.mkdir(parents=True, exist_ok=True)
@@ -241,9 +252,10 @@ def train_full(cfg: BuildConfig, data: Dataset, log: training.Log = print) -> Mo
     device = training.pick_device(cfg.device)
     if cfg.task == "kws":
         spectrogram_branch(cfg, data, log)
-    x = inputs(cfg, data, "train")
-    y = torch.from_numpy(data.train.y.astype(np.int64))
     config = cfg.full_config()
+    hidden_at = getattr(config, "augment_at", 0)
+    x = inputs(cfg, data, "train", hidden_at)
+    y = torch.from_numpy(data.train.y.astype(np.int64))
     norm = (0.0, 1.0)
     if cfg.family == "vision":
         norm = (float(x.mean()), float(x.std()))
@@ -257,7 +269,7 @@ def train_full(cfg: BuildConfig, data: Dataset, log: training.Log = print) -> Mo
             model.spectrogram.load_state_dict(spectrogram_branch(cfg).state_dict)
         what = f"full model{f' (head {i + 1} of {members})' if members > 1 else ''}"
         log(f"{what}: {sum(p.numel() for p in model.parameters()):,} parameters on {device}")
-        training.fit(training.trainable(cfg.task, model), cfg.task, x, y,
+        training.fit(training.trainable(cfg.task, model, hidden_at), cfg.task, x, y,
                      replace(cfg.fit("full"), seed=cfg.seed + i), device,
                      sample_weight=sample_weights(cfg, data), log=log, name="full")
         if members > 1:

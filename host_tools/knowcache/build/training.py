@@ -61,35 +61,56 @@ class HeadOnly(nn.Module):
 
     Takes packed rows ``[embeddings (windows x 96) | spectrogram features]`` (see
     ``pipeline.inputs``); a head without a spectrogram branch reads the
-    embeddings only."""
+    embeddings only. With ``hidden_at`` = k (the config's ``augment_at``) the rows
+    carry the trunk's activations after conv k - 1 instead of the embeddings:
+    the frozen convs k.. run at every step (without gradients), so the shifts
+    and noise of ``augment`` act on the trunk's hidden layer."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, hidden_at: int = 0):
         super().__init__()
         from knowcache.models.speech_embedding import EMBEDDING_DIM, SpeechEmbedding
         self.net = net
         self.backbone = net.backbone.head     # `fit` reads backbone.fc
+        self.hidden_at = hidden_at
         self.dim = EMBEDDING_DIM
-        self.width = SpeechEmbedding.windows(net.frontend.frames) * EMBEDDING_DIM
+        self.shape = (SpeechEmbedding.windows(net.frontend.frames), EMBEDDING_DIM)
+        if hidden_at:
+            self.shape = hidden_shape(net, hidden_at)
+        self.width = math.prod(self.shape)
 
     def unpack(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x[:, :self.width].reshape(x.shape[0], -1, self.dim), x[:, self.width:]
+        return x[:, :self.width].reshape(x.shape[0], *self.shape), x[:, self.width:]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e, side = self.unpack(x)
+        e, side = self.unpack(x.float())
+        if self.hidden_at:
+            trunk = self.net.backbone.trunk
+            with torch.no_grad():
+                e = trunk.embed(trunk.trunk(e, self.hidden_at))
         return self.backbone(e, side if self.backbone.side is not None else None)
 
     def augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Embeddings shifted by up to two windows (160 ms), with a little noise."""
-        e, side = self.unpack(x)
-        shift = int(torch.randint(-2, 3, (1,), generator=gen, device="cpu"))
+        """Shifted in time by up to 160 ms (two embedding windows; four steps of the
+        hidden layer), with a little noise."""
+        e, side = self.unpack(x.float())
+        time_axis, most = (2, 4) if self.hidden_at else (1, 2)
+        shift = int(torch.randint(-most, most + 1, (1,), generator=gen, device="cpu"))
         noise = torch.randn(e.shape, generator=gen, device="cpu").to(e.device)
-        e = torch.roll(e, shift, dims=1) + 0.1 * e.std() * noise
-        return torch.cat([e.reshape(x.shape[0], -1), side], dim=1)
+        e = torch.roll(e, shift, dims=time_axis) + (0.05 if self.hidden_at else 0.1) * e.std() * noise
+        return torch.cat([e.reshape(x.shape[0], -1), side.float()], dim=1)
 
 
-def trainable(task: str, net: nn.Module) -> nn.Module:
-    """What training updates: the whole vision net; the head of a kws net."""
-    return HeadOnly(net) if task == "kws" else net
+def hidden_shape(net: nn.Module, hidden_at: int) -> tuple[int, ...]:
+    """(channels, time, mel) of a KwsNet's trunk activations after convs 0 .. hidden_at - 1."""
+    with torch.no_grad():
+        probe = net.features(torch.zeros(1, net.samples)).unsqueeze(1)
+        return tuple(net.backbone.trunk.trunk(probe, 0, hidden_at).shape[1:])
+
+
+def trainable(task: str, net: nn.Module, hidden_at: int = 0) -> nn.Module:
+    """What training updates: the whole vision net; the head of a kws net (fed the
+    trunk's activations after conv ``hidden_at`` - 1 when given, else embeddings)."""
+    return HeadOnly(net, hidden_at) if task == "kws" else net
 
 
 def collapse_matrix(student_classes: Sequence[int], total: int, has_other: bool) -> torch.Tensor:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+HIDDEN_AUGMENT_MAX = 18      # speech_embedding's convs are 0..18
+
 from knowcache.commands._params import TASK
 from knowcache.commands._progress import progress_bar
 
@@ -49,12 +51,21 @@ def build_options(f):
                   path_type=Path), default=None,
                   help="kws: take the full model's spectrogram ResNet branch from this program "
                   "(a previous kws full.pte) instead of training it.")
+    @click.option("--hidden-augment", type=click.IntRange(0, HIDDEN_AUGMENT_MAX), default=0,
+                  show_default=True, metavar="K",
+                  help="kws: train the full model's heads on the trunk's activations after conv "
+                  "K-1, shifted and noised there and run through the frozen convs K.. at each "
+                  "step (0: on the embeddings). Measured with 11: docs/models.md.")
     @functools.wraps(f)
     def wrapper(task, work, quick, device, seed, speech_commands, fashion_mnist, cifar10, real,
-                real_copies, piper_per_word, piper_weight, spectrogram_from, **kwargs):
+                real_copies, piper_per_word, piper_weight, spectrogram_from, hidden_augment,
+                **kwargs):
         from knowcache.build.pipeline import BuildConfig
         if real is not None and task != "kws":
             raise click.BadParameter("--real is for the kws task", param_hint="--real")
+        if hidden_augment and task != "kws":
+            raise click.BadParameter("--hidden-augment is for the kws task",
+                                     param_hint="--hidden-augment")
         if real is not None and piper_per_word and piper_weight >= 0.5:
             raise click.BadParameter(f"{piper_weight} leaves nothing for the espeak-ng clips: the "
                                      "real recordings take half the training weight; give less "
@@ -64,7 +75,7 @@ def build_options(f):
                           speech_commands=speech_commands, fashion_mnist=fashion_mnist,
                           cifar10=cifar10, real=real, real_copies=real_copies,
                           piper_per_word=piper_per_word, piper_weight=piper_weight,
-                          spectrogram_from=spectrogram_from)
+                          spectrogram_from=spectrogram_from, hidden_augment=hidden_augment)
         return f(cfg=cfg, **kwargs)
     return wrapper
 

@@ -43,6 +43,7 @@ class EmbeddingHeadConfig:
     side_hidden: int = 64
     branch_dropout: float = 0.5
     members: int = 1
+    augment_at: int = 0
 
     def to_dict(self) -> dict:
         return {"kind": "embedding_head", **asdict(self)}
@@ -56,7 +57,7 @@ class EmbeddingHeadConfig:
 
     def student(self, factor: float) -> "EmbeddingHeadConfig":
         """A device student's head: narrower, one head, and no spectrogram branch."""
-        return replace(self.scaled(factor), spectrogram=None, members=1)
+        return replace(self.scaled(factor), spectrogram=None, members=1, augment_at=0)
 
     @property
     def side(self) -> int:

@@ -145,9 +145,12 @@ class SpeechEmbedding(nn.Module):
                 x = nn.functional.max_pool2d(x, self._POOLS[i])
         return x
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The last activations (B, 96, T'', 1) -> embeddings (B, T', 96)."""
+        return self.out(x).squeeze(3).transpose(1, 2)
+
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = self.trunk(mel.unsqueeze(1))
-        return self.out(x).squeeze(3).transpose(1, 2)        # (B, T', 96)
+        return self.embed(self.trunk(mel.unsqueeze(1)))
 
     @staticmethod
     def windows(frames: int) -> int:

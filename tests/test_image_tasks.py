@@ -18,6 +18,9 @@ from PIL import Image
 from knowcache.cli import main
 from knowcache.data import image_tasks
 
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+           "truck")
 COLOURS = {"blue": (40, 40, 200), "green": (40, 200, 40), "red": (200, 40, 40),
            "yellow": (200, 200, 40)}
 # Different counts per class: the default popularity is by training images, most first.
@@ -106,6 +109,12 @@ def test_bad_folders_are_refused_with_what_to_fix(tmp_path, data_dir, damage, me
     ({"image_size": [2, 16, 16]}, "image_size must be"),
     ({"cached": ["red", "green"], "private": ["blue", "yellow"]}, "cover every class"),
     ({"labels": ["a", "b"]}, "differ from the class folders"),
+    ({"network": [64]}, "network must be an object"),
+    ({"network": {"widths": [8, 16], "depth": 3}}, r"network has unknown fields \['depth'\]"),
+    ({"network": {"widths": []}}, "network.widths must be 1 to 5 stage widths"),
+    ({"network": {"widths": [8, 16], "blocks": [2]}}, "network.blocks must give 1..8 blocks"),
+    ({"network": {"widths": [8], "stem_width": 2}}, "network.stem_width must be in 4..1024"),
+    ({"network": {"widths": [8], "student_width": 1.5}}, r"student_width must be in \(0, 1\]"),
 ])
 def test_bad_task_files_are_refused(tmp_path, data_dir, doc, message):
     root = make_folder(tmp_path / "colours", counts={c: 4 for c in COLOURS}, test=2)
@@ -114,6 +123,76 @@ def test_bad_task_files_are_refused(tmp_path, data_dir, doc, message):
     with pytest.raises(ValueError, match=message):
         image_tasks.ingest(root, "colours", task_file)
     assert not (data_dir / "tasks" / "colours").exists()
+
+
+def test_a_task_file_sizes_the_network_and_its_students(tmp_path, data_dir):
+    from knowcache.build.pipeline import BuildConfig
+    from knowcache.models.resnet import ResNetConfig
+    root = make_folder(tmp_path / "colours", counts={c: 10 for c in COLOURS}, test=2)
+    task_file = tmp_path / "task.json"
+    task_file.write_text(json.dumps({"network": {"widths": [8, 16], "blocks": [2, 1],
+                                                 "student_width": 0.5}}))
+    image_tasks.ingest(root, "sized", task_file)
+    cfg = BuildConfig(task="sized", work=tmp_path / "work")
+    assert cfg.full_config() == ResNetConfig(in_channels=3, stem_width=8, stem_stride=1,
+                                             widths=(8, 16), blocks=(2, 1), strides=(1, 2))
+    assert cfg.student_config().widths == (4, 8) and cfg.student_config().blocks == (2, 1)
+    image_tasks.ingest(root, "plain")           # no network: the vision recipe's
+    plain = BuildConfig(task="plain", work=tmp_path / "work").full_config()
+    assert plain.widths == (48, 96, 192) and plain.in_channels == 3
+
+
+def test_the_shipped_cifar10_task_file_fits_the_budgets():
+    """tasks/cifar10.json: a full program of at most 12 MB float32, students of
+    at most 200 KB as int8 (a weight a byte, a little left for the program)."""
+    from knowcache.models.nets import image_config
+    from knowcache.models.resnet import ResNet
+    from knowcache.tasks import TaskSpec
+    doc = image_tasks._resolve(json.loads((ROOT / "tasks" / "cifar10.json").read_text()),
+                               tuple(sorted(CIFAR10)), np.ones(10), (3, 32, 32), "cifar10")
+    spec = image_tasks.spec_from_dict("cifar10", doc)
+    assert isinstance(spec, TaskSpec) and spec.partitions in (4, 5) and spec.cached_count == 4
+    full = image_config(spec)
+    weights = lambda cfg: sum(p.numel() for p in ResNet(cfg, 10).parameters())  # noqa: E731
+    assert weights(full) * 4 <= 12e6 * 0.95
+    assert weights(full.scaled(spec.network.student_width)) <= 200e3 * 0.8
+
+
+def test_the_gpu_script_trains_a_task_without_executorch(tmp_path):
+    """scripts/gpu_train.sh from a .tar.gz of a folder, under a python3 that cannot
+    import ExecuTorch or the C++ runtime (as on the GPU machine): every model of
+    the task trained, the work folder packed into $OUT."""
+    import tarfile
+    root = make_folder(tmp_path / "pack" / "colours", counts={c: 6 for c in COLOURS}, test=2)
+    src = tmp_path / "colours.tar.gz"
+    with tarfile.open(src, "w:gz") as tar:
+        tar.add(root, arcname="colours")
+    task_file = tmp_path / "task.json"
+    task_file.write_text(json.dumps({"network": {"widths": [8, 16], "blocks": [1, 1]}}))
+    python = tmp_path / "python3"
+    python.write_text(f"""#!{sys.executable}
+import runpy, sys
+for name in ("executorch", "knowcache._runtime"):
+    sys.modules[name] = None             # import fails, as where they are not installed
+assert sys.argv[1:3] == ["-m", "knowcache.cli"], sys.argv
+sys.argv = ["knowcache", *sys.argv[3:]]
+runpy.run_module("knowcache.cli", run_name="__main__")
+""")
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": str(python), "OUT": str(out), "OMP_NUM_THREADS": "1",
+           "KNOWCACHE_DATA_DIR": str(tmp_path / "cache")}
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_train.sh"), "colours", str(src),
+                          str(task_file), "--quick", "--device", "cpu", "--epochs", "1",
+                          "--student-epochs", "1"], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with tarfile.open(out / "colours-work.tar") as tar:
+        names = {Path(n).name for n in tar.getnames()}
+    assert {"full.pt", "cached.pt", "generic.pt", "p0.pt", "p1.pt", "plan.json"} <= names
+    bad = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_train.sh"), "colours"], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage:" in bad.stderr
 
 
 def test_names_and_unknown_tasks(tmp_path, data_dir):

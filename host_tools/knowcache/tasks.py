@@ -12,6 +12,7 @@ writes the task's file (``image_tasks.py``), which ``get`` then finds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 # Speech Commands v2: the 35 words, plus a silence/background-noise class.
 KWS_WORDS = (
@@ -29,6 +30,16 @@ OTHER = "other"
 
 
 @dataclass(frozen=True)
+class ImageNetwork:
+    """An image task's own network size (a task file's ``network``): the full
+    model's ResNet stages, and the width factor of its students."""
+    widths: tuple[int, ...]
+    blocks: tuple[int, ...]
+    stem_width: int
+    student_width: float
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     labels: tuple[str, ...]
@@ -41,6 +52,7 @@ class TaskSpec:
     samples: int = 0
     image_size: tuple[int, int, int] = (0, 0, 0)
     private: tuple[str, ...] = field(default_factory=tuple)
+    network: Optional[ImageNetwork] = None     # image tasks: None takes the vision recipe's
 
     @property
     def kind(self) -> str:

@@ -22,7 +22,7 @@ from knowcache.atomic import replace_atomically
 from knowcache.build import partitioning, specialize, training
 from knowcache.data import Dataset, store
 from knowcache.models import FULL_CONFIGS, STUDENT_WIDTH, ModelRecord, build_net
-from knowcache.models.nets import QUICK_FULL_WIDTH
+from knowcache.models.nets import QUICK_FULL_WIDTH, image_config
 from knowcache.models.resnet import ResNetConfig
 from knowcache.models.spectrogram import SPECTROGRAM_CONFIG, SpectrogramNet
 from knowcache import tasks
@@ -91,7 +91,7 @@ class BuildConfig:
     def full_config(self):
         cfg = FULL_CONFIGS[self.family]
         if self.family == "vision":
-            cfg = replace(cfg, in_channels=self.spec().image_size[0])
+            cfg = image_config(self.spec())
         if self.task == "kws":
             branch = SPECTROGRAM_CONFIG.scaled(QUICK_FULL_WIDTH) if self.quick else SPECTROGRAM_CONFIG
             cfg = replace(cfg, spectrogram={"resnet": branch.to_dict(),
@@ -102,7 +102,8 @@ class BuildConfig:
     def student_config(self):
         if self.task == "kws":
             return self.full_config().student(STUDENT_WIDTH["kws"])
-        return self.full_config().scaled(STUDENT_WIDTH[self.family])
+        net = self.spec().network if self.family == "vision" else None
+        return self.full_config().scaled(net.student_width if net else STUDENT_WIDTH[self.family])
 
     def fit(self, which: str) -> training.FitConfig:
         if self.task == "kws" and which != "spectrogram":   # a head on frozen features

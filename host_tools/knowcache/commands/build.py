@@ -246,13 +246,19 @@ def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Models folder (default models/<task>; quick: out/models-quick/<task>).")
 @click.option("--train-only", is_flag=True, help="Stop after training (export elsewhere).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="The full model's training epochs (default: the task's recipe).")
+@click.option("--student-epochs", type=click.IntRange(min=1), default=None,
+              help="Each student's training epochs (default: the task's recipe).")
 @click.option("--sign", "sign_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Sign the manifest with this Ed25519 private key "
               "(`knowcache keys generate`); writes manifest.sig.")
-def build_models(cfg, k, classes, private, out, train_only, sign_key) -> None:
+def build_models(cfg, k, classes, private, out, train_only, epochs, student_epochs,
+                 sign_key) -> None:
     """The whole chain: data, full model, specialize, partition, export."""
     from knowcache.build.pipeline import run_partition, run_specialize, train_full
     cfg.k, cfg.classes, cfg.private = k, classes, private
+    cfg.full_epochs, cfg.student_epochs = epochs, student_epochs
     out = out or _default_out(cfg)
     _check_key(sign_key)
     try:

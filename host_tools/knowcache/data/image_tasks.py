@@ -16,7 +16,12 @@ cannot:
      "cached": ["cat", "dog"],             # the cached model's classes; default:
                                            # the first third of popularity
      "private": [],                        # classes that must stay on the device
-     "partitions": 3}                      # CacheNet partitions; default n/3, 2..5
+     "partitions": 3,                      # CacheNet partitions; default n/3, 2..5
+     "network": {"widths": [64, 128, 256], # the full model's ResNet stages (stride 1,
+                 "blocks": [2, 2, 2],      # then 2 each) and blocks per stage, its stem
+                 "stem_width": 64,         # width (default widths[0]) and the students'
+                 "student_width": 0.25}}   # width factor (default 1/3); default: the
+                                           # vision recipe (models/nets.py FULL_CONFIGS)
 
 `knowcache data images --folder DIR --task NAME` reads both, checks them, and
 keeps the task (``task.json``, the resolved file) and its data (``data.npz``)
@@ -38,12 +43,13 @@ from knowcache.atomic import replace_atomically
 from knowcache.data import input_contract
 from knowcache.data.dataset import Dataset, Split, cache_dir
 from knowcache.data.input_contract import IMAGE_SUFFIXES
-from knowcache.tasks import TaskSpec
+from knowcache.tasks import ImageNetwork, TaskSpec
 
 RESERVED = ("kws", "vision")
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 VAL_SHARE = 0.1
-FIELDS = {"image_size", "popularity", "cached", "cached_count", "private", "partitions"}
+FIELDS = {"image_size", "popularity", "cached", "cached_count", "private", "partitions",
+          "network"}
 
 
 def task_dir(name: str) -> Path:
@@ -65,9 +71,14 @@ def find(name: str) -> Optional[TaskSpec]:
 
 
 def spec_from_dict(name: str, doc: dict) -> TaskSpec:
+    net = doc.get("network")
+    network = None if net is None else ImageNetwork(
+        widths=tuple(net["widths"]), blocks=tuple(net["blocks"]), stem_width=net["stem_width"],
+        student_width=net["student_width"])
     return TaskSpec(name=name, labels=tuple(doc["labels"]), popularity=tuple(doc["popularity"]),
                     cached_count=len(doc["cached"]), partitions=int(doc["partitions"]),
-                    image_size=tuple(doc["image_size"]), private=tuple(doc.get("private", ())))
+                    image_size=tuple(doc["image_size"]), private=tuple(doc.get("private", ())),
+                    network=network)
 
 
 def load_data(name: str) -> Dataset:
@@ -185,8 +196,42 @@ def _resolve(doc: dict, labels: tuple[str, ...], counts: np.ndarray, image_size,
         raise ValueError(f"{where}: partitions must be 2..{len(labels)} (the number of classes)")
     # The cached set is the first classes of the popularity order: put it first.
     popularity = cached + [c for c in popularity if c not in cached]
-    return {"labels": list(labels), "image_size": size, "popularity": popularity,
-            "cached": cached, "private": private, "partitions": partitions}
+    resolved = {"labels": list(labels), "image_size": size, "popularity": popularity,
+                "cached": cached, "private": private, "partitions": partitions}
+    if "network" in doc:
+        resolved["network"] = _network(doc["network"], where)
+    return resolved
+
+
+NETWORK_FIELDS = {"widths", "blocks", "stem_width", "student_width"}
+
+
+def _network(net, where: str) -> dict:
+    """A task file's ``network``, checked, defaults filled in."""
+    if not isinstance(net, dict):
+        raise ValueError(f"{where}: network must be an object with {sorted(NETWORK_FIELDS)}")
+    unknown = sorted(set(net) - NETWORK_FIELDS)
+    if unknown:
+        raise ValueError(f"{where}: network has unknown fields {unknown}; it may set "
+                         f"{', '.join(sorted(NETWORK_FIELDS))}")
+    widths, blocks = net.get("widths"), net.get("blocks")
+    if (not isinstance(widths, list) or not 1 <= len(widths) <= 5
+            or not all(isinstance(w, int) and 4 <= w <= 1024 for w in widths)):
+        raise ValueError(f"{where}: network.widths must be 1 to 5 stage widths in 4..1024, "
+                         f"not {widths}")
+    blocks = [1] * len(widths) if blocks is None else blocks
+    if (not isinstance(blocks, list) or len(blocks) != len(widths)
+            or not all(isinstance(b, int) and 1 <= b <= 8 for b in blocks)):
+        raise ValueError(f"{where}: network.blocks must give 1..8 blocks for each of the "
+                         f"{len(widths)} stages, not {blocks}")
+    stem = net.get("stem_width", widths[0])
+    if not isinstance(stem, int) or not 4 <= stem <= 1024:
+        raise ValueError(f"{where}: network.stem_width must be in 4..1024, not {stem}")
+    factor = net.get("student_width", 1 / 3)
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 0 < factor <= 1:
+        raise ValueError(f"{where}: network.student_width must be in (0, 1], not {factor}")
+    return {"widths": widths, "blocks": blocks, "stem_width": stem,
+            "student_width": float(factor)}
 
 
 def ingest(root: str | Path, name: str, task_file: Optional[Path] = None,

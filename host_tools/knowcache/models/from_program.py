@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from knowcache.models.nets import FULL_CONFIGS, ModelRecord, build_net
+from knowcache.models.nets import ModelRecord, build_net, image_config
 from knowcache.models.spectrogram import SPECTROGRAM_CONFIG, SpectrogramNet
 
 _CONV_NODES = ("XNNConv2d", "XNNDepthwiseConv2d")
@@ -156,7 +156,11 @@ def recover(program_path: str | Path, task: str, labels: list[str], check_inputs
         raise RecoveryError(f"expected the input mean and std among the program's scalar "
                             f"constants, found {len(scalars)} scalars")
     # A kws program with a bare ResNet is a spectrogram branch (the previous kws full model).
-    config = SPECTROGRAM_CONFIG if task == "kws" else FULL_CONFIGS["vision"]
+    if task == "kws":
+        config = SPECTROGRAM_CONFIG
+    else:
+        from knowcache import tasks
+        config = image_config(tasks.get(task))
     kind, stem, _ = next(n for n in nodes if n[0] in _CONV_NODES)
     channels, stem_width = (1, stem.shape[3]) if kind == "XNNDepthwiseConv2d" else (
         stem.shape[3], stem.shape[0])

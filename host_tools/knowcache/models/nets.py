@@ -231,3 +231,14 @@ FULL_CONFIGS = {
 }
 STUDENT_WIDTH = {"kws": 1 / 2, "vision": 1 / 3}
 QUICK_FULL_WIDTH = 1 / 4     # --quick: a small full model that trains in seconds on a CPU
+
+
+def image_config(spec) -> ResNetConfig:
+    """The full model of an image task (a ``tasks.TaskSpec``): the vision recipe's
+    network, or the task file's own ``network``, for the task's channels."""
+    cfg = replace(FULL_CONFIGS["vision"], in_channels=spec.image_size[0])
+    net = spec.network
+    if net is None:
+        return cfg
+    return replace(cfg, stem_width=net.stem_width, widths=net.widths, blocks=net.blocks,
+                   strides=(1,) + (2,) * (len(net.widths) - 1))

@@ -151,9 +151,10 @@ def test_body_checks(url, vision_test):
     unscaled = x * 255      # pixels in [0, 255] sent to a model of [0, 1] (value_range)
     r = infer(url, unscaled)
     first = int(np.flatnonzero(unscaled.reshape(-1) > 1)[0])
-    assert r.status_code == 400 and (f"input element {first} is "
-                                     f"{unscaled.reshape(-1)[first]:g}, outside task 'vision'"
-                                     "'s value_range [0, 1]") in r.json()["detail"]
+    # the engine's own check (InputSpec.check), named by task
+    assert r.status_code == 400 and (f"task 'vision': input element {first} is "
+                                     f"{unscaled.reshape(-1)[first]:g}, outside the model's "
+                                     "value_range [0, 1]; scale the input") in r.json()["detail"]
     assert batches_run(url) == before
     unknown = infer(url, x, task="audio")
     assert unknown.status_code == 404 and "kws, vision" in unknown.json()["detail"]

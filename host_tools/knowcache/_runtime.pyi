@@ -47,6 +47,10 @@ class ProtocolError(KnowcacheError):
 class InputSpec:
     def __repr__(self) -> str:
         ...
+    def check(self, input: typing.Any) -> None:
+        """
+        Raises ValueError where the input breaks the spec (dtype, shape, a value outside value_range), with the engine's own message.
+        """
     @property
     def dtype(self) -> str:
         ...

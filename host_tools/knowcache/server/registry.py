@@ -88,7 +88,7 @@ class TaskModels:
     full: Optional[Partition]      # None where the model runs elsewhere (a Ray ingress)
     dtype: str
     shape: list[int]
-    value_range: Optional[tuple[float, float]]   # what the full model's values span, if stated
+    input: InputSpec               # the full model's: ``check`` refuses what the engine would
     partition_ids: list[str]
     selector: PartitionSelector | None
     files: dict[str, "PartitionBytes"] = field(default_factory=dict)   # the verified ones
@@ -184,7 +184,7 @@ def assemble(current: manifests.ManifestFile, files: dict[str, PartitionBytes],
         name=manifest.task, manifest=manifest,
         served_manifest=ServedManifest(current.text, current.signature), full=full,
         dtype=info.input.dtype, shape=list(info.input.shape),
-        value_range=info.input.value_range, partition_ids=partition_ids, selector=selector, files=files, refused_files=refused,
+        input=info.input, partition_ids=partition_ids, selector=selector, files=files, refused_files=refused,
         staged=LazyResume(*_staged_program(current.directory, manifest, files)))
 
 

@@ -5,6 +5,7 @@
 #include "knowcache/sha256.h"
 #include "knowcache/signature.h"
 #include "fields_repr_py.h"
+#include "tensor_py.h"
 
 namespace py = pybind11;
 
@@ -22,6 +23,15 @@ void PybindManifest(py::module_* m) {
         if (!s.has_value_range()) return py::none();
         return py::make_tuple(s.value_low, s.value_high);
       })
+      .def(
+          "check",
+          [](const InputSpec& s, const py::object& x) {
+            py::array a = Contiguous(x);
+            RaiseIfError(s.Check(ViewOf(a)));
+          },
+          py::arg("input"),
+          "Raises ValueError where the input breaks the spec (dtype, shape, a value outside "
+          "value_range), with the engine's own message.")
       .def("__repr__", &FieldsRepr);
 
   py::class_<PartitionInfo>(*m, "PartitionInfo")

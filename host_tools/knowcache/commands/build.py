@@ -55,7 +55,8 @@ def build_options(f):
                   show_default=True, metavar="K",
                   help="kws: train the full model's heads on the trunk's activations after conv "
                   "K-1, shifted and noised there and run through the frozen convs K.. at each "
-                  "step (0: on the embeddings). Off by default: no gain in a whole build (docs/models.md).")
+                  "step (0: on the embeddings). Off by default: no gain in a whole build "
+                  "(docs/models.md).")
     @functools.wraps(f)
     def wrapper(task, work, quick, device, seed, speech_commands, fashion_mnist, cifar10, real,
                 real_copies, piper_per_word, piper_weight, spectrogram_from, hidden_augment,

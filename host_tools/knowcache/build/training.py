@@ -72,7 +72,6 @@ class HeadOnly(nn.Module):
         self.net = net
         self.backbone = net.backbone.head     # `fit` reads backbone.fc
         self.hidden_at = hidden_at
-        self.dim = EMBEDDING_DIM
         self.shape = (SpeechEmbedding.windows(net.frontend.frames), EMBEDDING_DIM)
         if hidden_at:
             self.shape = hidden_shape(net, hidden_at)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-HIDDEN_AUGMENT_MAX = 18      # speech_embedding's convs are 0..18
-
 from knowcache.commands._params import TASK
 from knowcache.commands._progress import progress_bar
+
+HIDDEN_AUGMENT_MAX = 18      # speech_embedding's convs are 0..18
 
 
 def _split_list(_ctx, _param, value: str | None) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from scipy.special import softmax
 
 from knowcache import manifest as manifests
 from knowcache.manifest import Role
-from knowcache.runtime import Manifest, Partition, PartitionInfo, StagedModel
+from knowcache.runtime import InputSpec, Manifest, Partition, PartitionInfo, StagedModel
 from knowcache.server import selector as selectors
 from knowcache.server.selector import PartitionSelector
 from knowcache.server.split import LazyResume
@@ -86,8 +86,6 @@ class TaskModels:
     manifest: Manifest
     served_manifest: ServedManifest
     full: Optional[Partition]      # None where the model runs elsewhere (a Ray ingress)
-    dtype: str
-    shape: list[int]
     input: InputSpec               # the full model's: ``check`` refuses what the engine would
     partition_ids: list[str]
     selector: PartitionSelector | None
@@ -99,6 +97,14 @@ class TaskModels:
     @property
     def version(self) -> int:
         return self.manifest.version
+
+    @property
+    def dtype(self) -> str:
+        return self.input.dtype
+
+    @property
+    def shape(self) -> list[int]:
+        return list(self.input.shape)
 
     @property
     def input_bytes(self) -> int:
@@ -183,8 +189,8 @@ def assemble(current: manifests.ManifestFile, files: dict[str, PartitionBytes],
     return TaskModels(
         name=manifest.task, manifest=manifest,
         served_manifest=ServedManifest(current.text, current.signature), full=full,
-        dtype=info.input.dtype, shape=list(info.input.shape),
-        input=info.input, partition_ids=partition_ids, selector=selector, files=files, refused_files=refused,
+        input=info.input, partition_ids=partition_ids, selector=selector, files=files,
+        refused_files=refused,
         staged=LazyResume(*_staged_program(current.directory, manifest, files)))
 
 

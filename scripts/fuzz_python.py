@@ -99,6 +99,7 @@ def _task_file(data: bytes) -> None:
     except ValueError:
         return
     assert set(out["popularity"]) == set(labels)
+    image_tasks.spec_from_dict("fuzz", out)       # a resolved file always makes a task
 
 
 TARGETS = {"wav": _wav, "image": _image, "idx": _idx, "frame": _frame, "manifest": _manifest,

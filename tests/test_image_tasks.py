@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -115,6 +116,13 @@ def test_bad_folders_are_refused_with_what_to_fix(tmp_path, data_dir, damage, me
     ({"network": {"widths": [8, 16], "blocks": [2]}}, "network.blocks must give 1..8 blocks"),
     ({"network": {"widths": [8], "stem_width": 2}}, "network.stem_width must be in 4..1024"),
     ({"network": {"widths": [8], "student_width": 1.5}}, r"student_width must be in \(0, 1\]"),
+    ({"network": {"widths": [8], "block": "dense"}}, "network.block must be one of basic, "),
+    ({"training": 3}, "training must be an object"),
+    ({"training": {"momentum": 0.9}}, r"training has unknown fields \['momentum'\]"),
+    ({"training": {"optimizer": "lamb"}}, "training.optimizer must be one of adamw, sgd"),
+    ({"training": {"epochs": 2.5}}, "training.epochs must be an integer in 1..1000"),
+    ({"training": {"lr": -1}}, "training.lr must be a number in"),
+    ({"training": {"label_smoothing": True}}, "training.label_smoothing must be a number"),
 ])
 def test_bad_task_files_are_refused(tmp_path, data_dir, doc, message):
     root = make_folder(tmp_path / "colours", counts={c: 4 for c in COLOURS}, test=2)
@@ -140,6 +148,30 @@ def test_a_task_file_sizes_the_network_and_its_students(tmp_path, data_dir):
     image_tasks.ingest(root, "plain")           # no network: the vision recipe's
     plain = BuildConfig(task="plain", work=tmp_path / "work").full_config()
     assert plain.widths == (48, 96, 192) and plain.in_channels == 3
+
+
+def test_a_task_file_sets_the_block_and_the_training_recipe(tmp_path, data_dir):
+    from knowcache.build.pipeline import BuildConfig
+    from knowcache.models.resnet import ConvPoolBlock, ResNet
+    root = make_folder(tmp_path / "colours", counts={c: 10 for c in COLOURS}, test=2)
+    task_file = tmp_path / "task.json"
+    task_file.write_text(json.dumps({
+        "network": {"widths": [8, 16], "block": "conv_pool"},
+        "training": {"optimizer": "sgd", "lr": 0.3, "batch": 128, "epochs": 7,
+                     "student_epochs": 4}}))
+    image_tasks.ingest(root, "pooled", task_file)
+    cfg = BuildConfig(task="pooled", work=tmp_path / "work")
+    full = cfg.full_config()
+    assert full.block == "conv_pool" and full.strides == (2, 2)
+    net = ResNet(full, 4)
+    assert all(isinstance(b, ConvPoolBlock) for b in net.stages)
+    assert net(torch.zeros(2, 3, 16, 16)).shape == (2, 4)
+    assert cfg.student_config().block == "conv_pool"
+    fit, student = cfg.fit("full"), cfg.fit("student")
+    assert (fit.optimizer, fit.lr, fit.batch, fit.epochs) == ("sgd", 0.3, 128, 7)
+    assert student.epochs == 4 and fit.weight_decay == 5e-4      # left out: the recipe's
+    # build-models --epochs wins over the task file
+    assert BuildConfig(task="pooled", work=tmp_path, full_epochs=2).fit("full").epochs == 2
 
 
 def test_the_shipped_cifar10_task_file_fits_the_budgets():
@@ -254,3 +286,15 @@ def test_an_image_folder_task_goes_through_every_stage(tmp_path, data_dir):
         "--seconds", "1", "--json", str(tmp_path / "load.json"))
     for row in json.loads((tmp_path / "load.json").read_text())["rows"]:
         assert row["requests"] > 0 and row["failures"] == 0, row
+
+    # The models carry their task: a clone without the data (an empty cache) can
+    # still evaluate and bench them from a folder of images, as `make demo` does.
+    assert json.loads((models / "colours" / "task.json").read_text())["cached"][:1] == ["red"]
+    env["KNOWCACHE_DATA_DIR"] = str(tmp_path / "empty-cache")
+    cli("eval", "--task", "colours", "--models", str(models / "colours"), "--data",
+        str(root / "test"), "--out", str(tmp_path / "eval2"))
+    assert (tmp_path / "eval2" / "colours-confusion.png").is_file()
+    res = subprocess.run([sys.executable, "-m", "knowcache.cli", "bench", "--task", "colours",
+                          "--models", str(models), "--queries", "10"], capture_output=True,
+                         text=True, env=env, timeout=300, cwd=tmp_path)
+    assert res.returncode != 0 and "--data" in res.stderr and "Traceback" not in res.stderr

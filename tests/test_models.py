@@ -158,3 +158,27 @@ def test_full_kws_head_is_an_ensemble_whose_logits_are_the_members_mean():
     net = build_net("kws", config, 5)
     assert isinstance(net.backbone.head, HeadEnsemble)
     assert not any(k.startswith("backbone.fc.") for k in net.state_dict())
+
+
+def test_teacher_memo_runs_the_teacher_once_for_students_that_see_the_same_batches():
+    torch.manual_seed(0)
+    x, y = torch.rand(96, 1, 28, 28), torch.randint(0, 10, (96,))
+    config = FULL_CONFIGS["vision"].scaled(1 / 8)
+    teacher = build_net("vision", config, 10, (0.5, 0.25)).eval()
+    calls = []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    fit = training.FitConfig(epochs=2, batch=32)
+    memo = training.TeacherMemo()
+
+    def student(owned, xs, memo):
+        collapse = training.collapse_matrix(owned, 10, True)
+        return training.fit(build_net("vision", config, len(owned) + 1, (0.5, 0.25)), "vision",
+                            xs, y % (len(owned) + 1), fit, torch.device("cpu"), teacher=teacher,
+                            collapse=collapse, memo=memo, log=lambda _: None)
+
+    student([0, 1], x, memo)
+    assert len(calls) == 6 and memo.reused == 0          # 2 epochs of 3 batches
+    student([2, 3, 4], x, memo)                          # another student, the same batches
+    assert len(calls) == 6 and memo.reused == 6
+    student([0, 1], x + 0.01, memo)                      # other inputs: never a stale logit
+    assert len(calls) == 12 and memo.reused == 6

@@ -37,6 +37,20 @@ class ImageNetwork:
     blocks: tuple[int, ...]
     stem_width: int
     student_width: float
+    block: str = "basic"          # models.resnet.BLOCKS
+
+
+@dataclass(frozen=True)
+class ImageTraining:
+    """An image task's own training recipe (a task file's ``training``); fields
+    left out keep the vision recipe's (build.training.FitConfig, pipeline)."""
+    optimizer: Optional[str] = None
+    lr: Optional[float] = None
+    batch: Optional[int] = None
+    weight_decay: Optional[float] = None
+    label_smoothing: Optional[float] = None
+    epochs: Optional[int] = None            # the full model's
+    student_epochs: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,7 @@ class TaskSpec:
     image_size: tuple[int, int, int] = (0, 0, 0)
     private: tuple[str, ...] = field(default_factory=tuple)
     network: Optional[ImageNetwork] = None     # image tasks: None takes the vision recipe's
+    training: Optional[ImageTraining] = None   # image tasks: None takes the vision recipe's
 
     @property
     def kind(self) -> str:

@@ -82,6 +82,11 @@ class BuildConfig:
             return given
         if self.quick:
             return 3
+        own = self._training()
+        if own is not None:
+            given = own.epochs if which == "full" else own.student_epochs
+            if given is not None:
+                return given
         if self.task == "kws" and which == "full" and self.hidden_augment:
             return 20      # each step runs part of the trunk: half the epochs were enough
         return {("kws", "full"): 40, ("kws", "student"): 30, ("kws", "spectrogram"): 40,
@@ -109,8 +114,20 @@ class BuildConfig:
         if self.task == "kws" and which != "spectrogram":   # a head on frozen features
             return training.FitConfig(epochs=self.epochs(which), seed=self.seed, batch=128,
                                       weight_decay=1e-2)
-        return training.FitConfig(epochs=self.epochs(which), seed=self.seed,
-                                  batch=64 if self.quick else 256)
+        fit = training.FitConfig(epochs=self.epochs(which), seed=self.seed,
+                                 batch=64 if self.quick else 256)
+        own = self._training()
+        if own is None:
+            return fit
+        given = {k: getattr(own, k) for k in ("optimizer", "lr", "weight_decay",
+                                                "label_smoothing")}
+        if not self.quick:
+            given["batch"] = own.batch
+        return replace(fit, **{k: v for k, v in given.items() if v is not None})
+
+    def _training(self):
+        """The task file's training recipe (image tasks), or None."""
+        return self.spec().training if self.family == "vision" else None
 
 
 def load_data(cfg: BuildConfig, log: training.Log = print, progress=None) -> Dataset:
@@ -304,8 +321,11 @@ def _full(cfg: BuildConfig) -> ModelRecord:
     return ModelRecord.load(path)
 
 
-def run_specialize(cfg: BuildConfig, data: Dataset, log: training.Log = print) -> dict:
-    """Knowledge caching: the cached student (+ other) and the generic student."""
+def run_specialize(cfg: BuildConfig, data: Dataset, log: training.Log = print,
+                   memo: Optional[training.TeacherMemo] = None) -> dict:
+    """Knowledge caching: the cached student (+ other) and the generic student.
+    ``memo`` (shared with run_partition) keeps the teacher's logits between students."""
+    memo = memo or training.TeacherMemo()
     spec, full = cfg.spec(), _full(cfg)
     device = training.pick_device(cfg.device)
     cached = spec.cached_classes(cfg.classes or None, cfg.private)
@@ -316,10 +336,10 @@ def run_specialize(cfg: BuildConfig, data: Dataset, log: training.Log = print) -
     student = cfg.student_config()
     log(f"cached classes ({len(cached)}): {', '.join(cached)}")
     rec = specialize.distil(full, "cached", "cached", owned, student, x, y, cfg.fit("student"),
-                            device, log, sample_weight=w)
+                            device, log, sample_weight=w, memo=memo)
     rec.save(cfg.work / "cached.pt")
     gen = specialize.distil(full, "generic", "generic", None, student, x, y, cfg.fit("student"),
-                            device, log, sample_weight=w)
+                            device, log, sample_weight=w, memo=memo)
     gen.save(cfg.work / "generic.pt")
     plan = _plan(cfg)
     plan.update({"cached": "cached.pt", "cached_classes": list(cached), "generic": "generic.pt",
@@ -328,8 +348,10 @@ def run_specialize(cfg: BuildConfig, data: Dataset, log: training.Log = print) -
     return plan
 
 
-def run_partition(cfg: BuildConfig, data: Dataset, log: training.Log = print) -> dict:
+def run_partition(cfg: BuildConfig, data: Dataset, log: training.Log = print,
+                  memo: Optional[training.TeacherMemo] = None) -> dict:
     """CacheNet: K partitions grouped by the full model's confusions, one student each."""
+    memo = memo or training.TeacherMemo()
     spec, full = cfg.spec(), _full(cfg)
     k = cfg.k or spec.partitions
     device = training.pick_device(cfg.device)
@@ -346,7 +368,7 @@ def run_partition(cfg: BuildConfig, data: Dataset, log: training.Log = print) ->
     for i, g in enumerate(groups):
         log(f"partition p{i}: {', '.join(data.labels[c] for c in g)}")
         rec = specialize.distil(full, "partition", f"p{i}", g, cfg.student_config(), x, y,
-                                cfg.fit("student"), device, log, sample_weight=w)
+                                cfg.fit("student"), device, log, sample_weight=w, memo=memo)
         files.append(rec.save(cfg.work / f"p{i}.pt").name)
     plan = _plan(cfg)
     plan.update({"partitions": files, "groups": [[data.labels[c] for c in g] for g in groups],
@@ -358,8 +380,9 @@ def run_partition(cfg: BuildConfig, data: Dataset, log: training.Log = print) ->
 def train_all(cfg: BuildConfig, log: training.Log = print, progress=None) -> dict:
     data = load_data(cfg, log, progress)
     train_full(cfg, data, log)
-    run_specialize(cfg, data, log)
-    return run_partition(cfg, data, log)
+    memo = training.TeacherMemo()
+    run_specialize(cfg, data, log, memo)
+    return run_partition(cfg, data, log, memo)
 
 
 def describe_device(device: torch.device) -> str:

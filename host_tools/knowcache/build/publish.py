@@ -22,7 +22,7 @@ from knowcache.build import flops, lower, model_card, specialize, training
 from knowcache.build.calibration import Calibration, calibrate_threshold, gate_entropies
 from knowcache.build.pipeline import PLAN, BuildConfig, config_dict, inputs, load_data
 from knowcache.build.quantize import quantize_int8
-from knowcache.data import Dataset, store
+from knowcache.data import Dataset, image_tasks, store
 from knowcache.data.input_contract import PIXEL_RANGE
 from knowcache.models import ModelRecord
 from knowcache.runtime import Partition
@@ -175,6 +175,9 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
                    selector={"kind": "partition_mass",
                              "partitions": [f"p{i}" for i in range(len(plan["groups"]))]})
     (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    defined = image_tasks.task_file(cfg.task)
+    if defined is not None:           # an image task: its definition travels with its models
+        shutil.copyfile(defined, stage / image_tasks.TASK_FILE)
     (stage / "README.md").write_text(model_card.render(metrics))
     _replace_dir(stage, out)
     log(f"wrote {out}/manifest.json, {len(programs)} programs, metrics.json and README.md")

@@ -35,7 +35,8 @@ def map_labels(y: torch.Tensor, owned: Sequence[int], total: int) -> torch.Tenso
 def distil(full: ModelRecord, role: str, name: str, owned: Sequence[int] | None,
            config: ResNetConfig | EmbeddingHeadConfig, x: torch.Tensor, y: torch.Tensor,
            fit: training.FitConfig, device: torch.device, log: training.Log,
-           sample_weight: torch.Tensor | None = None) -> ModelRecord:
+           sample_weight: torch.Tensor | None = None,
+           memo: training.TeacherMemo | None = None) -> ModelRecord:
     """A student of ``config`` distilled from ``full``; owns ``owned`` (+ other) or all classes.
     ``x`` is what ``training.trainable`` takes (kws: speech embeddings)."""
     total = len(full.labels)
@@ -50,7 +51,7 @@ def distil(full: ModelRecord, role: str, name: str, owned: Sequence[int] | None,
     collapse = training.collapse_matrix(owned_list, total, has_other)
     training.fit(training.trainable(full.task, student), full.task, x, targets, fit, device,
                  teacher=training.trainable(full.task, full.build()), collapse=collapse,
-                 sample_weight=sample_weight, log=log, name=name)
+                 sample_weight=sample_weight, memo=memo, log=log, name=name)
     return ModelRecord(task=full.task, role=role, name=name, labels=labels, config=config,
                        norm=full.norm, state_dict=student.state_dict(),
                        other_label=OTHER if has_other else None,

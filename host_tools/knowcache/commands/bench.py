@@ -229,13 +229,26 @@ def _has_staged(task_dir: Path) -> bool:
 @click.option("--queries", type=click.IntRange(min=1), default=None,
               help="Stream length per task (default 300).")
 def demo(out: Path, models: Path, profile: str, queries) -> None:
-    """A short `knowcache bench` of both tasks on the shipped models (with layer caching
-    when the models have a staged program; the online learner is left to
-    `knowcache bench --layer-cache`)."""
+    """A short `knowcache bench` of every shipped task (with layer caching when the
+    models have a staged program; the online learner is left to `knowcache bench
+    --layer-cache`). CIFAR-10 streams the sample images in samples/cifar10 on the
+    `phone` device profile (a device slower than the cloud, as in CacheNet)."""
     console = _console()
-    for task in ("kws", "vision"):
+    for task, data, device in DEMO_TASKS:
+        if not (models / task / "manifest.json").is_file() and task not in ("kws", "vision"):
+            console.print(f"[yellow]{task}: no models in {models / task}; skipped[/yellow]")
+            continue
+        if data is not None and not data.is_dir():
+            raise click.ClickException(f"{data}: the {task} sample images are missing; run "
+                                       "the demo from the repository's root folder")
         run_one(task, models=models, profile=profile, quick=True, queries=queries,
                 layer_cache=_has_staged(models / task), online_requests=0,
+                device_profile=device, data_paths={"data": data},
                 json_path=out / f"{task}-{profile}.json", plots=out, console=console)
     console.print(f"[bold]Reports and plots are in {out.resolve()}[/bold] "
-                  f"(`knowcache bench --task kws|vision` runs the full-length version).")
+                  f"(`knowcache bench --task kws|vision|cifar10` runs the full-length version).")
+
+
+# (task, sample folder streamed instead of the task's test split, device profile)
+DEMO_TASKS = (("kws", None, "host"), ("vision", None, "host"),
+              ("cifar10", Path("samples/cifar10"), "phone"))

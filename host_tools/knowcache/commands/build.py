@@ -258,6 +258,7 @@ def build_models(cfg, k, classes, private, out, train_only, epochs, student_epoc
                  sign_key) -> None:
     """The whole chain: data, full model, specialize, partition, export."""
     from knowcache.build.pipeline import run_partition, run_specialize, train_full
+    from knowcache.build.training import TeacherMemo
     cfg.k, cfg.classes, cfg.private = k, classes, private
     cfg.full_epochs, cfg.student_epochs = epochs, student_epochs
     out = out or _default_out(cfg)
@@ -266,8 +267,9 @@ def build_models(cfg, k, classes, private, out, train_only, epochs, student_epoc
         cfg.spec().cached_classes(cfg.classes or None, cfg.private)
         data = _data(cfg)
         train_full(cfg, data, _log)
-        run_specialize(cfg, data, _log)
-        run_partition(cfg, data, _log)
+        memo = TeacherMemo()                 # the teacher runs once for all the students
+        run_specialize(cfg, data, _log, memo)
+        run_partition(cfg, data, _log, memo)
         if train_only:
             click.echo(f"trained models in {cfg.work}; export them with `knowcache export`")
             return

@@ -20,8 +20,16 @@ cannot:
      "network": {"widths": [64, 128, 256], # the full model's ResNet stages (stride 1,
                  "blocks": [2, 2, 2],      # then 2 each) and blocks per stage, its stem
                  "stem_width": 64,         # width (default widths[0]) and the students'
-                 "student_width": 0.25}}   # width factor (default 1/3); default: the
-                                           # vision recipe (models/nets.py FULL_CONFIGS)
+                 "student_width": 0.25,    # width factor (default 1/3), and the block
+                 "block": "basic"},        # (basic: residual; conv_pool: conv, max-pool,
+                                           # conv); default: the vision recipe
+                                           # (models/nets.py FULL_CONFIGS)
+     "training": {"optimizer": "sgd",      # adamw or sgd (Nesterov), peak learning rate,
+                  "lr": 0.4, "batch": 512, # batch, weight decay, label smoothing and
+                  "weight_decay": 5e-4,    # epochs of the full model and of the students;
+                  "label_smoothing": 0.2,  # each field left out keeps the vision
+                  "epochs": 16,            # recipe's (build/pipeline.py); build-models'
+                  "student_epochs": 10}}   # --epochs and --student-epochs win over these
 
 `knowcache data images --folder DIR --task NAME` reads both, checks them, and
 keeps the task (``task.json``, the resolved file) and its data (``data.npz``)
@@ -43,13 +51,19 @@ from knowcache.atomic import replace_atomically
 from knowcache.data import input_contract
 from knowcache.data.dataset import Dataset, Split, cache_dir
 from knowcache.data.input_contract import IMAGE_SUFFIXES
-from knowcache.tasks import ImageNetwork, TaskSpec
+from knowcache.tasks import ImageNetwork, ImageTraining, TaskSpec
 
 RESERVED = ("kws", "vision")
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 VAL_SHARE = 0.1
 FIELDS = {"image_size", "popularity", "cached", "cached_count", "private", "partitions",
-          "network"}
+          "network", "training"}
+
+
+# Shipped models of an image task carry its resolved task file (``knowcache export``
+# writes it), so a clone can bench, evaluate and serve them without the data.
+SHIPPED = Path("models")
+TASK_FILE = "task.json"
 
 
 def task_dir(name: str) -> Path:
@@ -57,35 +71,56 @@ def task_dir(name: str) -> Path:
 
 
 def names() -> list[str]:
-    root = cache_dir() / "tasks"
-    return sorted(p.name for p in root.iterdir() if (p / "task.json").is_file()) \
-        if root.is_dir() else []
+    found = set()
+    for root in (cache_dir() / "tasks", SHIPPED):
+        if root.is_dir():
+            found |= {p.name for p in root.iterdir()
+                      if NAME.match(p.name) and (p / TASK_FILE).is_file()}
+    return sorted(found)
+
+
+def task_file(name: str) -> Optional[Path]:
+    """Where task ``name`` is defined: ingested (the cache), else shipped
+    (``models/<name>/task.json`` under the working folder); None if neither."""
+    if not NAME.match(name) or name in RESERVED:
+        return None
+    for path in (task_dir(name) / TASK_FILE, SHIPPED / name / TASK_FILE):
+        if path.is_file():
+            return path
+    return None
 
 
 def find(name: str) -> Optional[TaskSpec]:
-    """The ingested task ``name``, or None."""
-    if not NAME.match(name):
+    """The ingested or shipped task ``name``, or None."""
+    path = task_file(name)
+    if path is None:
         return None
-    path = task_dir(name) / "task.json"
-    return spec_from_dict(name, json.loads(path.read_text())) if path.is_file() else None
+    try:
+        return spec_from_dict(name, json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a valid task file ({e}); ingest the task again with "
+                         f"`knowcache data images --folder DIR --task {name}`") from e
 
 
 def spec_from_dict(name: str, doc: dict) -> TaskSpec:
     net = doc.get("network")
     network = None if net is None else ImageNetwork(
         widths=tuple(net["widths"]), blocks=tuple(net["blocks"]), stem_width=net["stem_width"],
-        student_width=net["student_width"])
+        student_width=net["student_width"], block=net.get("block", "basic"))
+    training = doc.get("training")
     return TaskSpec(name=name, labels=tuple(doc["labels"]), popularity=tuple(doc["popularity"]),
                     cached_count=len(doc["cached"]), partitions=int(doc["partitions"]),
                     image_size=tuple(doc["image_size"]), private=tuple(doc.get("private", ())),
-                    network=network)
+                    network=network,
+                    training=None if training is None else ImageTraining(**training))
 
 
 def load_data(name: str) -> Dataset:
     path = task_dir(name) / "data.npz"
     if not path.is_file():
         raise FileNotFoundError(f"no data for image task {name!r} at {path}; ingest it with "
-                                f"`knowcache data images --folder DIR --task {name}`")
+                                f"`knowcache data images --folder DIR --task {name}` (or "
+                                f"give a folder of <class>/*.png|jpg with --data)")
     return Dataset.load(path)
 
 
@@ -200,10 +235,43 @@ def _resolve(doc: dict, labels: tuple[str, ...], counts: np.ndarray, image_size,
                 "cached": cached, "private": private, "partitions": partitions}
     if "network" in doc:
         resolved["network"] = _network(doc["network"], where)
+    if "training" in doc:
+        resolved["training"] = _training(doc["training"], where)
     return resolved
 
 
-NETWORK_FIELDS = {"widths", "blocks", "stem_width", "student_width"}
+NETWORK_FIELDS = {"widths", "blocks", "stem_width", "student_width", "block"}
+BLOCK_KINDS = ("basic", "conv_pool")
+# training field: (type, low, high) of its value
+TRAINING_FIELDS = {"optimizer": (str, None, None), "lr": (float, 1e-6, 10.0),
+                   "batch": (int, 1, 8192), "weight_decay": (float, 0.0, 1.0),
+                   "label_smoothing": (float, 0.0, 0.5), "epochs": (int, 1, 1000),
+                   "student_epochs": (int, 1, 1000)}
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def _training(doc, where: str) -> dict:
+    """A task file's ``training``, checked; only the fields it sets."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where}: training must be an object with some of "
+                         f"{', '.join(TRAINING_FIELDS)}")
+    unknown = sorted(set(doc) - set(TRAINING_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}: training has unknown fields {unknown}; it may set "
+                         f"{', '.join(TRAINING_FIELDS)}")
+    for key, value in doc.items():
+        kind, low, high = TRAINING_FIELDS[key]
+        if key == "optimizer":
+            if value not in OPTIMIZERS:
+                raise ValueError(f"{where}: training.optimizer must be one of "
+                                 f"{', '.join(OPTIMIZERS)}, not {value!r}")
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (kind is int and not isinstance(value, int)) or not low <= value <= high:
+            what = "an integer" if kind is int else "a number"
+            raise ValueError(f"{where}: training.{key} must be {what} in {low}..{high}, "
+                             f"not {value!r}")
+    return dict(doc)
 
 
 def _network(net, where: str) -> dict:
@@ -230,8 +298,12 @@ def _network(net, where: str) -> dict:
     factor = net.get("student_width", 1 / 3)
     if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 0 < factor <= 1:
         raise ValueError(f"{where}: network.student_width must be in (0, 1], not {factor}")
+    block = net.get("block", "basic")
+    if block not in BLOCK_KINDS:
+        raise ValueError(f"{where}: network.block must be one of {', '.join(BLOCK_KINDS)}, "
+                         f"not {block!r}")
     return {"widths": widths, "blocks": blocks, "stem_width": stem,
-            "student_width": float(factor)}
+            "student_width": float(factor), "block": block}
 
 
 def ingest(root: str | Path, name: str, task_file: Optional[Path] = None,
@@ -277,7 +349,7 @@ def ingest(root: str | Path, name: str, task_file: Optional[Path] = None,
     out = task_dir(name)
     out.mkdir(parents=True, exist_ok=True)
     ds.save(out / "data.npz")
-    replace_atomically(out / "task.json",
+    replace_atomically(out / TASK_FILE,
                        lambda tmp: Path(tmp).write_text(json.dumps(resolved, indent=2) + "\n"))
     return spec, ds
 

@@ -1,6 +1,7 @@
 """The `knowcache` CLI, driven as a user would, state in a temporary directory."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,18 +22,24 @@ def test_version_and_help():
 
 
 @pytest.mark.slow
-def test_demo_benches_both_tasks_on_the_shipped_models(tmp_path):
+def test_demo_benches_every_shipped_task(tmp_path):
+    """kws, vision and CIFAR-10 (its sample images, on the phone profile), with an
+    empty data cache, as on a fresh clone."""
     args = [sys.executable, "-m", "knowcache.cli", "demo", "--out", str(tmp_path / "demo"),
             "--queries", "20"]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=REPO)
+    env = {**os.environ, "KNOWCACHE_DATA_DIR": str(tmp_path / "empty-cache")}
+    res = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
-    for task in ("kws", "vision"):
+    for task in ("kws", "vision", "cifar10"):
         report = json.loads((tmp_path / "demo" / f"{task}-wifi.json").read_text())
         assert report["stream"]["queries"] == 20 and report["identical_queries"]
         assert report["systems"]["two_stage"]["answers"]["failed"] == 0
         for plot in ("latency-cdf", "gate-sweep", "cachenet-warmup"):
             assert (tmp_path / "demo" / f"{task}-wifi-{plot}.png").stat().st_size > 1000
     assert "Reports and plots are in" in res.stdout
+    cifar = json.loads((tmp_path / "demo" / "cifar10-wifi.json").read_text())
+    assert "samples/cifar10" in cifar["data_source"]
+    assert cifar["device"]["profile"]["profile"] == "phone"
 
 
 def test_overhead_bench_reports_figures(tmp_path):

@@ -14,7 +14,7 @@ from knowcache._runtime import StagedModel
 from knowcache.runtime import Engine, Manifest, Partition, sha256_hex
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
-TASKS = ("kws", "vision")
+TASKS = ("kws", "vision", "cifar10")
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -41,7 +41,7 @@ def test_every_program_loads_and_answers(task):
         if info.role == "staged":     # the full model, cut into stages with exit heads
             staged = StagedModel.from_file(manifest.path_of(info), info)
             exits, logits = staged.run_all(x)
-            assert len(exits) == staged.num_exits == {"kws": 4, "vision": 3}[task]
+            assert len(exits) == staged.num_exits == {"kws": 4, "vision": 3, "cifar10": 3}[task]
             np.testing.assert_allclose(logits, full.run(x), atol=1e-4)
             continue
         logits = Partition.from_file(manifest.path_of(info), info).run(x)
@@ -64,6 +64,18 @@ def test_model_card_states_measured_targets(task):
     assert f"{metrics['targets']['size_ratio']:.1f}x" in card
     assert metrics["models"]["full"]["bytes"] == Manifest.load(
         str(MODELS / task / "manifest.json")).find("full").bytes
+
+
+def test_the_cifar10_models_carry_their_task_file():
+    """So a clone without the data set can bench and evaluate them (`make demo`)."""
+    task = json.loads((MODELS / "cifar10" / "task.json").read_text())
+    manifest = Manifest.load(str(MODELS / "cifar10" / "manifest.json"))
+    assert task["labels"] == list(manifest.labels)
+    cached = manifest.find("cached")
+    assert sorted(task["cached"]) == sorted(c for c in cached.labels if c != "other")
+    shipped = json.loads((MODELS.parent / "tasks" / "cifar10.json").read_text())
+    assert task["network"] | shipped["network"] == task["network"]     # built from it
+    assert task["training"] == shipped["training"]
 
 
 def test_engine_loads_the_shipped_kws_cache():

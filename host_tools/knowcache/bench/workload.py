@@ -47,8 +47,9 @@ def _folder(task: str, spec, root: Path, exclude: frozenset[str]
     if not len(kept):
         raise ValueError(f"every file in {root} is from a speaker the models were fitted or "
                          "calibrated on; nothing is left to measure")
-    speakers = len(set(kept.speaker.tolist()))
-    source = f"{root} ({len(kept)} files, {speakers} speakers"
+    source = f"{root} ({len(kept)} files"
+    if task == "kws":
+        source += f", {len(set(kept.speaker.tolist()))} speakers"
     if len(dropped):
         source += f"; {len(dropped)} files of speakers the models were fitted or " \
                   "calibrated on left out"

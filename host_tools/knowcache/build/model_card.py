@@ -121,8 +121,28 @@ def render(m: dict) -> str:
         f"{m['build']['export_seconds']} s. See docs/models.md for the architecture and "
         "training recipe." + _piper_sentence(m['source'], cfg),
         "",
+        *_task_file_lines(m["build"].get("task")),
     ]
     return "\n".join(lines)
+
+
+def _task_file_lines(task: dict | None) -> list[str]:
+    """The network and recipe an image task's own file set (its models' task.json)."""
+    if not task or not (task.get("network") or task.get("training")):
+        return []
+    out = ["The task file (`task.json`, shipped with these models) set:", ""]
+    net = task.get("network")
+    if net:
+        out.append(f"- network: {net.get('block', 'basic')} blocks, stem {net['stem_width']}, "
+                   f"stage widths {'/'.join(map(str, net['widths']))}, blocks per stage "
+                   f"{'/'.join(map(str, net['blocks']))}; students {net['student_width']:g} "
+                   "as wide")
+    train = task.get("training")
+    if train:
+        out.append("- training: " + ", ".join(f"{k.replace('_', ' ')} {v:g}"
+                                             if not isinstance(v, str) else f"{k} {v}"
+                                             for k, v in train.items()))
+    return out + [""]
 
 
 def _piper_sentence(source: str, cfg: dict) -> str:
@@ -138,6 +158,8 @@ def _piper_sentence(source: str, cfg: dict) -> str:
 def _real_section(m: dict) -> list[str]:
     """Figures on real recordings of speakers held out from fitting and calibration."""
     real = m.get("real")
+    if not real and m["task"] != "kws":       # image tasks: their test split is real
+        return []
     if not real:
         return ["", "## Real recordings", "",
                 "This build used no real recordings: every figure above is on its synthesized "

@@ -168,14 +168,15 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
         "accuracy_met": cached["accuracy_own_classes"]
         >= full["accuracy_cached_classes"] - ACCURACY_SLACK,
     }
+    defined = image_tasks.task_file(cfg.task)
     metrics["build"] = {"config": _plan_config(cfg), "trained_on": plan.get("trained_on"),
-                        "export_seconds": round(time.time() - started, 1)}
+                        "export_seconds": round(time.time() - started, 1),
+                        "task": json.loads(defined.read_text()) if defined else None}
     manifest.write(stage, cfg.task, labels, entries, signing_key=signing_key,
                    private_labels=plan.get("private", []),
                    selector={"kind": "partition_mass",
                              "partitions": [f"p{i}" for i in range(len(plan["groups"]))]})
     (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    defined = image_tasks.task_file(cfg.task)
     if defined is not None:           # an image task: its definition travels with its models
         shutil.copyfile(defined, stage / image_tasks.TASK_FILE)
     (stage / "README.md").write_text(model_card.render(metrics))

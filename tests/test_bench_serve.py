@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_bench_serve_reports_both_modes(tmp_path):
@@ -22,11 +25,13 @@ def test_bench_serve_reports_both_modes(tmp_path):
     assert "batching gives" in res.stdout
 
 
-def test_bench_serve_rejects_bad_client_counts_and_a_task_the_models_lack():
+def test_bench_serve_rejects_bad_client_counts_and_a_task_the_models_lack(tmp_path):
     res = subprocess.run([sys.executable, "-m", "knowcache.cli", "bench-serve", "--clients",
                           "a,b"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "comma-separated" in res.stderr
+    (tmp_path / "kws").symlink_to(REPO / "models" / "kws", target_is_directory=True)
     res = subprocess.run([sys.executable, "-m", "knowcache.cli", "bench-serve", "--task",
-                          "cifar10"], capture_output=True, text=True, timeout=60)
+                          "vision", "--models", str(tmp_path)], capture_output=True, text=True,
+                         timeout=60)
     assert res.returncode == 2
-    assert "models has no cifar10/manifest.json; its tasks: kws, vision" in res.stderr
+    assert f"{tmp_path} has no vision/manifest.json; its tasks: kws" in res.stderr

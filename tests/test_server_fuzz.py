@@ -4,23 +4,20 @@ sends, the server answers without a 5xx and keeps answering."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from knowcache.server import ServeConfig
-from test_server import running
+from test_server import SERVED, running
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
 # Operations with no parameters yield one request each. tests/test_serve_ray_http.py runs
 # the same test on Ray with fewer (the app is the same; Ray adds the transport).
 EXAMPLES_PER_OPERATION = 350
 
 
 def test_generated_requests_never_get_a_server_error():
-    with running(ServeConfig(models=MODELS)) as url:
+    with running(ServeConfig(models=SERVED)) as url:
         schema = schemathesis.openapi.from_url(url + "/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
         # infer, manifest, manifest.sig, partitions, layer-cache, 3 ops routes

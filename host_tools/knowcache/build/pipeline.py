@@ -377,8 +377,9 @@ def run_partition(cfg: BuildConfig, data: Dataset, log: training.Log = print,
     return plan
 
 
-def train_all(cfg: BuildConfig, log: training.Log = print, progress=None) -> dict:
-    data = load_data(cfg, log, progress)
+def train_models(cfg: BuildConfig, data: Dataset, log: training.Log = print) -> dict:
+    """Every model of the task: the full model, then its students, which share one
+    TeacherMemo so the teacher runs once for all of them. Returns the plan."""
     train_full(cfg, data, log)
     memo = training.TeacherMemo()
     run_specialize(cfg, data, log, memo)

@@ -257,8 +257,7 @@ def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int
 def build_models(cfg, k, classes, private, out, train_only, epochs, student_epochs,
                  sign_key) -> None:
     """The whole chain: data, full model, specialize, partition, export."""
-    from knowcache.build.pipeline import run_partition, run_specialize, train_full
-    from knowcache.build.training import TeacherMemo
+    from knowcache.build.pipeline import train_models
     cfg.k, cfg.classes, cfg.private = k, classes, private
     cfg.full_epochs, cfg.student_epochs = epochs, student_epochs
     out = out or _default_out(cfg)
@@ -266,10 +265,7 @@ def build_models(cfg, k, classes, private, out, train_only, epochs, student_epoc
     try:
         cfg.spec().cached_classes(cfg.classes or None, cfg.private)
         data = _data(cfg)
-        train_full(cfg, data, _log)
-        memo = TeacherMemo()                 # the teacher runs once for all the students
-        run_specialize(cfg, data, _log, memo)
-        run_partition(cfg, data, _log, memo)
+        train_models(cfg, data, _log)
         if train_only:
             click.echo(f"trained models in {cfg.work}; export them with `knowcache export`")
             return

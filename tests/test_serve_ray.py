@@ -329,3 +329,19 @@ def test_the_serve_config_file_carries_the_learner_settings(tmp_path):
     assert args["learn_exits"] is True and args["online"]["signing_key"] == str(key)
     again, _ = ray_backend._split(args)
     assert again.learn_exits and again.online == online
+
+
+def test_replicas_are_sized_to_the_cluster_or_refused_before_serve_waits_forever():
+    from knowcache.server import ray_backend
+    scale = ray_backend.ScaleConfig()                       # 1 CPU per replica by default
+    fitted, said = ray_backend.fit_to_cluster(scale, 3, 2.0, chosen=False, local=True)
+    assert fitted.replica_cpus == 0.66 and "3 CPUs, but the Ray cluster has 2 free" in said
+    same, said = ray_backend.fit_to_cluster(scale, 2, 2.0, chosen=False, local=True)
+    assert same == scale and said is None
+    with pytest.raises(ValueError, match=r"--replica-cpus 0\.66 or less"):
+        ray_backend.fit_to_cluster(scale, 3, 2.0, chosen=True, local=True)
+    kept, said = ray_backend.fit_to_cluster(scale, 3, 2.0, chosen=True, local=False)
+    assert kept == scale and said.startswith("warning:")    # a joined cluster may grow
+    two = ray_backend.ScaleConfig(min_replicas=2, max_replicas=2, ingress_cpus=0.5)
+    fitted, _ = ray_backend.fit_to_cluster(two, 3, 2.0, chosen=False, local=True)
+    assert fitted.replica_cpus == 0.25                      # (2 - 0.5) / 6

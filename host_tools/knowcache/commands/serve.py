@@ -59,7 +59,8 @@ import click
               help="With --ray: model replicas per task at most, autoscaled on ongoing "
                    "requests (default 2; equal bounds: a fixed count).")
 @click.option("--replica-cpus", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="With --ray: CPUs per model replica, its kernel threads (default 1).")
+              help="With --ray: CPUs per model replica, its kernel threads (default 1, or the "
+                   "cluster's free CPUs shared among every task's minimum replicas when fewer).")
 @click.option("--ingress-replicas", type=click.IntRange(min=1), default=None,
               help="With --ray: replicas of the HTTP app in front of the models (default 1).")
 @click.option("--ray-cpus", type=click.IntRange(min=1), default=None,
@@ -154,4 +155,8 @@ def _serve_on_ray(config, address, host, port, tls, min_replicas, max_replicas, 
     if serve_config is not None:
         ray_backend.write_serve_config(serve_config, config, scale, host, port, tls)
         say(f"wrote the Serve config file {serve_config} (`serve deploy {serve_config}`)")
-    ray_backend.run(config, scale, address, ray_cpus, host, port, tls, say)
+    try:
+        ray_backend.run(config, scale, address, ray_cpus, host, port, tls, say,
+                        replica_cpus_chosen=replica_cpus is not None)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e

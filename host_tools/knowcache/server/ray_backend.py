@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import math
 import time
@@ -503,13 +504,55 @@ def deploy(config: ServeConfig, scale: ScaleConfig, name: str = APP_NAME,
     serve.run(build(config, scale), name=name, route_prefix=route_prefix)
 
 
+def fit_to_cluster(scale: ScaleConfig, tasks: int, cpus: float, *, chosen: bool,
+                   local: bool) -> tuple[ScaleConfig, Optional[str]]:
+    """``scale`` sized to a cluster with ``cpus`` free CPUs for ``tasks`` model deployments,
+    and what to tell the user (None: it fits as given).
+
+    Every task's minimum replicas must be placed before Serve reports the
+    application running; otherwise `serve.run` waits forever (3 shipped tasks at
+    1 CPU each on a 2-core machine). A default replica size shrinks to share the
+    cluster; a size the user chose that cannot fit is refused on a cluster
+    started here (ValueError), and only warned about on a remote one (its
+    autoscaler may add nodes)."""
+    replicas = tasks * scale.min_replicas
+    ingress = scale.ingress_replicas * scale.ingress_cpus
+    need = replicas * scale.replica_cpus + ingress
+    if need <= cpus + 1e-9:
+        return scale, None
+    share = math.floor((cpus - ingress) / replicas * 100) / 100
+    what = (f"{tasks} task(s) x {scale.min_replicas} replica(s) x {scale.replica_cpus:g} CPU"
+            f"{f' + {ingress:g} for the ingress' if ingress else ''} = {need:g} CPUs, but the "
+            f"Ray cluster has {cpus:g} free")
+    if not chosen and share >= 0.01:
+        return (dataclasses.replace(scale, replica_cpus=share),
+                f"{what}: each model replica gets {share:g} CPU (--replica-cpus to choose)")
+    fix = (f"--replica-cpus {share:g} or less, " if share >= 0.01 else "") + \
+        "fewer --min-replicas, or a bigger cluster (--ray-cpus, more nodes)"
+    if local:
+        raise ValueError(f"{what}: the replicas could never all start; use {fix}")
+    return scale, (f"warning: {what}; replicas wait until the cluster grows (or use {fix})")
+
+
 def run(config: ServeConfig, scale: ScaleConfig, address: str, num_cpus: Optional[int],
-        host: str, port: int, tls: Optional[tuple[str, str]], say: Callable[[str], None]) -> None:
+        host: str, port: int, tls: Optional[tuple[str, str]], say: Callable[[str], None],
+        replica_cpus_chosen: bool = False) -> None:
     """`knowcache serve --ray`: serves until interrupted (Ctrl-C or SIGTERM), then
     deletes the application, and stops the cluster it started."""
     import signal
     import threading
     connect(address, num_cpus, host, port, tls)
+    try:
+        scale, message = fit_to_cluster(
+            scale, len(registry.task_names(config.models)),
+            float(ray.available_resources().get("CPU", 0)), chosen=replica_cpus_chosen,
+            local=address == "local")
+    except ValueError:
+        with contextlib.suppress(Exception):
+            shutdown(cluster=address == "local")
+        raise
+    if message:
+        say(message)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):     # after Ray's own (which only log)
         signal.signal(sig, lambda *_: stop.set())

@@ -364,29 +364,60 @@ def gap_ci95(a: float, b: float, n: int) -> tuple[float, float]:
     return (a - b - half, a - b + half)
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a system must reach on the stream, against cloud_only, device_full and
+    device_only (None: no target on that axis)."""
+    latency_vs_cloud: float             # mean latency <= this x cloud_only's
+    accuracy_gap: float                 # accuracy >= cloud_only's - this
+    latency_vs_device_full: Optional[float] = None
+    over_device: Optional[float] = None  # accuracy >= device_only's + this
+
+
+# The open issues' targets (kws on real voices, CIFAR-10 on the phone profile):
+# two_stage within 0.5 point of cloud_only at <= 1/3 of its latency; cachenet within
+# 1 point, >= 5 points above device_only, <= 1/2 of cloud_only's latency and <= 1/4
+# of device_full's (beating CacheNet's published 1.6x and 3.2x). generic_gate is
+# two-stage inference with the generic student, held to two_stage's targets.
+TARGETS = {
+    "two_stage": Target(latency_vs_cloud=1 / 3, accuracy_gap=0.005),
+    "cachenet": Target(latency_vs_cloud=1 / 2, accuracy_gap=0.01, latency_vs_device_full=1 / 4,
+                       over_device=0.05),
+    "generic_gate": Target(latency_vs_cloud=1 / 3, accuracy_gap=0.005),
+}
+
+
 def targets(systems: dict) -> dict:
-    """The issue's targets: latency <= 1/4 of cloud_only, accuracy within 1 point of
-    cloud_only and at least 5 points above device_only. Accuracy gaps carry their 95%
-    interval; below MIN_QUERIES_FOR_VERDICT queries no target gets a verdict
+    """Each system of TARGETS that ran, against its targets. Accuracy gaps carry their
+    95% interval; below MIN_QUERIES_FOR_VERDICT queries no target gets a verdict
     (``*_met`` is None and ``withheld`` says why)."""
     out = {}
     cloud, device = systems.get("cloud_only"), systems.get("device_only")
-    for name in ("two_stage", "cachenet", "generic_gate"):
+    full = systems.get("device_full")
+    for name, target in TARGETS.items():
         s = systems.get(name)
         if s is None or cloud is None:
             continue
         n = int(sum(s["answers"].values()))
         withheld = n < MIN_QUERIES_FOR_VERDICT
-        row = {"queries": n,
-               "latency_ratio": s["latency_ms"]["mean"] / cloud["latency_ms"]["mean"],
+        mean = s["latency_ms"]["mean"]
+        row = {"queries": n, "target": asdict(target),
+               "latency_ratio": mean / cloud["latency_ms"]["mean"],
                "accuracy_gap_to_cloud": s["accuracy"] - cloud["accuracy"],
                "accuracy_gap_to_cloud_ci95": gap_ci95(s["accuracy"], cloud["accuracy"], n)}
-        row["latency_met"] = None if withheld else row["latency_ratio"] <= 0.25
-        row["accuracy_met"] = None if withheld else row["accuracy_gap_to_cloud"] >= -0.01
+        met = [row["latency_ratio"] <= target.latency_vs_cloud]
+        if target.latency_vs_device_full is not None and full is not None:
+            row["latency_ratio_device_full"] = mean / full["latency_ms"]["mean"]
+            met.append(row["latency_ratio_device_full"] <= target.latency_vs_device_full)
+        row["latency_met"] = None if withheld else all(met)
+        row["accuracy_met"] = (None if withheld else
+                               row["accuracy_gap_to_cloud"] >= -target.accuracy_gap)
         if device is not None:
             row["accuracy_over_device"] = s["accuracy"] - device["accuracy"]
             row["accuracy_over_device_ci95"] = gap_ci95(s["accuracy"], device["accuracy"], n)
-            row["device_margin_met"] = None if withheld else row["accuracy_over_device"] >= 0.05
+            if target.over_device is not None:
+                row["device_margin_met"] = (None if withheld else
+                                            row["accuracy_over_device"] >= target.over_device)
         if withheld:
             row["withheld"] = (f"{n} queries, fewer than the {MIN_QUERIES_FOR_VERDICT} a "
                                "verdict needs")

@@ -77,9 +77,14 @@ class ConvPoolBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.pool(self.relu(self.bn1(self.conv1(x))))
+    def first(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.relu(self.bn1(self.conv1(x))))
+
+    def second(self, y: torch.Tensor) -> torch.Tensor:
         return self.relu(self.bn2(self.conv2(y)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(self.first(x))
 
 
 BLOCKS = {"basic": BasicBlock, "conv_pool": ConvPoolBlock}

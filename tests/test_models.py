@@ -182,3 +182,17 @@ def test_teacher_memo_runs_the_teacher_once_for_students_that_see_the_same_batch
     assert len(calls) == 6 and memo.reused == 6
     student([0, 1], x + 0.01, memo)                      # other inputs: never a stale logit
     assert len(calls) == 12 and memo.reused == 6
+
+
+def test_image_augmentation_shifts_each_image_by_its_own_offset():
+    x = torch.rand(64, 3, 12, 12)
+    out = training.shift_images(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    offsets = []
+    for i in range(len(x)):
+        found = [(a, b) for a in range(5) for b in range(5)
+                 if torch.equal(padded[i, :, a:a + 12, b:b + 12], out[i])]
+        assert found, f"image {i} is not a shifted copy of itself"
+        offsets.append(found[0])
+    assert len(set(offsets)) >= 10       # 25 possible offsets over 64 images, drawn per image

@@ -38,7 +38,8 @@ def as_float(task: str, x: np.ndarray) -> torch.Tensor:
 
 
 def augment(task: str, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """On-the-fly augmentation of a float batch (time shift + gain; crop + flip)."""
+    """On-the-fly augmentation of a float batch (kws: time shift + gain; images: a
+    shift per image + flip)."""
     b = x.shape[0]
     if task == "kws":
         shift = int(torch.randint(-1600, 1601, (1,), generator=gen, device="cpu"))
@@ -49,11 +50,26 @@ def augment(task: str, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
             x[:, shift:] = 0
         gain = torch.exp(torch.empty(b, 1, device="cpu").uniform_(-0.7, 0.7, generator=gen))
         return x * gain.to(x.device)
-    pad = F.pad(x, (2, 2, 2, 2))
-    i, j = (int(v) for v in torch.randint(0, 5, (2,), generator=gen, device="cpu"))
-    x = pad[:, :, i:i + x.shape[2], j:j + x.shape[3]]
+    x = shift_images(x, IMAGE_SHIFT, gen)
     flip = torch.rand(b, generator=gen, device="cpu") < 0.5
     return torch.where(flip.to(x.device).view(b, 1, 1, 1), x.flip(3), x)
+
+
+IMAGE_SHIFT = 2   # pixels, each way (airbench's translate for short CIFAR-10 runs)
+
+
+def shift_images(x: torch.Tensor, most: int, gen: torch.Generator) -> torch.Tensor:
+    """Each image of an (N, C, H, W) batch moved by its own random offset of up to
+    ``most`` pixels each way, edges reflected. (One offset for the whole batch, as
+    before, left a 88.7% CIFAR-10 model at 97% training accuracy.)"""
+    b, _, h, w = x.shape
+    pad = F.pad(x, (most, most, most, most), mode="reflect")
+    dy, dx = torch.randint(0, 2 * most + 1, (2, b, 1), generator=gen, device="cpu").to(x.device)
+    rows = dy + torch.arange(h, device=x.device)              # (N, H)
+    cols = dx + torch.arange(w, device=x.device)              # (N, W)
+    batch = torch.arange(b, device=x.device).view(b, 1, 1)
+    # advanced indices on dims 0, 2, 3 around a slice put them first: (N, H, W, C)
+    return pad[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 class HeadOnly(nn.Module):

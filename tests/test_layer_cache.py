@@ -379,22 +379,3 @@ def test_bench_layer_cache_reports_every_gate_and_the_online_learner(staged_mode
     assert [w["requests"] for w in online["windows"]] == [60]
     assert {p.name for p in (tmp_path / "plots").iterdir()} >= {
         "vision-wifi-layer-cache-exits.png", "vision-wifi-layer-cache-online.png"}
-
-
-def test_a_conv_pool_network_is_cut_between_the_two_convolutions_of_each_block():
-    from dataclasses import replace
-
-    from knowcache.layer_cache.staging import split
-    from knowcache.models.nets import FULL_CONFIGS, build_net
-    cfg = replace(FULL_CONFIGS["vision"], in_channels=3, stem_width=8, widths=(16, 32),
-                  blocks=(1, 1), strides=(2, 2), block="conv_pool")
-    torch.manual_seed(0)
-    net = build_net("cifar10", cfg, 10, (0.5, 0.25)).eval()
-    x = torch.rand(3, 3, 16, 16)
-    stages = split(net, x[:1])
-    # the stem, then (conv + pool, conv) per block: the pooled map is the first half's
-    assert [s[1:] for s in stages.activation_shapes] == [
-        (8, 16, 16), (16, 8, 8), (16, 8, 8), (32, 4, 4), (32, 4, 4)]
-    assert len(stages.head_configs) == 4
-    _, logits = stages.forward(x)
-    torch.testing.assert_close(logits, net(x), rtol=0, atol=1e-5)

@@ -1,11 +1,8 @@
 """Cutting a knowcache network into stages.
 
-For the ResNet family (image tasks): stage 0 is the input handling
-(pixel normalization) and the stem, then one stage per residual block, or
-two per conv_pool block (it has no shortcut, so it is cut between its two
-convolutions: CIFAR-10's three blocks give exits after 0.6%, 13%, 19%, 44%,
-69% and 94% of the model's FLOPs instead of 0.6%, 19% and 69%); the head is
-global pooling and the classifier.
+For the ResNet family (the vision task): stage 0 is the input handling
+(pixel normalization) and the stem, then one stage per residual block; the
+head is global pooling and the classifier.
 
 For the kws full model (``KwsNet``): stage 0 is the log-mel front end and the
 first convolutions of the speech_embedding trunk, the next stages the rest of
@@ -32,7 +29,6 @@ from torch import nn
 from knowcache.build import flops
 from knowcache.layer_cache.heads import HeadConfig, grid_for
 from knowcache.models.nets import KwsNet, VisionNet
-from knowcache.models.resnet import ConvPoolBlock
 from knowcache.models.speech_embedding import EMBEDDING_DIM
 
 # kws: the trunk is cut after these convolutions (each ends in a max-pool).
@@ -48,27 +44,6 @@ class _Stem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.backbone.stem(self.net.features(x))
-
-
-class _ConvPoolHalf(nn.Module):
-    """The first (convolution, pool) or the second convolution of a ConvPoolBlock."""
-
-    def __init__(self, block: ConvPoolBlock, second: bool):
-        super().__init__()
-        self.block, self.second = block, second
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block.second(x) if self.second else self.block.first(x)
-
-
-def _vision_stages(net: VisionNet) -> list[nn.Module]:
-    out: list[nn.Module] = [_Stem(net)]
-    for block in net.backbone.stages:
-        if isinstance(block, ConvPoolBlock):
-            out += [_ConvPoolHalf(block, False), _ConvPoolHalf(block, True)]
-        else:
-            out.append(block)
-    return out
 
 
 class _Head(nn.Module):
@@ -162,7 +137,7 @@ def split(net: nn.Module, input_example: torch.Tensor) -> Stages:
         modules: list[nn.Module] = [_KwsTrunk(net, a, b) for a, b in zip(bounds, bounds[1:])]
         modules.append(_KwsBranch(net))
     elif isinstance(net, VisionNet):
-        modules = _vision_stages(net)
+        modules = [_Stem(net), *net.backbone.stages]
     else:
         raise TypeError(f"cannot cut a {type(net).__name__} into stages; expected a knowcache "
                         "VisionNet or KwsNet")

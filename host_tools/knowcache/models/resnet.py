@@ -77,14 +77,9 @@ class ConvPoolBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU()
 
-    def first(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.relu(self.bn1(self.conv1(x))))
-
-    def second(self, y: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn2(self.conv2(y)))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.second(self.first(x))
+        y = self.pool(self.relu(self.bn1(self.conv1(x))))
+        return self.relu(self.bn2(self.conv2(y)))
 
 
 BLOCKS = {"basic": BasicBlock, "conv_pool": ConvPoolBlock}

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import dataclasses
 import math
 import time
@@ -542,21 +541,16 @@ def run(config: ServeConfig, scale: ScaleConfig, address: str, num_cpus: Optiona
     import signal
     import threading
     connect(address, num_cpus, host, port, tls)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):     # after Ray's own (which only log)
+        signal.signal(sig, lambda *_: stop.set())
     try:
         scale, message = fit_to_cluster(
             scale, len(registry.task_names(config.models)),
             float(ray.available_resources().get("CPU", 0)), chosen=replica_cpus_chosen,
             local=address == "local")
-    except ValueError:
-        with contextlib.suppress(Exception):
-            shutdown(cluster=address == "local")
-        raise
-    if message:
-        say(message)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):     # after Ray's own (which only log)
-        signal.signal(sig, lambda *_: stop.set())
-    try:
+        if message:
+            say(message)
         deploy(config, scale)
         scheme = "https" if tls else "http"
         say(f"serving on Ray at {scheme}://{host}:{port} ({len(ray.nodes())} node(s), "

@@ -135,3 +135,20 @@ def test_damaged_model_folder_is_reported(built, tmp_path):
     (copy / "cached.pte").write_bytes(bytes(data))
     with pytest.raises(CorruptPartitionError, match="sha256"):
         Engine.from_models_dir(copy)
+
+
+def test_republishing_a_models_folder_raises_its_manifest_version(built, tmp_path):
+    """Devices refuse a signed manifest whose version went down, so a rebuilt
+    folder continues the numbering of the one it replaces."""
+    import shutil
+    models, _, data, _ = built
+    copy = tmp_path / "vision"
+    shutil.copytree(models, copy)
+    before = json.loads((copy / "manifest.json").read_text())["version"]
+    cfg = pipeline.BuildConfig(task="vision", work=models.parent.parent / "work", quick=True,
+                               device="cpu", k=2)
+    publish.publish(cfg, copy, lambda _: None, data=data)
+    assert json.loads((copy / "manifest.json").read_text())["version"] == before + 1
+    fresh = tmp_path / "fresh"
+    publish.publish(cfg, fresh, lambda _: None, data=data)
+    assert json.loads((fresh / "manifest.json").read_text())["version"] == 1

@@ -82,8 +82,9 @@ def render(m: dict) -> str:
         "",
         "Each student with an \"other\" output has that logit lowered by a shift fitted on "
         "validation data (real speakers alone when the build had real recordings; the "
-        "largest accuracy on its own classes that keeps at least 95% of "
-        f"other inputs answered \"other\"; cached: {cached.get('other_bias', 0.0):.2f}): "
+        "largest accuracy on its own classes that keeps at least "
+        f"{_pct(cached.get('other_floor', 0.95))} of other inputs answered \"other\"; "
+        f"cached: {cached.get('other_bias', 0.0):.2f}): "
         "trained on many classes folded into one, a student otherwise defers on unfamiliar "
         "renditions of its own classes.",
         "",

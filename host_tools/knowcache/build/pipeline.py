@@ -53,6 +53,7 @@ class BuildConfig:
     piper_weight: float = 0.15                # share of the training weight the piper clips get
     spectrogram_from: Optional[Path] = None   # kws: reuse this .pte as the spectrogram branch
     hidden_augment: int = 0                   # kws: full model heads augmented after trunk conv k-1
+    other_recall: Optional[float] = None      # students' "other" floor (task default if None)
     extra: dict = field(default_factory=dict)
 
     def spec(self) -> TaskSpec:
@@ -67,6 +68,18 @@ class BuildConfig:
         if self.task != "kws" or self.speech_commands is not None or self.piper_per_word < 1:
             return 0
         return min(2, self.piper_per_word) if self.quick else self.piper_per_word
+
+    @property
+    def other_floor(self) -> float:
+        """Share of the validation inputs of classes a student does not own that must
+        stay "other" when its "other" logit is lowered (``specialize.fit_other_bias``):
+        given, or 0.92 for kws (its target is 90% on real voices; 2 points of margin
+        for new speakers) and 0.95 for image tasks."""
+        if self.other_recall is not None:
+            if not 0.0 < self.other_recall <= 1.0:
+                raise ValueError(f"other_recall {self.other_recall} must be in (0, 1]")
+            return self.other_recall
+        return 0.92 if self.task == "kws" else 0.95
 
     @property
     def family(self) -> str:

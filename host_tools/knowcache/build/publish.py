@@ -151,7 +151,8 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
                 out[name].update({"bytes": len(programs[name]), "dtype": "int8",
                                   "parameters": sum(v.numel() for v in rec.build().parameters()),
                                   "size_ratio": full_bytes / len(programs[name]),
-                                  "other_bias": biases.get(name, 0.0)})
+                                  "other_bias": biases.get(name, 0.0),
+                                  "other_floor": cfg.other_floor})
         return out
 
     metrics["models"] = evaluate(~real_t)
@@ -173,6 +174,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
                         "export_seconds": round(time.time() - started, 1),
                         "task": json.loads(defined.read_text()) if defined else None}
     manifest.write(stage, cfg.task, labels, entries, signing_key=signing_key,
+                   version=_next_version(out, log),
                    private_labels=plan.get("private", []),
                    selector={"kind": "partition_mass",
                              "partitions": [f"p{i}" for i in range(len(plan["groups"]))]})
@@ -183,6 +185,20 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     _replace_dir(stage, out)
     log(f"wrote {out}/manifest.json, {len(programs)} programs, metrics.json and README.md")
     return metrics
+
+
+def _next_version(out: Path, log: training.Log) -> int:
+    """One above the version of the manifest ``out`` holds (1 for a new folder): a
+    rebuilt folder must never read as older than the one devices have installed,
+    which refuse a signed manifest whose version went down."""
+    path = manifest.path_of(out)
+    if not path.is_file():
+        return 1
+    try:
+        return int(json.loads(path.read_text())["version"]) + 1
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log(f"{path}: no readable version ({e}); the new manifest starts at version 1")
+        return 1
 
 
 def _full_figures(pred: np.ndarray, y: np.ndarray, labels: list[str], cached: list[str]) -> dict:
@@ -245,7 +261,8 @@ def _other_biases(cfg: BuildConfig, records: dict[str, ModelRecord], data: Datas
         owned = sorted(labels.index(c) for c in rec.metrics["owned"])
         logits = training.predict(training.trainable(cfg.task, rec.build()), xv, device)
         out[name] = specialize.fit_other_bias(
-            logits[rows], specialize.label_table(owned, len(labels))[yv[rows]], len(owned))
+            logits[rows], specialize.label_table(owned, len(labels))[yv[rows]], len(owned),
+            min_recall=cfg.other_floor)
     return out
 
 

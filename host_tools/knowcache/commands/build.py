@@ -144,6 +144,13 @@ def partition(cfg, k, epochs) -> None:
         click.echo(f"p{i}: {', '.join(g)}")
 
 
+_OTHER_RECALL = click.option(
+    "--other-recall", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+    help="Share of validation inputs of the classes a student does not cache that must stay "
+         "\"other\" when its \"other\" logit is lowered for its own classes' sake "
+         "(default: 0.92 for kws, whose target is 90% on real voices; 0.95 otherwise).")
+
+
 @click.command("export")
 @build_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -164,9 +171,11 @@ def partition(cfg, k, epochs) -> None:
 @click.option("--sign", "sign_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Sign the manifest with this Ed25519 private key "
               "(`knowcache keys generate`); writes manifest.sig.")
-def export_cmd(cfg, out, staged, cold, target, train_samples, sign_key) -> None:
+@_OTHER_RECALL
+def export_cmd(cfg, out, staged, cold, target, train_samples, sign_key, other_recall) -> None:
     """Quantize, lower to .pte, calibrate gates, write manifest and model card."""
     from knowcache.build.publish import load_records, publish
+    cfg.other_recall = other_recall
     out = out or _default_out(cfg)
     _check_key(sign_key)
     if staged:
@@ -254,11 +263,13 @@ def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int
 @click.option("--sign", "sign_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Sign the manifest with this Ed25519 private key "
               "(`knowcache keys generate`); writes manifest.sig.")
+@_OTHER_RECALL
 def build_models(cfg, k, classes, private, out, train_only, epochs, student_epochs,
-                 sign_key) -> None:
+                 sign_key, other_recall) -> None:
     """The whole chain: data, full model, specialize, partition, export."""
     from knowcache.build.pipeline import train_models
     cfg.k, cfg.classes, cfg.private = k, classes, private
+    cfg.other_recall = other_recall
     cfg.full_epochs, cfg.student_epochs = epochs, student_epochs
     out = out or _default_out(cfg)
     _check_key(sign_key)

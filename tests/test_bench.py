@@ -291,4 +291,8 @@ def test_cachenet_latency_target_needs_both_cloud_and_device_full_ratios():
     assert slow_full["device_margin_met"] is True
     two = harness.targets({**base, "two_stage": _system(0.893, 12.0, n)})["two_stage"]
     assert two["accuracy_met"] is False                              # 0.7 pt: over 0.5
+    # Exactly at the bound is met, whatever the float subtraction rounds to.
+    at = harness.targets({"cloud_only": _system(0.972, 40.0, 1000),
+                          "two_stage": _system(0.967, 12.0, 1000)})["two_stage"]
+    assert 0.967 - 0.972 < -0.005 and at["accuracy_met"] is True
     assert "device_margin_met" not in two

@@ -146,6 +146,19 @@ def test_other_bias_trades_other_recall_for_own_class_accuracy():
     assert looser > shift
     adj[:, 2] = logits[:, 2] - looser
     assert (adj[200:].argmax(1) == 2).mean() >= 0.85
+    # With groups the floor holds in each: a second population whose "other"
+    # logit is weaker caps the shift below what the first alone allows.
+    weak = oth.copy()
+    weak[:, 2] -= 1.0
+    both = np.vstack([logits, weak])
+    yb = np.concatenate([y, np.full(200, 2)])
+    groups = np.r_[np.zeros(400, int), np.ones(200, int)]
+    capped = fit_other_bias(both, yb, other=2, min_recall=0.85, groups=groups)
+    assert capped < looser
+    adj = both.copy()
+    adj[:, 2] -= capped
+    assert (adj[400:].argmax(1) == 2).mean() >= 0.85
+    assert (adj[200:400].argmax(1) == 2).mean() >= 0.85
 
 
 def test_other_floor_is_the_task_default_or_the_given_share(tmp_path):

@@ -81,9 +81,10 @@ def render(m: dict) -> str:
         f"{_pct(generic['accuracy_cached_classes'])} |",
         "",
         "Each student with an \"other\" output has that logit lowered by a shift fitted on "
-        "validation data (real speakers alone when the build had real recordings; the "
-        "largest accuracy on its own classes that keeps at least "
-        f"{_pct(cached.get('other_floor', 0.95))} of other inputs answered \"other\"; "
+        "validation data (the best accuracy on its own classes that keeps at least "
+        f"{_pct(cached.get('other_floor', 0.95))} of other inputs answered \"other\", "
+        "on the real and on the synthesized validation speakers alike when the build "
+        "had real recordings; "
         f"cached: {cached.get('other_bias', 0.0):.2f}): "
         "trained on many classes folded into one, a student otherwise defers on unfamiliar "
         "renditions of its own classes.",

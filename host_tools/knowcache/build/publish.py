@@ -247,13 +247,12 @@ def _mean(hits: np.ndarray) -> float | None:
 def _other_biases(cfg: BuildConfig, records: dict[str, ModelRecord], data: Dataset,
                   labels: list[str]) -> dict[str, float]:
     """Per student with "other": the logit shift fitted on validation data (float
-    model); on the real validation speakers alone when there are any, like the gates."""
+    model). With real recordings, the floor holds on the real speakers and on the
+    synthesized ones alike (a few real validation speakers are too few to fit on alone)."""
     device = torch.device("cpu")
     xv = inputs(cfg, data, "val")
     yv = data.val.y.astype(np.int64)
-    rows = store.is_real(data.val)
-    if not rows.any():
-        rows = np.ones(len(yv), bool)
+    groups = store.is_real(data.val).astype(int)
     out = {}
     for name, rec in records.items():
         if not rec.other_label:
@@ -261,8 +260,8 @@ def _other_biases(cfg: BuildConfig, records: dict[str, ModelRecord], data: Datas
         owned = sorted(labels.index(c) for c in rec.metrics["owned"])
         logits = training.predict(training.trainable(cfg.task, rec.build()), xv, device)
         out[name] = specialize.fit_other_bias(
-            logits[rows], specialize.label_table(owned, len(labels))[yv[rows]], len(owned),
-            min_recall=cfg.other_floor)
+            logits, specialize.label_table(owned, len(labels))[yv], len(owned),
+            min_recall=cfg.other_floor, groups=groups)
     return out
 
 

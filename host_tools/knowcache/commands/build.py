@@ -36,7 +36,7 @@ def build_options(f):
     @click.option("--real", type=click.Path(exists=True, file_okay=False, path_type=Path),
                   default=None,
                   help="kws: a folder of real recordings, <word>/<speaker>_nohash_<n>.wav, split by "
-                  "speaker: 50% fitted on, 20% calibrate the gates, 30% only measured.")
+                  "speaker: 60% fitted on, 15% calibrate the gates, 25% only measured.")
     @click.option("--real-copies", type=click.IntRange(min=0), default=8, show_default=True,
                   help="kws: perturbed takes (speed, shift, room, noise, gain) of each real "
                   "training recording added to the training set.")

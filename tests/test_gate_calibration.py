@@ -75,3 +75,40 @@ def test_calibration_input_errors():
         calibrate_threshold(np.zeros((3, 2)), np.zeros(2))
     with pytest.raises(ValueError, match=r"target agreement must be in \(0, 1\]"):
         calibrate_threshold(np.zeros((3, 2)), np.zeros(3), target=1.5)
+
+
+def _confident_logits(rng, n: int, c: int, correct_share: float):
+    """Rows whose answer is right for ``correct_share`` of them, right answers more confident."""
+    reference = rng.integers(0, c, n)
+    logits = rng.normal(size=(n, c)).astype(np.float32)
+    correct = rng.random(n) < correct_share
+    answer = np.where(correct, reference, (reference + 1) % c)
+    logits[np.arange(n), answer] += np.where(correct, rng.uniform(1, 8, n), rng.uniform(0, 3, n))
+    return logits, reference
+
+
+def test_peers_share_one_threshold_fitted_on_their_answers_pooled():
+    from knowcache.build.calibration import at_threshold, calibrate_shared, candidate_answers
+    rng = np.random.default_rng(1)
+    # Three peers with few rows each (and different class counts), one less reliable.
+    parts = [(*_confident_logits(rng, 40, 4, 0.9), -1), (*_confident_logits(rng, 40, 5, 0.9), -1),
+             (*_confident_logits(rng, 40, 4, 0.7), -1)]
+    t = calibrate_shared(parts, target=0.99)
+    ent = np.concatenate([[numpy_gate(r)[1] for r in lg.astype(np.float64)] for lg, _, _ in parts])
+    arg = np.concatenate([lg.argmax(1) for lg, _, _ in parts])
+    ref = np.concatenate([r for _, r, _ in parts])
+    accepted = ent <= t + 1e-6
+    assert accepted.any() and (arg[accepted] == ref[accepted]).mean() >= 0.99
+    looser = ent <= np.min(ent[ent > t + 1e-6]) + 1e-6
+    assert (arg[looser] == ref[looser]).mean() < 0.99        # the largest such threshold
+    # Each peer's figures at the shared threshold.
+    lg, r, _ = parts[0]
+    cal = at_threshold(lg, r, t, shared=True)
+    own = np.array([numpy_gate(row)[1] for row in lg.astype(np.float64)]) <= t + 1e-6
+    assert cal.shared and cal.threshold == t
+    assert cal.accept_rate == pytest.approx(own.mean(), abs=1 / len(lg))
+    # "other" answers are never candidates.
+    logits = np.array([[5.0, 0.0, 0.0], [0.0, 0.0, 5.0], [0.0, 4.0, 0.0]], np.float32)
+    assert candidate_answers(logits, other_index=2) == 2
+    with pytest.raises(ValueError, match="at least one model"):
+        calibrate_shared([])

@@ -17,12 +17,18 @@ import numpy as np
 from knowcache.runtime import gate_evaluate
 
 
+# The fewest answers on which a 99% agreement can be told from 100%: a model with
+# fewer candidate answers to calibrate on gets a threshold that is mostly luck.
+MIN_ANSWERS = 100
+
+
 @dataclass(frozen=True)
 class Calibration:
     threshold: float
     accept_rate: float   # fraction of held-out inputs accepted at the threshold
     agreement: float     # agreement with the full model among accepted answers
     samples: int
+    shared: bool = False   # fitted jointly with its peers (calibrate_shared)
 
 
 def gate_scores(logits: np.ndarray, other_index: int = -1
@@ -73,6 +79,39 @@ def calibrate_threshold(logits: np.ndarray, reference: np.ndarray, *, other_inde
         agree = float((arg[accepted] == reference[accepted]).mean()) if accepted.any() else 1.0
         return Calibration(t, float(accepted.mean()) if t > 0 else 0.0, agree, len(logits))
     return _best(ent, arg, is_other, reference, target)
+
+
+def candidate_answers(logits: np.ndarray, other_index: int = -1) -> int:
+    """How many rows the model answers with one of its own classes (not "other"):
+    the answers a threshold can be calibrated on."""
+    _, _, is_other = gate_entropies(logits, other_index)
+    return int((~is_other).sum())
+
+
+def at_threshold(logits: np.ndarray, reference: np.ndarray, threshold: float, *,
+                 other_index: int = -1, shared: bool = False) -> Calibration:
+    """Accept rate and agreement of a given threshold on these rows."""
+    ent, arg, is_other = gate_entropies(logits, other_index)
+    accepted = (~is_other) & (ent <= threshold)
+    agree = float((arg[accepted] == reference[accepted]).mean()) if accepted.any() else 1.0
+    return Calibration(threshold, float(accepted.mean()) if threshold > 0 else 0.0, agree,
+                       len(logits), shared)
+
+
+def calibrate_shared(parts: list[tuple[np.ndarray, np.ndarray, int]], *,
+                     target: float = 0.99) -> float:
+    """One threshold for peers of one kind (CacheNet's partitions: same network,
+    same training, one gate): the largest whose accepted answers, pooled over
+    every part, agree with the reference >= ``target``. ``parts`` holds
+    (logits, reference, other_index) per model; normalized entropy makes the
+    models' different class counts comparable."""
+    if not parts or any(len(lg) == 0 for lg, _, _ in parts):
+        raise ValueError("calibrate_shared needs at least one model with rows")
+    if not 0.0 < target <= 1.0:
+        raise ValueError("target agreement must be in (0, 1]")
+    rows = [(*gate_entropies(lg, other), np.asarray(ref)) for lg, ref, other in parts]
+    ent, arg, is_other, ref = (np.concatenate(col) for col in zip(*rows))
+    return _best(ent, arg, is_other, ref, target).threshold
 
 
 def _best(ent: np.ndarray, arg: np.ndarray, is_other: np.ndarray, reference: np.ndarray,

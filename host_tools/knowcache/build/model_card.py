@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from knowcache.build.calibration import MIN_ANSWERS
+
 
 def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
@@ -66,7 +68,11 @@ def render(m: dict) -> str:
         "Accepts: the share of all test inputs the entropy gate lets the model answer at the "
         "threshold calibrated so that at least 99% of accepted validation answers agree with "
         "the full model" + (" (on the real validation speakers alone: see Real recordings)."
-                            if m.get("real") else "."),
+                            if m.get("real") else ".")
+        + (" The partitions share one threshold, calibrated on their validation answers "
+           f"pooled: some have fewer than {MIN_ANSWERS} of their own, too few to tell 99% "
+           "agreement from 100%."
+           if any(models[p].get("threshold_shared") for p in parts) else ""),
         "",
         "## Knowledge caching (two-stage inference)",
         "",

@@ -19,7 +19,9 @@ import torch
 
 from knowcache import manifest
 from knowcache.build import flops, lower, model_card, specialize, training
-from knowcache.build.calibration import Calibration, calibrate_threshold, gate_entropies
+from knowcache.build.calibration import (MIN_ANSWERS, Calibration, at_threshold,
+                                         calibrate_shared, calibrate_threshold,
+                                         candidate_answers, gate_entropies)
 from knowcache.build.pipeline import PLAN, BuildConfig, config_dict, inputs, load_data
 from knowcache.build.quantize import quantize_int8
 from knowcache.data import Dataset, image_tasks, store
@@ -119,6 +121,10 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
         "full", programs["full"], role="full", labels=labels, file="full.pte",
         input_shape=spec.input_shape, threshold=1.0, flops=cost(records["full"]),
         **_input_extra(spec))]
+    # With real recordings, gates are calibrated on them alone: the device serves real
+    # voices, and a student's (weaker) agreement on synthesized ones would set it.
+    rows = real_v if real_v.any() else np.ones(len(yv), bool)
+    shared = _shared_partition_threshold(records, labels, val, full_v, rows, log)
     thresholds: dict[str, Calibration] = {}
     for name, rec in records.items():
         if rec.role == "full":
@@ -126,10 +132,11 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
         owned = sorted(labels.index(c) for c in rec.metrics["owned"])
         other = len(owned) if rec.other_label else -1
         table = specialize.label_table(owned, len(labels))   # identity for the generic model
-        # With real recordings, the gate is calibrated on them alone: the device serves real
-        # voices, and a student's (weaker) agreement on synthesized ones would set it.
-        groups = [real_v] if real_v.any() else None
-        cal = calibrate_threshold(val[name], table[full_v], other_index=other, groups=groups)
+        if rec.role == "partition" and shared is not None:
+            cal = at_threshold(val[name], table[full_v], shared, other_index=other, shared=True)
+        else:
+            cal = calibrate_threshold(val[name], table[full_v], other_index=other,
+                                      groups=[rows] if real_v.any() else None)
         thresholds[name] = cal
         entries.append(manifest.partition_entry(
             name, programs[name], role=rec.role, labels=rec.labels, file=f"{name}.pte",
@@ -221,6 +228,7 @@ def _student_figures(rec: ModelRecord, logits: np.ndarray, full_pred: np.ndarray
     m = {
         "role": rec.role, "classes": rec.metrics["owned"], "threshold": cal.threshold,
         "val_accept_rate": cal.accept_rate, "val_agreement": cal.agreement,
+        "threshold_shared": cal.shared,
         "accuracy_own_classes": _mean(pred[own] == y_space[own]),
         "test_accept_rate": _mean(accepted),
         "test_accept_rate_own_classes": _mean(accepted[own]) if own.any() else 0.0,
@@ -242,6 +250,30 @@ def _student_figures(rec: ModelRecord, logits: np.ndarray, full_pred: np.ndarray
 def _mean(hits: np.ndarray) -> float | None:
     """Share of True in ``hits``; None for no samples (JSON null, not NaN)."""
     return float(np.mean(hits)) if len(hits) else None
+
+
+def _shared_partition_threshold(records: dict[str, ModelRecord], labels: list[str],
+                                val: dict[str, np.ndarray], full_v: np.ndarray,
+                                rows: np.ndarray, log: training.Log) -> float | None:
+    """CacheNet's partitions share one threshold, fitted on their calibration rows
+    pooled, when any of them has fewer than ``MIN_ANSWERS`` answers there to be
+    calibrated on alone (a few real validation speakers); None otherwise."""
+    parts, counts = [], {}
+    for name, rec in records.items():
+        if rec.role != "partition":
+            continue
+        owned = sorted(labels.index(c) for c in rec.metrics["owned"])
+        other = len(owned) if rec.other_label else -1
+        table = specialize.label_table(owned, len(labels))
+        parts.append((val[name][rows], table[full_v][rows], other))
+        counts[name] = candidate_answers(val[name][rows], other)
+    if not parts or min(counts.values()) >= MIN_ANSWERS:
+        return None
+    t = calibrate_shared(parts)
+    log(f"partitions share one gate threshold ({t:.3f}): calibration answers "
+        f"{', '.join(f'{n} {c}' for n, c in counts.items())}, fewer than {MIN_ANSWERS} "
+        "for some to be calibrated alone")
+    return t
 
 
 def _other_biases(cfg: BuildConfig, records: dict[str, ModelRecord], data: Dataset,

@@ -93,7 +93,8 @@ def test_thresholds_and_accept_rates_hold_when_recomputed_by_hand(built):
         accepted, _ = _gate_by_hand(models, name, xt)
         assert accepted.mean() == pytest.approx(m["test_accept_rate"], abs=1.01 / len(xt)), name
     if pooled:
-        assert np.concatenate(pooled).mean() >= 0.99
+        agree = np.concatenate(pooled)
+        assert not agree.size or agree.mean() >= 0.99     # a tiny build may accept nothing
         assert len({metrics["models"][n]["threshold"] for n in ("p0", "p1")}) == 1
 
 

@@ -75,9 +75,7 @@ def calibrate_threshold(logits: np.ndarray, reference: np.ndarray, *, other_inde
     if groups:
         t = min(_best(ent[g], arg[g], is_other[g], reference[g], target).threshold
                 for g in groups if g.any())
-        accepted = (~is_other) & (ent <= t)
-        agree = float((arg[accepted] == reference[accepted]).mean()) if accepted.any() else 1.0
-        return Calibration(t, float(accepted.mean()) if t > 0 else 0.0, agree, len(logits))
+        return _accepting(ent, arg, is_other, reference, t)
     return _best(ent, arg, is_other, reference, target)
 
 
@@ -92,10 +90,16 @@ def at_threshold(logits: np.ndarray, reference: np.ndarray, threshold: float, *,
                  other_index: int = -1, shared: bool = False) -> Calibration:
     """Accept rate and agreement of a given threshold on these rows."""
     ent, arg, is_other = gate_entropies(logits, other_index)
+    return _accepting(ent, arg, is_other, np.asarray(reference), threshold, shared)
+
+
+def _accepting(ent: np.ndarray, arg: np.ndarray, is_other: np.ndarray, reference: np.ndarray,
+               threshold: float, shared: bool = False) -> Calibration:
+    """The figures of ``threshold`` over every row (none accepted at 0)."""
     accepted = (~is_other) & (ent <= threshold)
     agree = float((arg[accepted] == reference[accepted]).mean()) if accepted.any() else 1.0
     return Calibration(threshold, float(accepted.mean()) if threshold > 0 else 0.0, agree,
-                       len(logits), shared)
+                       len(ent), shared)
 
 
 def calibrate_shared(parts: list[tuple[np.ndarray, np.ndarray, int]], *,

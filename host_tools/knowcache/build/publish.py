@@ -129,9 +129,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     for name, rec in records.items():
         if rec.role == "full":
             continue
-        owned = sorted(labels.index(c) for c in rec.metrics["owned"])
-        other = len(owned) if rec.other_label else -1
-        table = specialize.label_table(owned, len(labels))   # identity for the generic model
+        _, other, table = _label_space(rec, labels)
         if rec.role == "partition" and shared is not None:
             cal = at_threshold(val[name], table[full_v], shared, other_index=other, shared=True)
         else:
@@ -214,12 +212,17 @@ def _full_figures(pred: np.ndarray, y: np.ndarray, labels: list[str], cached: li
             "accuracy_cached_classes": _mean(pred[on_cached] == y[on_cached])}
 
 
+def _label_space(rec: ModelRecord, labels: list[str]) -> tuple[list[int], int, np.ndarray]:
+    """A student's owned task indices, its "other" index (-1: none) and the
+    task-to-student label table (the identity for the generic model)."""
+    owned = specialize.owned_indices(labels, rec.metrics["owned"])
+    return owned, len(owned) if rec.other_label else -1, specialize.label_table(owned, len(labels))
+
+
 def _student_figures(rec: ModelRecord, logits: np.ndarray, full_pred: np.ndarray, y: np.ndarray,
                      labels: list[str], cached: list[str], cal: Calibration) -> dict:
     """A student's figures on test samples (its gate at the calibrated threshold)."""
-    owned = sorted(labels.index(c) for c in rec.metrics["owned"])
-    other = len(owned) if rec.other_label else -1
-    table = specialize.label_table(owned, len(labels))   # identity for the generic model
+    owned, other, table = _label_space(rec, labels)
     pred = logits.argmax(1)
     own = np.isin(y, owned)
     y_space, full_space = table[y], table[full_pred]
@@ -262,9 +265,7 @@ def _shared_partition_threshold(records: dict[str, ModelRecord], labels: list[st
     for name, rec in records.items():
         if rec.role != "partition":
             continue
-        owned = sorted(labels.index(c) for c in rec.metrics["owned"])
-        other = len(owned) if rec.other_label else -1
-        table = specialize.label_table(owned, len(labels))
+        _, other, table = _label_space(rec, labels)
         parts.append((val[name][rows], table[full_v][rows], other))
         counts[name] = candidate_answers(val[name][rows], other)
     if not parts or min(counts.values()) >= MIN_ANSWERS:
@@ -289,11 +290,10 @@ def _other_biases(cfg: BuildConfig, records: dict[str, ModelRecord], data: Datas
     for name, rec in records.items():
         if not rec.other_label:
             continue
-        owned = sorted(labels.index(c) for c in rec.metrics["owned"])
+        _, other, table = _label_space(rec, labels)
         logits = training.predict(training.trainable(cfg.task, rec.build()), xv, device)
-        out[name] = specialize.fit_other_bias(
-            logits, specialize.label_table(owned, len(labels))[yv], len(owned),
-            min_recall=cfg.other_floor, groups=groups)
+        out[name] = specialize.fit_other_bias(logits, table[yv], other,
+                                              min_recall=cfg.other_floor, groups=groups)
     return out
 
 

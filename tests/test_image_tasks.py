@@ -174,9 +174,97 @@ def test_a_task_file_sets_the_block_and_the_training_recipe(tmp_path, data_dir):
     assert BuildConfig(task="pooled", work=tmp_path, full_epochs=2).fit("full").epochs == 2
 
 
+def test_the_airbench_network_whitens_its_input_and_trains_with_its_recipe(tmp_path, data_dir):
+    """block "airbench" (whitening stem, Dirac-initialized conv groups with scale-free
+    norms, max-pooled head) and optimizer "airbench" (summed loss, decoupled weight
+    decay, triangle schedule, lookahead): the stem is set from the training images
+    and stays frozen, the norms keep scale 1, and a task built on them learns and
+    quantizes to an int8 program that the runtime runs."""
+    from knowcache.build import training
+    from knowcache.build.pipeline import BuildConfig
+    from knowcache.build.quantize import quantize_int8
+    from knowcache.build.lower import lower_to_pte
+    from knowcache.models.nets import VisionNet
+    from knowcache.models.resnet import AirbenchBlock, NormNoScale, ResNet, Whitening
+    root = make_folder(tmp_path / "colours", counts={c: 40 for c in COLOURS}, test=10)
+    task_file = tmp_path / "task.json"
+    task_file.write_text(json.dumps({
+        "network": {"widths": [8, 16], "block": "airbench", "student_width": 0.5},
+        "training": {"optimizer": "airbench", "lr": 11.5, "weight_decay": 0.0153,
+                     "batch": 32, "epochs": 12}}))
+    image_tasks.ingest(root, "air", task_file)
+    cfg = BuildConfig(task="air", work=tmp_path / "work")
+    full = cfg.full_config()
+    net = ResNet(full, 4)
+    assert isinstance(net.stem[0], Whitening) and net.stem[0].out_channels == 24
+    assert all(isinstance(b, AirbenchBlock) for b in net.stages)
+    assert net(torch.zeros(2, 3, 16, 16)).shape == (2, 4)
+    # Dirac: at initialization a conv passes its first input channels through
+    block = net.stages[0]
+    probe = torch.randn(1, 24, 6, 6)
+    assert torch.allclose(block.conv1(probe)[:, :8], probe[:, :8], atol=1e-6)
+    assert cfg.student_config().block == "airbench"
+
+    # whitening: the first half of the filters decorrelates 2x2 patches to unit variance
+    stem = Whitening(3)
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(400, 1, 9, 9, generator=gen)
+    images = torch.cat([base, 0.5 * base + 0.1 * torch.randn(400, 1, 9, 9, generator=gen),
+                        torch.randn(400, 1, 9, 9, generator=gen)], 1)
+    stem.fit_to(images)
+    with torch.no_grad():
+        out = torch.nn.functional.conv2d(images, stem.weight[:12]).permute(0, 2, 3, 1)
+    cov = torch.cov(out.reshape(-1, 12).T)
+    assert torch.allclose(cov, torch.eye(12), atol=0.08), cov.diag()
+
+    from knowcache.data import store
+    data = store.for_task("air")
+    x, y = training.as_float("air", data.train.x), torch.from_numpy(data.train.y.astype(np.int64))
+    model = VisionNet(full, 4, float(x.mean()), float(x.std()))
+    weights_before = model.backbone.stem[0].weight.clone()
+    fitted = training.fit(model, "air", x, y, cfg.fit("full"), torch.device("cpu"),
+                          log=lambda _: None)
+    assert not torch.equal(fitted.backbone.stem[0].weight, torch.zeros_like(weights_before))
+    stem_w = fitted.backbone.stem[0].weight.clone()
+    assert all(torch.all(m.weight == 1) for m in fitted.modules() if isinstance(m, NormNoScale))
+    test_x = training.as_float("air", data.test.x)
+    with torch.no_grad():
+        accuracy = float((fitted(test_x).argmax(1).numpy() == data.test.y).mean())
+    assert accuracy >= 0.9, accuracy
+    # refitting the same model sets the stem from the data again, then keeps it frozen
+    assert torch.allclose(stem_w, training._fit_whitening(fitted, x)[0].weight)
+
+    from executorch.runtime import Runtime
+    q = quantize_int8(fitted, test_x[:16])
+    pte = lower_to_pte(q, (test_x[:1],))       # the program reads these bytes: keep them
+    method = Runtime.get().load_program(pte).load_method("forward")
+    assert int(method.execute([test_x[:1]])[0].argmax()) == int(fitted(test_x[:1]).argmax())
+
+
+def test_airbench_schedule_rises_then_falls_and_lookahead_ends_on_the_slow_weights():
+    from knowcache.build import training
+    f = [training._triangle(i, 100) for i in range(101)]
+    assert f[0] == pytest.approx(0.2) and max(f) == pytest.approx(1.0, abs=0.01)
+    assert f[100] == pytest.approx(0.07) and int(np.argmax(f)) == 23
+    net = torch.nn.Linear(2, 1)
+    look = training.Lookahead(net, steps=10)
+    slow = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    look.step(net, 3)                       # not a multiple of 5: untouched
+    assert torch.allclose(net.weight, slow + 1)
+    look.step(net, 5)                       # decay 0.95^5 * 0.5^3: mostly the fast weights
+    d = 0.95 ** 5 * 0.125
+    assert torch.allclose(net.weight, slow + (1 - d), atol=1e-6)
+    look.finish(net)                        # decay 1: the slow copy wins
+    assert torch.allclose(net.weight, slow + (1 - d), atol=1e-6)
+
+
 def test_the_shipped_cifar10_task_file_fits_the_budgets():
     """tasks/cifar10.json: a full program of at most 12 MB float32, students of
-    at most 200 KB as int8 (a weight a byte, a little left for the program)."""
+    at most 200 KB as int8 (a convolution or linear weight a byte, an int32 bias
+    per output channel, as the norms fold into the convolutions; a tenth left for
+    the program); and the shipped programs are within both."""
     from knowcache.models.nets import image_config
     from knowcache.models.resnet import ResNet
     from knowcache.tasks import TaskSpec
@@ -187,7 +275,16 @@ def test_the_shipped_cifar10_task_file_fits_the_budgets():
     full = image_config(spec)
     weights = lambda cfg: sum(p.numel() for p in ResNet(cfg, 10).parameters())  # noqa: E731
     assert weights(full) * 4 <= 12e6 * 0.95
-    assert weights(full.scaled(spec.network.student_width)) <= 200e3 * 0.8
+
+    def int8_bytes(cfg) -> int:
+        layers = [m for m in ResNet(cfg, 10).modules()
+                  if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        return sum(m.weight.numel() + 4 * m.weight.shape[0] for m in layers)
+    assert int8_bytes(full.scaled(spec.network.student_width)) <= 200e3 * 0.9
+    shipped = json.loads((ROOT / "models" / "cifar10" / "manifest.json").read_text())
+    for entry in shipped["partitions"]:
+        size = (ROOT / "models" / "cifar10" / entry["file"]).stat().st_size
+        assert size <= (12e6 if entry["role"] in ("full", "staged") else 200e3), entry["id"]
 
 
 def test_the_gpu_script_trains_a_task_without_executorch(tmp_path):

@@ -216,11 +216,17 @@ def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: F
     counts = torch.bincount(y, minlength=classes).float()
     weight = (counts.sum() / (classes * counts.clamp(min=1))).to(device)
     sample_w = (torch.ones(len(y)) if sample_weight is None else sample_weight.float()).to(device)
+    airbench = config.optimizer == "airbench"
+    whitening = _fit_whitening(model, x, device)
     opt = _optimizer(model, config)
     steps = config.epochs * math.ceil(len(y) / config.batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps,
-                                                pct_start=0.15 if config.optimizer == "adamw"
-                                                else 0.25)
+    if airbench:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(_triangle, steps=steps))
+        lookahead = Lookahead(model, steps)
+    else:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps,
+                                                    pct_start=0.15 if config.optimizer == "adamw"
+                                                    else 0.25)
     if x.dim() == 4:                   # images: convolutions run faster channels-last
         model = model.to(memory_format=torch.channels_last)
         if teacher is not None:
@@ -230,6 +236,8 @@ def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: F
     step = 0
     for epoch in range(config.epochs):
         order = torch.randperm(len(y), generator=gen).to(device)
+        for w in whitening:            # airbench: the whitening bias learns for 3 epochs
+            w.bias.requires_grad = epoch < WHITENING_BIAS_EPOCHS
         total, correct, loss_sum = 0, 0, 0.0
         for start in range(0, len(y), config.batch):
             idx = order[start:start + config.batch]
@@ -253,29 +261,123 @@ def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: F
                                reduction="none").sum(1) * w).sum() / w.sum() * t * t
                 loss = config.kd_alpha * kd + (1 - config.kd_alpha) * loss
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * len(yb) if airbench else loss).backward()   # airbench sums over the batch
             opt.step()
             sched.step()
             step += 1
+            if airbench:
+                lookahead.step(model, step)
             total += len(yb)
             correct += int((logits.argmax(1) == yb).sum())
             loss_sum += loss.item() * len(yb)
         if epoch == config.epochs - 1 or epoch % max(1, config.epochs // 5) == 0:
             log(f"{name}: epoch {epoch + 1}/{config.epochs} loss {loss_sum / total:.3f} "
                 f"train acc {correct / total:.3f}")
+    if airbench:
+        lookahead.finish(model)
     if teacher is not None:
         teacher.to(memory_format=torch.contiguous_format)
     return model.eval().cpu().to(memory_format=torch.contiguous_format)
 
 
+WHITENING_BIAS_EPOCHS = 3
+WHITENING_IMAGES = 5000
+
+
+def _fit_whitening(model: nn.Module, x: torch.Tensor,
+                   device: torch.device = torch.device("cpu")) -> list[nn.Module]:
+    """Sets every whitening stem of an image model (on ``device``) from the first
+    5,000 training inputs, as the model normalizes them; returns those stems."""
+    from knowcache.models.resnet import Whitening
+    stems = [m for m in model.modules() if isinstance(m, Whitening)]
+    if stems:
+        with torch.no_grad():
+            sample = model.features(x[:WHITENING_IMAGES].float().to(device))
+        for stem in stems:
+            stem.fit_to(sample)
+    return stems
+
+
+def _triangle(step: int, steps: int, start: float = 0.2, peak: float = 0.23,
+              end: float = 0.07) -> float:
+    """airbench's learning-rate factor: linear from ``start`` to 1 at ``peak`` of the
+    steps, then linear down to ``end``."""
+    f = step / max(1, steps)
+    if f < peak:
+        return start + (1.0 - start) * f / peak
+    return 1.0 - (1.0 - end) * (f - peak) / (1.0 - peak)
+
+
+class Lookahead:
+    """airbench's lookahead: every 5 steps the weights (and norm statistics) are
+    pulled towards a slow copy, ever more strongly as training ends
+    (decay 0.95^5 (step / steps)^3), and the slow copy becomes the model."""
+
+    EVERY = 5
+
+    def __init__(self, model: nn.Module, steps: int):
+        self.steps = steps
+        self.slow = {k: v.detach().clone() for k, v in model.state_dict().items()
+                     if v.dtype.is_floating_point}
+
+    def step(self, model: nn.Module, step: int) -> None:
+        if step % self.EVERY == 0:
+            self._pull(model, 0.95 ** 5 * (step / self.steps) ** 3)
+
+    def finish(self, model: nn.Module) -> None:
+        self._pull(model, 1.0)
+
+    @torch.no_grad()
+    def _pull(self, model: nn.Module, decay: float) -> None:
+        state = model.state_dict()
+        for k, slow in self.slow.items():
+            slow.lerp_(state[k], 1.0 - decay)
+            state[k].copy_(slow)
+
+
 def _optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "airbench":
+        return _airbench_optimizer(model, config)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
                                weight_decay=config.weight_decay)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; use adamw or sgd")
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; use adamw, sgd or airbench")
+
+
+AIRBENCH_MOMENTUM = 0.85
+AIRBENCH_BIAS_SCALER = 64.0
+
+
+def _airbench_optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer:
+    """airbench's SGD: Nesterov momentum 0.85 on a loss summed over the batch, with
+    ``lr`` and ``weight_decay`` given per 1024 examples and decoupled from each
+    other (so neither moves when the other or the momentum does); norm shifts
+    learn 64x faster, the classifier 81x slower (it stands for airbench's
+    logits scaled by 1/9: models.resnet.AIRBENCH_LOGIT_SCALE)."""
+    from knowcache.models.resnet import AIRBENCH_LOGIT_SCALE, NormNoScale
+    scale = 1024 * (1 + 1 / (1 - AIRBENCH_MOMENTUM))
+    lr = config.lr / scale
+    decay = config.weight_decay * config.batch / scale
+    norm_ids, fc_ids = set(), set()
+    for m in model.modules():
+        if isinstance(m, NormNoScale):
+            norm_ids.add(id(m.bias))
+    fc = getattr(getattr(model, "backbone", None), "fc", None)
+    if fc is not None:
+        fc_ids = {id(p) for p in fc.parameters()}
+    groups: dict[str, list] = {"norm": [], "fc": [], "rest": []}
+    for p in model.parameters():
+        if not p.requires_grad:      # frozen: norm scales, whitening filters
+            continue
+        key = "norm" if id(p) in norm_ids else "fc" if id(p) in fc_ids else "rest"
+        groups[key].append(p)
+    rates = {"norm": lr * AIRBENCH_BIAS_SCALER, "fc": lr * AIRBENCH_LOGIT_SCALE ** 2, "rest": lr}
+    return torch.optim.SGD([dict(params=ps, lr=rates[k], weight_decay=decay / rates[k])
+                            for k, ps in groups.items() if ps],
+                           momentum=AIRBENCH_MOMENTUM, nesterov=True)
 
 
 def _autocast(device: torch.device, images: bool):

@@ -22,9 +22,13 @@ cannot:
                  "stem_width": 64,         # width (default widths[0]) and the students'
                  "student_width": 0.25,    # width factor (default 1/3), and the block
                  "block": "basic"},        # (basic: residual; conv_pool: conv, max-pool,
-                                           # conv); default: the vision recipe
+                                           # conv; airbench: airbench's network, its
+                                           # whitening stem: stem_width unused);
+                                           # default: the vision recipe
                                            # (models/nets.py FULL_CONFIGS)
-     "training": {"optimizer": "sgd",      # adamw or sgd (Nesterov), peak learning rate,
+     "training": {"optimizer": "sgd",      # adamw, sgd (Nesterov) or airbench (its
+                                           # recipe: lr and weight_decay per 1024
+                                           # examples, e.g. 11.5 and 0.0153), peak learning rate,
                   "lr": 0.4, "batch": 512, # batch, weight decay, label smoothing and
                   "weight_decay": 5e-4,    # epochs of the full model and of the students;
                   "label_smoothing": 0.2,  # each field left out keeps the vision
@@ -241,13 +245,13 @@ def _resolve(doc: dict, labels: tuple[str, ...], counts: np.ndarray, image_size,
 
 
 NETWORK_FIELDS = {"widths", "blocks", "stem_width", "student_width", "block"}
-BLOCK_KINDS = ("basic", "conv_pool")
+BLOCK_KINDS = ("basic", "conv_pool", "airbench")
 # training field: (type, low, high) of its value
-TRAINING_FIELDS = {"optimizer": (str, None, None), "lr": (float, 1e-6, 10.0),
+TRAINING_FIELDS = {"optimizer": (str, None, None), "lr": (float, 1e-6, 100.0),
                    "batch": (int, 1, 8192), "weight_decay": (float, 0.0, 1.0),
                    "label_smoothing": (float, 0.0, 0.5), "epochs": (int, 1, 1000),
                    "student_epochs": (int, 1, 1000)}
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "airbench")
 
 
 def _training(doc, where: str) -> dict:

@@ -240,7 +240,8 @@ def image_config(spec) -> ResNetConfig:
     net = spec.network
     if net is None:
         return cfg
-    # A residual network's first stage keeps the resolution; conv_pool stages all pool.
-    first = 2 if net.block == "conv_pool" else 1
+    # A residual network's first stage keeps the resolution; conv_pool and airbench
+    # stages all pool.
+    first = 1 if net.block == "basic" else 2
     return replace(cfg, stem_width=net.stem_width, widths=net.widths, blocks=net.blocks,
                    strides=(first,) + (2,) * (len(net.widths) - 1), block=net.block)

@@ -22,7 +22,8 @@ class ResNetConfig:
     blocks: tuple[int, ...] = (1, 1, 1)
     strides: tuple[int, ...] = (1, 2, 2)
     dropout: float = 0.1
-    block: str = "basic"     # "basic" (residual, strided) or "conv_pool" (see ConvPoolBlock)
+    block: str = "basic"     # "basic" (residual, strided), "conv_pool" (ConvPoolBlock) or
+                             # "airbench" (AirbenchBlock, whitening stem, max-pooled head)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,7 +83,77 @@ class ConvPoolBlock(nn.Module):
         return self.relu(self.bn2(self.conv2(y)))
 
 
-BLOCKS = {"basic": BasicBlock, "conv_pool": ConvPoolBlock}
+class NormNoScale(nn.BatchNorm2d):
+    """BatchNorm with its scale frozen at 1 (only the shift learns) and airbench's
+    running-statistics momentum: a convolution followed by a scale-free norm is
+    scale-invariant, so weight decay on it sets the effective learning rate."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, eps=1e-12, momentum=0.4)
+        self.weight.requires_grad = False
+
+
+class AirbenchBlock(nn.Module):
+    """airbench's (Jordan, "94% on CIFAR-10 in 3.29 seconds", 2024) conv group:
+    conv, max-pool, norm, GELU, conv, norm, GELU; the convolutions start as
+    identities on their first channels (Dirac), the norms have no scale."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"an airbench block downsamples by 1 or 2, not {stride}")
+        self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
+        self.pool = nn.MaxPool2d(2) if stride == 2 else nn.Identity()
+        self.bn1 = NormNoScale(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = NormNoScale(cout)
+        self.act = nn.GELU()
+        for conv in (self.conv1, self.conv2):
+            nn.init.dirac_(conv.weight.data[:conv.in_channels])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.bn1(self.pool(self.conv1(x))))
+        return self.act(self.bn2(self.conv2(y)))
+
+
+class Whitening(nn.Conv2d):
+    """airbench's stem: a 2x2 convolution (no padding) whose 2 C k^2 filters are the
+    eigenvectors of the training images' 2x2 patch covariance, each scaled to unit
+    variance, and their negatives. Set by ``fit_to`` from training inputs and
+    frozen; only the bias learns (``build.training``, the first epochs)."""
+
+    KERNEL = 2
+
+    def __init__(self, channels: int):
+        super().__init__(channels, 2 * channels * self.KERNEL ** 2, self.KERNEL, bias=True)
+        self.weight.requires_grad = False
+        nn.init.zeros_(self.bias)
+
+    @torch.no_grad()
+    def fit_to(self, x: torch.Tensor, eps: float = 5e-4) -> None:
+        """Whitens the 2x2 patches of ``x`` (N, C, H, W), already normalized."""
+        k, c = self.KERNEL, x.shape[1]
+        patches = x.float().unfold(2, k, 1).unfold(3, k, 1)          # N, C, H', W', k, k
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
+        cov = patches.T @ patches / len(patches)
+        values, vectors = torch.linalg.eigh(cov.double())
+        filters = (vectors.T / torch.sqrt(values.clamp(min=0) + eps).unsqueeze(1)).float()
+        filters = filters.flip(0).reshape(-1, c, k, k)
+        self.weight.copy_(torch.cat([filters, -filters]))
+
+
+class GlobalMaxPool(nn.Module):
+    """The largest value of each channel, as a max-pool over the whole map (exported
+    programs have a fixed input size): it lowers to XNNPACK's max-pool."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.max_pool2d(x, kernel_size=tuple(x.shape[2:]))
+
+
+BLOCKS = {"basic": BasicBlock, "conv_pool": ConvPoolBlock, "airbench": AirbenchBlock}
+# airbench scales its logits by 1/9; a plain linear layer initialized 9x smaller and
+# trained at 1/81 of the learning rate (build.training) follows the same path.
+AIRBENCH_LOGIT_SCALE = 1 / 9
 
 
 class ResNet(nn.Module):
@@ -96,19 +167,28 @@ class ResNet(nn.Module):
         if c.block not in BLOCKS:
             raise ValueError(f"unknown block {c.block!r}; one of {', '.join(BLOCKS)}")
         block = BLOCKS[c.block]
-        self.stem = nn.Sequential(
-            nn.Conv2d(c.in_channels, c.stem_width, 3, c.stem_stride, 1, bias=False),
-            nn.BatchNorm2d(c.stem_width), nn.ReLU())
+        airbench = c.block == "airbench"
+        if airbench:        # the stem's width follows from the channels: stem_width is unused
+            self.stem = nn.Sequential(Whitening(c.in_channels), nn.GELU())
+            cin = self.stem[0].out_channels
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(c.in_channels, c.stem_width, 3, c.stem_stride, 1, bias=False),
+                nn.BatchNorm2d(c.stem_width), nn.ReLU())
+            cin = c.stem_width
         layers: list[nn.Module] = []
-        cin = c.stem_width
         for width, n, stride in zip(c.widths, c.blocks, c.strides):
             for i in range(n):
                 layers.append(block(cin, width, stride if i == 0 else 1))
                 cin = width
         self.stages = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(c.dropout)
+        self.pool = GlobalMaxPool() if airbench else nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Identity() if airbench else nn.Dropout(c.dropout)
         self.fc = nn.Linear(cin, classes)
+        if airbench:
+            with torch.no_grad():
+                self.fc.weight.mul_(AIRBENCH_LOGIT_SCALE)
+                self.fc.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.stages(self.stem(x))).flatten(1)

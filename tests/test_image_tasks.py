@@ -117,6 +117,8 @@ def test_bad_folders_are_refused_with_what_to_fix(tmp_path, data_dir, damage, me
     ({"network": {"widths": [8], "stem_width": 2}}, "network.stem_width must be in 4..1024"),
     ({"network": {"widths": [8], "student_width": 1.5}}, r"student_width must be in \(0, 1\]"),
     ({"network": {"widths": [8], "block": "dense"}}, "network.block must be one of basic, "),
+    ({"network": {"widths": [8], "cloud_tta": "rotate"}},
+     "network.cloud_tta must be one of none, mirror, mirror_translate"),
     ({"training": 3}, "training must be an object"),
     ({"training": {"momentum": 0.9}}, r"training has unknown fields \['momentum'\]"),
     ({"training": {"optimizer": "lamb"}}, "training.optimizer must be one of adamw, sgd"),
@@ -239,6 +241,73 @@ def test_the_airbench_network_whitens_its_input_and_trains_with_its_recipe(tmp_p
     pte = lower_to_pte(q, (test_x[:1],))       # the program reads these bytes: keep them
     method = Runtime.get().load_program(pte).load_method("forward")
     assert int(method.execute([test_x[:1]])[0].argmax()) == int(fitted(test_x[:1]).argmax())
+
+
+def test_the_cloud_averages_its_test_time_views(tmp_path):
+    """cloud_tta: the cloud answers with the full program's logits averaged over
+    airbench's views (the image and its mirror; with mirror_translate also the
+    image moved a pixel each way, edges reflected); the program stays one view."""
+    from knowcache import manifest, tta
+    from knowcache.build import lower
+    from knowcache.models.nets import VisionNet
+    from knowcache.models.resnet import ResNetConfig
+    from knowcache.runtime import Partition
+    from knowcache.server import registry
+    F = torch.nn.functional
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(3 * 8 * 8, 5)).astype(np.float32)
+    probe = lambda v: v.reshape(len(v), -1) @ weights           # noqa: E731
+    x = rng.random((3, 3, 8, 8), dtype=np.float32)
+
+    def mirror(v):
+        return (probe(v) + probe(v[..., ::-1])) / 2
+    padded = F.pad(torch.from_numpy(x), (1, 1, 1, 1), mode="reflect").numpy()
+    moved = (mirror(padded[:, :, :8, :8]) + mirror(padded[:, :, 2:, 2:])) / 2
+    assert np.array_equal(tta.run(probe, x, "none"), probe(x))
+    assert np.allclose(tta.run(probe, x, "mirror"), mirror(x), atol=1e-5)
+    got = tta.run(probe, x, "mirror_translate")
+    assert np.allclose(got, (mirror(x) + moved) / 2, atol=1e-5)
+    assert not np.allclose(got, mirror(x), atol=1e-2)            # the moved views count
+    assert [len(tta.views(x, m)) for m in tta.VIEWS] == list(tta.VIEWS.values())
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate'"):
+        tta.run(probe, x, "rotate")
+
+    # the server: a manifest's cloud_tta sets the full model's answers
+    config = ResNetConfig(in_channels=3, stem_width=8, stem_stride=1, widths=(8, 16),
+                          blocks=(1, 1), strides=(1, 2))
+    torch.manual_seed(0)
+    net = VisionNet(config, 4, 0.5, 0.25).eval()
+    images = torch.rand(6, 3, 16, 16)
+    pte = lower.lower_to_pte(net, (images[:1],))
+    labels = list("abcd")
+
+    def served(mode, where):
+        where.mkdir()
+        (where / "full.pte").write_bytes(pte)
+        entry = manifest.partition_entry("full", pte, role="full", labels=labels,
+                                         file="full.pte", input_shape=[1, 3, 16, 16])
+        manifest.write(where, "colours", labels, [entry],
+                       **({} if mode is None else {"cloud_tta": mode}))
+        return registry.load_task(where)
+
+    plain, views = served(None, tmp_path / "plain"), served("mirror_translate", tmp_path / "tta")
+    assert plain.cloud_tta == "none" and views.cloud_tta == "mirror_translate"
+    program = Partition.from_file(str(tmp_path / "tta" / "full.pte"))
+    with torch.no_grad():
+        torch_views = [net(torch.from_numpy(v)).numpy() for v in tta.views(images.numpy(),
+                                                                           "mirror_translate")]
+    want = tta.combine(torch_views, "mirror_translate")
+    for i, row in enumerate(images.numpy()):
+        z = tta.run(program.run, row[None], "mirror_translate").reshape(-1)
+        assert np.allclose(z, want[i], atol=1e-4)
+        answer = views.run(row[None])
+        p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        assert answer.index == int(z.argmax()) and answer.confidence == pytest.approx(p.max(), 1e-4)
+        z1 = program.run(row[None]).reshape(-1)
+        assert plain.run(row[None]).confidence == pytest.approx(
+            float(np.exp(z1 - z1.max()).max() / np.exp(z1 - z1.max()).sum()), 1e-4)
+    with pytest.raises(ValueError, match="cloud_tta: unknown test-time augmentation 'spin'"):
+        served("spin", tmp_path / "bad")
 
 
 def test_airbench_schedule_rises_then_falls_and_lookahead_ends_on_the_slow_weights():

@@ -96,6 +96,28 @@ def test_staged_program_equals_the_whole_model_when_no_exit_fires(staged_models,
     assert total == full_flops
 
 
+def test_a_staged_export_after_a_plain_one_keeps_versions_rising(staged_models, tmp_path,
+                                                                  quick_vision_build):
+    """A plain `knowcache export` drops the staged entry and bumps the manifest; the
+    next `export --staged` must not restart at version 1 (a device that installed
+    staged.vN would see the version go down, under a file name it has seen)."""
+    from knowcache import manifest
+    models, entry, data = staged_models
+    out = tmp_path / "models"
+    shutil.copytree(models, out)
+    current = manifest.load(out)
+    plain = [p for p in current.entries() if p["role"] != "staged"]
+    manifest.write(out, current.task, current.labels, plain, version=current.version + 1,
+                   **current.extra)
+    (out / entry["file"]).unlink()
+    again = staged_build.run(_record(quick_vision_build), data, out, input_shape=[1, 1, 28, 28],
+                             input_extra={"image_size": [1, 28, 28]}, cold=True,
+                             log=lambda _m: None)
+    assert again["version"] > entry["version"]
+    assert again["version"] == manifest.load(out).version == current.version + 2
+    assert again["file"] == f"staged.v{again['version']}.pte" and (out / again["file"]).is_file()
+
+
 def _gate_score_by_hand(gate: str, out) -> float:
     """What the runtime gate compares with its threshold, from the exit's outputs
     in NumPy (float64): sigmoid(selector), max softmax, normalized entropy."""
@@ -190,14 +212,14 @@ def _agreeing_hits(models: Path, x: np.ndarray, full) -> float:
 
 def test_online_learner_adapts_to_a_shifted_stream_and_rolls_back_a_bad_retrain(
         staged_models, tmp_path):
-    models, _, data = staged_models
+    models, entry, data = staged_models
     work = tmp_path / "vision"
     shutil.copytree(models, work)
     # A toy full model (about 70% accurate) has weak exits: lower bars than the defaults.
     config = OnlineConfig(retrain_every=100, buffer=200, target=0.9, per_exit=0.9,
                           fidelity_floor=0.85)
     learner = learner_for(work, config, cold=True, background=False, log=lambda _m: None)
-    assert learner.version == 2 and all(
+    assert learner.version == entry["version"] + 1 and all(
         v is None for e in learner.entry["staged"]["exits"] for v in e["thresholds"].values())
     full = _runtime.Partition.from_file(str(work / "full.pte"))
     for xi in _stream(data, [0, 1, 2, 3, 4], 200, 0):
@@ -241,7 +263,7 @@ def test_online_learner_adapts_to_a_shifted_stream_and_rolls_back_a_bad_retrain(
 def test_warm_learner_verifies_against_the_shipped_heads(staged_models, tmp_path):
     """Started on a trained staged program, the learner's baseline is that
     program's exits (not the fresh heads it trains from)."""
-    models, _, data = staged_models
+    models, entry, data = staged_models
     work = tmp_path / "vision"
     shutil.copytree(models, work)
     x = _stream(data, list(range(10)), 200, 3)
@@ -250,7 +272,7 @@ def test_warm_learner_verifies_against_the_shipped_heads(staged_models, tmp_path
     config = OnlineConfig(retrain_every=200, buffer=200, target=0.9, per_exit=0.9,
                           fidelity_floor=0.85)
     learner = learner_for(work, config, background=False, log=lambda _m: None)
-    assert learner.version == 1
+    assert learner.version == entry["version"]
     for xi in x:
         learner.answer(xi[None])
     report = learner.reports[-1]

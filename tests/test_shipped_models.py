@@ -78,6 +78,37 @@ def test_the_cifar10_models_carry_their_task_file():
     assert task["training"] == shipped["training"]
 
 
+def test_the_cifar10_cloud_answers_over_test_time_views(tmp_path):
+    """The shipped CIFAR-10 manifest asks the cloud for airbench's 6 views: `knowcache
+    eval` reports the cloud's (averaged) answers as the full model's, the one-view
+    program's accuracy beside them, and holds layer caching against the one view."""
+    import shutil
+    from knowcache import evaluate, manifest, tta
+    from knowcache.data import folders
+    from knowcache.data.dataset import model_input
+    assert manifest.load(MODELS / "cifar10").cloud_tta == "mirror_translate"
+    data = tmp_path / "images"
+    for label in sorted(p.name for p in (MODELS.parent / "samples" / "cifar10").iterdir()):
+        (data / label).mkdir(parents=True)
+        for f in sorted((MODELS.parent / "samples" / "cifar10" / label).glob("*.jpg"))[:4]:
+            shutil.copy(f, data / label / f.name)
+    ev = evaluate.run(MODELS / "cifar10", data)
+    full = Partition.from_file(str(MODELS / "cifar10" / "full.pte"))
+    found = folders.load_task_folder(data, tuple(ev.labels), (3, 32, 32))
+    x = model_input("cifar10", found.x)
+    averaged = np.stack([tta.run(full.run, r[None], "mirror_translate").reshape(-1) for r in x])
+    logits = np.stack([full.run(r[None]).reshape(-1) for r in x])
+    assert not np.allclose(averaged, logits, atol=1e-3)
+    averaged, one = averaged.argmax(1), logits.argmax(1)
+    assert np.array_equal(ev.full_pred, averaged)
+    f = ev.programs["full"]
+    assert f["cloud_tta"] == "mirror_translate"
+    assert f["accuracy"] == pytest.approx(np.mean(averaged == ev.y))
+    assert f["accuracy_one_view"] == pytest.approx(np.mean(one == ev.y))
+    for gate in ev.layer_cache.values():
+        assert gate["full_accuracy"] == pytest.approx(np.mean(one == ev.y))
+
+
 def test_engine_loads_the_shipped_kws_cache():
     engine = Engine.from_models_dir(MODELS / "kws")
     r = engine.infer(np.zeros((1, 16000), np.float32))

@@ -21,7 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional, Sequence
 
-from knowcache import signing
+from knowcache import signing, tta
 from knowcache.atomic import replace_atomically
 from knowcache.runtime import Manifest, PartitionInfo, sha256_hex
 
@@ -94,6 +94,12 @@ class ManifestFile:
     def selector(self) -> Optional[dict]:
         """The cloud's partition selector ({"kind", "partitions": [ids]}), if any."""
         return self.doc.get("selector")
+
+    @property
+    def cloud_tta(self) -> str:
+        """The test-time views the cloud averages for its full model's answers
+        (knowcache/tta.py): "none" unless the manifest says otherwise."""
+        return tta.check(self.doc.get("cloud_tta", "none"), f"{self.path}: cloud_tta")
 
     @property
     def extra(self) -> dict:

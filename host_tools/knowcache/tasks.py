@@ -38,6 +38,7 @@ class ImageNetwork:
     stem_width: int
     student_width: float
     block: str = "basic"          # models.resnet.BLOCKS
+    cloud_tta: str = "none"       # the full program's test-time views: knowcache.tta.VIEWS
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from knowcache import tta
 from knowcache.bench import device_profile as profiles
 from knowcache.bench import link as linklib
 from knowcache.bench import papers
@@ -101,6 +102,8 @@ def run_system(name: str, models: ManifestFile, stream: QueryStream, x: np.ndarr
     manifest = models.parsed
     costs = models.flops()
     full_id = next((p["id"] for p in models.entries(Role.FULL)), None)
+    # the cloud runs the full program once per test-time view of each query (knowcache/tta.py)
+    cloud_flops = costs.get(full_id, -10**15) * tta.VIEWS[models.cloud_tta]
     run.uplink = ["none"] * n
     split = _split_flops(models, config.options.split_cut) if name in SPLIT_SYSTEMS else None
     with ExitStack() as stack:
@@ -140,7 +143,7 @@ def run_system(name: str, models: ManifestFile, stream: QueryStream, x: np.ndarr
                 elif r.local_attempts:
                     run.device_flops[i] = r.local_attempts * costs.get(r.partition_id, -10**15)
                 if r.source == "cloud":
-                    run.cloud_flops[i] = costs.get(full_id, -10**15)
+                    run.cloud_flops[i] = cloud_flops
                 run.uplink[i] = r.uplink
                 if r.uplink == "features":      # the stages before the cut ran here
                     run.device_flops[i] += split[0]

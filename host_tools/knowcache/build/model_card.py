@@ -53,6 +53,7 @@ def render(m: dict) -> str:
         f"| full | full | float32 | {full['parameters']:,} | {_kib(full['bytes'])} | all "
         f"{classes_total} | {_pct(full['accuracy'])} | - | - | - |",
     ]
+    views = full.get("test_time_views", 1)
     for name in ["cached", "generic", *parts]:
         x = models[name]
         acc = x.get("accuracy", x["accuracy_own_classes"])
@@ -72,7 +73,12 @@ def render(m: dict) -> str:
         + (" The partitions share one threshold, calibrated on their validation answers "
            f"pooled: some have fewer than {MIN_ANSWERS} of their own, too few to tell 99% "
            "agreement from 100%."
-           if any(models[p].get("threshold_shared") for p in parts) else ""),
+           if any(models[p].get("threshold_shared") for p in parts) else "")
+        + (f" The full model's figures are the cloud's answers: it averages the full "
+           f"program's logits over {views} views of each query ({full['cloud_tta']}, "
+           f"knowcache/tta.py), {views}x the compute of one; the program on one view (what "
+           f"device_full and layer caching run) scores {_pct(full['accuracy_one_view'])}."
+           if views > 1 else ""),
         "",
         "## Knowledge caching (two-stage inference)",
         "",
@@ -144,7 +150,9 @@ def _task_file_lines(task: dict | None) -> list[str]:
         out.append(f"- network: {net.get('block', 'basic')} blocks, stem {net['stem_width']}, "
                    f"stage widths {'/'.join(map(str, net['widths']))}, blocks per stage "
                    f"{'/'.join(map(str, net['blocks']))}; students {net['student_width']:g} "
-                   "as wide")
+                   "as wide" + (f"; the cloud averages the full model over {net['cloud_tta']} "
+                                "test-time views" if net.get("cloud_tta", "none") != "none"
+                                else ""))
     train = task.get("training")
     if train:
         out.append("- training: " + ", ".join(f"{k.replace('_', ' ')} {v:g}"

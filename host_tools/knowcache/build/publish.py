@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from knowcache import manifest
+from knowcache import manifest, tta
 from knowcache.build import flops, lower, model_card, specialize, training
 from knowcache.build.calibration import (MIN_ANSWERS, Calibration, at_threshold,
                                          calibrate_shared, calibrate_threshold,
@@ -63,12 +63,21 @@ def _program(rec: ModelRecord, calib: torch.Tensor, example: tuple, other_bias: 
     return lower.lower_to_pte(model, example)
 
 
-def run_programs(paths: dict[str, Path], x: np.ndarray, workers: int = 2) -> dict[str, np.ndarray]:
-    """Logits of each program on every row of x, through the C++ runtime."""
+def cloud_tta(spec) -> str:
+    """The test-time views the cloud averages for a task's full model (an image
+    task file's network.cloud_tta; none for the built-in tasks): knowcache/tta.py."""
+    return spec.network.cloud_tta if spec.network is not None else "none"
+
+
+def run_programs(paths: dict[str, Path], x: np.ndarray, workers: int = 2,
+                 views: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Logits of each program on every row of x, through the C++ runtime; a program
+    named in ``views`` averaged over those test-time views (knowcache/tta.py)."""
     def one(item):
         pid, path = item
         part = Partition.from_file(str(path))
-        return pid, np.stack([part.run(row[None]).reshape(-1) for row in x])
+        mode = (views or {}).get(pid, "none")
+        return pid, np.stack([tta.run(part.run, row[None], mode).reshape(-1) for row in x])
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return dict(pool.map(one, paths.items()))
 
@@ -91,6 +100,7 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     stage.mkdir(parents=True)
     programs: dict[str, bytes] = {}
     biases = _other_biases(cfg, records, data, labels)
+    views = cloud_tta(spec)
     for name, rec in records.items():
         log(f"exporting {name} ({'float32' if rec.role == 'full' else 'int8'})...")
         programs[name] = _program(rec, calib, example, biases.get(name, 0.0))
@@ -100,7 +110,12 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     paths = {n: stage / f"{n}.pte" for n in programs}
     xv = training.as_float(cfg.task, data.val.x).numpy()
     xt = training.as_float(cfg.task, data.test.x).numpy()
-    val, test = run_programs(paths, xv), run_programs(paths, xt)
+    # The full model's figures, and the agreement the gates are calibrated for, are
+    # those of the cloud's answers: over its test-time views, when it has any.
+    val = run_programs(paths, xv, views={"full": views})
+    test = run_programs(paths, xt, views={"full": views})
+    one_view = (test["full"] if views == "none"
+                else run_programs({"full": paths["full"]}, xt)["full"]).argmax(1)
     yv, yt = data.val.y.astype(np.int64), data.test.y.astype(np.int64)
     full_v, full_t = val["full"].argmax(1), test["full"].argmax(1)
 
@@ -147,6 +162,8 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
         """Every model's figures on the test samples in ``mask``."""
         out = {"full": {
             "role": "full", "bytes": full_bytes, "dtype": "float32",
+            "cloud_tta": views, "test_time_views": tta.VIEWS[views],
+            "accuracy_one_view": float((one_view[mask] == yt[mask]).mean()) if mask.any() else None,
             "parameters": sum(v.numel() for v in records["full"].build().parameters()),
             **_full_figures(full_t[mask], yt[mask], labels, cached_names)}}
         for name, rec in records.items():
@@ -182,7 +199,8 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
                    version=_next_version(out, log),
                    private_labels=plan.get("private", []),
                    selector={"kind": "partition_mass",
-                             "partitions": [f"p{i}" for i in range(len(plan["groups"]))]})
+                             "partitions": [f"p{i}" for i in range(len(plan["groups"]))]},
+                   **({"cloud_tta": views} if views != "none" else {}))
     (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if defined is not None:           # an image task: its definition travels with its models
         shutil.copyfile(defined, stage / image_tasks.TASK_FILE)

@@ -94,6 +94,11 @@ def _print(ev, plot: Path) -> None:
         console.print("stopped at exits: share of inputs answered at exit 0, 1, ...; the rest ran "
                       "the whole program. Time saved: the staged Engine's mean against the full "
                       "program's on the same inputs.")
+    full = ev.programs["full"]
+    if "accuracy_one_view" in full:
+        console.print(f"full: the cloud's answers, averaged over {full['cloud_tta']} test-time "
+                      f"views; the program on one view (device_full, layer caching's "
+                      f"reference): {pct(full['accuracy_one_view'])}")
     console.print("accuracy: full and generic over all labels; cached and partitions on their "
                   "own classes. two-stage: the cached model where its gate accepts, else the "
                   f"full model. Confusion matrix: {plot}")

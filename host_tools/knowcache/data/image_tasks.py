@@ -21,11 +21,13 @@ cannot:
                  "blocks": [2, 2, 2],      # then 2 each) and blocks per stage, its stem
                  "stem_width": 64,         # width (default widths[0]) and the students'
                  "student_width": 0.25,    # width factor (default 1/3), and the block
-                 "block": "basic"},        # (basic: residual; conv_pool: conv, max-pool,
+                 "block": "basic",         # (basic: residual; conv_pool: conv, max-pool,
                                            # conv; airbench: airbench's network, its
                                            # whitening stem: stem_width unused);
-                                           # default: the vision recipe
-                                           # (models/nets.py FULL_CONFIGS)
+                 "cloud_tta": "none"},     # the full (cloud) program's test-time views:
+                                           # none, mirror or mirror_translate
+                                           # (knowcache/tta.py); default: the vision recipe
+                                           # (models/nets.py FULL_CONFIGS), no views
      "training": {"optimizer": "sgd",      # adamw, sgd (Nesterov) or airbench (its
                                            # recipe: lr and weight_decay per 1024
                                            # examples, e.g. 11.5 and 0.0153), peak learning rate,
@@ -55,6 +57,7 @@ from knowcache.atomic import replace_atomically
 from knowcache.data import input_contract
 from knowcache.data.dataset import Dataset, Split, cache_dir
 from knowcache.data.input_contract import IMAGE_SUFFIXES
+from knowcache.tta import VIEWS
 from knowcache.tasks import ImageNetwork, ImageTraining, TaskSpec
 
 RESERVED = ("kws", "vision")
@@ -110,7 +113,8 @@ def spec_from_dict(name: str, doc: dict) -> TaskSpec:
     net = doc.get("network")
     network = None if net is None else ImageNetwork(
         widths=tuple(net["widths"]), blocks=tuple(net["blocks"]), stem_width=net["stem_width"],
-        student_width=net["student_width"], block=net.get("block", "basic"))
+        student_width=net["student_width"], block=net.get("block", "basic"),
+        cloud_tta=net.get("cloud_tta", "none"))
     training = doc.get("training")
     return TaskSpec(name=name, labels=tuple(doc["labels"]), popularity=tuple(doc["popularity"]),
                     cached_count=len(doc["cached"]), partitions=int(doc["partitions"]),
@@ -244,7 +248,7 @@ def _resolve(doc: dict, labels: tuple[str, ...], counts: np.ndarray, image_size,
     return resolved
 
 
-NETWORK_FIELDS = {"widths", "blocks", "stem_width", "student_width", "block"}
+NETWORK_FIELDS = {"widths", "blocks", "stem_width", "student_width", "block", "cloud_tta"}
 BLOCK_KINDS = ("basic", "conv_pool", "airbench")
 # training field: (type, low, high) of its value
 TRAINING_FIELDS = {"optimizer": (str, None, None), "lr": (float, 1e-6, 100.0),
@@ -306,8 +310,12 @@ def _network(net, where: str) -> dict:
     if block not in BLOCK_KINDS:
         raise ValueError(f"{where}: network.block must be one of {', '.join(BLOCK_KINDS)}, "
                          f"not {block!r}")
+    tta = net.get("cloud_tta", "none")
+    if tta not in VIEWS:
+        raise ValueError(f"{where}: network.cloud_tta must be one of {', '.join(VIEWS)}, "
+                         f"not {tta!r}")
     return {"widths": widths, "blocks": blocks, "stem_width": stem,
-            "student_width": float(factor), "block": block}
+            "student_width": float(factor), "block": block, "cloud_tta": tta}
 
 
 def ingest(root: str | Path, name: str, task_file: Optional[Path] = None,

@@ -147,8 +147,12 @@ def run(record: ModelRecord, data: Dataset, out: Path, *, input_shape: list[int]
         calib_x = model_input(build.task, data.val.x[cal])
         log(f"calibrating thresholds on {len(calib_x)} validation inputs for "
             f">= {target:.1%} agreement...")
-    old = manifest.load(out).entry(STAGED_ID)
-    version = (old["version"] + 1) if old else 1
+    current = manifest.load(out)
+    old = current.entry(STAGED_ID)
+    # Never below the manifest's next version either: a plain `knowcache export` drops
+    # the staged entry but bumps the manifest, so a staged program exported after it
+    # does not restart at 1 under a version (and file name) devices already saw.
+    version = max(old["version"] + 1 if old else 1, current.version + 1)
     entry, path = export_program(build, out, [], target, version, calib_x)
     manifest.update(out, entry)
     if old and old["file"] != entry["file"]:

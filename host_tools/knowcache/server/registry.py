@@ -20,6 +20,7 @@ import numpy as np
 from scipy.special import softmax
 
 from knowcache import manifest as manifests
+from knowcache import tta
 from knowcache.manifest import Role
 from knowcache.runtime import InputSpec, Manifest, Partition, PartitionInfo, StagedModel
 from knowcache.server import selector as selectors
@@ -92,6 +93,7 @@ class TaskModels:
     files: dict[str, "PartitionBytes"] = field(default_factory=dict)   # the verified ones
     refused_files: dict[str, str] = field(default_factory=dict)        # id -> why
     learner: "OnlineLearner | None" = None     # layer caching learned online (--learn-exits)
+    cloud_tta: str = "none"        # test-time views of the full model's answers (knowcache/tta.py)
     staged: LazyResume = field(default_factory=lambda: LazyResume(None, None))  # split uploads
 
     @property
@@ -111,8 +113,11 @@ class TaskModels:
         return int(np.prod(self.shape)) * np.dtype(DTYPES[self.dtype]).itemsize
 
     def run(self, x: np.ndarray) -> Answer:
-        """The full model's answer and the partition the device should cache."""
-        return self.answer(self.learner.answer(x) if self.learner else self.full.run(x))
+        """The full model's answer (over the manifest's test-time views; a learner's
+        staged program sees one view) and the partition the device should cache."""
+        if self.learner:
+            return self.answer(self.learner.answer(x))
+        return self.answer(tta.run(self.full.run, x, self.cloud_tta))
 
     def resume(self, from_stage: int, x: np.ndarray) -> Answer:
         """Split computing: the full model's answer from the staged program's activation
@@ -139,6 +144,7 @@ def _replace(task: TaskModels, current: manifests.ManifestFile,
              files: dict[str, PartitionBytes], refused: dict[str, str]) -> None:
     """Serves ``current`` (a new version of the same task's manifest) and its files."""
     task.files, task.refused_files = files, refused
+    task.cloud_tta = current.cloud_tta
     task.manifest, task.served_manifest = current.parsed, ServedManifest(current.text,
                                                                          current.signature)
     task.staged.replace(*_staged_program(current.directory, current.parsed, files))
@@ -190,7 +196,7 @@ def assemble(current: manifests.ManifestFile, files: dict[str, PartitionBytes],
         name=manifest.task, manifest=manifest,
         served_manifest=ServedManifest(current.text, current.signature), full=full,
         input=info.input, partition_ids=partition_ids, selector=selector, files=files,
-        refused_files=refused,
+        refused_files=refused, cloud_tta=current.cloud_tta,
         staged=LazyResume(*_staged_program(current.directory, manifest, files)))
 
 

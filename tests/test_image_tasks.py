@@ -271,6 +271,8 @@ def test_the_cloud_averages_its_test_time_views(tmp_path):
     assert [len(tta.views(x, m)) for m in tta.VIEWS] == list(tta.VIEWS.values())
     with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate'"):
         tta.run(probe, x, "rotate")
+    with pytest.raises(ValueError, match=r"image inputs \(N, C, H, W\), not shape \[1, 16000\]"):
+        tta.run(probe, np.zeros((1, 16000), np.float32), "mirror")
 
     # the server: a manifest's cloud_tta sets the full model's answers
     config = ResNetConfig(in_channels=3, stem_width=8, stem_stride=1, widths=(8, 16),

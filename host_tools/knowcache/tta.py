@@ -38,6 +38,9 @@ def views(x: np.ndarray, mode: str) -> list[np.ndarray]:
     check(mode)
     if mode == "none":
         return [x]
+    if x.ndim != 4:
+        raise ValueError(f"test-time views ({mode}) are for image inputs (N, C, H, W), "
+                         f"not shape {list(x.shape)}; remove cloud_tta from the manifest")
     out = [x]
     if mode == "mirror_translate":
         padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")

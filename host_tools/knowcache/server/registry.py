@@ -190,6 +190,10 @@ def assemble(current: manifests.ManifestFile, files: dict[str, PartitionBytes],
     info = manifest.find(full_ids[0])
     if info.id in refused:
         raise ValueError(f"its full model is refused: {refused[info.id]}")
+    if current.cloud_tta != "none" and len(info.input.shape) != 4:
+        raise ValueError(f"{current.path}: cloud_tta {current.cloud_tta!r} is for image "
+                         f"programs [1, C, H, W], but the full model takes "
+                         f"{list(info.input.shape)}; remove cloud_tta")
     full = Partition.from_bytes(files[info.id].data, info) if load_full else None
     partition_ids, selector = selectors.from_manifest(current)
     return TaskModels(

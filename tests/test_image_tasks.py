@@ -235,6 +235,16 @@ def test_the_airbench_network_whitens_its_input_and_trains_with_its_recipe(tmp_p
     assert accuracy >= 0.9, accuracy
     # refitting the same model sets the stem from the data again, then keeps it frozen
     assert torch.allclose(stem_w, training._fit_whitening(fitted, x)[0].weight)
+    # a student normalizing as its teacher does takes the teacher's filters, which are
+    # what fitting would give; one that normalizes otherwise fits its own
+    student = VisionNet(cfg.student_config(), 4, float(x.mean()), float(x.std()))
+    taken = training._fit_whitening(student, x, teacher=fitted)[0].weight.clone()
+    assert torch.equal(taken, stem_w)
+    alone = VisionNet(cfg.student_config(), 4, float(x.mean()), float(x.std()))
+    assert torch.allclose(training._fit_whitening(alone, x)[0].weight, taken, atol=1e-5)
+    skewed = VisionNet(cfg.student_config(), 4, 0.0, 1.0)
+    assert not torch.allclose(training._fit_whitening(skewed, x, teacher=fitted)[0].weight,
+                              taken, atol=1e-3)
 
     from executorch.runtime import Runtime
     q = quantize_int8(fitted, test_x[:16])
@@ -269,6 +279,12 @@ def test_the_cloud_averages_its_test_time_views(tmp_path):
     assert np.allclose(got, (mirror(x) + moved) / 2, atol=1e-5)
     assert not np.allclose(got, mirror(x), atol=1e-2)            # the moved views count
     assert [len(tta.views(x, m)) for m in tta.VIEWS] == list(tta.VIEWS.values())
+    # row by row, as the batch-1 programs run: the one-view answer comes from the same runs
+    calls = []
+    counted = lambda v: calls.append(v) or probe(v)              # noqa: E731
+    averaged, plain = tta.run_rows(counted, x, "mirror_translate")
+    assert len(calls) == 6 * len(x) and all(len(v) == 1 for v in calls)
+    assert np.allclose(averaged, got, atol=1e-5) and np.allclose(plain, probe(x), atol=1e-5)
     with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate'"):
         tta.run(probe, x, "rotate")
     with pytest.raises(ValueError, match=r"image inputs \(N, C, H, W\), not shape \[1, 16000\]"):
@@ -419,7 +435,11 @@ def test_an_image_folder_task_goes_through_every_stage(tmp_path, data_dir):
         assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
         return res.stdout
 
-    out = cli("data", "images", "--folder", str(root), "--task", "colours")
+    # the task file only sets a small network whose cloud answers over two views
+    task_file = tmp_path / "colours.json"
+    task_file.write_text(json.dumps({"network": {"widths": [16, 32], "cloud_tta": "mirror"}}))
+    out = cli("data", "images", "--folder", str(root), "--task", "colours",
+              "--task-file", str(task_file))
     assert "task colours: 4 classes, input 3x16x16, cached red" in out
     models = tmp_path / "models"
     cli("build-models", "--task", "colours", "--quick", "--work", str(tmp_path / "work"),
@@ -432,6 +452,9 @@ def test_an_image_folder_task_goes_through_every_stage(tmp_path, data_dir):
                for p in manifest["partitions"])
     cached = next(p for p in manifest["partitions"] if p["role"] == "cached")
     assert cached["labels"][:1] == ["red"]
+    assert manifest["cloud_tta"] == "mirror"
+    full = json.loads((models / "colours" / "metrics.json").read_text())["models"]["full"]
+    assert full["test_time_views"] == 2 and 0 <= full["accuracy_one_view"] <= 1
 
     cli("bench", "--task", "colours", "--models", str(models), "--queries", "30",
         "--systems", "cloud_only,two_stage,cachenet", "--rtt-ms", "2",
@@ -440,10 +463,14 @@ def test_an_image_folder_task_goes_through_every_stage(tmp_path, data_dir):
     for name in ("cloud_only", "two_stage", "cachenet"):
         assert sum(report["systems"][name]["answers"].values()) == 30
         assert report["systems"][name]["answers"]["failed"] == 0
+    # fidelity is agreement with the cloud's answers, over its views
+    assert report["systems"]["cloud_only"]["fidelity"] == 1.0
+    assert "mirror test-time views" in report["fidelity_reference"]["systems"]
 
-    cli("eval", "--task", "colours", "--models", str(models / "colours"), "--data",
-        str(root / "test"), "--out", str(tmp_path / "eval"))
+    out = cli("eval", "--task", "colours", "--models", str(models / "colours"), "--data",
+              str(root / "test"), "--out", str(tmp_path / "eval"))
     assert (tmp_path / "eval" / "colours-confusion.png").is_file()
+    assert "one view" in out
 
     out = cli("infer", "--task", "colours", "--models", str(models / "colours"),
               str(root / "test" / "red" / "0.png"))

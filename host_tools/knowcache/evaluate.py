@@ -91,10 +91,9 @@ def run(models_dir: Path, data: Path, *, include_fitted: bool = False) -> Evalua
         program = runtime.Partition.from_file(manifest.path_of(info))
         # The full model's answers are the cloud's: over its test-time views, if any.
         views = doc.cloud_tta if info.role == "full" else "none"
-        logits[info.id] = np.stack([tta.run(program.run, row[None], views).reshape(-1)
-                                    for row in x])
+        logits[info.id], plain = tta.run_rows(program.run, x, views)
         if views != "none":
-            one_view = np.stack([program.run(row[None]).reshape(-1) for row in x]).argmax(1)
+            one_view = plain.argmax(1)
     infos = {p.id: p for p in manifest.partitions}
     full_pred = logits["full"].argmax(1)
     ev.full_pred = full_pred

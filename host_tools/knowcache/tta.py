@@ -61,8 +61,25 @@ def combine(logits: list[np.ndarray], mode: str) -> np.ndarray:
     return (plain + moved) / 2
 
 
+def run_views(model: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+              mode: str) -> list[np.ndarray]:
+    """``model``'s logits on each view of ``x``, in ``views``' order: the first is ``x``
+    itself, so a caller that also wants the one-view answer takes it from there."""
+    return [model(v) for v in views(x, mode)]
+
+
 def run(model: Callable[[np.ndarray], np.ndarray], x: np.ndarray, mode: str) -> np.ndarray:
     """``model``'s logits for ``x``, averaged over the views of ``mode``."""
-    if mode == "none":
-        return model(x)
-    return combine([model(v) for v in views(x, mode)], mode)
+    return combine(run_views(model, x, mode), mode)
+
+
+def run_rows(model: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+             mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """A batch-1 program over every row of ``x``: (averaged logits, logits on the
+    plain image), each (rows, classes); one run per view, none repeated."""
+    averaged, plain = [], []
+    for row in x:
+        per_view = run_views(model, row[None], mode)
+        averaged.append(combine(per_view, mode).reshape(-1))
+        plain.append(per_view[0].reshape(-1))
+    return np.stack(averaged), np.stack(plain)

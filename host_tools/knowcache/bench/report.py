@@ -41,7 +41,8 @@ def systems_table(report: dict) -> Table:
                   else "0", f"{s['model_bytes'] / 1024:.0f}")
     for name, why in report.get("skipped", {}).items():
         t.add_row(f"{name} [dim](skipped: {why})[/dim]", *["-"] * 10)
-    t.caption = ("fid: agreement with the full model; dl: partition downloads (count); "
+    t.caption = ("fid: agreement with the cloud's answers (layer_cache rows: with the full "
+                 "program on one view, as device_full); dl: partition downloads (count); "
                  "mem: peak resident bytes of the device's programs")
     return t
 

@@ -3,7 +3,8 @@
 For a gated device model (the specialized cache, or the generic student used
 the same way) every query's local answer and normalized entropy come from the
 program itself through the C++ runtime and gate; a rejected query gets the
-full model's answer (what the cloud returns). So each threshold's accuracy
+full model's answer as the cloud returns it (over the manifest's test-time
+views, when it has any). So each threshold's accuracy
 and local rate are exact for the stream, without rerunning the link.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from knowcache import tta
 from knowcache.manifest import Role
 from knowcache.runtime import Manifest, Partition, gate_evaluate
 
@@ -28,13 +30,14 @@ def _id_of_role(manifest: Manifest, role: Role) -> str | None:
     return next(iter(manifest.ids_with_role(role)), None)
 
 
-def predictions(manifest: Manifest, role: Role, x: np.ndarray) -> np.ndarray:
-    """Task class index each query gets from the model with this role."""
+def predictions(manifest: Manifest, role: Role, x: np.ndarray, views: str = "none") -> np.ndarray:
+    """Task class index each query gets from the model with this role, averaged over
+    test-time ``views`` (knowcache/tta.py) as the cloud does for its full model."""
     pid = _id_of_role(manifest, role)
     if pid is None:
         raise ValueError(f"{manifest.directory}/manifest.json has no '{role}' program")
     part = _partition(manifest, pid)
-    return np.array([int(np.argmax(part.run(row[None]))) for row in x])
+    return tta.run_rows(part.run, x, views)[0].argmax(1)
 
 
 def local_answers(manifest: Manifest, pid: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

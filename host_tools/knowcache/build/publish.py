@@ -70,16 +70,19 @@ def cloud_tta(spec) -> str:
 
 
 def run_programs(paths: dict[str, Path], x: np.ndarray, workers: int = 2,
-                 views: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+                 views: dict[str, str] | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Logits of each program on every row of x, through the C++ runtime; a program
-    named in ``views`` averaged over those test-time views (knowcache/tta.py)."""
+    named in ``views`` averaged over those test-time views (knowcache/tta.py).
+    Also returns each program's logits on the plain rows (one view), from the same runs."""
     def one(item):
         pid, path = item
         part = Partition.from_file(str(path))
-        mode = (views or {}).get(pid, "none")
-        return pid, np.stack([tta.run(part.run, row[None], mode).reshape(-1) for row in x])
+        return pid, tta.run_rows(part.run, x, (views or {}).get(pid, "none"))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(pool.map(one, paths.items()))
+        done = dict(pool.map(one, paths.items()))
+    return ({pid: averaged for pid, (averaged, _) in done.items()},
+            {pid: plain for pid, (_, plain) in done.items()})
 
 
 def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
@@ -112,10 +115,9 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     xt = training.as_float(cfg.task, data.test.x).numpy()
     # The full model's figures, and the agreement the gates are calibrated for, are
     # those of the cloud's answers: over its test-time views, when it has any.
-    val = run_programs(paths, xv, views={"full": views})
-    test = run_programs(paths, xt, views={"full": views})
-    one_view = (test["full"] if views == "none"
-                else run_programs({"full": paths["full"]}, xt)["full"]).argmax(1)
+    val, _ = run_programs(paths, xv, views={"full": views})
+    test, test_plain = run_programs(paths, xt, views={"full": views})
+    one_view = test_plain["full"].argmax(1)
     yv, yt = data.val.y.astype(np.int64), data.test.y.astype(np.int64)
     full_v, full_t = val["full"].argmax(1), test["full"].argmax(1)
 

@@ -217,7 +217,7 @@ def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: F
     weight = (counts.sum() / (classes * counts.clamp(min=1))).to(device)
     sample_w = (torch.ones(len(y)) if sample_weight is None else sample_weight.float()).to(device)
     airbench = config.optimizer == "airbench"
-    whitening = _fit_whitening(model, x, device)
+    whitening = _fit_whitening(model, x, device, teacher)
     opt = _optimizer(model, config)
     steps = config.epochs * math.ceil(len(y) / config.batch)
     if airbench:
@@ -284,17 +284,28 @@ WHITENING_BIAS_EPOCHS = 3
 WHITENING_IMAGES = 5000
 
 
-def _fit_whitening(model: nn.Module, x: torch.Tensor,
-                   device: torch.device = torch.device("cpu")) -> list[nn.Module]:
+def _fit_whitening(model: nn.Module, x: torch.Tensor, device: torch.device = torch.device("cpu"),
+                   teacher: Optional[nn.Module] = None) -> list[nn.Module]:
     """Sets every whitening stem of an image model (on ``device``) from the first
-    5,000 training inputs, as the model normalizes them; returns those stems."""
+    5,000 training inputs, as the model normalizes them; returns those stems. A
+    student whose teacher has the same stems and normalizes the same way takes the
+    teacher's filters: they whiten the same patches, so they are not fitted again."""
     from knowcache.models.resnet import Whitening
     stems = [m for m in model.modules() if isinstance(m, Whitening)]
-    if stems:
-        with torch.no_grad():
-            sample = model.features(x[:WHITENING_IMAGES].float().to(device))
-        for stem in stems:
-            stem.fit_to(sample)
+    if not stems:
+        return stems
+    taught = ([m for m in teacher.modules() if isinstance(m, Whitening)]
+              if teacher is not None else [])
+    with torch.no_grad():
+        if ([m.weight.shape for m in taught] == [m.weight.shape for m in stems]
+                and torch.equal(model.features(x[:8].float().to(device)),
+                                teacher.features(x[:8].float().to(device)))):
+            for stem, source in zip(stems, taught):
+                stem.weight.copy_(source.weight)
+            return stems
+        sample = model.features(x[:WHITENING_IMAGES].float().to(device))
+    for stem in stems:
+        stem.fit_to(sample)
     return stems
 
 

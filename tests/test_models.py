@@ -46,9 +46,37 @@ def test_exported_front_end_matches_pytorch(frontend_pte):
         np.testing.assert_allclose(got, want, atol=1e-3)
 
 
+def test_the_front_end_skips_the_frames_of_its_zero_margins():
+    """margins=(left, right): the same log-mel as the input with that many zeros
+    around it, with only the frames that reach the input transformed; the DFT
+    computes bins up to N/2 only."""
+    left = 8000
+    right = N_PADDED - 16000 - left
+    margined = GoogleMel(N_PADDED, margins=(left, right)).eval()
+    whole = GoogleMel(N_PADDED).eval()
+    assert margined.frames == whole.frames
+    assert (margined.first, margined.stop) == (47, 150)      # 103 of 204 frames reach the clip
+    rng = np.random.default_rng(1)
+    for scale in (0.0, 1e-4, 0.05, 0.9):
+        wave = torch.from_numpy((rng.standard_normal((2, 16000)) * scale).astype(np.float32))
+        padded = torch.cat([torch.zeros(2, left), wave, torch.zeros(2, right)], 1)
+        assert torch.equal(margined(wave), whole(padded))
+    # a clip reaching the edges (no zeros on one side) and a margin off the block grid
+    edge = GoogleMel(16000 + 512, margins=(512, 0)).eval()
+    wave = torch.from_numpy(rng.standard_normal((1, 16000)).astype(np.float32) * 0.1)
+    assert torch.equal(edge(wave), GoogleMel(16000 + 512)(torch.cat([torch.zeros(1, 512), wave],
+                                                                    1)))
+    with pytest.raises(ValueError, match="margins"):
+        GoogleMel(N_PADDED, margins=(100, 0))
+    dft = FactorizedDFT(16, 32)
+    assert dft.positions == 16 * 17 and int(dft.bins().max()) == 15 + 16 * 16
+    with pytest.raises(ValueError, match="only bins 0..256"):
+        dft.flat_bins(258)
+
+
 def test_front_end_constants_are_small(frontend_pte):
     # The ONNX front end's dense DFT convolution alone is 1 MB; ours carries the
-    # 257 x 32 filterbank (33 KB), the window and 3.6k DFT constants.
+    # 257 x 32 filterbank on 272 DFT positions (35 KB), the window and 3.6k DFT constants.
     assert frontend_pte.stat().st_size < 80 * 1024
 
 

@@ -136,7 +136,8 @@ class KwsNet(nn.Module):
         total = padded_samples(samples, config.pad_s)
         self.left = int(round(config.pad_s * 16000))
         self.right = total - samples - self.left
-        self.frontend = GoogleMel(total)
+        # the zero padding around the clip is the front end's margins: never transformed
+        self.frontend = GoogleMel(total, margins=(self.left, self.right))
         self.backbone = KwsBackbone(config, classes)
         self.spectrogram = None
         if config.spectrogram:
@@ -144,9 +145,8 @@ class KwsNet(nn.Module):
             self.spectrogram = SpectrogramNet(ResNetConfig.from_dict(sc["resnet"]), sc["classes"])
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
-        b = wave.shape[0]
-        padded = torch.cat([wave.new_zeros(b, self.left), wave, wave.new_zeros(b, self.right)], 1)
-        return self.frontend(padded)
+        """The log-mel of the clip with pad_s of zeros each side."""
+        return self.frontend(wave)
 
     def embeddings(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, windows, 96): what the head sees; frozen, so computed once for training."""

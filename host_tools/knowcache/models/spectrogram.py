@@ -59,12 +59,12 @@ class LogMel(nn.Module):
         self.register_buffer("mel_centres", centres.float().view(1, -1), persistent=False)
 
     def filterbank(self) -> torch.Tensor:
-        """(N, n_mels) triangles in mel space, zero on bins above N/2."""
+        """(positions, n_mels) triangles in mel space, zero on bins above N/2."""
         tri = 1.0 - torch.abs(self.bin_mel - self.mel_centres) / self.mel_step
         return torch.clamp(tri, min=0.0) * self.bin_keep
 
     def power(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, samples) -> (B, frames, N) power spectrum in flat (k1, k2) layout."""
+        """(B, samples) -> (B, frames, positions) power spectrum in the DFT's flat layout."""
         b = x.shape[0]
         hops = x.reshape(b, self.samples // self.hop_length, self.hop_length)
         parts = [hops[:, i:i + self.frames] for i in range(self.hops_per_window)]

@@ -13,7 +13,8 @@ exported programs carry them).
   as ``melspectrogram.onnx`` followed by openWakeWord's ``x / 10 + 2``. The
   512-point DFT is computed factorized (N1 x N2 = 16 x 32, ``dft.FactorizedDFT``)
   over frames cut from 32-sample blocks, so a program
-  carries 3.6k DFT constants instead of the ONNX model's 263k.
+  carries 3.6k DFT constants instead of the ONNX model's 263k; frames that see
+  only the zero padding around a clip are not transformed (``margins``).
 * ``SpeechEmbedding``: (B, T, 32) -> (B, T', 96). It is fully convolutional in
   time with a time stride of 8 frames, so one pass over a long input gives the
   embedding of every 76-frame window at a step of 8 frames (openWakeWord's
@@ -76,35 +77,63 @@ class GoogleMel(nn.Module):
     frames = (samples - 512) // 160 + 1 (no centring, as the ONNX front end).
     The top-dB floor is taken per example (the ONNX model takes it over its
     whole input, which is the same for the batch of one it is run with).
+
+    With ``margins`` = (left, right) the input is the middle of those
+    ``samples``: the module answers exactly as if it were given ``left`` zeros,
+    the input, then ``right`` zeros, but runs the DFT only on the frames that
+    reach the input (a frame of zeros has power 0, whose log-mel is the clamp
+    value), about half of them for the kws models' 0.5 s of zeros each side.
     """
 
-    def __init__(self, samples: int):
+    def __init__(self, samples: int, margins: tuple[int, int] = (0, 0)):
         super().__init__()
+        left, right = margins
         if samples < N_FFT or samples % 32:
             raise ValueError("samples must be at least 512 and a multiple of 32")
+        if left < 0 or right < 0 or left % 32 or left + right >= samples:
+            raise ValueError("margins must be two counts of zeros, the left a multiple of 32, "
+                             "leaving some input between them")
         w = onnx_weights("melspectrogram")
         real = w["0.stft.conv_real.weight"][:, 0, :].astype(np.float64)
         window = real[0]                                   # the DC row is the window itself
-        self.samples = samples
+        self.samples, self.left, self.right = samples, left, right
         self.frames = (samples - N_FFT) // HOP + 1
+        # Frames [first, stop) reach the input; the others see only zeros.
+        self.first = max(0, (left - N_FFT) // HOP + 1)
+        self.stop = min(self.frames, -(-(samples - right) // HOP))
         self.dft = FactorizedDFT(16, 32)
         self.register_buffer("window", torch.from_numpy(window).float().view(1, 1, N_FFT),
                              persistent=False)
-        # Bins 0..256 picked out of the DFT's flat layout, then the 257 x 32 filterbank.
-        self.register_buffer("bins", torch.from_numpy(self.dft.flat_bins(N_FFT // 2 + 1)),
-                             persistent=False)
-        self.register_buffer("mel", torch.from_numpy(w["1.melW"].astype(np.float32)),
-                             persistent=False)
+        # The 257 x 32 filterbank on the DFT's flat positions (positions above bin 256: zero).
+        mel = np.zeros((self.dft.positions, MEL_BINS), np.float32)
+        mel[self.dft.flat_bins(N_FFT // 2 + 1)] = w["1.melW"].astype(np.float32)
+        self.register_buffer("mel", torch.from_numpy(mel), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        blocks = (x * 32768.0).reshape(b, self.samples // 32, 32)   # int16 scale, as trained
+        live = self.stop - self.first
+        # The samples the live frames read (input coordinates), zeros where they
+        # reach into the margins, as 32-sample blocks.
+        start = self.first * HOP - self.left
+        end = (self.stop - 1) * HOP + N_FFT - self.left
+        middle = self.samples - self.left - self.right
+        parts = [x[:, max(0, start):min(middle, end)] * 32768.0]     # int16 scale, as trained
+        if start < 0:
+            parts.insert(0, x.new_zeros(b, -start))
+        if end > middle:
+            parts.append(x.new_zeros(b, end - middle))
+        blocks = torch.cat(parts, 1).reshape(b, (end - start) // 32, 32)
         step, per_frame = HOP // 32, N_FFT // 32
-        span = step * (self.frames - 1) + 1
+        span = step * (live - 1) + 1
         frames = torch.cat([blocks[:, i:i + span:step] for i in range(per_frame)], dim=2)
-        power = self.dft.power(frames * self.window)             # (B, T, N) flat layout
-        power = torch.index_select(power, 2, self.bins)          # (B, T, 257) bin order
+        power = self.dft.power(frames * self.window)               # (B, live, positions)
         mel = torch.clamp(torch.matmul(power, self.mel), min=1e-10)
+        # the frames of zeros: power 0, so the clamp value
+        silent = [(self.first, 0), (self.frames - self.stop, 1)]
+        for count, side in silent:
+            if count:
+                pad = mel.new_full((b, count, MEL_BINS), 1e-10)
+                mel = torch.cat([pad, mel] if side == 0 else [mel, pad], 1)
         db = 10.0 * torch.log10(mel)
         floor = db.amax(dim=(1, 2), keepdim=True) - TOP_DB
         return torch.maximum(db, floor) / 10.0 + 2.0

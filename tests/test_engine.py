@@ -32,7 +32,8 @@ def test_unsure_input_goes_to_cloud_with_protocol_headers(tiny_models, cloud):
     url, state = cloud
     state.token = "s3cret"
     engine = make_engine(tiny_models, url, token="s3cret")
-    x = unsure()
+    x = unsure() + np.float32(0.3)             # not 16-bit PCM: the float32 bytes go up
+    x[0, :3] = 0
     r = engine.infer(x)
     assert (r.source, r.label, r.index) == ("cloud", "down", 3)
     assert r.uplink_bytes == x.nbytes and r.network_us > 0
@@ -41,7 +42,21 @@ def test_unsure_input_goes_to_cloud_with_protocol_headers(tiny_models, cloud):
     assert req["headers"]["X-Knowcache-Dtype"] == "float32"
     assert req["headers"]["X-Knowcache-Shape"] == f"1,{FEATURES}"
     assert req["headers"]["Authorization"] == "Bearer s3cret"
+    assert "X-Knowcache-Encoding" not in req["headers"]
     assert req["body"] == x.tobytes()
+    # 16-bit audio (values q / 32768) goes as pcm16: int16 q, half the bytes
+    q = np.random.default_rng(0).integers(-300, 300, FEATURES).astype(np.int16)
+    q[:3] = 0
+    pcm = (q.astype(np.float32) / 32768)[None]
+    r = engine.infer(pcm)
+    assert r.source == "cloud" and r.uplink_bytes == pcm.nbytes // 2
+    req = state.requests[-1]
+    assert req["headers"]["X-Knowcache-Encoding"] == "pcm16"
+    assert req["headers"]["X-Knowcache-Dtype"] == "float32"
+    assert req["body"] == q.astype("<i2").tobytes()
+    plain = make_engine(tiny_models, url, token="s3cret", pcm16_uploads=False)
+    assert plain.infer(pcm).uplink_bytes == pcm.nbytes
+    assert state.requests[-1]["body"] == pcm.tobytes()
 
 
 def test_other_is_always_forwarded(tiny_models, cloud):

@@ -22,6 +22,8 @@ LIMIT = 100_000
 VISION_BYTES = 28 * 28 * 4
 
 TENSOR = {"X-Knowcache-Dtype": "float32", "X-Knowcache-Shape": "1,1,28,28"}
+PCM16 = {"X-Knowcache-Dtype": "float32", "X-Knowcache-Shape": "1,16000",
+         "X-Knowcache-Encoding": "pcm16"}
 
 # (method, path, headers beyond the token, body, the status once the token is right)
 REQUESTS = [
@@ -37,6 +39,12 @@ REQUESTS = [
     ("GET", "/v1/kws/partitions/p%201", {}, None, 400),             # not a partition id
     ("POST", "/v1/audio/infer", {"X-Knowcache-Dtype": "float32", "X-Knowcache-Shape": "1,16000"},
      b"", 404),                                                     # unknown task
+    ("POST", "/v1/kws/infer", PCM16, b"\0" * 32000, 200),         # 16-bit audio, half the bytes
+    ("POST", "/v1/kws/infer", {**PCM16, "X-Knowcache-Encoding": "gzip"}, b"\0" * 32000,
+     400),                                                          # unknown encoding
+    ("POST", "/v1/kws/infer", PCM16, b"\0" * 64000, 400),         # float32's length, not pcm16's
+    ("POST", "/v1/kws/infer", {**PCM16, "X-Knowcache-Dtype": "int8"}, b"\0" * 32000,
+     400),                                                          # pcm16 is for float32
     ("GET", "/v1/kws/manifest", {}, None, 200),
     ("GET", "/v1/audio/manifest", {}, None, 404),
     ("GET", "/v1/kws/manifest.sig", {}, None, 404),                 # the shipped ones are unsigned
@@ -154,4 +162,23 @@ def test_a_declared_wrong_length_is_refused_before_the_body_is_sent(url, declare
         answer = read_response(s)
     assert answer.startswith(f"HTTP/1.1 {status} "), answer[:200]
     assert f"body is {declared} bytes" in answer
+
+
+def test_pcm16_carries_the_same_waveform_in_half_the_bytes(url):
+    """X-Knowcache-Encoding: pcm16: int16 q, each value q / 32768; the answer is the
+    one the float32 bytes of that waveform get."""
+    rng = np.random.default_rng(0)
+    q = rng.integers(-32768, 32768, 16000).astype("<i2")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    raw = httpx.post(url + "/v1/kws/infer", headers={**PCM16, **auth,
+                                                     "X-Knowcache-Encoding": "raw"},
+                     content=(q.astype(np.float32) / 32768).astype("<f4").tobytes(), timeout=10)
+    packed = httpx.post(url + "/v1/kws/infer", headers={**PCM16, **auth}, content=q.tobytes(),
+                        timeout=10)
+    assert raw.status_code == packed.status_code == 200, packed.text[:200]
+    a, b = raw.json(), packed.json()
+    assert (a["label"], a["confidence"]) == (b["label"], b["confidence"])
+    split = httpx.post(url + "/v1/kws/infer?from_stage=1", headers={**PCM16, **auth},
+                       content=q.tobytes(), timeout=10)
+    assert split.status_code == 400 and "the int8 activation" in split.json()["detail"]
 

@@ -63,11 +63,12 @@ DEFAULT_BUDGET_BYTES = 64 << 20
 
 
 def _cloud_config(url: Optional[str], token: Optional[str], connect_timeout_ms: int,
-                  read_timeout_ms: int, ca_file: Optional[str] = None) -> "_rt.CloudClientConfig":
+                  read_timeout_ms: int, ca_file: Optional[str] = None,
+                  pcm16_uploads: bool = True) -> "_rt.CloudClientConfig":
     return _rt.CloudClientConfig(
         base_url=url or "", token=token or "",
         connect_timeout_ms=connect_timeout_ms, read_timeout_ms=read_timeout_ms,
-        ca_file=os.fspath(ca_file) if ca_file else "")
+        ca_file=os.fspath(ca_file) if ca_file else "", pcm16_uploads=pcm16_uploads)
 
 
 class SlotCache(_rt.SlotCache):
@@ -81,8 +82,10 @@ class CloudClient(_rt.CloudClient):
     """HTTP client for ``knowcache serve`` (POST infer, GET manifest and partitions)."""
 
     def __init__(self, url: str, *, token: Optional[str] = None, connect_timeout_ms: int = 1000,
-                 read_timeout_ms: int = 5000, ca_file: Optional[str] = None):
-        super().__init__(_cloud_config(url, token, connect_timeout_ms, read_timeout_ms, ca_file))
+                 read_timeout_ms: int = 5000, ca_file: Optional[str] = None,
+                 pcm16_uploads: bool = True):
+        super().__init__(_cloud_config(url, token, connect_timeout_ms, read_timeout_ms, ca_file,
+                                       pcm16_uploads))
 
 
 def _engine_config(task: str, *, slots: int = 2, budget_bytes: int = DEFAULT_BUDGET_BYTES,
@@ -96,11 +99,12 @@ def _engine_config(task: str, *, slots: int = 2, budget_bytes: int = DEFAULT_BUD
                    private_share: float = 0.2,
                    local_only: bool = False, trusted_keys: Iterable[str] = (),
                    require_signature: bool = False, split: str = "off",
-                   split_cut: int = 0) -> "_rt.EngineConfig":
+                   split_cut: int = 0, pcm16_uploads: bool = True) -> "_rt.EngineConfig":
     return _rt.EngineConfig(
         task=task,
         cache=_rt.SlotCacheConfig(slots, budget_bytes),
-        cloud=_cloud_config(cloud_url, token, connect_timeout_ms, read_timeout_ms, ca_file),
+        cloud=_cloud_config(cloud_url, token, connect_timeout_ms, read_timeout_ms, ca_file,
+                            pcm16_uploads),
         fetch_hints=fetch_hints,
         max_local_attempts=max_local_attempts,
         threshold_override=-1.0 if threshold is None else float(threshold),
@@ -137,7 +141,9 @@ class Engine:
     split computing, which uploads the staged program's int8 activation at stage
     ``split_cut`` instead of the raw input; ``from_manifest`` then installs the
     staged program too, and refuses a cut before a stage that reads the raw
-    input: docs/security.md), ``split_cut``.
+    input: docs/security.md), ``split_cut``, ``pcm16_uploads`` (default on: an
+    input that 16-bit PCM holds exactly, 16-bit audio, is uploaded as int16,
+    half the bytes; off for a cloud older than that encoding).
     """
 
     def __init__(self, task: str, *, manifest: Optional[Manifest] = None, **kwargs):

@@ -3,15 +3,44 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
-#include <cstdio>
-#include <fstream>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <mutex>
 
 #include "knowcache/log.h"
 #include "knowcache/signature.h"
 
 namespace knowcache {
+
+namespace {
+
+// A float32 tensor as 16-bit PCM, little-endian int16 q with value q / 32768, when
+// that is exact: every value a multiple of 2^-15 in [-1, 1), none -0 (what 16-bit
+// audio converted to float is). False, and `out` unspecified, otherwise.
+bool EncodePcm16(const TensorView& input, std::string* out) {
+  if (input.dtype != DType::kFloat32) return false;
+  const size_t n = input.nbytes / sizeof(float);
+  out->resize(2 * n);
+  const char* data = static_cast<const char*>(input.data);
+  for (size_t i = 0; i < n; ++i) {
+    float v;
+    std::memcpy(&v, data + i * sizeof(float), sizeof(float));
+    const float q = v * 32768.0f;  // a power of two: exact
+    if (!(q >= -32768.0f && q <= 32767.0f) || q != std::nearbyint(q) ||
+        (q == 0.0f && std::signbit(v))) {
+      return false;
+    }
+    const auto bits = static_cast<uint16_t>(static_cast<int16_t>(q));
+    (*out)[2 * i] = static_cast<char>(bits & 0xff);
+    (*out)[2 * i + 1] = static_cast<char>(bits >> 8);
+  }
+  return true;
+}
+
+}  // namespace
 
 using nlohmann::json;
 
@@ -47,7 +76,8 @@ std::string CloudClientConfig::ToString() const {
   return "CloudClientConfig(base_url=" + base_url + ", token=" + (token.empty() ? "none" : "***") +
          (ca_file.empty() ? std::string() : ", ca_file=" + ca_file) +
          ", connect_timeout_ms=" + std::to_string(connect_timeout_ms) +
-         ", read_timeout_ms=" + std::to_string(read_timeout_ms) + ")";
+         ", read_timeout_ms=" + std::to_string(read_timeout_ms) +
+         ", pcm16_uploads=" + (pcm16_uploads ? "true" : "false") + ")";
 }
 
 class CloudClientImpl {
@@ -163,12 +193,11 @@ class CloudClientImpl {
 
   // POSTs `body` to an infer route and parses the answer.
   StatusOr<CloudAnswer> PostInfer(const std::string& path, const httplib::Headers& headers,
-                                  const TensorView& body) {
+                                  const void* body, size_t nbytes) {
     auto client = Acquire();
     const auto started = std::chrono::steady_clock::now();
-    auto res = client->Post((prefix + path).c_str(), headers,
-                            static_cast<const char*>(body.data), body.nbytes,
-                            "application/octet-stream");
+    auto res = client->Post((prefix + path).c_str(), headers, static_cast<const char*>(body),
+                            nbytes, "application/octet-stream");
     if (!res) return TransportError(res.error(), path, *client, started);
     Release(std::move(client));
     if (res->status != 200) return HttpError(*res, Url(path));
@@ -179,7 +208,7 @@ class CloudClientImpl {
       return ProtocolError(where + " is not a JSON object");
     }
     CloudAnswer a;
-    a.uplink_bytes = static_cast<int64_t>(body.nbytes);
+    a.uplink_bytes = static_cast<int64_t>(nbytes);
     auto label = answer.find("label");
     auto index = answer.find("index");
     auto conf = answer.find("confidence");
@@ -250,10 +279,14 @@ const CloudClientConfig& CloudClient::config() const { return impl_->config; }
 
 StatusOr<CloudAnswer> CloudClient::Infer(const std::string& task, const TensorView& input) {
   KC_RETURN_IF_ERROR(input.Validate());
-  return impl_->PostInfer("/v1/" + task + "/infer",
-                          {{"X-Knowcache-Dtype", DTypeName(input.dtype)},
-                           {"X-Knowcache-Shape", ShapeToString(input.shape, ',')}},
-                          input);
+  httplib::Headers headers{{"X-Knowcache-Dtype", DTypeName(input.dtype)},
+                           {"X-Knowcache-Shape", ShapeToString(input.shape, ',')}};
+  std::string pcm16;
+  if (impl_->config.pcm16_uploads && EncodePcm16(input, &pcm16)) {
+    headers.emplace("X-Knowcache-Encoding", "pcm16");
+    return impl_->PostInfer("/v1/" + task + "/infer", headers, pcm16.data(), pcm16.size());
+  }
+  return impl_->PostInfer("/v1/" + task + "/infer", headers, input.data, input.nbytes);
 }
 
 StatusOr<CloudAnswer> CloudBackend::InferFromStage(const std::string&, const SplitUpload&) {
@@ -272,7 +305,7 @@ StatusOr<CloudAnswer> CloudClient::InferFromStage(const std::string& task,
        {"X-Knowcache-Shape", ShapeToString(view.shape, ',')},
        {"X-Knowcache-Scale", scale},
        {"X-Knowcache-Staged-Version", std::to_string(upload.staged_version)}},
-      view);
+      view.data, view.nbytes);
 }
 
 StatusOr<ManifestDocument> CloudBackend::FetchManifestDocument(const std::string&) {

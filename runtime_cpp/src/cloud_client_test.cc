@@ -128,6 +128,44 @@ TEST(CloudClient, InferSendsTheTensorUnderTheBaseUrlsPrefix) {
   EXPECT_EQ(std::memcmp(body.data(), kInput, sizeof(kInput)), 0);
 }
 
+TEST(CloudClient, SixteenBitAudioGoesAsPcm16AndAnythingElseAsRawFloat32) {
+  Cloud cloud;
+  std::vector<httplib::Headers> seen;
+  std::vector<std::string> bodies;
+  cloud.server.Post("/v1/kws/infer", [&](const httplib::Request& req, httplib::Response& res) {
+    seen.push_back(req.headers);
+    bodies.push_back(req.body);
+    res.set_content(kAnswer, "application/json");
+  });
+  cloud.Start();
+  // int16 samples 1, -2, 32767, -32768, 0 as a waveform in [-1, 1)
+  const float audio[5] = {1 / 32768.f, -2 / 32768.f, 32767 / 32768.f, -1.f, 0.f};
+  auto client = MakeClient(cloud.Url());
+  auto a = client->Infer("kws", {DType::kFloat32, {1, 5}, audio, sizeof(audio)});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->uplink_bytes, 10);
+  EXPECT_EQ(HeaderOf(seen.back(), "X-Knowcache-Encoding"), "pcm16");
+  EXPECT_EQ(HeaderOf(seen.back(), "X-Knowcache-Dtype"), "float32");
+  EXPECT_EQ(HeaderOf(seen.back(), "X-Knowcache-Shape"), "1,5");
+  EXPECT_EQ(bodies.back(), std::string("\x01\x00\xfe\xff\xff\x7f\x00\x80\x00\x00", 10));
+
+  // Not exactly 16-bit: raw float32 bytes, no encoding header.
+  const float finer[5] = {1 / 32768.f, 0.5f / 32768.f, 0.f, 0.f, 0.f};   // half a step
+  const float loud[5] = {1.f, 0.f, 0.f, 0.f, 0.f};                     // 32768: out of range
+  const float negative_zero[5] = {-0.f, 0.f, 0.f, 0.f, 0.f};
+  for (const float* raw : {finer, loud, negative_zero}) {
+    ASSERT_TRUE(client->Infer("kws", {DType::kFloat32, {1, 5}, raw, sizeof(audio)}).ok());
+    EXPECT_EQ(HeaderOf(seen.back(), "X-Knowcache-Encoding"), "(none)");
+    ASSERT_EQ(bodies.back().size(), sizeof(audio));
+    EXPECT_EQ(std::memcmp(bodies.back().data(), raw, sizeof(audio)), 0);
+  }
+  // Turned off, 16-bit audio goes raw too.
+  auto plain = MakeClient(cloud.Url(), [](CloudClientConfig* c) { c->pcm16_uploads = false; });
+  ASSERT_TRUE(plain->Infer("kws", {DType::kFloat32, {1, 5}, audio, sizeof(audio)}).ok());
+  EXPECT_EQ(HeaderOf(seen.back(), "X-Knowcache-Encoding"), "(none)");
+  EXPECT_EQ(bodies.back().size(), sizeof(audio));
+}
+
 TEST(CloudClient, InferFromStageSendsTheInt8ActivationItsScaleAndTheStagedVersion) {
   Cloud cloud;
   httplib::Headers seen;

@@ -1,7 +1,9 @@
 """The FastAPI application of `knowcache serve`.
 
 Routes (the protocol the C++ CloudClient speaks):
-  POST /v1/{task}/infer            raw tensor bytes, X-Knowcache-Dtype / X-Knowcache-Shape
+  POST /v1/{task}/infer            raw tensor bytes, X-Knowcache-Dtype / X-Knowcache-Shape;
+                                   X-Knowcache-Encoding: pcm16 for a float32 tensor sent as
+                                   int16 q, each value q / 32768 (16-bit audio)
        ?from_stage=k               split computing: the staged program's int8 activation at
                                    stage k, X-Knowcache-Scale, X-Knowcache-Staged-Version
                                    (server/split.py)
@@ -45,6 +47,10 @@ _log = logging.getLogger("knowcache.serve")
 
 PARTITION = Path(..., pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Partition id")
 SHAPE_DOC = {"pattern": r"^[0-9]+(,[0-9]+)*$"}
+# How a raw input's body carries its tensor: its own bytes, or (float32 only) 16-bit
+# PCM, value = q * PCM16_STEP, exact for any float32 multiple of 2^-15 in [-1, 1).
+ENCODINGS = ("raw", "pcm16")
+PCM16_STEP = 1.0 / 32768
 
 
 class InferAnswer(BaseModel):
@@ -267,6 +273,11 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
                         None, description="Split computing: the body is the staged program's "
                                           "int8 activation at this stage, which the server "
                                           "resumes from"),
+                    x_knowcache_encoding: Optional[str] = Header(
+                        None, description="raw (default): the tensor's own bytes; pcm16: a "
+                                          "float32 tensor sent as little-endian int16 q, each "
+                                          "value q / 32768 (16-bit audio, half the bytes)",
+                        json_schema_extra={"enum": list(ENCODINGS)}),
                     x_knowcache_scale: Optional[str] = Header(
                         None, description="from_stage: the activation's per-tensor scale"),
                     x_knowcache_staged_version: Optional[str] = Header(
@@ -278,8 +289,12 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
         models = task_models(task)
         if from_stage is None:
             x = await _read_tensor(request, models, x_knowcache_dtype, x_knowcache_shape,
-                                   config.max_body_bytes, config.body_timeout_s)
+                                   config.max_body_bytes, config.body_timeout_s,
+                                   x_knowcache_encoding or "raw")
         else:
+            if x_knowcache_encoding not in (None, "raw"):
+                raise HTTPException(400, f"X-Knowcache-Encoding {x_knowcache_encoding!r} is for "
+                                         "raw inputs; a from_stage upload is the int8 activation")
             if not state.compute.resumes:
                 # 404, as for a task without a staged program: nothing here resumes one
                 raise HTTPException(404, "this server's back end cannot resume a staged program "
@@ -395,8 +410,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _read_tensor(request: Request, models: registry.TaskModels, dtype: str, shape: str,
-                       limit: int, timeout_s: float) -> np.ndarray:
-    """Checks dtype, shape and length against the task's input spec, then values."""
+                       limit: int, timeout_s: float, encoding: str = "raw") -> np.ndarray:
+    """Checks dtype, shape and length against the task's input spec, then values.
+    ``encoding`` pcm16: the float32 tensor came as int16 q, each value q / 32768."""
+    if encoding not in ENCODINGS:
+        raise HTTPException(400, f"X-Knowcache-Encoding is {encoding!r}; send raw (the tensor's "
+                                 "bytes) or pcm16 (a float32 tensor as little-endian int16, "
+                                 "each value q / 32768)")
+    if encoding == "pcm16" and dtype != "float32":
+        raise HTTPException(400, f"X-Knowcache-Encoding pcm16 carries a float32 tensor, not "
+                                 f"{dtype}")
     if dtype != models.dtype:
         raise HTTPException(400, f"X-Knowcache-Dtype is {dtype!r}; task {models.name!r} takes "
                                  f"{models.dtype}")
@@ -407,10 +430,16 @@ async def _read_tensor(request: Request, models: registry.TaskModels, dtype: str
     if dims != models.shape:
         raise HTTPException(400, f"shape {dims} does not match task {models.name!r}'s input "
                                  f"{models.shape}")
-    body = await _read_exact(request, models.input_bytes, f"shape {dims} of {dtype}", limit,
-                             timeout_s)
-    x = np.frombuffer(body, dtype=np.dtype(registry.DTYPES[dtype]).newbyteorder("<"))
-    x = x.astype(registry.DTYPES[dtype]).reshape(dims)
+    if encoding == "pcm16":
+        body = await _read_exact(request, 2 * int(np.prod(dims)), f"shape {dims} as pcm16",
+                                 limit, timeout_s)
+        x = (np.frombuffer(body, dtype="<i2").astype(np.float32)
+             * np.float32(PCM16_STEP)).reshape(dims)          # a power of two: exact
+    else:
+        body = await _read_exact(request, models.input_bytes, f"shape {dims} of {dtype}", limit,
+                                 timeout_s)
+        x = np.frombuffer(body, dtype=np.dtype(registry.DTYPES[dtype]).newbyteorder("<"))
+        x = x.astype(registry.DTYPES[dtype]).reshape(dims)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         first = int(np.flatnonzero(~np.isfinite(x.reshape(-1)))[0])
         raise HTTPException(400, f"input holds NaN or infinite values (first at element "

@@ -12,7 +12,8 @@ namespace knowcache::python {
 void PybindCloudClient(py::module_* m) {
   py::class_<CloudClientConfig>(*m, "CloudClientConfig")
       .def(py::init([](std::string base_url, std::string token, int connect_timeout_ms,
-                       int read_timeout_ms, int64_t max_response_bytes, std::string ca_file) {
+                       int read_timeout_ms, int64_t max_response_bytes, std::string ca_file,
+                       bool pcm16_uploads) {
              CloudClientConfig c;
              c.base_url = std::move(base_url);
              c.token = std::move(token);
@@ -20,17 +21,19 @@ void PybindCloudClient(py::module_* m) {
              c.read_timeout_ms = read_timeout_ms;
              c.max_response_bytes = max_response_bytes;
              c.ca_file = std::move(ca_file);
+             c.pcm16_uploads = pcm16_uploads;
              return c;
            }),
            py::arg("base_url") = "", py::arg("token") = "", py::arg("connect_timeout_ms") = 1000,
            py::arg("read_timeout_ms") = 5000, py::arg("max_response_bytes") = 256ll << 20,
-           py::arg("ca_file") = "")
+           py::arg("ca_file") = "", py::arg("pcm16_uploads") = true)
       .def_readwrite("base_url", &CloudClientConfig::base_url)
       .def_readwrite("token", &CloudClientConfig::token)
       .def_readwrite("connect_timeout_ms", &CloudClientConfig::connect_timeout_ms)
       .def_readwrite("read_timeout_ms", &CloudClientConfig::read_timeout_ms)
       .def_readwrite("max_response_bytes", &CloudClientConfig::max_response_bytes)
       .def_readwrite("ca_file", &CloudClientConfig::ca_file)
+      .def_readwrite("pcm16_uploads", &CloudClientConfig::pcm16_uploads)
       .def("__repr__", &CloudClientConfig::ToString);
 
   py::class_<CloudAnswer>(*m, "CloudAnswer")

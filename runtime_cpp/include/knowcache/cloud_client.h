@@ -5,6 +5,9 @@
 //        headers X-Knowcache-Dtype: float32, X-Knowcache-Shape: 1,16000
 //        -> {"label", "index", "confidence", "partition_hint",
 //            "model_version", "server_ms"}
+//        A float32 tensor whose values are all multiples of 2^-15 in [-1, 1)
+//        (16-bit audio) goes as X-Knowcache-Encoding: pcm16, little-endian
+//        int16 q with value q / 32768: half the bytes, the same tensor.
 //   POST /v1/{task}/infer?from_stage=k  split computing (split.h): body the int8
 //        activation at cut k, headers X-Knowcache-Dtype: int8, X-Knowcache-Shape,
 //        X-Knowcache-Scale (its per-tensor scale), X-Knowcache-Staged-Version
@@ -80,6 +83,10 @@ struct CloudClientConfig {
   int read_timeout_ms = 5000;
   int64_t max_response_bytes = 256ll << 20;  // refuse larger downloads
   int max_idle_connections = 4;
+  /// Send a float32 input that 16-bit PCM holds exactly (16-bit audio) as
+  /// pcm16, half the bytes; off: always the raw float32 bytes (for a cloud
+  /// older than the pcm16 encoding).
+  bool pcm16_uploads = true;
 
   Status Validate() const;
   std::string ToString() const;  // never prints the token

@@ -79,7 +79,8 @@ class GoogleMel(nn.Module):
     whole input, which is the same for the batch of one it is run with).
 
     With ``margins`` = (left, right) the input is the middle of those
-    ``samples``: the module answers exactly as if it were given ``left`` zeros,
+    ``samples``, (B, samples - left - right): the module answers exactly as if
+    it were given ``left`` zeros,
     the input, then ``right`` zeros, but runs the DFT only on the frames that
     reach the input (a frame of zeros has power 0, whose log-mel is the clamp
     value), about half of them for the kws models' 0.5 s of zeros each side.

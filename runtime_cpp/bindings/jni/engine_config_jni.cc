@@ -15,6 +15,7 @@ EngineConfig ReadEngineConfig(JNIEnv* env, jobject config) {
   c.cloud.ca_file = GetString(env, config, "caFile");
   c.cloud.connect_timeout_ms = GetInt(env, config, "connectTimeoutMs");
   c.cloud.read_timeout_ms = GetInt(env, config, "readTimeoutMs");
+  c.cloud.pcm16_uploads = GetBool(env, config, "pcm16Uploads");
   c.fetch_hints = GetBool(env, config, "fetchHints");
   c.max_local_attempts = GetInt(env, config, "maxLocalAttempts");
   c.threshold_override = GetFloat(env, config, "threshold");

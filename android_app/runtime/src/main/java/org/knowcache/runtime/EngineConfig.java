@@ -19,6 +19,7 @@ public final class EngineConfig {
   private final String caFile;
   private final int connectTimeoutMs;
   private final int readTimeoutMs;
+  private final boolean pcm16Uploads;
   private final boolean fetchHints;
   private final int maxLocalAttempts;
   private final float threshold;
@@ -43,6 +44,7 @@ public final class EngineConfig {
     caFile = b.caFile;
     connectTimeoutMs = b.connectTimeoutMs;
     readTimeoutMs = b.readTimeoutMs;
+    pcm16Uploads = b.pcm16Uploads;
     fetchHints = b.fetchHints;
     maxLocalAttempts = b.maxLocalAttempts;
     threshold = b.threshold;
@@ -84,7 +86,8 @@ public final class EngineConfig {
   @Override
   public String toString() {  // never prints the token
     return "EngineConfig(task=" + task + ", slots=" + slots + ", budgetBytes=" + budgetBytes
-        + ", cloudUrl=" + (cloudUrl.isEmpty() ? "none" : cloudUrl) + ", fetchHints=" + fetchHints
+        + ", cloudUrl=" + (cloudUrl.isEmpty() ? "none" : cloudUrl)
+        + (pcm16Uploads ? "" : ", pcm16Uploads=false") + ", fetchHints=" + fetchHints
         + ", maxLocalAttempts=" + maxLocalAttempts + ", threshold=" + threshold
         + ", privateShare=" + privateShare + ", localOnly=" + localOnly
         + ", trustedKeys=" + trustedKeys.length + ", requireSignature=" + requireSignature
@@ -101,6 +104,7 @@ public final class EngineConfig {
     private String caFile = "";
     private int connectTimeoutMs = 1000;
     private int readTimeoutMs = 5000;
+    private boolean pcm16Uploads = true;
     private boolean fetchHints = true;
     private int maxLocalAttempts = 1;
     private float threshold = -1.0f;
@@ -154,6 +158,15 @@ public final class EngineConfig {
 
     public Builder readTimeoutMs(int ms) {
       this.readTimeoutMs = ms;
+      return this;
+    }
+
+    /**
+     * Upload an input that 16-bit PCM holds exactly (16-bit audio) as int16, half the bytes
+     * (default true); false for a cloud older than that encoding.
+     */
+    public Builder pcm16Uploads(boolean pcm16Uploads) {
+      this.pcm16Uploads = pcm16Uploads;
       return this;
     }
 

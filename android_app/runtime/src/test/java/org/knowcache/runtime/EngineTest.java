@@ -61,6 +61,24 @@ class EngineTest {
   }
 
   @Test
+  void sixteenBitAudioIsUploadedAsPcm16UnlessTurnedOff() throws Exception {
+    float[] pcm = new float[16];
+    pcm[4] = 9830 / 32768f;  // a 16-bit sample value; the cached model is unsure, as below
+    try (Engine engine = tiny(EngineConfig.builder("kws").cloudUrl(Fixtures.get("cloud")))) {
+      InferenceResult r = engine.infer(pcm, Fixtures.TINY_SHAPE);
+      assertEquals(InferenceResult.Source.CLOUD, r.source, r.toString());
+      assertEquals(Fixtures.get("cloud_label"), r.label);
+      assertEquals(32, r.uplinkBytes);
+    }
+    EngineConfig.Builder raw =
+        EngineConfig.builder("kws").cloudUrl(Fixtures.get("cloud")).pcm16Uploads(false);
+    assertTrue(raw.build().toString().contains("pcm16Uploads=false"));
+    try (Engine engine = tiny(raw)) {
+      assertEquals(64, engine.infer(pcm, Fixtures.TINY_SHAPE).uplinkBytes);
+    }
+  }
+
+  @Test
   void unsureInputGoesToTheCloudWhichHintsAPartitionDownloadedInTheBackground() throws Exception {
     float[] left = new float[16];
     left[4] = 0.3f;  // the cached model is unsure; the cloud's full model says "left"

@@ -19,11 +19,12 @@ namespace {
 
 // A float32 tensor as 16-bit PCM, little-endian int16 q with value q / 32768, when
 // that is exact: every value a multiple of 2^-15 in [-1, 1), none -0 (what 16-bit
-// audio converted to float is). False, and `out` unspecified, otherwise.
+// audio converted to float is). False otherwise; `out` (may be null: only check)
+// then holds nothing useful.
 bool EncodePcm16(const TensorView& input, std::string* out) {
   if (input.dtype != DType::kFloat32) return false;
   const size_t n = input.nbytes / sizeof(float);
-  out->resize(2 * n);
+  if (out) out->resize(2 * n);
   const char* data = static_cast<const char*>(input.data);
   for (size_t i = 0; i < n; ++i) {
     float v;
@@ -33,6 +34,7 @@ bool EncodePcm16(const TensorView& input, std::string* out) {
         (q == 0.0f && std::signbit(v))) {
       return false;
     }
+    if (!out) continue;
     const auto bits = static_cast<uint16_t>(static_cast<int16_t>(q));
     (*out)[2 * i] = static_cast<char>(bits & 0xff);
     (*out)[2 * i + 1] = static_cast<char>(bits >> 8);
@@ -276,6 +278,11 @@ StatusOr<std::unique_ptr<CloudClient>> CloudClient::Create(CloudClientConfig con
 }
 
 const CloudClientConfig& CloudClient::config() const { return impl_->config; }
+
+int64_t RawUploadBytes(const TensorView& input, const CloudClientConfig& config) {
+  const auto bytes = static_cast<int64_t>(input.nbytes);
+  return config.pcm16_uploads && EncodePcm16(input, nullptr) ? bytes / 2 : bytes;
+}
 
 StatusOr<CloudAnswer> CloudClient::Infer(const std::string& task, const TensorView& input) {
   KC_RETURN_IF_ERROR(input.Validate());

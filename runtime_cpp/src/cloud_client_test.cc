@@ -159,6 +159,12 @@ TEST(CloudClient, SixteenBitAudioGoesAsPcm16AndAnythingElseAsRawFloat32) {
     ASSERT_EQ(bodies.back().size(), sizeof(audio));
     EXPECT_EQ(std::memcmp(bodies.back().data(), raw, sizeof(audio)), 0);
   }
+  // What split computing's "auto" weighs an activation against: the bytes sent.
+  CloudClientConfig defaults;
+  EXPECT_EQ(RawUploadBytes({DType::kFloat32, {1, 5}, audio, sizeof(audio)}, defaults), 10);
+  EXPECT_EQ(RawUploadBytes({DType::kFloat32, {1, 5}, finer, sizeof(finer)}, defaults), 20);
+  defaults.pcm16_uploads = false;
+  EXPECT_EQ(RawUploadBytes({DType::kFloat32, {1, 5}, audio, sizeof(audio)}, defaults), 20);
   // Turned off, 16-bit audio goes raw too.
   auto plain = MakeClient(cloud.Url(), [](CloudClientConfig* c) { c->pcm16_uploads = false; });
   ASSERT_TRUE(plain->Infer("kws", {DType::kFloat32, {1, 5}, audio, sizeof(audio)}).ok());

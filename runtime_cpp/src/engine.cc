@@ -266,7 +266,7 @@ class EngineImpl {
     std::shared_ptr<StagedModel> model = SplitModel();
     if (!model) return FailedPrecondition("no staged program is installed for split computing");
     const int cut = config.split.cut_stage;
-    const int64_t raw = static_cast<int64_t>(input.nbytes);
+    const int64_t raw = RawUploadBytes(input, config.cloud);   // what a raw upload sends
     auto raw_is_smaller = [&](int64_t features) {
       if (config.split.mode != SplitMode::kAuto || features < raw) return false;
       r->split_reason = "the raw input (" + std::to_string(raw) + " bytes) is no larger than "

@@ -93,6 +93,10 @@ struct CloudClientConfig {
   bool tls() const { return base_url.rfind("https://", 0) == 0; }
 };
 
+/// The body bytes CloudClient::Infer sends for `input` under `config`: half the
+/// float32 bytes for an input that goes as pcm16, else its own bytes.
+int64_t RawUploadBytes(const TensorView& input, const CloudClientConfig& config);
+
 class CloudClientImpl;
 
 class CloudClient final : public CloudBackend {

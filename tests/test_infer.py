@@ -182,8 +182,8 @@ def test_getting_started_shows_what_infer_prints(tmp_path):
     from knowcache.data import images
     if not REAL.is_dir():
         pytest.skip(f"{REAL} is not here (a user's clone)")
-    shutil.copy(REAL / "yes/0bac8a71_nohash_0.wav", tmp_path / "yes.wav")
-    shutil.copy(REAL / "stop/0c40e715_nohash_0.wav", tmp_path / "stop.wav")
+    shutil.copy(REAL / "yes/af405b69_nohash_0.wav", tmp_path / "yes.wav")
+    shutil.copy(REAL / "stop/b49caed3_nohash_1.wav", tmp_path / "stop.wav")
     Image.fromarray(images.fashion_mnist().test.x[0, 0]).resize((280, 280)).save(
         tmp_path / "boot.png")
     doc = (REPO / "docs/getting-started.md").read_text()

@@ -227,10 +227,14 @@ def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: F
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps,
                                                     pct_start=0.15 if config.optimizer == "adamw"
                                                     else 0.25)
-    if x.dim() == 4:                   # images: convolutions run faster channels-last
-        model = model.to(memory_format=torch.channels_last)
+    # images: convolutions run faster channels-last, where that is safe; else every
+    # batch is made contiguous (shift_images returns channels-last views)
+    layout = (torch.channels_last if x.dim() == 4 and _channels_last_safe(device)
+              else torch.contiguous_format)
+    if layout == torch.channels_last:
+        model = model.to(memory_format=layout)
         if teacher is not None:
-            teacher = teacher.to(memory_format=torch.channels_last)
+            teacher = teacher.to(memory_format=layout)
     x_dev, y_dev = x.to(device), y.to(device)
     t = config.kd_temperature
     step = 0
@@ -243,6 +247,8 @@ def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: F
             idx = order[start:start + config.batch]
             xb = (model.augment(x_dev[idx], gen) if isinstance(model, HeadOnly)
                   else augment(task, x_dev[idx], gen))
+            if xb.dim() == 4:
+                xb = xb.contiguous(memory_format=layout)
             yb = y_dev[idx]
             w = weight[yb] * sample_w[idx]
             with _autocast(device, x.dim() == 4):
@@ -400,6 +406,15 @@ def _autocast(device: torch.device, images: bool):
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return torch.autocast(device_type="cpu", dtype=torch.bfloat16,
                           enabled=images and _cpu_bf16())
+
+
+def _channels_last_safe(device: torch.device) -> bool:
+    """Whether training may run channels-last: on CUDA, and on CPUs with AVX-512.
+    On AVX2-only CPUs torch 2.13's channels-last backward of a strided 1x1
+    convolution with fewer than 8 channels corrupts the heap (measured on an AMD
+    EPYC Zen 3: "free(): invalid next size", then abort), which a small student
+    or a tiny task's network has; contiguous tensors are safe there."""
+    return device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 @functools.cache

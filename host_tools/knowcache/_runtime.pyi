@@ -275,7 +275,7 @@ class CloudClientConfig:
     base_url: str
     ca_file: str
     token: str
-    def __init__(self, base_url: str = '', token: str = '', connect_timeout_ms: typing.SupportsInt | typing.SupportsIndex = 1000, read_timeout_ms: typing.SupportsInt | typing.SupportsIndex = 5000, max_response_bytes: typing.SupportsInt | typing.SupportsIndex = 268435456, ca_file: str = '') -> None:
+    def __init__(self, base_url: str = '', token: str = '', connect_timeout_ms: typing.SupportsInt | typing.SupportsIndex = 1000, read_timeout_ms: typing.SupportsInt | typing.SupportsIndex = 5000, max_response_bytes: typing.SupportsInt | typing.SupportsIndex = 268435456, ca_file: str = '', pcm16_uploads: bool = True) -> None:
         ...
     def __repr__(self) -> str:
         ...
@@ -290,6 +290,12 @@ class CloudClientConfig:
         ...
     @max_response_bytes.setter
     def max_response_bytes(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def pcm16_uploads(self) -> bool:
+        ...
+    @pcm16_uploads.setter
+    def pcm16_uploads(self, arg0: bool) -> None:
         ...
     @property
     def read_timeout_ms(self) -> int:

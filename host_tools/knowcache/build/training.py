@@ -227,9 +227,9 @@ def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: F
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps,
                                                     pct_start=0.15 if config.optimizer == "adamw"
                                                     else 0.25)
-    # images: convolutions run faster channels-last, where that is safe; else every
+    # images: convolutions run faster channels-last, where oneDNN is safe; else every
     # batch is made contiguous (shift_images returns channels-last views)
-    layout = (torch.channels_last if x.dim() == 4 and _channels_last_safe(device)
+    layout = (torch.channels_last if x.dim() == 4 and onednn_backward_safe(device)
               else torch.contiguous_format)
     if layout == torch.channels_last:
         model = model.to(memory_format=layout)
@@ -238,47 +238,48 @@ def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: F
     x_dev, y_dev = x.to(device), y.to(device)
     t = config.kd_temperature
     step = 0
-    for epoch in range(config.epochs):
-        order = torch.randperm(len(y), generator=gen).to(device)
-        for w in whitening:            # airbench: the whitening bias learns for 3 epochs
-            w.bias.requires_grad = epoch < WHITENING_BIAS_EPOCHS
-        total, correct, loss_sum = 0, 0, 0.0
-        for start in range(0, len(y), config.batch):
-            idx = order[start:start + config.batch]
-            xb = (model.augment(x_dev[idx], gen) if isinstance(model, HeadOnly)
-                  else augment(task, x_dev[idx], gen))
-            if xb.dim() == 4:
-                xb = xb.contiguous(memory_format=layout)
-            yb = y_dev[idx]
-            w = weight[yb] * sample_w[idx]
-            with _autocast(device, x.dim() == 4):
-                logits = model(xb).float()
-            loss = (F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing,
-                                    reduction="none") * w).sum() / w.sum()
-            if teacher is not None:
-                with torch.no_grad(), _autocast(device, x.dim() == 4):
-                    z = (memo.logits(step, xb, teacher) if memo is not None
-                         else teacher(xb).float())
-                    target = tempered(F.softmax(z, dim=1) @ collapse, t)
-                # Class-balanced like the cross entropy: without it "other" (most
-                # of a cached student's data) becomes the prior, and the student
-                # defers on its own classes whenever it is unsure.
-                kd = (F.kl_div(F.log_softmax(logits / t, dim=1), target.clamp(min=1e-8),
-                               reduction="none").sum(1) * w).sum() / w.sum() * t * t
-                loss = config.kd_alpha * kd + (1 - config.kd_alpha) * loss
-            opt.zero_grad(set_to_none=True)
-            (loss * len(yb) if airbench else loss).backward()   # airbench sums over the batch
-            opt.step()
-            sched.step()
-            step += 1
-            if airbench:
-                lookahead.step(model, step)
-            total += len(yb)
-            correct += int((logits.argmax(1) == yb).sum())
-            loss_sum += loss.item() * len(yb)
-        if epoch == config.epochs - 1 or epoch % max(1, config.epochs // 5) == 0:
-            log(f"{name}: epoch {epoch + 1}/{config.epochs} loss {loss_sum / total:.3f} "
-                f"train acc {correct / total:.3f}")
+    with backward_kernels(device):   # oneDNN only where its backward is safe
+        for epoch in range(config.epochs):
+            order = torch.randperm(len(y), generator=gen).to(device)
+            for w in whitening:            # airbench: the whitening bias learns for 3 epochs
+                w.bias.requires_grad = epoch < WHITENING_BIAS_EPOCHS
+            total, correct, loss_sum = 0, 0, 0.0
+            for start in range(0, len(y), config.batch):
+                idx = order[start:start + config.batch]
+                xb = (model.augment(x_dev[idx], gen) if isinstance(model, HeadOnly)
+                      else augment(task, x_dev[idx], gen))
+                if xb.dim() == 4:
+                    xb = xb.contiguous(memory_format=layout)
+                yb = y_dev[idx]
+                w = weight[yb] * sample_w[idx]
+                with _autocast(device, x.dim() == 4):
+                    logits = model(xb).float()
+                loss = (F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing,
+                                        reduction="none") * w).sum() / w.sum()
+                if teacher is not None:
+                    with torch.no_grad(), _autocast(device, x.dim() == 4):
+                        z = (memo.logits(step, xb, teacher) if memo is not None
+                             else teacher(xb).float())
+                        target = tempered(F.softmax(z, dim=1) @ collapse, t)
+                    # Class-balanced like the cross entropy: without it "other" (most
+                    # of a cached student's data) becomes the prior, and the student
+                    # defers on its own classes whenever it is unsure.
+                    kd = (F.kl_div(F.log_softmax(logits / t, dim=1), target.clamp(min=1e-8),
+                                   reduction="none").sum(1) * w).sum() / w.sum() * t * t
+                    loss = config.kd_alpha * kd + (1 - config.kd_alpha) * loss
+                opt.zero_grad(set_to_none=True)
+                (loss * len(yb) if airbench else loss).backward()   # airbench sums over the batch
+                opt.step()
+                sched.step()
+                step += 1
+                if airbench:
+                    lookahead.step(model, step)
+                total += len(yb)
+                correct += int((logits.argmax(1) == yb).sum())
+                loss_sum += loss.item() * len(yb)
+            if epoch == config.epochs - 1 or epoch % max(1, config.epochs // 5) == 0:
+                log(f"{name}: epoch {epoch + 1}/{config.epochs} loss {loss_sum / total:.3f} "
+                    f"train acc {correct / total:.3f}")
     if airbench:
         lookahead.finish(model)
     if teacher is not None:
@@ -408,13 +409,21 @@ def _autocast(device: torch.device, images: bool):
                           enabled=images and _cpu_bf16())
 
 
-def _channels_last_safe(device: torch.device) -> bool:
-    """Whether training may run channels-last: on CUDA, and on CPUs with AVX-512.
-    On AVX2-only CPUs torch 2.13's channels-last backward of a strided 1x1
-    convolution with fewer than 8 channels corrupts the heap (measured on an AMD
-    EPYC Zen 3: "free(): invalid next size", then abort), which a small student
-    or a tiny task's network has; contiguous tensors are safe there."""
+def onednn_backward_safe(device: torch.device) -> bool:
+    """Whether training may use oneDNN's convolution backward (and channels-last):
+    on CUDA, and on CPUs with AVX-512. On AVX2-only CPUs, torch 2.13's oneDNN
+    backward of a strided 1x1 convolution with fewer than 8 channels
+    (jit_avx2_1x1_convolution_bwd_weights) corrupts the heap: measured on an AMD
+    EPYC Zen 3, an abort ("free(): invalid next size") channels-last, a hang
+    with two threads in contiguous layout. Small students and tiny tasks have
+    such convolutions."""
     return device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def backward_kernels(device: torch.device):
+    """Context for training steps: oneDNN off where its backward is unsafe
+    (``onednn_backward_safe``), so torch's own convolution kernels run."""
+    return torch.backends.mkldnn.flags(enabled=onednn_backward_safe(device))
 
 
 @functools.cache

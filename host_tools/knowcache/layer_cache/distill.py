@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from knowcache.build.training import backward_kernels
 from knowcache.layer_cache.heads import ExitHead
 
 
@@ -73,10 +74,11 @@ def _train(params, loss_of, idx: torch.Tensor, config: DistillConfig, g: torch.G
     steps_per_epoch = max(1, (len(idx) + config.batch - 1) // config.batch)
     # Small online buffers get more passes so every retrain takes similar steps.
     epochs = max(config.epochs, min(200, 2000 // steps_per_epoch))
-    for _ in range(epochs):
-        perm = idx[torch.randperm(len(idx), generator=g)]
-        for i in range(0, len(perm), config.batch):
-            loss = loss_of(perm[i:i + config.batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    with backward_kernels(torch.device("cpu")):
+        for _ in range(epochs):
+            perm = idx[torch.randperm(len(idx), generator=g)]
+            for i in range(0, len(perm), config.batch):
+                loss = loss_of(perm[i:i + config.batch])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()

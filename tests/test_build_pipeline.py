@@ -155,8 +155,30 @@ def test_republishing_a_models_folder_raises_its_manifest_version(built, tmp_pat
     before = json.loads((copy / "manifest.json").read_text())["version"]
     cfg = pipeline.BuildConfig(task="vision", work=models.parent.parent / "work", quick=True,
                                device="cpu", k=2)
-    publish.publish(cfg, copy, lambda _: None, data=data)
+    # The fixture lowered its programs one by one; this export lowers them in two
+    # processes (publish.export_workers): the programs are the same bytes.
+    logs: list[str] = []
+    publish.publish(cfg, copy, logs.append, data=data, workers=2)
+    assert any("in 2 processes" in line for line in logs), logs
     assert json.loads((copy / "manifest.json").read_text())["version"] == before + 1
-    fresh = tmp_path / "fresh"
-    publish.publish(cfg, fresh, lambda _: None, data=data)
-    assert json.loads((fresh / "manifest.json").read_text())["version"] == 1
+    programs = sorted(copy.glob("*.pte"))
+    assert len(programs) >= 5
+    for pte in programs:
+        assert pte.read_bytes() == (models / pte.name).read_bytes(), pte.name
+    # (the fixture's own publish went to a new folder; publishing again there costs minutes)
+    assert publish._next_version(tmp_path / "fresh", lambda _: None) == 1
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "manifest.json").write_text("{not json")
+    assert publish._next_version(tmp_path / "junk", lambda _: None) == 1
+
+
+def test_export_workers_come_from_the_environment_and_a_bad_value_says_what_to_set(
+        monkeypatch):
+    monkeypatch.delenv("KNOWCACHE_EXPORT_WORKERS", raising=False)
+    assert 1 <= publish.export_workers() <= 2
+    monkeypatch.setenv("KNOWCACHE_EXPORT_WORKERS", "1")
+    assert publish.export_workers() == 1
+    for bad in ("0", "two"):
+        monkeypatch.setenv("KNOWCACHE_EXPORT_WORKERS", bad)
+        with pytest.raises(ValueError, match="KNOWCACHE_EXPORT_WORKERS.*whole number"):
+            publish.export_workers()

@@ -9,9 +9,12 @@ device will run, quantization included.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +66,80 @@ def _program(rec: ModelRecord, calib: torch.Tensor, example: tuple, other_bias: 
     return lower.lower_to_pte(model, example)
 
 
+def export_workers() -> int:
+    """Processes that lower programs side by side, this one included:
+    ``KNOWCACHE_EXPORT_WORKERS``, else up to 2 (one per core). Lowering is
+    single-threaded Python (torch.export and ExecuTorch's passes), so a second
+    process takes a kws export from 5 to about 3 programs' time on 2 cores; it holds
+    its own torch (about 1 GB), so a small machine sets 1."""
+    raw = os.environ.get("KNOWCACHE_EXPORT_WORKERS")
+    if raw is None:
+        return max(1, min(2, os.cpu_count() or 1))
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"KNOWCACHE_EXPORT_WORKERS={raw!r}: set a whole number of processes "
+                         ">= 1 (1 lowers the programs one by one in this process)")
+    return n
+
+
+def _export_worker(threads: int) -> None:
+    """A lowering process takes its share of the torch threads."""
+    torch.set_num_threads(threads)
+
+
+def _programs(records: dict[str, ModelRecord], calib: torch.Tensor, example: tuple,
+              biases: dict[str, float], stage: Path, log: training.Log,
+              workers: int) -> dict[str, bytes]:
+    """Every record quantized (all but the full model) and lowered, saved to ``stage``
+    as it is done, in the records' order. With ``workers`` > 1, spawned processes
+    lower from the front of the list while this one lowers from the back (a job not
+    started yet is taken back), so a process that is slow to start (it imports
+    torch and ExecuTorch) never makes the export slower than lowering alone. The
+    threads are shared among them; the bytes do not depend on ``workers``."""
+    programs: dict[str, bytes] = {}
+
+    def done(name: str, pte: bytes) -> None:
+        programs[name] = pte
+        lower.save_program(stage, name, pte)
+        log(f"exported {name} ({'float32' if records[name].role == 'full' else 'int8'}, "
+            f"{len(pte) / 1024:.0f} KiB)")
+
+    def lower_here(name: str) -> None:
+        done(name, _program(records[name], calib, example, biases.get(name, 0.0)))
+
+    names = list(records)
+    helpers = min(workers, len(names)) - 1
+    if helpers < 1:
+        for name in names:
+            lower_here(name)
+        return programs
+    log(f"exporting {len(names)} programs in {helpers + 1} processes...")
+    threads = torch.get_num_threads()
+    share = max(1, threads // (helpers + 1))
+    try:
+        with ProcessPoolExecutor(helpers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_export_worker, initargs=(share,)) as pool:
+            jobs = {n: pool.submit(_program, records[n], calib, example, biases.get(n, 0.0))
+                    for n in names}
+            torch.set_num_threads(share)
+            try:
+                for name in reversed(names):
+                    if jobs[name].cancel():
+                        lower_here(name)
+            finally:
+                torch.set_num_threads(threads)
+            for name in names:
+                if not jobs[name].cancelled():
+                    done(name, jobs[name].result())
+    except BrokenProcessPool as e:
+        raise RuntimeError(f"an export process died ({e}); if the machine ran out of memory, "
+                           "set KNOWCACHE_EXPORT_WORKERS=1 to lower one program at a time") from e
+    return {name: programs[name] for name in names}
+
+
 def cloud_tta(spec) -> str:
     """The test-time views the cloud averages for a task's full model (an image
     task file's network.cloud_tta; none for the built-in tasks): knowcache/tta.py."""
@@ -86,10 +163,13 @@ def run_programs(paths: dict[str, Path], x: np.ndarray, workers: int = 2,
 
 
 def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
-            data: Dataset | None = None, signing_key: Path | None = None) -> dict:
+            data: Dataset | None = None, signing_key: Path | None = None,
+            workers: int | None = None) -> dict:
     """Exports everything in cfg.work to ``out`` (replaced as a whole); returns the metrics.
-    With ``signing_key`` the manifest is signed (``manifest.sig``) before the swap."""
+    With ``signing_key`` the manifest is signed (``manifest.sig``) before the swap.
+    ``workers``: processes lowering programs side by side (default ``export_workers()``)."""
     started = time.time()
+    workers = export_workers() if workers is None else workers
     plan, records = load_records(cfg.work)
     data = data or load_data(cfg, log)
     labels = list(data.labels)
@@ -101,13 +181,9 @@ def publish(cfg: BuildConfig, out: Path, log: training.Log = print,
     stage = out.with_name(out.name + ".staging")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    programs: dict[str, bytes] = {}
     biases = _other_biases(cfg, records, data, labels)
     views = cloud_tta(spec)
-    for name, rec in records.items():
-        log(f"exporting {name} ({'float32' if rec.role == 'full' else 'int8'})...")
-        programs[name] = _program(rec, calib, example, biases.get(name, 0.0))
-        lower.save_program(stage, name, programs[name])
+    programs = _programs(records, calib, example, biases, stage, log, workers)
 
     log("running the exported programs on validation and test data...")
     paths = {n: stage / f"{n}.pte" for n in programs}

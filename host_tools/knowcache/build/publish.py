@@ -68,10 +68,10 @@ def _program(rec: ModelRecord, calib: torch.Tensor, example: tuple, other_bias: 
 
 def export_workers() -> int:
     """Processes that lower programs side by side, this one included:
-    ``KNOWCACHE_EXPORT_WORKERS``, else up to 2 (one per core). Lowering is
-    single-threaded Python (torch.export and ExecuTorch's passes), so a second
-    process takes a kws export from 5 to about 3 programs' time on 2 cores; it holds
-    its own torch (about 1 GB), so a small machine sets 1."""
+    ``KNOWCACHE_EXPORT_WORKERS``, else 2 (1 on a one-core machine). Lowering is
+    single-threaded Python (torch.export and ExecuTorch's passes), about 30 s a kws
+    program on a 2-core CPU, so a second process runs beside it; it holds its own
+    torch (about 1 GB), so a machine short of memory sets 1."""
     raw = os.environ.get("KNOWCACHE_EXPORT_WORKERS")
     if raw is None:
         return max(1, min(2, os.cpu_count() or 1))
@@ -129,6 +129,9 @@ def _programs(records: dict[str, ModelRecord], calib: torch.Tensor, example: tup
                 for name in reversed(names):
                     if jobs[name].cancel():
                         lower_here(name)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)   # fail now, not after them
+                raise
             finally:
                 torch.set_num_threads(threads)
             for name in names:

@@ -225,3 +225,19 @@ def test_hidden_augment_trains_the_heads_on_the_trunk_s_hidden_layer(tmp_path):
     via_embeddings = training.predict(training.trainable("kws", net),
                                       pipeline.inputs(cfg, synth, "val"), torch.device("cpu"))
     np.testing.assert_allclose(via_hidden, via_embeddings, atol=0.05)
+
+
+def test_the_full_program_turns_back_into_its_network(kws_build):
+    """Without the build folder's full.pt (a clone has only the programs), `export
+    --staged` and `serve --learn-exits` rebuild the kws full model from full.pte:
+    trunk, head ensemble and spectrogram branch, with the branch's input scaling."""
+    from knowcache.models.from_program import recover
+    models, _, data, cfg, _ = kws_build
+    record = ModelRecord.load(cfg.work / "full.pt")
+    x = data.test.x[:4].astype(np.float32) / 32768
+    rebuilt = recover(models / "full.pte", "kws", record.labels, x)
+    assert rebuilt.config == record.config
+    with torch.no_grad():
+        want = record.build()(torch.from_numpy(x)).numpy()
+        got = rebuilt.build()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-3 * (np.abs(want).max() + 1))

@@ -149,7 +149,8 @@ def test_frame_parser_survives_a_short_fuzzing_run(tmp_path):
     inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024   # KiB -> MiB
     res = subprocess.run([str(fuzzer), "-runs=40000", "-max_len=4096", "-seed=1",
                           f"-rss_limit_mb={inherited + 2048}", "-malloc_limit_mb=2048",
-                          str(corpus)], capture_output=True, text=True, timeout=300)
+                          str(corpus)], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)   # where libFuzzer writes crash-/oom- artifacts
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Done 40000 runs" in res.stderr
 

@@ -113,3 +113,18 @@ def test_engine_loads_the_shipped_kws_cache():
     engine = Engine.from_models_dir(MODELS / "kws")
     r = engine.infer(np.zeros((1, 16000), np.float32))
     assert r.partition_id == "cached"
+
+
+def test_the_shipped_kws_staged_program_can_learn_its_exits_online(tmp_path):
+    """`knowcache serve --learn-exits` on the shipped models: the kws full model is
+    rebuilt from its program (this clone has no full.pt) and cut into the stages of
+    the shipped staged program, whose exits the learner's heads must fit."""
+    import shutil
+
+    from knowcache.layer_cache.online import learner_for
+    shutil.copytree(MODELS / "kws", tmp_path / "kws")
+    learner = learner_for(tmp_path / "kws", log=lambda m: None)
+    assert learner.build.record.metrics["max_abs_error"] < 1e-3
+    staged = json.loads((MODELS / "kws/manifest.json").read_text())
+    stages = next(p for p in staged["partitions"] if p["role"] == "staged")["staged"]
+    assert list(learner.build.stages.stage_flops) == [s["flops"] for s in stages["stages"]]

@@ -73,15 +73,21 @@ class _Head(nn.Module):
         return self.linear(a.flatten(1)) * 4
 
 
-def _write_staged(out: Path) -> None:
-    """Adds staged.pte (3 stages, one exit that never answers) to the tiny models."""
+HEAD_CONFIG = HeadConfig(grid=(1, 1), hidden=8, selector_hidden=4)
+
+
+def _tiny_stages() -> Stages:
     torch.manual_seed(0)
     modules = [_Lift(), _Mix(), _ReadsInput()]
-    config = HeadConfig(grid=(1, 1), hidden=8, selector_hidden=4)
-    stages = Stages(modules, _Head(), torch.zeros(1, FEATURES), [(1, 4, 2, 2), (1, 6, 2, 2),
-                                                                 (1, 6, 2, 2)],
-                    [100, 100, 100], 100, [config])
-    staged = program.lower(stages, [ExitHead(4, len(TASK_LABELS), config)])
+    return Stages(modules, _Head(), torch.zeros(1, FEATURES), [(1, 4, 2, 2), (1, 6, 2, 2),
+                                                               (1, 6, 2, 2)],
+                  [100, 100, 100], 100, [HEAD_CONFIG])
+
+
+def _write_staged(out: Path) -> None:
+    """Adds staged.pte (3 stages, one exit that never answers) to the tiny models."""
+    stages = _tiny_stages()
+    staged = program.lower(stages, [ExitHead(4, len(TASK_LABELS), HEAD_CONFIG)])
     never = {"learned": None, "confidence": None, "entropy": None, "activation": None}
     entry = program.entry("staged", staged, labels=TASK_LABELS, input_shape=[1, FEATURES],
                           thresholds=[never], feature_dims=[4], stage_us=[1.0] * 3,
@@ -90,6 +96,35 @@ def _write_staged(out: Path) -> None:
     current = manifest.load(out)
     manifest.write(out, current.parsed.task, current.parsed.labels,
                    current.doc["partitions"] + [entry])
+
+
+def test_a_retrain_lowers_only_the_exits_into_the_bytes_of_a_whole_lowering():
+    """program.lower keeps the stages lowered (Stages.lowered); a second program
+    with other heads lowers only its exits, and its bytes are those of every
+    method lowered together in one call (what it did before)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    stages = _tiny_stages()
+    first = program.lower(stages, [ExitHead(4, len(TASK_LABELS), HEAD_CONFIG)])
+    kept = stages.lowered
+    assert kept is not None and set(kept.methods) == {"stage_0", "stage_1", "stage_2", "head"}
+    torch.manual_seed(1)
+    retrained = ExitHead(4, len(TASK_LABELS), HEAD_CONFIG).eval()
+    second = program.lower(stages, [retrained])
+    assert stages.lowered is kept and second.pte != first.pte
+
+    x, methods = stages.input_example, {}
+    with torch.no_grad():
+        for i, m in enumerate(stages.modules):
+            args = (x, stages.input_example) if i == 2 else (x,)
+            methods[f"stage_{i}"] = torch.export.export(m.eval(), args)
+            x = m(*args)
+            if i == 0:
+                methods["exit_0"] = torch.export.export(retrained, (x,))
+        methods["head"] = torch.export.export(stages.head.eval(), (x,))
+    whole = to_edge_transform_and_lower(methods, partitioner=[XnnpackPartitioner()])
+    assert second.pte == whole.to_executorch().buffer
 
 
 @pytest.fixture(scope="module")

@@ -230,11 +230,6 @@ def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int
         check = model_input(cfg.task, data.test.x[:16])
         if (cfg.work / "full.pt").is_file():
             record = ModelRecord.load(cfg.work / "full.pt")
-        elif cfg.task == "kws":
-            raise FileNotFoundError(
-                f"no {cfg.work}/full.pt: the kws full program (speech embeddings + spectrogram "
-                "branch) cannot be turned back into a network; train it first with `knowcache "
-                "build-models --task kws` (or `knowcache train --task kws`), same --work")
         else:
             _log(f"no {cfg.work}/full.pt: rebuilding the full model from {out / full['file']}")
             record = recover(doc.file_of(full), cfg.task, doc.labels, check)

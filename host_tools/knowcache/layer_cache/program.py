@@ -38,25 +38,44 @@ class StagedProgram:
 
 
 def lower(stages: Stages, heads: list[ExitHead]) -> StagedProgram:
+    """The staged program of ``stages`` with ``heads`` as its exits. The stages and
+    the head are lowered the first time and kept on ``stages`` (``Stages.lowered``):
+    methods are lowered one by one, so a program whose stages come from there has
+    the same bytes as one lowered whole, and a retrain (new heads, same stages)
+    lowers only its exits (the kws stages: most of a minute here)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir import EdgeProgramManager, to_edge_transform_and_lower
 
-    programs = {}
+    fresh, exits, order = {}, {}, []
     exit_flops = []
     x = stages.input_example
     with torch.no_grad():
         for i, m in enumerate(stages.modules):
             args = (x, stages.input_example) if reads_input(m) else (x,)
-            programs[f"stage_{i}"] = torch.export.export(m.eval(), args)
+            if stages.lowered is None:
+                fresh[f"stage_{i}"] = torch.export.export(m.eval(), args)
+            order.append(f"stage_{i}")
             x = m(*args)
             if i < len(heads):
-                programs[f"exit_{i}"] = torch.export.export(heads[i].eval(), (x,))
+                exits[f"exit_{i}"] = torch.export.export(heads[i].eval(), (x,))
+                order.append(f"exit_{i}")
                 exit_flops.append(flops.count(heads[i], x))
-        programs["head"] = torch.export.export(stages.head.eval(), (x,))
+        if stages.lowered is None:
+            fresh["head"] = torch.export.export(stages.head.eval(), (x,))
+        order.append("head")
+
+    def edge(programs: dict) -> EdgeProgramManager:
+        return to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)   # torch's pytree deprecation notes
-        lowered = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
-        buffer = lowered.to_executorch().buffer
+        if stages.lowered is None:
+            stages.lowered = edge(fresh)
+        parts = [stages.lowered] + ([edge(exits)] if exits else [])
+        methods = {name: p.exported_program(name) for p in parts for name in p.methods}
+        whole = EdgeProgramManager({name: methods[name] for name in order},
+                                   compile_config=stages.lowered.compile_config)
+        buffer = whole.to_executorch().buffer
     return StagedProgram(buffer, list(stages.stage_flops), exit_flops,
                          stages.head_flops)
 

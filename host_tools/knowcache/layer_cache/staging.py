@@ -21,7 +21,7 @@ forward pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -114,6 +114,10 @@ class Stages:
     stage_flops: list[int]
     head_flops: int
     head_configs: list[HeadConfig]   # the cache head proposed for each exit (stages 0..n-1)
+    # The stages and the head lowered (an ExecuTorch EdgeProgramManager), kept by
+    # program.lower: a retrain changes only the exits, so later programs lower
+    # only those. The stages' weights must not change once lowered.
+    lowered: object = field(default=None, compare=False, repr=False)
 
     @property
     def total_flops(self) -> int:

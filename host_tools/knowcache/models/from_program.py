@@ -1,15 +1,19 @@
 """Rebuild a float32 ``ModelRecord`` from its exported ExecuTorch program.
 
 The shipped ``models/<task>/full.pte`` is the only copy of the full models'
-weights (they were trained on a GPU machine and only the programs shipped).
+weights a clone has (only the programs ship).
 Layer caching needs the network in PyTorch to cut it into stages, so this
 reads the program back: ExecuTorch's own deserializer gives the XNNPACK
 delegate payloads and the named constant data, ``flatc`` (shipped in the
 executorch wheel) turns each delegate's XNNGraph into JSON, and the conv and
-fully-connected nodes, in execution order, are mapped onto the ResNet's conv
-and linear modules. Batch norm was folded into the convs at export, so each
-BatchNorm2d becomes the identity plus the folded bias. The input
-normalization constants are the program's two scalar constants.
+fully-connected nodes, in execution order, are mapped onto the network's conv
+and linear modules: the ResNet of an image task, or the kws ``KwsNet`` (the
+speech_embedding trunk, the head ensemble's 1-D convolutions, the spectrogram
+branch; then each head's branch projection and classifier). Batch norm was
+folded into the convs at export, so each BatchNorm2d becomes the identity
+plus the folded bias. The input normalization constants (of the image, or of
+the kws spectrogram branch) are two of the program's scalar constants: the
+pair that reproduces its logits.
 
 ``recover`` always checks the rebuilt network against the program through
 the knowcache runtime and refuses to return a record that disagrees.
@@ -30,8 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from knowcache.models.nets import ModelRecord, build_net, image_config
+from knowcache.models.nets import (FULL_CONFIGS, EmbeddingHeadConfig, HeadEnsemble, KwsNet,
+                                   ModelRecord, build_net, image_config)
 from knowcache.models.spectrogram import SPECTROGRAM_CONFIG, SpectrogramNet
+from knowcache.models.speech_embedding import EMBEDDING_DIM, SpeechEmbedding
 
 _CONV_NODES = ("XNNConv2d", "XNNDepthwiseConv2d")
 _XNN_HEADER_MAGIC = b"XH00"
@@ -92,7 +98,9 @@ def _tensors(program_path: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray
             values = [v["xvalue_union"] for v in graph["xvalues"]]
             keys = [c.get("named_key") for c in graph.get("constant_data", [])]
 
-            def constant(value_id: int) -> np.ndarray:
+            def constant(value_id: int) -> np.ndarray | None:
+                if value_id >= len(values):      # XNNPACK's "no value" (a conv without bias)
+                    return None
                 v = values[value_id]
                 index = v.get("constant_buffer_idx", 0)
                 if not index or not keys[index]:
@@ -115,33 +123,116 @@ def _tensors(program_path: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray
     return nodes, scalars
 
 
+def _filter_shape(node: tuple) -> tuple[int, ...]:
+    """A conv node's filter as PyTorch's Conv2d weight shape (out, in, kh, kw)."""
+    kind, w, _ = node
+    out, kh, kw, inp = w.shape
+    return (inp, out, kh, kw) if kind == "XNNDepthwiseConv2d" else (out, inp, kh, kw)
+
+
+def _copy_conv(conv: nn.Conv1d | nn.Conv2d, node: tuple, norm: nn.BatchNorm2d | None = None
+               ) -> None:
+    kind, w, b = node
+    # XNNPACK keeps filters as [out, kh, kw, in]; depthwise as [1, kh, kw, out]; a
+    # 1-D convolution as a 2-D one of width 1.
+    w = torch.from_numpy(w)
+    w = w.permute(3, 0, 1, 2) if kind == "XNNDepthwiseConv2d" else w.permute(0, 3, 1, 2)
+    if isinstance(conv, nn.Conv1d) and w.shape[3] == 1:
+        w = w[..., 0]
+    if tuple(w.shape) != tuple(conv.weight.shape):
+        raise RecoveryError(f"conv filter {tuple(w.shape)} does not fit {tuple(conv.weight.shape)}")
+    if (b is None) != (conv.bias is None and norm is None):
+        raise RecoveryError(f"conv {tuple(w.shape)}: the program and the network disagree "
+                            "on whether it has a bias")
+    conv.weight.copy_(w)
+    if norm is not None:       # batch norm was folded into the conv at export
+        norm.weight.fill_(1.0)
+        norm.bias.copy_(torch.from_numpy(b))
+        norm.running_mean.zero_()
+        norm.running_var.fill_(1.0 - norm.eps)
+    elif b is not None:
+        conv.bias.copy_(torch.from_numpy(b))
+
+
+def _copy_fc(fc: nn.Linear, node: tuple) -> None:
+    _, w, b = node
+    if tuple(w.shape) != tuple(fc.weight.shape) or b is None:
+        raise RecoveryError(f"FC weight {w.shape} does not fit {tuple(fc.weight.shape)}")
+    fc.weight.copy_(torch.from_numpy(w))
+    fc.bias.copy_(torch.from_numpy(b))
+
+
+def _split(nodes: list) -> tuple[list, list]:
+    return ([n for n in nodes if n[0] in _CONV_NODES],
+            [n for n in nodes if n[0] == "XNNFullyConnected"])
+
+
 def _load_weights(model: nn.Module, nodes: list) -> None:
+    """A ResNet (VisionNet, SpectrogramNet) from its conv and FC nodes."""
     convs = [m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)]
     norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     fcs = [m for m in model.backbone.modules() if isinstance(m, nn.Linear)]
-    conv_nodes = [n for n in nodes if n[0] in _CONV_NODES]
-    fc_nodes = [n for n in nodes if n[0] == "XNNFullyConnected"]
+    conv_nodes, fc_nodes = _split(nodes)
     if len(conv_nodes) != len(convs) or len(fc_nodes) != len(fcs) or len(norms) != len(convs):
         raise RecoveryError(f"the program has {len(conv_nodes)} convs and {len(fc_nodes)} "
                             f"FC layers; the network expects {len(convs)} and {len(fcs)}")
     with torch.no_grad():
-        for conv, norm, (kind, w, b) in zip(convs, norms, conv_nodes):
-            # XNNPACK keeps filters as [out, kh, kw, in]; depthwise as [1, kh, kw, out].
-            w = torch.from_numpy(w)
-            w = w.permute(3, 0, 1, 2) if kind == "XNNDepthwiseConv2d" else w.permute(0, 3, 1, 2)
-            if tuple(w.shape) != tuple(conv.weight.shape):
-                raise RecoveryError(f"conv filter {tuple(w.shape)} does not fit "
-                                    f"{tuple(conv.weight.shape)}")
-            conv.weight.copy_(w)
-            norm.weight.fill_(1.0)
-            norm.bias.copy_(torch.from_numpy(b))
-            norm.running_mean.zero_()
-            norm.running_var.fill_(1.0 - norm.eps)
-        for fc, (_, w, b) in zip(fcs, fc_nodes):
-            if tuple(w.shape) != tuple(fc.weight.shape):
-                raise RecoveryError(f"FC weight {w.shape} does not fit {tuple(fc.weight.shape)}")
-            fc.weight.copy_(torch.from_numpy(w))
-            fc.bias.copy_(torch.from_numpy(b))
+        for conv, norm, node in zip(convs, norms, conv_nodes):
+            _copy_conv(conv, node, norm)
+        for fc, node in zip(fcs, fc_nodes):
+            _copy_fc(fc, node)
+
+
+def _kws_config(nodes: list, classes: int) -> EmbeddingHeadConfig | None:
+    """The config of a kws full model (speech_embedding trunk, head ensemble on it
+    and a spectrogram branch) whose program has these nodes; None when the program
+    is not one (a bare spectrogram ResNet: the kws full model before it)."""
+    conv_nodes, fc_nodes = _split(nodes)
+    embedding = SpeechEmbedding()
+    trunk = [*embedding.convs, embedding.out]
+    if len(conv_nodes) <= len(trunk) or any(
+            _filter_shape(node) != tuple(conv.weight.shape)
+            for conv, node in zip(trunk, conv_nodes)):
+        return None
+    trunk = len(trunk)
+    head = conv_nodes[trunk:]
+    members = sum(1 for _, w, _ in head if w.shape[1:] == (3, 1, EMBEDDING_DIM))
+    if not members or len(fc_nodes) != 2 * members:
+        return None
+    hidden, side_hidden = head[0][1].shape[0], fc_nodes[0][1].shape[0]
+    branch = conv_nodes[trunk + 2 * members:]
+    stem = branch[0][1].shape[0] if branch[0][0] == "XNNConv2d" else branch[0][1].shape[3]
+    resnet = SPECTROGRAM_CONFIG
+    if stem != resnet.stem_width:
+        resnet = resnet.scaled(stem / resnet.stem_width)
+    full = FULL_CONFIGS["kws"]
+    return replace(full, hidden=hidden, side_hidden=side_hidden, members=members,
+                   spectrogram={"resnet": resnet.to_dict(), "classes": classes})
+
+
+def _load_kws_weights(net: KwsNet, nodes: list) -> None:
+    """The program's convs run the trunk, then each head's first and each head's
+    second convolution, then the spectrogram branch; its FC layers are each
+    head's branch projection and classifier in turn."""
+    conv_nodes, fc_nodes = _split(nodes)
+    trunk = net.backbone.trunk
+    heads = list(net.backbone.head.members) if isinstance(net.backbone.head, HeadEnsemble) \
+        else [net.backbone.head]
+    branch = net.spectrogram.backbone
+    branch_convs = [m for m in branch.modules() if isinstance(m, nn.Conv2d)]
+    branch_norms = [m for m in branch.modules() if isinstance(m, nn.BatchNorm2d)]
+    convs = ([(c, None) for c in [*trunk.convs, trunk.out]]
+             + [(h.conv1, None) for h in heads] + [(h.conv2, None) for h in heads]
+             + list(zip(branch_convs, branch_norms)))
+    fcs = [fc for h in heads for fc in (h.side, h.fc)]
+    if len(conv_nodes) != len(convs) or len(fc_nodes) != len(fcs):
+        raise RecoveryError(f"the program has {len(conv_nodes)} convs and {len(fc_nodes)} "
+                            f"FC layers; the kws network expects {len(convs)} and {len(fcs)}")
+    with torch.no_grad():
+        for (conv, norm), node in zip(convs, conv_nodes):
+            _copy_conv(conv, node, norm)
+        for fc, node in zip(fcs, fc_nodes):
+            _copy_fc(fc, node)
 
 
 def recover(program_path: str | Path, task: str, labels: list[str], check_inputs: np.ndarray,
@@ -155,6 +246,11 @@ def recover(program_path: str | Path, task: str, labels: list[str], check_inputs
     if len(scalars) < 2:
         raise RecoveryError(f"expected the input mean and std among the program's scalar "
                             f"constants, found {len(scalars)} scalars")
+    program = Partition.from_file(str(program_path))
+    theirs = np.stack([program.run(x[None]).reshape(-1) for x in check_inputs])
+    kws = _kws_config(nodes, len(labels)) if task == "kws" else None
+    if kws is not None:
+        return _recover_kws(program_path, kws, labels, nodes, scalars, check_inputs, theirs, atol)
     # A kws program with a bare ResNet is a spectrogram branch (the previous kws full model).
     if task == "kws":
         config = SPECTROGRAM_CONFIG
@@ -168,8 +264,6 @@ def recover(program_path: str | Path, task: str, labels: list[str], check_inputs
     if stem_width != config.stem_width:
         config = config.scaled(stem_width / config.stem_width)
     config = replace(config, in_channels=int(channels))
-    program = Partition.from_file(str(program_path))
-    theirs = np.stack([program.run(x[None]).reshape(-1) for x in check_inputs])
     best = (np.inf, None, None, None)
     # The input mean and std are two of the scalars (the front end has its
     # own), unnamed: the pair that reproduces the program's logits wins.
@@ -189,4 +283,39 @@ def recover(program_path: str | Path, task: str, labels: list[str], check_inputs
                             f"(tolerance {atol}); the program is not this task's ResNet")
     return ModelRecord(task=task, role="full", name="full", labels=list(labels), config=config,
                        norm=norm, state_dict=model.state_dict(),
+                       metrics={"recovered_from": program_path.name, "max_abs_error": err})
+
+
+def _recover_kws(program_path: Path, config: EmbeddingHeadConfig, labels: list[str],
+                 nodes: list, scalars: list[float], check_inputs: np.ndarray,
+                 theirs: np.ndarray, atol: float) -> ModelRecord:
+    """The kws full model (``KwsNet``): its front ends are fixed by code, its weights
+    come from the nodes, and the spectrogram branch's feature mean and std are two of
+    the program's scalar constants (the pair that reproduces its logits)."""
+    net = KwsNet(config, len(labels))
+    _load_kws_weights(net, nodes)
+    net.eval()
+    x = torch.from_numpy(check_inputs)
+    best = (np.inf, (0.0, 1.0))
+    with torch.no_grad():
+        # Only the branch reads the pair: the embeddings of two inputs are computed once.
+        embeddings = net.embeddings(x[:2])
+        for mean, std in itertools.permutations(scalars, 2):
+            if std <= 0:
+                continue
+            net.spectrogram.feature_mean.fill_(mean)
+            net.spectrogram.feature_std.fill_(std)
+            ours = net.backbone.head(embeddings, net.spectrogram.pooled(x[:2])).numpy()
+            err = float(np.abs(ours - theirs[:2]).max())
+            if err < best[0]:
+                best = (err, (mean, std))
+        net.spectrogram.feature_mean.fill_(best[1][0])
+        net.spectrogram.feature_std.fill_(best[1][1])
+        ours = net(x).numpy()
+    err = float(np.abs(ours - theirs).max())
+    if not err <= atol or not (ours.argmax(1) == theirs.argmax(1)).all():
+        raise RecoveryError(f"the rebuilt kws network differs from {program_path} by {err:.3g} "
+                            f"(tolerance {atol}); the program is not this knowcache's kws model")
+    return ModelRecord(task="kws", role="full", name="full", labels=list(labels), config=config,
+                       norm=(0.0, 1.0), state_dict=net.state_dict(),
                        metrics={"recovered_from": program_path.name, "max_abs_error": err})

@@ -115,16 +115,18 @@ def test_engine_loads_the_shipped_kws_cache():
     assert r.partition_id == "cached"
 
 
-def test_the_shipped_kws_staged_program_can_learn_its_exits_online(tmp_path):
-    """`knowcache serve --learn-exits` on the shipped models: the kws full model is
-    rebuilt from its program (this clone has no full.pt) and cut into the stages of
-    the shipped staged program, whose exits the learner's heads must fit."""
+@pytest.mark.parametrize("task", TASKS)
+def test_every_shipped_staged_program_can_learn_its_exits_online(task, tmp_path):
+    """`knowcache serve --learn-exits` on the shipped models: the full model is
+    rebuilt from its program (a clone has no full.pt: the kws network with its
+    spectrogram branch, airbench's for cifar10) and cut into the stages of the
+    shipped staged program, whose exits the learner's heads must fit."""
     import shutil
 
     from knowcache.layer_cache.online import learner_for
-    shutil.copytree(MODELS / "kws", tmp_path / "kws")
-    learner = learner_for(tmp_path / "kws", log=lambda m: None)
+    shutil.copytree(MODELS / task, tmp_path / task)
+    learner = learner_for(tmp_path / task, log=lambda m: None)
     assert learner.build.record.metrics["max_abs_error"] < 1e-3
-    staged = json.loads((MODELS / "kws/manifest.json").read_text())
-    stages = next(p for p in staged["partitions"] if p["role"] == "staged")["staged"]
+    doc = json.loads((MODELS / task / "manifest.json").read_text())
+    stages = next(p for p in doc["partitions"] if p["role"] == "staged")["staged"]
     assert list(learner.build.stages.stage_flops) == [s["flops"] for s in stages["stages"]]

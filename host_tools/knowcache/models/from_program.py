@@ -36,6 +36,7 @@ from torch import nn
 
 from knowcache.models.nets import (FULL_CONFIGS, EmbeddingHeadConfig, HeadEnsemble, KwsNet,
                                    ModelRecord, build_net, image_config)
+from knowcache.models.resnet import AirbenchBlock
 from knowcache.models.spectrogram import SPECTROGRAM_CONFIG, SpectrogramNet
 from knowcache.models.speech_embedding import EMBEDDING_DIM, SpeechEmbedding
 
@@ -169,6 +170,8 @@ def _split(nodes: list) -> tuple[list, list]:
 
 def _load_weights(model: nn.Module, nodes: list) -> None:
     """A ResNet (VisionNet, SpectrogramNet) from its conv and FC nodes."""
+    if any(isinstance(m, AirbenchBlock) for m in model.backbone.modules()):
+        return _load_airbench_weights(model.backbone, nodes)
     convs = [m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)]
     norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     fcs = [m for m in model.backbone.modules() if isinstance(m, nn.Linear)]
@@ -181,6 +184,35 @@ def _load_weights(model: nn.Module, nodes: list) -> None:
             _copy_conv(conv, node, norm)
         for fc, node in zip(fcs, fc_nodes):
             _copy_fc(fc, node)
+
+
+def _load_airbench_weights(backbone: nn.Module, nodes: list) -> None:
+    """airbench's network: the whitening stem, then per block its first conv (no
+    bias), the norm after the max-pool (it cannot fold into that conv: a per-channel
+    scale and shift, a 1x1 depthwise conv), the second conv (its norm folded in);
+    the classifier."""
+    conv_nodes, fc_nodes = _split(nodes)
+    blocks = [m for m in backbone.stages if isinstance(m, AirbenchBlock)]
+    if len(conv_nodes) != 1 + 3 * len(blocks) or len(fc_nodes) != 1:
+        raise RecoveryError(f"the program has {len(conv_nodes)} convs and {len(fc_nodes)} FC "
+                            f"layers; an airbench network of {len(blocks)} blocks has "
+                            f"{1 + 3 * len(blocks)} and 1")
+    with torch.no_grad():
+        _copy_conv(backbone.stem[0], conv_nodes[0])
+        for i, block in enumerate(blocks):
+            first, norm, second = conv_nodes[1 + 3 * i:4 + 3 * i]
+            _copy_conv(block.conv1, first)
+            kind, scale, shift = norm
+            if kind != "XNNDepthwiseConv2d" or scale.shape[:3] != (1, 1, 1) or (scale <= 0).any():
+                raise RecoveryError(f"airbench block {i}: expected its norm as a positive "
+                                    f"per-channel scale, found {kind} {scale.shape}")
+            # the norm's weight stays 1 (NormNoScale): the scale is 1 / sqrt(var + eps)
+            block.bn1.running_mean.zero_()
+            block.bn1.running_var.copy_(torch.from_numpy(1.0 / scale.reshape(-1) ** 2
+                                                         - block.bn1.eps))
+            block.bn1.bias.copy_(torch.from_numpy(shift))
+            _copy_conv(block.conv2, second, block.bn2)
+        _copy_fc(backbone.fc, fc_nodes[0])
 
 
 def _kws_config(nodes: list, classes: int) -> EmbeddingHeadConfig | None:

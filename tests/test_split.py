@@ -333,3 +333,25 @@ def test_the_bench_reports_uplink_bytes_of_raw_and_features(split_models):
     with pytest.raises(ValueError, match="two_stage_split: .*cannot be cut at stage 1"):
         make_engine("two_stage_split", models.parsed, "http://127.0.0.1:9",
                     SystemOptions(split_cut=1))
+
+
+def test_a_task_whose_exit_learner_cannot_start_is_served_without_one(split_models):
+    """--learn-exits on a folder whose full program this knowcache cannot read back
+    into PyTorch (the tiny models' is no kws network): the task is still served,
+    the reason is logged, and GET /v1/kws/layer-cache says it."""
+    from fastapi.testclient import TestClient
+
+    from knowcache.server import ServeConfig, create_app
+    from knowcache.server import registry
+    warned = []
+    report = registry.load_all(split_models, learn_exits=True, log=lambda m: None,
+                               warn=warned.append)
+    task = report.tasks["kws"]
+    assert task.learner is None and task.not_learning.startswith("RecoveryError")
+    assert any("'kws' is served without learning its exits: RecoveryError" in w for w in warned)
+    app = create_app(ServeConfig(models=split_models, learn_exits=True, batching=False),
+                     report=report, load_in_background=False)
+    with TestClient(app) as client:
+        res = client.get("/v1/kws/layer-cache")
+        assert res.status_code == 404 and "its learner could not start (RecoveryError" in res.text
+        assert client.get("/v1/kws/manifest").status_code == 200

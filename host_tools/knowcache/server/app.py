@@ -329,7 +329,11 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True,
     async def layer_cache(task: str = TASK):
         """Online layer caching: serving version, retrains and rollbacks (on Ray, also the
         version each model replica serves)."""
-        status = await state.compute.layer_cache(task_models(task))
+        models = task_models(task)
+        status = await state.compute.layer_cache(models)
+        if status is None and models.not_learning:
+            raise HTTPException(404, f"task {task!r} does not learn exits: its learner could "
+                                     f"not start ({models.not_learning})")
         if status is None:
             raise HTTPException(404, f"task {task!r} does not learn exits; start the server "
                                      "with --learn-exits and a staged program")

@@ -156,8 +156,8 @@ class Programs:
         settings = _online(online)
         for name, task in report.tasks.items() if settings else ():
             if task.manifest.ids_with_role(Role.STAGED):
-                registry.attach_learner(task, report.directories[name], settings, log=print,
-                                        then=lambda name=name: self._published(name))
+                registry.learn_or_warn(task, report.directories[name], settings, log=print,
+                                       warn=print, then=lambda name=name: self._published(name))
 
     def _published(self, name: str) -> None:
         # One assignment, after the task serves the new version: a reader gets either one.

@@ -93,6 +93,7 @@ class TaskModels:
     files: dict[str, "PartitionBytes"] = field(default_factory=dict)   # the verified ones
     refused_files: dict[str, str] = field(default_factory=dict)        # id -> why
     learner: "OnlineLearner | None" = None     # layer caching learned online (--learn-exits)
+    not_learning: str = ""         # --learn-exits, yet no learner could start: why
     cloud_tta: str = "none"        # test-time views of the full model's answers (knowcache/tta.py)
     staged: LazyResume = field(default_factory=lambda: LazyResume(None, None))  # split uploads
 
@@ -171,6 +172,18 @@ def attach_learner(task: TaskModels, directory: Path, online: "OnlineConfig | No
         refresh_manifest(task, directory)
         then()
     task.learner = learner_for(directory, online or OnlineConfig(), on_swap=swapped, log=log)
+
+
+def learn_or_warn(task: TaskModels, directory: Path, online: "OnlineConfig | None" = None,
+                  log=print, warn=print, then: Callable[[], None] = lambda: None) -> None:
+    """``attach_learner``; a learner that cannot start (e.g. a full program this
+    knowcache cannot read back into PyTorch) leaves the task served as it is,
+    without learning: warned, and the reason kept in ``task.not_learning``."""
+    try:
+        attach_learner(task, directory, online, log, then)
+    except Exception as e:  # noqa: BLE001 - learning is an extra: it never stops serving
+        task.not_learning = f"{type(e).__name__}: {e}"
+        warn(f"task {task.name!r} is served without learning its exits: {task.not_learning}")
 
 
 def load_task(directory: Path) -> TaskModels:
@@ -284,7 +297,7 @@ def load_all(models: Path, learn_exits: bool = False, online: "OnlineConfig | No
             if t.name in report.tasks:
                 raise ValueError(f"task {t.name!r} appears twice under {models}")
             if learn_exits and t.manifest.ids_with_role(Role.STAGED):
-                attach_learner(t, directory, online, log)
+                learn_or_warn(t, directory, online, log, warn)
         except Exception as e:  # noqa: BLE001 - any failure refuses this task, not the server
             report.refused[str(directory)] = f"{type(e).__name__}: {e}"
             warn(f"refused task folder {directory}: {type(e).__name__}: {e}")

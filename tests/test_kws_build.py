@@ -168,6 +168,29 @@ def test_kws_staged_program_is_the_full_model_and_its_branch_reads_the_waveform(
     assert not np.allclose(silent, last)
 
 
+def test_the_last_kws_exit_is_the_full_model_s_own_head_without_its_branch(kws_staged):
+    """The exit on the embeddings runs the full model's keyword heads (trained with
+    the spectrogram branch dropped for half of their samples) with the branch's
+    features at zero: the exported exit gives exactly that, and distillation
+    left those weights as they were (only its selector learned)."""
+    from knowcache.layer_cache import build as staged_build
+    models, entry, data, record = kws_staged
+    staged = staged_build.load(entry, models)
+    net = record.build()
+    x = data.test.x[:4].astype(np.float32) / 32768
+    with torch.no_grad():
+        e = net.embeddings(torch.from_numpy(x)).transpose(1, 2)
+        want = []
+        for m in net.backbone.head.members:
+            h = m.relu(m.conv2(m.relu(m.conv1(e)))).amax(dim=2)
+            want.append(m.fc(torch.cat([h, h.new_zeros(len(h), m.side.out_features)], 1)))
+        want = torch.stack(want).mean(0).numpy()
+    last = staged.num_exits - 1
+    got = np.stack([staged.run_all(row[None])[0][last].logits.reshape(-1) for row in x])
+    np.testing.assert_allclose(got, want, atol=1e-4 * (np.abs(want).max() + 1))
+    assert entry["staged"]["exits"][last]["feature_dim"] == e.shape[1] * e.shape[2]
+
+
 def test_eval_reports_layer_caching_through_the_engine(kws_staged, kws_build, tmp_path):
     """With exit 0 made to take every query (confidence threshold 0), eval must
     report exactly exit 0's answers and cost, computed here from the program's

@@ -50,7 +50,8 @@ def prepare(record: ModelRecord, input_shape: list[int], input_extra: dict,
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for shape, proposed in zip(stages.activation_shapes[:-1], stages.head_configs):
-            heads.append(make_head(shape, len(record.labels), head_config or proposed).eval())
+            heads.append(make_head(shape, len(record.labels), head_config or proposed,
+                                   stages.model_head).eval())
     return StagedBuild(record.task, list(record.labels), record, stages, heads, input_extra)
 
 

@@ -1,6 +1,7 @@
 """Self-distillation of cache heads: no labels, only the full model's answers.
 
-The predictor learns the full model's softmax (KL divergence); the selector
+The predictor learns the full model's softmax (KL divergence; a head whose
+predictor is the full model's own, ``trainable_predictor`` False, keeps it); the selector
 then learns whether the predictor's argmax equals the full model's, on a
 slice the predictor did not train on (so it learns the predictor's real
 error rate, not its training error).
@@ -54,9 +55,10 @@ def fit(head: ExitHead, features: np.ndarray, teacher_probs: np.ndarray,
         sel_idx, pred_idx = order[:n_sel], order[n_sel:]
     head.set_standardization(x[pred_idx])
     head.train()
-    params = [*head.hidden.parameters(), *head.out.parameters()]
-    _train(params, lambda b: F.kl_div(F.log_softmax(head.from_feature(x[b])[0], 1), t[b],
-                                      reduction="batchmean"), pred_idx, config, g)
+    if head.trainable_predictor:
+        params = [*head.hidden.parameters(), *head.out.parameters()]
+        _train(params, lambda b: F.kl_div(F.log_softmax(head.from_feature(x[b])[0], 1), t[b],
+                                          reduction="batchmean"), pred_idx, config, g)
     sel_idx = sel_idx if n_sel else pred_idx
     with torch.no_grad():
         agree = (head.from_feature(x[sel_idx])[0].argmax(1) == t[sel_idx].argmax(1)).float()

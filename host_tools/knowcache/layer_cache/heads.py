@@ -11,12 +11,20 @@ A *sequence* head (kws, on the speech embeddings: (B, 96, windows, 1)) keeps
 the whole sequence as its compact feature and reads it as the full model's
 keyword head does: two 1-D convolutions over time, max over time.
 
+A *model head* (kws, on the embeddings) is the full model's own keyword head
+(its ensemble), frozen, with the spectrogram branch's features it cannot have
+yet set to zero: the head was trained with that branch dropped for half of
+its samples, so it answers without it (on real voices it agrees with the full
+model on 97.8% of held-out clips, a distilled sequence head on 94%). Only its
+selector learns.
+
 Exported as the method ``exit_i``: activation -> (predictor logits,
 selector logit, compact feature).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -32,13 +40,16 @@ class HeadConfig:
     grid: tuple[int, int] = (2, 2)   # pooled (height, width); a sequence head keeps (T, 1)
     hidden: int = 256
     selector_hidden: int = 64
-    kind: str = "grid"               # grid | sequence
+    kind: str = "grid"               # grid | sequence | model_head
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class ExitHead(nn.Module):
+    # Whether distillation trains the predictor (else only the selector learns).
+    trainable_predictor = True
+
     def __init__(self, channels: int, classes: int, config: HeadConfig = HeadConfig()):
         super().__init__()
         self.config = config
@@ -106,16 +117,80 @@ class SequenceExitHead(ExitHead):
         return self.hidden(x).amax(dim=2)
 
 
-def make(activation_shape: tuple[int, ...], classes: int, config: HeadConfig) -> ExitHead:
-    """A cache head for a stage output of this shape (batch 1)."""
+class _MemberHidden(nn.Module):
+    """Each keyword head's convolutions and max over time, side by side."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.relu(m.conv2(m.relu(m.conv1(x)))).amax(dim=2)
+                          for m in self.members], 1)
+
+
+class _MemberLogits(nn.Module):
+    """The heads' classifiers on their hidden parts, branch features zero, averaged."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.fcs = nn.ModuleList(m.fc for m in members)
+        self.width = members[0].conv2.out_channels
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        w = self.width
+        return torch.stack([F.linear(h[:, i * w:(i + 1) * w], fc.weight[:, :w], fc.bias)
+                            for i, fc in enumerate(self.fcs)]).mean(0)
+
+
+class ModelHeadExit(SequenceExitHead):
+    """The full model's keyword head (an ``EmbeddingHead`` or ``HeadEnsemble``, copied,
+    frozen) on the embedding sequence, without the branch it reads after them."""
+
+    trainable_predictor = False
+
+    def __init__(self, channels: int, classes: int, config: HeadConfig, model_head: nn.Module):
+        members = [copy.deepcopy(m) for m in getattr(model_head, "members", [model_head])]
+        if members[0].conv1.in_channels != channels or members[0].fc.out_features != classes:
+            raise ValueError(f"the model's keyword head reads {members[0].conv1.in_channels} "
+                             f"channels into {members[0].fc.out_features} classes; this exit "
+                             f"has {channels} and {classes}")
+        self._members = members
+        width = members[0].conv2.out_channels * len(members)
+        super().__init__(channels, classes, replace(config, hidden=width))
+        self.out = _MemberLogits(members)
+        for p in [*self.hidden.parameters(), *self.out.parameters()]:
+            p.requires_grad_(False)
+
+    def _encoder(self, channels: int, dim: int, config: HeadConfig) -> nn.Module:  # type: ignore[override]
+        return _MemberHidden(self._members)
+
+    def encode(self, feature: torch.Tensor) -> torch.Tensor:
+        # the head reads the embeddings as they are: no standardization
+        return self.hidden(feature.reshape(feature.shape[0], self.channels, -1))
+
+    def set_standardization(self, features: torch.Tensor) -> None:
+        pass
+
+
+def make(activation_shape: tuple[int, ...], classes: int, config: HeadConfig,
+         model_head: nn.Module | None = None) -> ExitHead:
+    """A cache head for a stage output of this shape (batch 1); ``model_head``: the
+    full model's keyword head, for a ``model_head`` exit."""
     _, channels, h, w = activation_shape
-    if config.kind == "sequence":
+    if config.kind in ("sequence", "model_head"):
         if w != 1:
-            raise ValueError(f"a sequence head needs a (B, C, T, 1) activation, got "
+            raise ValueError(f"a {config.kind} head needs a (B, C, T, 1) activation, got "
                              f"{tuple(activation_shape)}")
-        return SequenceExitHead(channels, classes, replace(config, grid=(h, 1)))
+        config = replace(config, grid=(h, 1))
+        if config.kind == "sequence":
+            return SequenceExitHead(channels, classes, config)
+        if model_head is None:
+            raise ValueError("a model_head exit needs the full model's keyword head")
+        return ModelHeadExit(channels, classes, config, model_head)
     if config.kind != "grid":
-        raise ValueError(f"unknown cache head kind {config.kind!r}; expected grid or sequence")
+        raise ValueError(f"unknown cache head kind {config.kind!r}; expected grid, sequence "
+                         "or model_head")
     return ExitHead(channels, classes, config)
 
 

@@ -12,8 +12,8 @@ the spectrogram branch, which starts from the waveform, so it also reads the
 model input (its method takes it as a second argument) and passes the
 embeddings and the branch's pooled features on packed in one row; the head
 unpacks them and runs the keyword head (ensemble). The exits sit on the trunk
-(grid heads, 8 time x 2 mel cells) and on the embeddings (a sequence head,
-``heads.SequenceExitHead``).
+(grid heads, 8 time x 2 mel cells) and on the embeddings (the full model's
+own keyword head without the branch, ``heads.ModelHeadExit``).
 
 Running the stages in order and then the head is exactly the network's
 forward pass.
@@ -34,7 +34,6 @@ from knowcache.models.speech_embedding import EMBEDDING_DIM
 # kws: the trunk is cut after these convolutions (each ends in a max-pool).
 KWS_CUTS = (2, 6, 10)
 KWS_TRUNK_GRID = (8, 2)
-KWS_SEQUENCE_HIDDEN = 128
 
 
 class _Stem(nn.Module):
@@ -114,6 +113,7 @@ class Stages:
     stage_flops: list[int]
     head_flops: int
     head_configs: list[HeadConfig]   # the cache head proposed for each exit (stages 0..n-1)
+    model_head: nn.Module | None = None   # kws: the full model's keyword head (model_head exits)
     # The stages and the head lowered (an ExecuTorch EdgeProgramManager), kept by
     # program.lower: a retrain changes only the exits, so later programs lower
     # only those. The stages' weights must not change once lowered.
@@ -156,9 +156,12 @@ def split(net: nn.Module, input_example: torch.Tensor) -> Stages:
     if isinstance(net, KwsNet):
         head = _KwsHead(net, shapes[-2][2])
         configs = [HeadConfig(grid=KWS_TRUNK_GRID) for _ in KWS_CUTS]
-        configs.append(HeadConfig(kind="sequence", hidden=KWS_SEQUENCE_HIDDEN))
+        configs.append(HeadConfig(kind="model_head"))
+        model_head = net.backbone.head
     else:
         head = _Head(net)
         configs = [HeadConfig(grid=grid_for(s)) for s in shapes[:-1]]
+        model_head = None
     head_flops = flops.count(head, x)
-    return Stages(modules, head, input_example, shapes, costs, head_flops, configs)
+    return Stages(modules, head, input_example, shapes, costs, head_flops, configs,
+                  model_head=model_head)

@@ -15,7 +15,6 @@ Manifest entry (role "staged"), beside the usual partition fields:
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 
 from knowcache import manifest
 from knowcache.build import flops
+from knowcache.build.lower import quiet_pytree_notes, to_xnnpack
 from knowcache.layer_cache.calibrate import ExitOutputs
 from knowcache.layer_cache.heads import ExitHead
 from knowcache.layer_cache.staging import Stages, reads_input
@@ -43,8 +43,7 @@ def lower(stages: Stages, heads: list[ExitHead]) -> StagedProgram:
     methods are lowered one by one, so a program whose stages come from there has
     the same bytes as one lowered whole, and a retrain (new heads, same stages)
     lowers only its exits (the kws stages: most of a minute here)."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import EdgeProgramManager, to_edge_transform_and_lower
+    from executorch.exir import EdgeProgramManager
 
     fresh, exits, order = {}, {}, []
     exit_flops = []
@@ -64,14 +63,10 @@ def lower(stages: Stages, heads: list[ExitHead]) -> StagedProgram:
             fresh["head"] = torch.export.export(stages.head.eval(), (x,))
         order.append("head")
 
-    def edge(programs: dict) -> EdgeProgramManager:
-        return to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)   # torch's pytree deprecation notes
+    with quiet_pytree_notes():
         if stages.lowered is None:
-            stages.lowered = edge(fresh)
-        parts = [stages.lowered] + ([edge(exits)] if exits else [])
+            stages.lowered = to_xnnpack(fresh)
+        parts = [stages.lowered] + ([to_xnnpack(exits)] if exits else [])
         methods = {name: p.exported_program(name) for p in parts for name in p.methods}
         whole = EdgeProgramManager({name: methods[name] for name in order},
                                    compile_config=stages.lowered.compile_config)

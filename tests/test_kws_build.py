@@ -240,7 +240,8 @@ def test_hidden_augment_trains_the_heads_on_the_trunk_s_hidden_layer(tmp_path):
     rows = pipeline.inputs(cfg, synth, "val", hidden_at=11)
     assert rows.dtype == torch.float16 and (tmp_path / "hidden11.npz").is_file()
     shape = training.hidden_shape(net, 11)
-    assert shape == (72, 46, 4) and rows.shape[1] == 72 * 46 * 4 + cfg.full_config().side
+    # the 34 of the layer's 46 time steps that see the clip (speech_embedding.Margins)
+    assert shape == (72, 34, 4) and rows.shape[1] == 72 * 34 * 4 + cfg.full_config().side
     fresh = SpeechEmbedding().state_dict()
     for name, value in net.backbone.trunk.state_dict().items():
         assert torch.equal(value, fresh[name]), f"trunk weight {name} moved"

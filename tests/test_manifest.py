@@ -86,10 +86,13 @@ def test_update_replaces_one_entry_and_keeps_the_rest(tiny_models, tmp_path):
     p1 = dict(before.entry("p1"), threshold=0.7, version=2)
     assert manifest.update(copy, p1) == before.version + 1
     after = manifest.load(copy)
-    assert [p["id"] for p in after.entries()] == ["cached", "p0", "full", "p1"]
+    assert [p["id"] for p in after.entries()] == [p["id"] for p in before.entries()]
     assert after.parsed.find("p1").threshold == pytest.approx(0.7)
     assert after.selector == {"kind": "partition_mass", "partitions": ["p0", "p1"]}
     assert manifest.update(copy, p1, bump=False) == before.version + 1
+    extra = dict(before.entry("p1"), id="p9", file="p9.pte")   # a new id: added last
+    manifest.update(copy, extra)
+    assert [p["id"] for p in manifest.load(copy).entries()][-1] == "p9"
 
 
 def test_private_labels_are_written_checked_and_kept_by_updates(tiny_models, tmp_path):

@@ -227,9 +227,12 @@ def test_eval_cli_writes_json_plot_and_card(tiny_eval, tmp_path):
     doc = json.loads((tmp_path / "out" / "kws-eval.json").read_text())
     assert doc["samples"] == 9 and doc["programs"]["full"]["accuracy"] == pytest.approx(8 / 9)
     assert (tmp_path / "out" / "kws-confusion.png").is_file()
+    with (card / "README.md").open("a") as f:
+        f.write("\nwritten after the section\n")
     assert run().returncode == 0                 # a second run replaces its section
     text = (card / "README.md").read_text()
     assert text.startswith("# card\n\nintro\n") and text.count(evaluate.CARD_BEGIN) == 1
+    assert text.endswith(f"{evaluate.CARD_END}\n\nwritten after the section\n")
     assert "## Real voices" in text and "88.9%" in text
 
 

@@ -65,3 +65,44 @@ def test_exported_keyword_program_equals_pytorch(tmp_path, speech):
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy().reshape(-1)
     np.testing.assert_allclose(got, want, atol=1e-3 * (np.abs(want).max() + 1))
+
+
+def test_the_trunk_convolves_only_where_the_clip_is_and_answers_the_same(speech):
+    """A kws model's trunk keeps, layer by layer, only the time steps that see the
+    clip (plus one step of the padding each side): its embeddings and hidden
+    activations equal the whole trunk's, for about two thirds of its FLOPs."""
+    from knowcache.build import flops
+    from knowcache.models.speech_embedding import Margins
+
+    net = build_net("kws", EmbeddingHeadConfig(hidden=16), 5).eval()
+    trunk, whole = net.backbone.trunk, SpeechEmbedding().eval()
+    assert isinstance(trunk.margins, Margins)
+    clip = torch.from_numpy(speech[8000:24000].astype(np.float32) / 32768)
+    x = clip.repeat(3, 1)
+    x[1] *= 1e-3                                  # a faint clip: another padding value
+    x[2, :12000] = 0                              # a clip that starts late
+    with torch.no_grad():
+        mel = net.features(x)
+        want = whole(mel)
+        torch.testing.assert_close(trunk(mel), want, rtol=0, atol=1e-5)
+        for k in (3, 11):
+            kept = trunk.trunk(mel.unsqueeze(1), 0, k)
+            a, n, t = trunk.margins.states[k]
+            assert kept.shape[2] == n < t
+            torch.testing.assert_close(trunk.margins.whole(kept, k),
+                                       whole.trunk(mel.unsqueeze(1), 0, k), rtol=0, atol=1e-5)
+            # resuming from the whole activations (cut to the kept steps) or the kept ones
+            torch.testing.assert_close(trunk.embed(trunk.trunk(trunk.margins.whole(kept, k), k)),
+                                       want, rtol=0, atol=1e-5)
+        with pytest.raises(ValueError, match="time steps"):
+            trunk.trunk(mel.unsqueeze(1)[:, :, :100], 0, 1)
+    assert flops.count(trunk, mel[:1]) < 0.7 * flops.count(whole, mel[:1])
+
+
+def test_margins_that_reach_the_ends_keep_every_step():
+    from knowcache.models.speech_embedding import Margins
+
+    m = Margins(204, 0, 204)
+    assert all(a == 0 and n == t for a, n, t in m.states)
+    with pytest.raises(ValueError, match="inside the input"):
+        Margins(204, 150, 100)

@@ -296,7 +296,7 @@ def update_card(card: Path, section: str) -> None:
     if CARD_BEGIN in text and CARD_END in text:
         head, rest = text.split(CARD_BEGIN, 1)
         tail = rest.split(CARD_END, 1)[1].lstrip("\n")
-        text = head + section + tail
+        text = head + section.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     card.write_text(text)

@@ -238,11 +238,13 @@ def write(directory: str | os.PathLike, task: str, labels: Sequence[str],
 
 def update(directory: str | os.PathLike, entry: dict, *, bump: bool = True,
            signing_key: Optional[str | os.PathLike] = None) -> int:
-    """Replaces (or adds) the entry with ``entry``'s id, keeping every other field;
-    bumps the manifest version unless told not to; signs it with ``signing_key``
-    when given (see ``write``); returns that version."""
+    """Replaces the entry with ``entry``'s id where it stands (or adds it last),
+    keeping every other field; bumps the manifest version unless told not to; signs
+    it with ``signing_key`` when given (see ``write``); returns that version."""
     current = load(directory)
-    parts = [p for p in current.entries() if p["id"] != entry["id"]] + [entry]
+    parts = [entry if p["id"] == entry["id"] else p for p in current.entries()]
+    if not any(p["id"] == entry["id"] for p in parts):
+        parts.append(entry)
     version = current.version + 1 if bump else current.version
     write(directory, current.task, current.labels, parts, version=version,
           private_labels=current.private_labels, signing_key=signing_key, **current.extra)

@@ -173,7 +173,7 @@ def inputs(cfg: BuildConfig, data: Dataset, split: str, hidden_at: int = 0) -> t
         return training.as_float(cfg.task, sp.x)
     branch = spectrogram_branch(cfg)
     key = (f"{data.source}|{split}|{len(sp)}|{int(sp.y.astype(np.int64).sum())}|"
-           f"{branch.metrics['digest']}" + (f"|hidden{hidden_at}" if hidden_at else ""))
+           f"{branch.metrics['digest']}" + (f"|hidden{hidden_at}kept" if hidden_at else ""))
     path = cfg.work / (f"hidden{hidden_at}.npz" if hidden_at else EMBEDDINGS)
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:     # reads only the arrays asked for

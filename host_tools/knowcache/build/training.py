@@ -79,9 +79,10 @@ class HeadOnly(nn.Module):
     Takes packed rows ``[embeddings (windows x 96) | spectrogram features]`` (see
     ``pipeline.inputs``); a head without a spectrogram branch reads the
     embeddings only. With ``hidden_at`` = k (the config's ``augment_at``) the rows
-    carry the trunk's activations after conv k - 1 instead of the embeddings:
-    the frozen convs k.. run at every step (without gradients), so the shifts
-    and noise of ``augment`` act on the trunk's hidden layer."""
+    carry the trunk's activations after conv k - 1 instead of the embeddings (the
+    time steps the trunk keeps: ``speech_embedding.Margins``): the frozen convs
+    k.. run at every step (without gradients), so the shifts and noise of
+    ``augment`` act on the trunk's hidden layer."""
 
     def __init__(self, net: nn.Module, hidden_at: int = 0):
         super().__init__()
@@ -117,7 +118,7 @@ class HeadOnly(nn.Module):
 
 
 def hidden_shape(net: nn.Module, hidden_at: int) -> tuple[int, ...]:
-    """(channels, time, mel) of a KwsNet's trunk activations after convs 0 .. hidden_at - 1."""
+    """(channels, kept time steps, mel) of a KwsNet's trunk activations after convs 0 .. hidden_at - 1."""
     with torch.no_grad():
         probe = net.features(torch.zeros(1, net.samples)).unsqueeze(1)
         return tuple(net.backbone.trunk.trunk(probe, 0, hidden_at).shape[1:])

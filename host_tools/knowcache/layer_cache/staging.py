@@ -68,7 +68,7 @@ class _KwsTrunk(nn.Module):
         if self.start == 0:
             x = self.net.features(x).unsqueeze(1)
         x = trunk.trunk(x, self.start, self.stop)
-        return trunk.out(x) if self.stop is None else x
+        return trunk.embedding_map(x) if self.stop is None else x
 
 
 class _KwsBranch(nn.Module):

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from knowcache.atomic import replace_atomically
-from knowcache.models.speech_embedding import (EMBEDDING_DIM, GoogleMel, SpeechEmbedding,
-                                                padded_samples)
+from knowcache.models.speech_embedding import (EMBEDDING_DIM, GoogleMel, Margins,
+                                                SpeechEmbedding, padded_samples)
 from knowcache.models.resnet import ResNet, ResNetConfig
 from knowcache.models.spectrogram import SpectrogramNet
 
@@ -109,11 +109,12 @@ class HeadEnsemble(nn.Module):
 
 class KwsBackbone(nn.Module):
     """(B, frames, 32) log-mel [+ side features] -> logits: the speech_embedding
-    trunk, then the head (or an ensemble of heads)."""
+    trunk (working only where the input is not padding, given ``margins``), then
+    the head (or an ensemble of heads)."""
 
-    def __init__(self, config: EmbeddingHeadConfig, classes: int):
+    def __init__(self, config: EmbeddingHeadConfig, classes: int, margins: Margins | None = None):
         super().__init__()
-        self.trunk = SpeechEmbedding()
+        self.trunk = SpeechEmbedding(margins)
         if config.members > 1:
             self.head = HeadEnsemble(config, classes)
         else:
@@ -138,7 +139,8 @@ class KwsNet(nn.Module):
         self.right = total - samples - self.left
         # the zero padding around the clip is the front end's margins: never transformed
         self.frontend = GoogleMel(total, margins=(self.left, self.right))
-        self.backbone = KwsBackbone(config, classes)
+        fe = self.frontend
+        self.backbone = KwsBackbone(config, classes, Margins(fe.frames, fe.first, fe.stop))
         self.spectrogram = None
         if config.spectrogram:
             sc = config.spectrogram

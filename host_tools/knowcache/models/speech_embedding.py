@@ -18,7 +18,11 @@ exported programs carry them).
 * ``SpeechEmbedding``: (B, T, 32) -> (B, T', 96). It is fully convolutional in
   time with a time stride of 8 frames, so one pass over a long input gives the
   embedding of every 76-frame window at a step of 8 frames (openWakeWord's
-  streaming step), sharing all computation between windows.
+  streaming step), sharing all computation between windows. Given where the
+  input's zero padding lies (``Margins``), it convolves only the time steps
+  that see the clip, plus one step of the padding on each side: a step that
+  sees only padding has the same value as its neighbour, so every layer's
+  padding is that one column (the kws models: 64% of the trunk's FLOPs).
 
 Both are checked against onnxruntime by the tests (tests/test_speech_embedding.py).
 """
@@ -140,17 +144,92 @@ class GoogleMel(nn.Module):
         return torch.maximum(db, floor) / 10.0 + 2.0
 
 
+class Margins:
+    """Where a ``SpeechEmbedding`` input's padding lies, layer by layer.
+
+    The trunk's convolutions are valid in time and its pools floor, so a time
+    step whose inputs are all padding columns (one value per example, the same
+    on both sides: the log-mel of zeros) is itself a padding column. Layer k's
+    activations (T_k steps) are kept as the steps [a_k, a_k + n_k) that see the
+    clip plus one padding column at each end where there is padding: the rest
+    repeats those columns. ``frames`` is the log-mel's length, [first, stop)
+    its frames that see the clip.
+    """
+
+    def __init__(self, frames: int, first: int, stop: int):
+        if not 0 <= first < stop <= frames:
+            raise ValueError("the clip's frames must lie inside the input")
+        a, end = max(0, first - 1), min(frames, stop + 1)
+        self.states = [(a, end - a, frames)]       # (a, n, T) before conv k; last: after `out`
+        self.conv_pads: list[tuple[int, int]] = []  # edge columns repeated before conv k
+        self.pool_pads: dict[int, tuple[int, int]] = {}
+        for k, (kt, _) in enumerate(SpeechEmbedding._KERNELS + [(3, 1)]):
+            a, n, t = self.states[-1]
+            a, n, t = self._conv(k, kt, a, n, t)
+            if SpeechEmbedding._POOLS.get(k, (1, 1))[0] == 2:
+                a, n, t = self._pool(k, a, n, t)
+            self.states.append((a, n, t))
+
+    def _conv(self, k: int, kt: int, a: int, n: int, t: int) -> tuple[int, int, int]:
+        t2 = t - kt + 1
+        p, q = max(0, a - kt + 1), min(t2, a + n)
+        self.conv_pads.append((a - p, q + kt - 1 - (a + n)))
+        return p, q - p, t2
+
+    def _pool(self, k: int, a: int, n: int, t: int) -> tuple[int, int, int]:
+        t2 = t // 2
+        p, q = max(0, (a - 1) // 2), min(t2, (a + n) // 2 + 1)
+        self.pool_pads[k] = (a - 2 * p, 2 * q - (a + n))
+        return p, q - p, t2
+
+    @staticmethod
+    def pad(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
+        """(B, C, n, F) with ``left`` copies of its first step before it and ``right``
+        of its last after it (a negative count drops steps instead)."""
+        if left < 0:
+            x = x[:, :, -left:]
+        if right < 0:
+            x = x[:, :, :x.shape[2] + right]
+        if left <= 0 and right <= 0:
+            return x
+        parts = [x[:, :, :1]] * max(0, left) + [x] + [x[:, :, -1:]] * max(0, right)
+        return torch.cat(parts, 2)
+
+    def kept(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """Layer ``layer``'s whole activations (B, C, T, F) -> the kept steps (a view);
+        kept steps are returned as they are."""
+        a, n, t = self.states[layer]
+        if x.shape[2] == n:
+            return x
+        if x.shape[2] != t:
+            raise ValueError(f"layer {layer} has {t} time steps ({n} kept), not {x.shape[2]}")
+        return x[:, :, a:a + n]
+
+    def whole(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """The kept steps of layer ``layer`` -> its whole activations."""
+        a, n, t = self.states[layer]
+        if a == 0 and n == t:
+            return x
+        b, c, _, f = x.shape
+        parts = [x[:, :, :1].expand(b, c, a, f), x, x[:, :, -1:].expand(b, c, t - a - n, f)]
+        return torch.cat([p for p in parts if p.shape[2]], 2)
+
+
 class SpeechEmbedding(nn.Module):
     """(B, T, 32) log-mel -> (B, (T - 76) // 8 + 1, 96): one embedding per 76-frame
-    window, windows 8 frames apart (T - 76 must be a multiple of 8)."""
+    window, windows 8 frames apart (T - 76 must be a multiple of 8). With
+    ``margins`` the input must be that long and padded there: the trunk then
+    works on the kept steps (``trunk`` takes and returns them; ``Margins.whole``
+    expands them)."""
 
     # (kernel, pad along mel) of convs 0..18, and where the max-pools sit.
     _KERNELS = [(3, 3)] + [(1, 3), (3, 1)] * 9
     _POOLS = {2: (2, 2), 6: (1, 2), 10: (2, 2), 14: (1, 2), 18: (2, 2)}
 
-    def __init__(self):
+    def __init__(self, margins: Margins | None = None):
         super().__init__()
         w = onnx_weights("embedding_model")
+        self.margins = margins
         self.convs = nn.ModuleList()
         for i, (kt, km) in enumerate(self._KERNELS):
             name = "model/conv2d" + (f"_{i}" if i else "")
@@ -168,16 +247,33 @@ class SpeechEmbedding(nn.Module):
 
     def trunk(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """(B, C, T, F) -> activations after convs ``start`` .. ``stop`` - 1 (each with
-        its pool); from the (B, 1, T, 32) log-mel through every conv by default."""
+        its pool); from the (B, 1, T, 32) log-mel through every conv by default.
+        With margins: the kept steps in and out (whole activations in are cut)."""
+        m = self.margins
+        if m is not None:
+            x = m.kept(x, start)
         for i in range(start, len(self.convs) if stop is None else stop):
+            if m is not None:
+                x = m.pad(x, *m.conv_pads[i])
             x = torch.clamp(self.act(self.convs[i](x)), min=self.floor)
             if i in self._POOLS:
+                if m is not None and i in m.pool_pads:
+                    x = m.pad(x, *m.pool_pads[i])
                 x = nn.functional.max_pool2d(x, self._POOLS[i])
         return x
 
+    def embedding_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last activations (B, 96, T'', 1) (kept steps, with margins) -> the
+        embeddings as (B, 96, T', 1)."""
+        m = self.margins
+        if m is None:
+            return self.out(x)
+        last = len(self.convs)
+        return m.whole(self.out(m.pad(m.kept(x, last), *m.conv_pads[last])), last + 1)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The last activations (B, 96, T'', 1) -> embeddings (B, T', 96)."""
-        return self.out(x).squeeze(3).transpose(1, 2)
+        return self.embedding_map(x).squeeze(3).transpose(1, 2)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         return self.embed(self.trunk(mel.unsqueeze(1)))

@@ -22,7 +22,7 @@ exported programs carry them).
   input's zero padding lies (``Margins``), it convolves only the time steps
   that see the clip, plus one step of the padding on each side: a step that
   sees only padding has the same value as its neighbour, so every layer's
-  padding is that one column (the kws models: 64% of the trunk's FLOPs).
+  padding is that one column (the kws models: two thirds of the trunk's FLOPs).
 
 Both are checked against onnxruntime by the tests (tests/test_speech_embedding.py).
 """
@@ -165,12 +165,12 @@ class Margins:
         self.pool_pads: dict[int, tuple[int, int]] = {}
         for k, (kt, _) in enumerate(SpeechEmbedding._KERNELS + [(3, 1)]):
             a, n, t = self.states[-1]
-            a, n, t = self._conv(k, kt, a, n, t)
+            a, n, t = self._conv(kt, a, n, t)
             if SpeechEmbedding._POOLS.get(k, (1, 1))[0] == 2:
                 a, n, t = self._pool(k, a, n, t)
             self.states.append((a, n, t))
 
-    def _conv(self, k: int, kt: int, a: int, n: int, t: int) -> tuple[int, int, int]:
+    def _conv(self, kt: int, a: int, n: int, t: int) -> tuple[int, int, int]:
         t2 = t - kt + 1
         p, q = max(0, a - kt + 1), min(t2, a + n)
         self.conv_pads.append((a - p, q + kt - 1 - (a + n)))

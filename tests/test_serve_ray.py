@@ -165,6 +165,23 @@ def test_the_replicas_use_both_nodes_and_split_requests_get_404_with_a_sentence(
                           timeout=30).status_code == 200
 
 
+@pytest.mark.slow
+def test_a_task_whose_exit_learner_cannot_start_on_ray_says_why(ray_serve, tmp_path):
+    """--learn-exits on Ray, on a folder whose full program this knowcache cannot read
+    back into PyTorch (the tiny models' with a staged program): the task is served and
+    GET /v1/kws/layer-cache's 404 says why its learner did not start, as without Ray
+    (tests/test_split.py)."""
+    from conftest import write_tiny_models
+    from test_split import _write_staged
+    root = tmp_path / "models"
+    _write_staged(write_tiny_models(root / "kws"))
+    with ray_serve.running(ServeConfig(models=root, learn_exits=True, batching=False)) as url:
+        res = httpx.get(url + "/v1/kws/layer-cache", timeout=20)
+        assert res.status_code == 404 and "its learner could not start (RecoveryError" in \
+            res.json()["detail"], res.text
+        assert httpx.get(url + "/v1/kws/manifest", timeout=20).status_code == 200
+
+
 def learning_models(tmp_path: Path) -> Path:
     """A models folder of the shipped vision task alone (it has a staged program)."""
     root = tmp_path / "models"

@@ -173,6 +173,10 @@ class Programs:
         """Each task's manifest version (what an ingress compares its own with)."""
         return {name: t.version for name, t in self.loaded.items()}
 
+    def not_learning(self, name: str) -> str:
+        """Why task ``name``'s learner could not start ("" when it did or was not asked)."""
+        return self.loaded[name].not_learning
+
     def learns(self, name: str) -> bool:
         """Whether task ``name`` learns its exits (its replicas then report here)."""
         return self.loaded[name].learner is not None
@@ -364,7 +368,10 @@ class RayCompute:
     async def layer_cache(self, task: registry.TaskModels) -> Optional[dict]:
         if self.programs is None:
             return None
-        return await self.programs.status.remote(task.name)
+        status = await self.programs.status.remote(task.name)
+        if status is None:      # the app's 404 then says why the learner did not start
+            task.not_learning = await self.programs.not_learning.remote(task.name)
+        return status
 
     def _snapshot(self) -> list:
         self.own.queue_depth.set(self.depth)

@@ -161,26 +161,22 @@ def _staged_program(directory: Path, manifest: Manifest, files: dict[str, Partit
     return None, None
 
 
-def attach_learner(task: TaskModels, directory: Path, online: "OnlineConfig | None" = None,
-                   log=print, then: Callable[[], None] = lambda: None) -> None:
+def learn_or_warn(task: TaskModels, directory: Path, online: "OnlineConfig | None" = None,
+                  log=print, warn=print, then: Callable[[], None] = lambda: None) -> None:
     """Answers ``task`` with its staged program and learns the exits from its traffic
     (``online``: the learner's settings, None for the defaults); ``then`` is called
-    after ``task`` serves a newly published version."""
+    after ``task`` serves a newly published version. A learner that cannot start
+    (e.g. a full program this knowcache cannot read back into PyTorch) leaves the
+    task served as it is, without learning: warned, and the reason kept in
+    ``task.not_learning``."""
     from knowcache.layer_cache.online import OnlineConfig, learner_for
 
     def swapped(_entry: dict, _version: int) -> None:
         refresh_manifest(task, directory)
         then()
-    task.learner = learner_for(directory, online or OnlineConfig(), on_swap=swapped, log=log)
-
-
-def learn_or_warn(task: TaskModels, directory: Path, online: "OnlineConfig | None" = None,
-                  log=print, warn=print, then: Callable[[], None] = lambda: None) -> None:
-    """``attach_learner``; a learner that cannot start (e.g. a full program this
-    knowcache cannot read back into PyTorch) leaves the task served as it is,
-    without learning: warned, and the reason kept in ``task.not_learning``."""
     try:
-        attach_learner(task, directory, online, log, then)
+        task.learner = learner_for(directory, online or OnlineConfig(), on_swap=swapped,
+                                   log=log)
     except Exception as e:  # noqa: BLE001 - learning is an extra: it never stops serving
         task.not_learning = f"{type(e).__name__}: {e}"
         warn(f"task {task.name!r} is served without learning its exits: {task.not_learning}")

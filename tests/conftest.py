@@ -129,6 +129,26 @@ def spoken_words(words) -> list[np.ndarray]:
     return out
 
 
+def program_calls(pte: bytes) -> tuple[int, list[str]]:
+    """What an ExecuTorch program runs: its XNNPACK delegate calls and the
+    operators it runs outside them (portable kernels), by name."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    plan = deserialize_pte_binary(pte).program.execution_plan[0]
+    calls, ops = 0, []
+    for instruction in plan.chains[0].instructions:
+        args = instruction.instr_args
+        if hasattr(args, "delegate_index"):
+            calls += 1
+        elif hasattr(args, "op_index"):
+            ops.append(plan.operators[args.op_index].name)
+    return calls, ops
+
+
+# Operators a kws program may run outside XNNPACK: the zero padding it builds
+# (tensors of a constant) and the input's alias.
+SETUP_OPS = {"aten::full", "aten::alias_copy"}
+
+
 def write_tiny_models(out: Path, **extra) -> Path:
     """Writes the four tiny programs and their manifest (with ``extra`` fields) to ``out``."""
     entries = []

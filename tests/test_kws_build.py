@@ -16,6 +16,7 @@ from knowcache.build import pipeline, publish
 from knowcache.data import folders, speech, store
 from knowcache.models import ModelRecord
 from knowcache.runtime import Manifest, Partition
+from conftest import SETUP_OPS, program_calls
 from test_real_voices import real_voices
 
 # The module's fixtures train and export a whole toy build (minutes on a busy
@@ -73,6 +74,8 @@ def test_full_program_is_the_two_branch_network(kws_build):
     assert len(net.backbone.head.members) == record.config.members == 3
     x = data.test.x[:4].astype(np.float32) / 32768
     program = Partition.from_file(str(models / "full.pte"))
+    calls, ops = program_calls((models / "full.pte").read_bytes())
+    assert calls == 1 and set(ops) <= SETUP_OPS, (calls, ops)    # both branches in XNNPACK
     got = np.stack([program.run(row[None]).reshape(-1) for row in x])
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
@@ -86,6 +89,8 @@ def test_device_programs_fit_the_budget_and_drop_the_branch(kws_build):
         assert info.input.shape == [1, 16000] and info.input.sample_rate == 16000
         if info.role != "full":
             assert info.bytes <= 512 * 1024, (info.id, info.bytes)
+            calls, ops = program_calls((models / info.file).read_bytes())
+            assert calls == 1 and set(ops) <= SETUP_OPS, (info.id, calls, ops)
             assert ModelRecord.load(cfg.work / f"{info.id}.pt").build().spectrogram is None
     assert metrics["real"]["models"]["cached"]["size_ratio"] > 1
 

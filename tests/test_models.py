@@ -223,6 +223,42 @@ def test_full_kws_head_is_an_ensemble_whose_logits_are_the_members_mean():
     assert not any(k.startswith("backbone.fc.") for k in net.state_dict())
 
 
+def test_onednn_trains_convolutions_other_than_1x1_on_avx2(monkeypatch):
+    """oneDNN's AVX2 backward of small strided 1x1 convolutions corrupts the heap,
+    so on AVX2-only CPUs it trains only convolutional networks without any 1x1
+    convolution (the kws heads and their exits); with AVX-512 or CUDA,
+    everything; channels-last (asked with no network) stays AVX-512 and CUDA only."""
+    from torch import nn
+    from knowcache.layer_cache.heads import ExitHead, HeadConfig, SequenceExitHead
+    cpu = torch.device("cpu")
+    kws_student = training.trainable("kws", build_net("kws", FULL_CONFIGS["kws"].student(0.5), 11))
+    exit_head = SequenceExitHead(96, 11, HeadConfig())
+    resnet = build_net("vision", FULL_CONFIGS["vision"].scaled(1 / 8), 10, (0.0, 1.0))
+    assert any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) for m in resnet.modules())
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert training.use_onednn(cpu, kws_student)
+    # the full model's head, though its network holds the spectrogram ResNet (1x1 convs)
+    full = FULL_CONFIGS["kws"]
+    from dataclasses import replace
+    from knowcache.models.spectrogram import SPECTROGRAM_CONFIG
+    full = replace(full, spectrogram={"resnet": SPECTROGRAM_CONFIG.to_dict(), "classes": 36})
+    teacher = training.trainable("kws", build_net("kws", full, 36))
+    assert any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) for m in teacher.modules())
+    assert training.use_onednn(cpu, kws_student, teacher)
+    assert training.use_onednn(cpu, exit_head)
+    # linear layers only (an image exit head): faster without oneDNN there
+    assert not training.use_onednn(cpu, ExitHead(48, 10, HeadConfig()))
+    assert not training.use_onednn(cpu, resnet)
+    assert not training.use_onednn(cpu, kws_student, resnet)
+    assert not training.use_onednn(cpu)
+    with training.backward_kernels(cpu, resnet):
+        assert not torch.backends.mkldnn.enabled
+    with training.backward_kernels(cpu, kws_student):
+        assert torch.backends.mkldnn.enabled
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert training.use_onednn(cpu, resnet) and training.use_onednn(cpu)
+
+
 def test_teacher_memo_runs_the_teacher_once_for_students_that_see_the_same_batches():
     torch.manual_seed(0)
     x, y = torch.rand(96, 1, 28, 28), torch.randint(0, 10, (96,))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SETUP_OPS, program_calls
 from knowcache.build import lower
 from knowcache.models import build_net
 from knowcache.models.nets import EmbeddingHeadConfig
@@ -60,6 +61,9 @@ def test_exported_keyword_program_equals_pytorch(tmp_path, speech):
     net = build_net("kws", EmbeddingHeadConfig(hidden=16), 5).eval()
     path = tmp_path / "kws.pte"
     path.write_bytes(lower.lower_to_pte(net, (torch.zeros(1, 16000),)))
+    # front end, trunk and head all in one XNNPACK call: nothing runs in portable kernels
+    calls, ops = program_calls(path.read_bytes())
+    assert calls == 1 and set(ops) <= SETUP_OPS, (calls, ops)
     x = (speech[8000:24000].astype(np.float32) / 32768)[None]
     got = Partition.from_file(str(path)).run(x).reshape(-1)
     with torch.no_grad():

@@ -9,8 +9,10 @@ its classes and when to defer to the cloud.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -230,7 +232,7 @@ def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: F
                                                     else 0.25)
     # images: convolutions run faster channels-last, where oneDNN is safe; else every
     # batch is made contiguous (shift_images returns channels-last views)
-    layout = (torch.channels_last if x.dim() == 4 and onednn_backward_safe(device)
+    layout = (torch.channels_last if x.dim() == 4 and use_onednn(device)
               else torch.contiguous_format)
     if layout == torch.channels_last:
         model = model.to(memory_format=layout)
@@ -239,7 +241,8 @@ def fit(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor, config: F
     x_dev, y_dev = x.to(device), y.to(device)
     t = config.kd_temperature
     step = 0
-    with backward_kernels(device):   # oneDNN only where its backward is safe
+    # oneDNN only where its backward is safe for these networks
+    with backward_kernels(device, *[m for m in (model, teacher) if m is not None]):
         for epoch in range(config.epochs):
             order = torch.randperm(len(y), generator=gen).to(device)
             for w in whitening:            # airbench: the whitening bias learns for 3 epochs
@@ -410,21 +413,41 @@ def _autocast(device: torch.device, images: bool):
                           enabled=images and _cpu_bf16())
 
 
-def onednn_backward_safe(device: torch.device) -> bool:
-    """Whether training may use oneDNN's convolution backward (and channels-last):
-    on CUDA, and on CPUs with AVX-512. On AVX2-only CPUs, torch 2.13's oneDNN
-    backward of a strided 1x1 convolution with fewer than 8 channels
-    (jit_avx2_1x1_convolution_bwd_weights) corrupts the heap: measured on an AMD
-    EPYC Zen 3, an abort ("free(): invalid next size") channels-last, a hang
-    with two threads in contiguous layout. Small students and tiny tasks have
-    such convolutions."""
-    return device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+def use_onednn(device: torch.device, *models: nn.Module) -> bool:
+    """Whether training ``models`` runs oneDNN's kernels: on CUDA and on CPUs with
+    AVX-512 always; on other CPUs only for convolutional networks without 1x1
+    convolutions. There, torch 2.13's oneDNN backward of a strided 1x1
+    convolution with fewer than 8 channels (jit_avx2_1x1_convolution_bwd_weights)
+    corrupts the heap: measured on an AMD EPYC Zen 3 (AVX2), an abort ("free():
+    invalid next size") channels-last, a hang with two threads in contiguous
+    layout; small image students and tiny tasks have such convolutions. The kws
+    heads and their exits (1-D kernels of 3) have none, and torch's own kernels
+    train them 3x slower (a kws student's step; 7x its teacher's forward); a
+    network of linear layers only (the image exit heads) trains 2x faster
+    without oneDNN. Channels-last (asked with no network) stays CUDA and
+    AVX-512 only."""
+    if device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return True
+    # A kws HeadOnly runs its head (and, with hidden_at, the trunk), never the
+    # spectrogram branch its network also holds.
+    running = [part for model in models for part in (
+        [model.backbone] + ([model.net.backbone.trunk] if model.hidden_at else [])
+        if isinstance(model, HeadOnly) else [model])]
+    convs = [m for part in running for m in part.modules()
+             if isinstance(m, nn.modules.conv._ConvNd)]
+    return bool(convs) and not any(all(k == 1 for k in c.kernel_size) for c in convs)
 
 
-def backward_kernels(device: torch.device):
-    """Context for training steps: oneDNN off where its backward is unsafe
-    (``onednn_backward_safe``), so torch's own convolution kernels run."""
-    return torch.backends.mkldnn.flags(enabled=onednn_backward_safe(device))
+@contextlib.contextmanager
+def backward_kernels(device: torch.device, *models: nn.Module):
+    """Context for training ``models``: oneDNN on or off as ``use_onednn`` says
+    (off: torch's own convolution kernels run).
+    (Setting the flags makes torch warn about TF32 on Intel GPUs, which are not
+    used here: that warning is silenced.)"""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*TF32 acceleration on top of oneDNN.*")
+        with torch.backends.mkldnn.flags(enabled=use_onednn(device, *models)):
+            yield
 
 
 @functools.cache

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from knowcache.build.training import backward_kernels
 from knowcache.layer_cache.heads import ExitHead
@@ -57,26 +58,27 @@ def fit(head: ExitHead, features: np.ndarray, teacher_probs: np.ndarray,
     head.train()
     if head.trainable_predictor:
         params = [*head.hidden.parameters(), *head.out.parameters()]
-        _train(params, lambda b: F.kl_div(F.log_softmax(head.from_feature(x[b])[0], 1), t[b],
-                                          reduction="batchmean"), pred_idx, config, g)
+        _train(head, params, lambda b: F.kl_div(F.log_softmax(head.from_feature(x[b])[0], 1),
+                                                t[b], reduction="batchmean"), pred_idx, config, g)
     sel_idx = sel_idx if n_sel else pred_idx
     with torch.no_grad():
         agree = (head.from_feature(x[sel_idx])[0].argmax(1) == t[sel_idx].argmax(1)).float()
     agree_of = dict(zip(sel_idx.tolist(), agree.tolist()))
     target = torch.zeros(len(x))
     target[sel_idx] = torch.tensor([agree_of[i] for i in sel_idx.tolist()])
-    _train(list(head.selector.parameters()),
+    _train(head, list(head.selector.parameters()),
            lambda b: F.binary_cross_entropy_with_logits(head.from_feature(x[b])[1].squeeze(1),
                                                         target[b]), sel_idx, config, g)
     return head.eval()
 
 
-def _train(params, loss_of, idx: torch.Tensor, config: DistillConfig, g: torch.Generator) -> None:
+def _train(head: nn.Module, params, loss_of, idx: torch.Tensor, config: DistillConfig,
+           g: torch.Generator) -> None:
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, (len(idx) + config.batch - 1) // config.batch)
     # Small online buffers get more passes so every retrain takes similar steps.
     epochs = max(config.epochs, min(200, 2000 // steps_per_epoch))
-    with backward_kernels(torch.device("cpu")):
+    with backward_kernels(torch.device("cpu"), head):
         for _ in range(epochs):
             perm = idx[torch.randperm(len(idx), generator=g)]
             for i in range(0, len(perm), config.batch):

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from knowcache.models.xnn_ops import max_over_time, mean_of
+
 
 SELECTOR_BOUND = 16.0
 
@@ -114,7 +116,7 @@ class SequenceExitHead(ExitHead):
 
     def encode(self, feature: torch.Tensor) -> torch.Tensor:
         x = ((feature - self.mean) * self.inv_std).reshape(feature.shape[0], self.channels, -1)
-        return self.hidden(x).amax(dim=2)
+        return max_over_time(self.hidden(x))
 
 
 class _MemberHidden(nn.Module):
@@ -125,7 +127,7 @@ class _MemberHidden(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([m.relu(m.conv2(m.relu(m.conv1(x)))).amax(dim=2)
+        return torch.cat([max_over_time(m.relu(m.conv2(m.relu(m.conv1(x)))))
                           for m in self.members], 1)
 
 
@@ -139,8 +141,8 @@ class _MemberLogits(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         w = self.width
-        return torch.stack([F.linear(h[:, i * w:(i + 1) * w], fc.weight[:, :w], fc.bias)
-                            for i, fc in enumerate(self.fcs)]).mean(0)
+        return mean_of([F.linear(h[:, i * w:(i + 1) * w], fc.weight[:, :w], fc.bias)
+                        for i, fc in enumerate(self.fcs)])
 
 
 class ModelHeadExit(SequenceExitHead):

@@ -30,6 +30,7 @@ from knowcache.build import flops
 from knowcache.layer_cache.heads import HeadConfig, grid_for
 from knowcache.models.nets import KwsNet, VisionNet
 from knowcache.models.speech_embedding import EMBEDDING_DIM
+from knowcache.models.xnn_ops import with_channel
 
 # kws: the trunk is cut after these convolutions (each ends in a max-pool).
 KWS_CUTS = (2, 6, 10)
@@ -66,7 +67,7 @@ class _KwsTrunk(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         trunk = self.net.backbone.trunk
         if self.start == 0:
-            x = self.net.features(x).unsqueeze(1)
+            x = with_channel(self.net.features(x))
         x = trunk.trunk(x, self.start, self.stop)
         return trunk.embedding_map(x) if self.stop is None else x
 

@@ -74,7 +74,9 @@ class FactorizedDFT(nn.Module):
     def power(self, frames: torch.Tensor) -> torch.Tensor:
         b, t = frames.shape[0], frames.shape[1]
         xs = frames.reshape(b, t, self.n1, self.n2)              # x[n1 * N2 + n2]
-        y = torch.matmul(self.stage1, xs)                        # (B, T, 2 n1, n2)
+        # (B, T, 2 n1, n2), as a linear layer on the n1 axis (XNNPACK's fully
+        # connected; a constant matrix times a batch would be expanded outside it)
+        y = nn.functional.linear(xs.transpose(2, 3), self.stage1).transpose(2, 3)
         yr, yi = y[:, :, :self.n1], y[:, :, self.n1:]
         z = torch.cat([yr * self.tr - yi * self.ti, yr * self.ti + yi * self.tr], 3)
         out = torch.matmul(z, self.stage2)                       # (B, T, k1, 2 k2)

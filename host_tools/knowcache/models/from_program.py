@@ -8,8 +8,12 @@ delegate payloads and the named constant data, ``flatc`` (shipped in the
 executorch wheel) turns each delegate's XNNGraph into JSON, and the conv and
 fully-connected nodes, in execution order, are mapped onto the network's conv
 and linear modules: the ResNet of an image task, or the kws ``KwsNet`` (the
-speech_embedding trunk, the head ensemble's 1-D convolutions, the spectrogram
-branch; then each head's branch projection and classifier). Batch norm was
+speech_embedding trunk, found by its known weights; the head ensemble's 1-D
+convolutions; the spectrogram branch's square ones; then each head's branch
+projection and classifier). The front ends' DFT and filterbank products are
+fully-connected nodes too, told apart by their constants; a program lowered
+as one delegate and one lowered as several order the nodes differently, and
+both are read. Batch norm was
 folded into the convs at export, so each BatchNorm2d becomes the identity
 plus the folded bias. The input normalization constants (of the image, or of
 the kws spectrogram branch) are two of the program's scalar constants: the
@@ -21,6 +25,7 @@ the knowcache runtime and refuses to return a record that disagrees.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -34,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from knowcache.models.dft import FactorizedDFT
 from knowcache.models.nets import (FULL_CONFIGS, EmbeddingHeadConfig, HeadEnsemble, KwsNet,
                                    ModelRecord, build_net, image_config)
 from knowcache.models.resnet import AirbenchBlock
@@ -111,9 +117,7 @@ def _tensors(program_path: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray
 
             for node in graph["xnodes"]:
                 kind, body = node["xnode_union_type"], node["xnode_union"]
-                # FC nodes before the first conv are the front end's DFT matmuls.
-                seen_conv = any(n[0] in _CONV_NODES for n in nodes)
-                if kind in _CONV_NODES or (kind == "XNNFullyConnected" and seen_conv):
+                if kind in _CONV_NODES or kind == "XNNFullyConnected":
                     nodes.append((kind, constant(body["filter_id"]), constant(body["bias_id"])))
     float_scalar_buffers = sorted({
         v.val.data_buffer_idx for v in plan.values
@@ -131,13 +135,19 @@ def _filter_shape(node: tuple) -> tuple[int, ...]:
     return (inp, out, kh, kw) if kind == "XNNDepthwiseConv2d" else (out, inp, kh, kw)
 
 
+def _torch_filter(node: tuple) -> torch.Tensor:
+    """A conv node's filter as PyTorch's Conv2d weight. XNNPACK keeps filters as
+    [out, kh, kw, in]; depthwise as [1, kh, kw, out]; a 1-D convolution as a 2-D
+    one of width 1."""
+    kind, w, _ = node
+    w = torch.from_numpy(w)
+    return w.permute(3, 0, 1, 2) if kind == "XNNDepthwiseConv2d" else w.permute(0, 3, 1, 2)
+
+
 def _copy_conv(conv: nn.Conv1d | nn.Conv2d, node: tuple, norm: nn.BatchNorm2d | None = None
                ) -> None:
-    kind, w, b = node
-    # XNNPACK keeps filters as [out, kh, kw, in]; depthwise as [1, kh, kw, out]; a
-    # 1-D convolution as a 2-D one of width 1.
-    w = torch.from_numpy(w)
-    w = w.permute(3, 0, 1, 2) if kind == "XNNDepthwiseConv2d" else w.permute(0, 3, 1, 2)
+    _, _, b = node
+    w = _torch_filter(node)
     if isinstance(conv, nn.Conv1d) and w.shape[3] == 1:
         w = w[..., 0]
     if tuple(w.shape) != tuple(conv.weight.shape):
@@ -163,9 +173,31 @@ def _copy_fc(fc: nn.Linear, node: tuple) -> None:
     fc.bias.copy_(torch.from_numpy(b))
 
 
+@functools.lru_cache(maxsize=1)
+def _front_end_matrices() -> tuple[np.ndarray, ...]:
+    """Every constant matrix the kws front ends multiply by (the factorized DFT's
+    stages, the two mel filterbanks), as a fully-connected node keeps it."""
+    from knowcache.models.speech_embedding import N_FFT, GoogleMel
+    from knowcache.models.spectrogram import LogMel
+    dft, log_mel = FactorizedDFT(16, 32), LogMel()
+    mats = [dft.stage1, dft.stage2, GoogleMel(N_FFT).mel, log_mel.bank]
+    return tuple(m.numpy() for m in mats)
+
+
+def _is_front_end(node: tuple) -> bool:
+    _, w, _ = node
+    return any(w.shape == m.T.shape and np.allclose(w, m.T) or
+               w.shape == m.shape and np.allclose(w, m) for m in _front_end_matrices())
+
+
 def _split(nodes: list) -> tuple[list, list]:
+    """The conv nodes and the fully-connected nodes of the network, not of a front
+    end: its DFT and filterbank products are FC nodes too, found by their constants
+    (or, in programs of earlier front ends, as every FC node before the first conv)."""
+    first_conv = next((i for i, n in enumerate(nodes) if n[0] in _CONV_NODES), len(nodes))
     return ([n for n in nodes if n[0] in _CONV_NODES],
-            [n for n in nodes if n[0] == "XNNFullyConnected"])
+            [n for i, n in enumerate(nodes) if n[0] == "XNNFullyConnected"
+             and i > first_conv and not _is_front_end(n)])
 
 
 def _load_weights(model: nn.Module, nodes: list) -> None:
@@ -215,24 +247,48 @@ def _load_airbench_weights(backbone: nn.Module, nodes: list) -> None:
         _copy_fc(backbone.fc, fc_nodes[0])
 
 
+def _trunk_at(conv_nodes: list) -> int | None:
+    """Where the speech_embedding trunk's convs (frozen: known weights) run
+    among the conv nodes, or None."""
+    embedding = SpeechEmbedding()
+    trunk = [c.weight.detach().numpy() for c in [*embedding.convs, embedding.out]]
+    for start in range(len(conv_nodes) - len(trunk) + 1):
+        nodes = conv_nodes[start:start + len(trunk)]
+        if all(_filter_shape(n) == w.shape and np.allclose(_torch_filter(n).numpy(), w)
+               for n, w in zip(nodes, trunk)):
+            return start
+    return None
+
+
+def _kws_parts(conv_nodes: list) -> tuple[list, list, list] | None:
+    """The conv nodes of a kws full program as (trunk, head, spectrogram branch),
+    each in program order; None when the program is not one (a bare spectrogram
+    ResNet: the kws full model before it). The head's convolutions are 1-D (a
+    kernel of 3 x 1), the branch's square."""
+    start = _trunk_at(conv_nodes)
+    if start is None:
+        return None
+    trunk_len = len(SpeechEmbedding().convs) + 1
+    trunk = conv_nodes[start:start + trunk_len]
+    rest = conv_nodes[:start] + conv_nodes[start + trunk_len:]
+    head = [n for n in rest if _filter_shape(n)[2:] == (3, 1)]
+    branch = [n for n in rest if _filter_shape(n)[2:] != (3, 1)]
+    return trunk, head, branch
+
+
 def _kws_config(nodes: list, classes: int) -> EmbeddingHeadConfig | None:
     """The config of a kws full model (speech_embedding trunk, head ensemble on it
     and a spectrogram branch) whose program has these nodes; None when the program
-    is not one (a bare spectrogram ResNet: the kws full model before it)."""
+    is not one."""
     conv_nodes, fc_nodes = _split(nodes)
-    embedding = SpeechEmbedding()
-    trunk = [*embedding.convs, embedding.out]
-    if len(conv_nodes) <= len(trunk) or any(
-            _filter_shape(node) != tuple(conv.weight.shape)
-            for conv, node in zip(trunk, conv_nodes)):
+    parts = _kws_parts(conv_nodes)
+    if parts is None:
         return None
-    trunk = len(trunk)
-    head = conv_nodes[trunk:]
-    members = sum(1 for _, w, _ in head if w.shape[1:] == (3, 1, EMBEDDING_DIM))
-    if not members or len(fc_nodes) != 2 * members:
+    _, head, branch = parts
+    members = sum(1 for n in head if _filter_shape(n)[1] == EMBEDDING_DIM) if head else 0
+    if not members or not branch or len(head) != 2 * members or len(fc_nodes) != 2 * members:
         return None
-    hidden, side_hidden = head[0][1].shape[0], fc_nodes[0][1].shape[0]
-    branch = conv_nodes[trunk + 2 * members:]
+    hidden, side_hidden = _filter_shape(head[0])[0], fc_nodes[0][1].shape[0]
     stem = branch[0][1].shape[0] if branch[0][0] == "XNNConv2d" else branch[0][1].shape[3]
     resnet = SPECTROGRAM_CONFIG
     if stem != resnet.stem_width:
@@ -242,26 +298,46 @@ def _kws_config(nodes: list, classes: int) -> EmbeddingHeadConfig | None:
                    spectrogram={"resnet": resnet.to_dict(), "classes": classes})
 
 
-def _load_kws_weights(net: KwsNet, nodes: list) -> None:
-    """The program's convs run the trunk, then each head's first and each head's
-    second convolution, then the spectrogram branch; its FC layers are each
-    head's branch projection and classifier in turn."""
+def _head_orders(members: int) -> list[list[tuple[int, int]]]:
+    """Where each member's [conv1, conv2] sits among the head's conv nodes, for
+    either order a program may hold them in: every member's first conv then every
+    second one (the ensemble lowered in several delegates), or member by member
+    (one delegate). ``recover`` keeps the one that reproduces the program."""
+    grouped = [(i, members + i) for i in range(members)]
+    interleaved = [(2 * i, 2 * i + 1) for i in range(members)]
+    return [grouped] if grouped == interleaved else [grouped, interleaved]
+
+
+def _load_kws_weights(net: KwsNet, nodes: list, head_order: int = 0) -> None:
+    """The trunk's convs, the head's convs (``_head_orders``), the spectrogram
+    branch's convs; the FC layers are each head's branch projection and
+    classifier in turn."""
     conv_nodes, fc_nodes = _split(nodes)
+    parts = _kws_parts(conv_nodes)
+    if parts is None:
+        raise RecoveryError("the program has no speech_embedding trunk")
+    trunk_nodes, head_nodes, branch_nodes = parts
     trunk = net.backbone.trunk
     heads = list(net.backbone.head.members) if isinstance(net.backbone.head, HeadEnsemble) \
         else [net.backbone.head]
     branch = net.spectrogram.backbone
     branch_convs = [m for m in branch.modules() if isinstance(m, nn.Conv2d)]
     branch_norms = [m for m in branch.modules() if isinstance(m, nn.BatchNorm2d)]
-    convs = ([(c, None) for c in [*trunk.convs, trunk.out]]
-             + [(h.conv1, None) for h in heads] + [(h.conv2, None) for h in heads]
-             + list(zip(branch_convs, branch_norms)))
     fcs = [fc for h in heads for fc in (h.side, h.fc)]
-    if len(conv_nodes) != len(convs) or len(fc_nodes) != len(fcs):
+    if (len(head_nodes) != 2 * len(heads) or len(branch_nodes) != len(branch_convs)
+            or len(fc_nodes) != len(fcs)):
         raise RecoveryError(f"the program has {len(conv_nodes)} convs and {len(fc_nodes)} "
-                            f"FC layers; the kws network expects {len(convs)} and {len(fcs)}")
+                            f"FC layers; the kws network expects "
+                            f"{len(trunk_nodes) + 2 * len(heads) + len(branch_convs)} and "
+                            f"{len(fcs)}")
+    per_member = [(head_nodes[a], head_nodes[b]) for a, b in _head_orders(len(heads))[head_order]]
     with torch.no_grad():
-        for (conv, norm), node in zip(convs, conv_nodes):
+        for conv, node in zip([*trunk.convs, trunk.out], trunk_nodes):
+            _copy_conv(conv, node)
+        for h, (first, second) in zip(heads, per_member):
+            _copy_conv(h.conv1, first)
+            _copy_conv(h.conv2, second)
+        for conv, norm, node in zip(branch_convs, branch_norms, branch_nodes):
             _copy_conv(conv, node, norm)
         for fc, node in zip(fcs, fc_nodes):
             _copy_fc(fc, node)
@@ -322,27 +398,40 @@ def _recover_kws(program_path: Path, config: EmbeddingHeadConfig, labels: list[s
                  nodes: list, scalars: list[float], check_inputs: np.ndarray,
                  theirs: np.ndarray, atol: float) -> ModelRecord:
     """The kws full model (``KwsNet``): its front ends are fixed by code, its weights
-    come from the nodes, and the spectrogram branch's feature mean and std are two of
-    the program's scalar constants (the pair that reproduces its logits)."""
-    net = KwsNet(config, len(labels))
-    _load_kws_weights(net, nodes)
-    net.eval()
+    come from the nodes (the head's in either order, ``_head_orders``), and the
+    spectrogram branch's feature mean and std are two of the program's scalar
+    constants: the order and the pair that reproduce its logits win."""
     x = torch.from_numpy(check_inputs)
-    best = (np.inf, (0.0, 1.0))
+    best = (np.inf, None)
+    for order in range(len(_head_orders(config.members))):
+        net = KwsNet(config, len(labels))
+        try:
+            _load_kws_weights(net, nodes, order)
+        except RecoveryError as e:      # the shapes rule this order out
+            error = e
+            continue
+        net.eval()
+        with torch.no_grad():
+            # Only the branch reads the pair: the embeddings of two inputs are computed once.
+            embeddings = net.embeddings(x[:2])
+            for mean, std in itertools.permutations(scalars, 2):
+                if std <= 0:
+                    continue
+                net.spectrogram.feature_mean.fill_(mean)
+                net.spectrogram.feature_std.fill_(std)
+                ours = net.backbone.head(embeddings, net.spectrogram.pooled(x[:2])).numpy()
+                err = float(np.abs(ours - theirs[:2]).max())
+                if err < best[0]:
+                    best = (err, (order, mean, std))
+    if best[1] is None:
+        raise error
+    order, mean, std = best[1]
+    net = KwsNet(config, len(labels))
+    _load_kws_weights(net, nodes, order)
+    net.eval()
+    net.spectrogram.feature_mean.fill_(mean)
+    net.spectrogram.feature_std.fill_(std)
     with torch.no_grad():
-        # Only the branch reads the pair: the embeddings of two inputs are computed once.
-        embeddings = net.embeddings(x[:2])
-        for mean, std in itertools.permutations(scalars, 2):
-            if std <= 0:
-                continue
-            net.spectrogram.feature_mean.fill_(mean)
-            net.spectrogram.feature_std.fill_(std)
-            ours = net.backbone.head(embeddings, net.spectrogram.pooled(x[:2])).numpy()
-            err = float(np.abs(ours - theirs[:2]).max())
-            if err < best[0]:
-                best = (err, (mean, std))
-        net.spectrogram.feature_mean.fill_(best[1][0])
-        net.spectrogram.feature_std.fill_(best[1][1])
         ours = net(x).numpy()
     err = float(np.abs(ours - theirs).max())
     if not err <= atol or not (ours.argmax(1) == theirs.argmax(1)).all():

@@ -22,6 +22,7 @@ from knowcache.models.speech_embedding import (EMBEDDING_DIM, GoogleMel, Margins
                                                 SpeechEmbedding, padded_samples)
 from knowcache.models.resnet import ResNet, ResNetConfig
 from knowcache.models.spectrogram import SpectrogramNet
+from knowcache.models.xnn_ops import max_over_time, mean_of
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class EmbeddingHead(nn.Module):
 
     def forward(self, e: torch.Tensor, side: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = self.relu(self.conv1(e.transpose(1, 2)))
-        x = self.relu(self.conv2(self.dropout(x))).amax(dim=2)
+        x = max_over_time(self.relu(self.conv2(self.dropout(x))))
         if self.side is not None:
             s = self.relu(self.side(side))
             if self.training and self.branch_dropout:
@@ -104,7 +105,7 @@ class HeadEnsemble(nn.Module):
         return self.members[0].side
 
     def forward(self, e: torch.Tensor, side: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return torch.stack([m(e, side) for m in self.members]).mean(0)
+        return mean_of([m(e, side) for m in self.members])
 
 
 class KwsBackbone(nn.Module):

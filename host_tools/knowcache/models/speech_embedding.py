@@ -12,9 +12,10 @@ exported programs carry them).
 * ``GoogleMel``: raw 16 kHz waveform -> (B, T, 32) log-mel, the same numbers
   as ``melspectrogram.onnx`` followed by openWakeWord's ``x / 10 + 2``. The
   512-point DFT is computed factorized (N1 x N2 = 16 x 32, ``dft.FactorizedDFT``)
-  over frames cut from 32-sample blocks, so a program
+  over frames cut from 160-sample hops, so a program
   carries 3.6k DFT constants instead of the ONNX model's 263k; frames that see
   only the zero padding around a clip are not transformed (``margins``).
+  Every op has an XNNPACK kernel, so a kws program is one delegate call.
 * ``SpeechEmbedding``: (B, T, 32) -> (B, T', 96). It is fully convolutional in
   time with a time stride of 8 frames, so one pass over a long input gives the
   embedding of every 76-frame window at a step of 8 frames (openWakeWord's
@@ -39,6 +40,7 @@ import torch
 from torch import nn
 
 from knowcache.models.dft import FactorizedDFT
+from knowcache.models.xnn_ops import with_channel
 
 WINDOW_FRAMES = 76       # one embedding sees 76 frames (775 ms)
 FRAME_STEP = 8           # successive embeddings are 8 frames (80 ms) apart
@@ -118,19 +120,22 @@ class GoogleMel(nn.Module):
         b = x.shape[0]
         live = self.stop - self.first
         # The samples the live frames read (input coordinates), zeros where they
-        # reach into the margins, as 32-sample blocks.
+        # reach into the margins, as rows of one hop (160 samples). A frame is the
+        # 512 samples from its row: rows j, j+1, j+2 and the first 32 samples of
+        # row j+3, so the frames are four unstrided slices of the rows (what
+        # XNNPACK takes; strided ones it leaves to slower portable kernels).
+        rows = -(-N_FFT // HOP)                                          # 4
         start = self.first * HOP - self.left
-        end = (self.stop - 1) * HOP + N_FFT - self.left
+        end = start + (live - 1 + rows) * HOP
         middle = self.samples - self.left - self.right
         parts = [x[:, max(0, start):min(middle, end)] * 32768.0]     # int16 scale, as trained
         if start < 0:
             parts.insert(0, x.new_zeros(b, -start))
         if end > middle:
             parts.append(x.new_zeros(b, end - middle))
-        blocks = torch.cat(parts, 1).reshape(b, (end - start) // 32, 32)
-        step, per_frame = HOP // 32, N_FFT // 32
-        span = step * (live - 1) + 1
-        frames = torch.cat([blocks[:, i:i + span:step] for i in range(per_frame)], dim=2)
+        hops = torch.cat(parts, 1).reshape(b, live - 1 + rows, HOP)
+        frames = torch.cat([hops[:, i:i + live] for i in range(rows - 1)]
+                           + [hops[:, rows - 1:rows - 1 + live, :N_FFT - (rows - 1) * HOP]], dim=2)
         power = self.dft.power(frames * self.window)               # (B, live, positions)
         mel = torch.clamp(torch.matmul(power, self.mel), min=1e-10)
         # the frames of zeros: power 0, so the clamp value
@@ -139,9 +144,11 @@ class GoogleMel(nn.Module):
             if count:
                 pad = mel.new_full((b, count, MEL_BINS), 1e-10)
                 mel = torch.cat([pad, mel] if side == 0 else [mel, pad], 1)
-        db = 10.0 * torch.log10(mel)
-        floor = db.amax(dim=(1, 2), keepdim=True) - TOP_DB
-        return torch.maximum(db, floor) / 10.0 + 2.0
+        db = torch.log(mel) * (10.0 / math.log(10.0))       # 10 log10, as XNNPACK's log
+        t = db.shape[1]
+        # the example's peak, as a max-pool over the whole map (XNNPACK has no amax)
+        peak = nn.functional.max_pool2d(db.reshape(b, 1, t, MEL_BINS), (t, MEL_BINS))
+        return torch.maximum(db, peak.reshape(b, 1, 1) - TOP_DB) / 10.0 + 2.0
 
 
 class Margins:
@@ -273,10 +280,11 @@ class SpeechEmbedding(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The last activations (B, 96, T'', 1) -> embeddings (B, T', 96)."""
-        return self.embedding_map(x).squeeze(3).transpose(1, 2)
+        e = self.embedding_map(x)
+        return e.reshape(e.shape[:3]).transpose(1, 2)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.trunk(mel.unsqueeze(1)))
+        return self.embed(self.trunk(with_channel(mel)))
 
     @staticmethod
     def windows(frames: int) -> int:

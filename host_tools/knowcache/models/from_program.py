@@ -31,7 +31,7 @@ import json
 import re
 import subprocess
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -247,48 +247,48 @@ def _load_airbench_weights(backbone: nn.Module, nodes: list) -> None:
         _copy_fc(backbone.fc, fc_nodes[0])
 
 
-def _trunk_at(conv_nodes: list) -> int | None:
-    """Where the speech_embedding trunk's convs (frozen: known weights) run
-    among the conv nodes, or None."""
+@functools.lru_cache(maxsize=1)
+def _trunk_weights() -> tuple[np.ndarray, ...]:
+    """The speech_embedding trunk's conv weights (frozen: known to every program)."""
     embedding = SpeechEmbedding()
-    trunk = [c.weight.detach().numpy() for c in [*embedding.convs, embedding.out]]
+    return tuple(c.weight.detach().numpy() for c in [*embedding.convs, embedding.out])
+
+
+@dataclass
+class _KwsNodes:
+    """The nodes of a kws full program by part, each in program order: the trunk's
+    convs, the head's 1-D convs (a kernel of 3 x 1), the spectrogram branch's
+    square ones, and the head's FC layers."""
+    trunk: list
+    head: list
+    branch: list
+    fcs: list
+
+
+def _kws_nodes(nodes: list) -> _KwsNodes | None:
+    """``nodes`` by part, or None when they hold no speech_embedding trunk (a bare
+    spectrogram ResNet: the kws full model before it)."""
+    conv_nodes, fc_nodes = _split(nodes)
+    trunk = _trunk_weights()
     for start in range(len(conv_nodes) - len(trunk) + 1):
-        nodes = conv_nodes[start:start + len(trunk)]
+        run = conv_nodes[start:start + len(trunk)]
         if all(_filter_shape(n) == w.shape and np.allclose(_torch_filter(n).numpy(), w)
-               for n, w in zip(nodes, trunk)):
-            return start
+               for n, w in zip(run, trunk)):
+            rest = conv_nodes[:start] + conv_nodes[start + len(trunk):]
+            return _KwsNodes(trunk=run, head=[n for n in rest if _filter_shape(n)[2:] == (3, 1)],
+                             branch=[n for n in rest if _filter_shape(n)[2:] != (3, 1)],
+                             fcs=fc_nodes)
     return None
 
 
-def _kws_parts(conv_nodes: list) -> tuple[list, list, list] | None:
-    """The conv nodes of a kws full program as (trunk, head, spectrogram branch),
-    each in program order; None when the program is not one (a bare spectrogram
-    ResNet: the kws full model before it). The head's convolutions are 1-D (a
-    kernel of 3 x 1), the branch's square."""
-    start = _trunk_at(conv_nodes)
-    if start is None:
-        return None
-    trunk_len = len(SpeechEmbedding().convs) + 1
-    trunk = conv_nodes[start:start + trunk_len]
-    rest = conv_nodes[:start] + conv_nodes[start + trunk_len:]
-    head = [n for n in rest if _filter_shape(n)[2:] == (3, 1)]
-    branch = [n for n in rest if _filter_shape(n)[2:] != (3, 1)]
-    return trunk, head, branch
-
-
-def _kws_config(nodes: list, classes: int) -> EmbeddingHeadConfig | None:
+def _kws_config(parts: _KwsNodes, classes: int) -> EmbeddingHeadConfig | None:
     """The config of a kws full model (speech_embedding trunk, head ensemble on it
-    and a spectrogram branch) whose program has these nodes; None when the program
-    is not one."""
-    conv_nodes, fc_nodes = _split(nodes)
-    parts = _kws_parts(conv_nodes)
-    if parts is None:
-        return None
-    _, head, branch = parts
+    and a spectrogram branch) with these nodes; None when they are not one."""
+    head, branch = parts.head, parts.branch
     members = sum(1 for n in head if _filter_shape(n)[1] == EMBEDDING_DIM) if head else 0
-    if not members or not branch or len(head) != 2 * members or len(fc_nodes) != 2 * members:
+    if not members or not branch or len(head) != 2 * members or len(parts.fcs) != 2 * members:
         return None
-    hidden, side_hidden = _filter_shape(head[0])[0], fc_nodes[0][1].shape[0]
+    hidden, side_hidden = _filter_shape(head[0])[0], parts.fcs[0][1].shape[0]
     stem = branch[0][1].shape[0] if branch[0][0] == "XNNConv2d" else branch[0][1].shape[3]
     resnet = SPECTROGRAM_CONFIG
     if stem != resnet.stem_width:
@@ -308,15 +308,10 @@ def _head_orders(members: int) -> list[list[tuple[int, int]]]:
     return [grouped] if grouped == interleaved else [grouped, interleaved]
 
 
-def _load_kws_weights(net: KwsNet, nodes: list, head_order: int = 0) -> None:
+def _load_kws_weights(net: KwsNet, parts: _KwsNodes, head_order: int = 0) -> None:
     """The trunk's convs, the head's convs (``_head_orders``), the spectrogram
     branch's convs; the FC layers are each head's branch projection and
     classifier in turn."""
-    conv_nodes, fc_nodes = _split(nodes)
-    parts = _kws_parts(conv_nodes)
-    if parts is None:
-        raise RecoveryError("the program has no speech_embedding trunk")
-    trunk_nodes, head_nodes, branch_nodes = parts
     trunk = net.backbone.trunk
     heads = list(net.backbone.head.members) if isinstance(net.backbone.head, HeadEnsemble) \
         else [net.backbone.head]
@@ -324,22 +319,24 @@ def _load_kws_weights(net: KwsNet, nodes: list, head_order: int = 0) -> None:
     branch_convs = [m for m in branch.modules() if isinstance(m, nn.Conv2d)]
     branch_norms = [m for m in branch.modules() if isinstance(m, nn.BatchNorm2d)]
     fcs = [fc for h in heads for fc in (h.side, h.fc)]
-    if (len(head_nodes) != 2 * len(heads) or len(branch_nodes) != len(branch_convs)
-            or len(fc_nodes) != len(fcs)):
-        raise RecoveryError(f"the program has {len(conv_nodes)} convs and {len(fc_nodes)} "
-                            f"FC layers; the kws network expects "
-                            f"{len(trunk_nodes) + 2 * len(heads) + len(branch_convs)} and "
+    if (len(parts.head) != 2 * len(heads) or len(parts.branch) != len(branch_convs)
+            or len(parts.fcs) != len(fcs)):
+        convs = len(parts.trunk) + len(parts.head) + len(parts.branch)
+        raise RecoveryError(f"the program has {convs} convs and {len(parts.fcs)} FC layers; "
+                            f"the kws network expects "
+                            f"{len(parts.trunk) + 2 * len(heads) + len(branch_convs)} and "
                             f"{len(fcs)}")
-    per_member = [(head_nodes[a], head_nodes[b]) for a, b in _head_orders(len(heads))[head_order]]
+    per_member = [(parts.head[a], parts.head[b])
+                  for a, b in _head_orders(len(heads))[head_order]]
     with torch.no_grad():
-        for conv, node in zip([*trunk.convs, trunk.out], trunk_nodes):
+        for conv, node in zip([*trunk.convs, trunk.out], parts.trunk):
             _copy_conv(conv, node)
         for h, (first, second) in zip(heads, per_member):
             _copy_conv(h.conv1, first)
             _copy_conv(h.conv2, second)
-        for conv, norm, node in zip(branch_convs, branch_norms, branch_nodes):
+        for conv, norm, node in zip(branch_convs, branch_norms, parts.branch):
             _copy_conv(conv, node, norm)
-        for fc, node in zip(fcs, fc_nodes):
+        for fc, node in zip(fcs, parts.fcs):
             _copy_fc(fc, node)
 
 
@@ -356,9 +353,10 @@ def recover(program_path: str | Path, task: str, labels: list[str], check_inputs
                             f"constants, found {len(scalars)} scalars")
     program = Partition.from_file(str(program_path))
     theirs = np.stack([program.run(x[None]).reshape(-1) for x in check_inputs])
-    kws = _kws_config(nodes, len(labels)) if task == "kws" else None
+    parts = _kws_nodes(nodes) if task == "kws" else None
+    kws = _kws_config(parts, len(labels)) if parts is not None else None
     if kws is not None:
-        return _recover_kws(program_path, kws, labels, nodes, scalars, check_inputs, theirs, atol)
+        return _recover_kws(program_path, kws, labels, parts, scalars, check_inputs, theirs, atol)
     # A kws program with a bare ResNet is a spectrogram branch (the previous kws full model).
     if task == "kws":
         config = SPECTROGRAM_CONFIG
@@ -395,7 +393,7 @@ def recover(program_path: str | Path, task: str, labels: list[str], check_inputs
 
 
 def _recover_kws(program_path: Path, config: EmbeddingHeadConfig, labels: list[str],
-                 nodes: list, scalars: list[float], check_inputs: np.ndarray,
+                 parts: _KwsNodes, scalars: list[float], check_inputs: np.ndarray,
                  theirs: np.ndarray, atol: float) -> ModelRecord:
     """The kws full model (``KwsNet``): its front ends are fixed by code, its weights
     come from the nodes (the head's in either order, ``_head_orders``), and the
@@ -406,7 +404,7 @@ def _recover_kws(program_path: Path, config: EmbeddingHeadConfig, labels: list[s
     for order in range(len(_head_orders(config.members))):
         net = KwsNet(config, len(labels))
         try:
-            _load_kws_weights(net, nodes, order)
+            _load_kws_weights(net, parts, order)
         except RecoveryError as e:      # the shapes rule this order out
             error = e
             continue
@@ -427,7 +425,7 @@ def _recover_kws(program_path: Path, config: EmbeddingHeadConfig, labels: list[s
         raise error
     order, mean, std = best[1]
     net = KwsNet(config, len(labels))
-    _load_kws_weights(net, nodes, order)
+    _load_kws_weights(net, parts, order)
     net.eval()
     net.spectrogram.feature_mean.fill_(mean)
     net.spectrogram.feature_std.fill_(std)

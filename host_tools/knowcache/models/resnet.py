@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
+from knowcache.models.xnn_ops import global_max
+
 
 @dataclass(frozen=True)
 class ResNetConfig:
@@ -143,11 +145,10 @@ class Whitening(nn.Conv2d):
 
 
 class GlobalMaxPool(nn.Module):
-    """The largest value of each channel, as a max-pool over the whole map (exported
-    programs have a fixed input size): it lowers to XNNPACK's max-pool."""
+    """The largest value of each channel (``xnn_ops.global_max``), as a layer."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.max_pool2d(x, kernel_size=tuple(x.shape[2:]))
+        return global_max(x)
 
 
 BLOCKS = {"basic": BasicBlock, "conv_pool": ConvPoolBlock, "airbench": AirbenchBlock}

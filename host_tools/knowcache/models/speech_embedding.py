@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from knowcache.models.dft import FactorizedDFT
-from knowcache.models.xnn_ops import with_channel
+from knowcache.models.xnn_ops import global_max, with_channel
 
 WINDOW_FRAMES = 76       # one embedding sees 76 frames (775 ms)
 FRAME_STEP = 8           # successive embeddings are 8 frames (80 ms) apart
@@ -145,10 +145,8 @@ class GoogleMel(nn.Module):
                 pad = mel.new_full((b, count, MEL_BINS), 1e-10)
                 mel = torch.cat([pad, mel] if side == 0 else [mel, pad], 1)
         db = torch.log(mel) * (10.0 / math.log(10.0))       # 10 log10, as XNNPACK's log
-        t = db.shape[1]
-        # the example's peak, as a max-pool over the whole map (XNNPACK has no amax)
-        peak = nn.functional.max_pool2d(db.reshape(b, 1, t, MEL_BINS), (t, MEL_BINS))
-        return torch.maximum(db, peak.reshape(b, 1, 1) - TOP_DB) / 10.0 + 2.0
+        peak = global_max(with_channel(db)).reshape(b, 1, 1)        # the example's peak
+        return torch.maximum(db, peak - TOP_DB) / 10.0 + 2.0
 
 
 class Margins:

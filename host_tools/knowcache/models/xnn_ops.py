@@ -13,10 +13,16 @@ import torch
 from torch import nn
 
 
+def global_max(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, 1, 1): each channel's largest value, as a max-pool
+    over the whole map (exported programs have a fixed input size)."""
+    return nn.functional.max_pool2d(x, kernel_size=tuple(x.shape[2:]))
+
+
 def max_over_time(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, T) -> (B, C): the largest value along the last axis, as a max-pool."""
+    """(B, C, T) -> (B, C): the largest value along the last axis."""
     b, c, t = x.shape
-    return nn.functional.max_pool2d(x.reshape(b, c, t, 1), (t, 1)).reshape(b, c)
+    return global_max(x.reshape(b, c, t, 1)).reshape(b, c)
 
 
 def mean_of(tensors: list[torch.Tensor]) -> torch.Tensor:

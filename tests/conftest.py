@@ -8,6 +8,7 @@ and can be told to fail in the ways a real network fails.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -149,11 +150,19 @@ def program_calls(pte: bytes) -> tuple[int, list[str]]:
 SETUP_OPS = {"aten::full", "aten::alias_copy"}
 
 
+@functools.cache
+def tiny_program(classes: int) -> bytes:
+    """The tiny program of ``classes`` outputs, lowered once per session: a `Pick` has
+    no random weights, so every lowering gives the same bytes (about 4 s each; the
+    suite writes these folders about 20 times)."""
+    return lower.lower_to_pte(Pick(classes), (torch.zeros(1, FEATURES),))
+
+
 def write_tiny_models(out: Path, **extra) -> Path:
     """Writes the four tiny programs and their manifest (with ``extra`` fields) to ``out``."""
     entries = []
     for pid, (labels, other) in PARTITIONS.items():
-        pte = lower.lower_to_pte(Pick(len(labels)), (torch.zeros(1, FEATURES),))
+        pte = tiny_program(len(labels))
         name = lower.save_program(out, pid, pte)
         role = {"cached": manifest.Role.CACHED, "full": manifest.Role.FULL}.get(
             pid, manifest.Role.PARTITION)

@@ -127,6 +127,27 @@ def test_a_retrain_lowers_only_the_exits_into_the_bytes_of_a_whole_lowering():
     assert second.pte == whole.to_executorch().buffer
 
 
+def test_stages_with_the_same_graphs_and_weights_are_lowered_once_per_process(monkeypatch):
+    """Another Stages of the same modules (another learner or export of the same full
+    model) takes the stages lowered before, with the same bytes; a changed weight or
+    input shape lowers them anew."""
+    stages = _tiny_stages()
+    head = ExitHead(4, len(TASK_LABELS), HEAD_CONFIG).eval()
+    first = program.lower(stages, [head])
+    lowered = []
+    real = program.to_xnnpack
+    monkeypatch.setattr(program, "to_xnnpack", lambda p: lowered.append(set(p)) or real(p))
+    again = _tiny_stages()
+    assert program.lower(again, [head]).pte == first.pte
+    assert again.lowered is stages.lowered and lowered == [{"exit_0"}]
+    changed = _tiny_stages()
+    with torch.no_grad():
+        next(changed.modules[1].parameters()).add_(1.0)
+    program.lower(changed, [head])
+    assert changed.lowered is not stages.lowered
+    assert lowered[1:] == [{"stage_0", "stage_1", "stage_2", "head"}, {"exit_0"}]
+
+
 @pytest.fixture(scope="module")
 def split_models(tmp_path_factory) -> Path:
     """A models root whose kws folder holds the tiny programs and the staged one."""

@@ -14,7 +14,10 @@ Manifest entry (role "staged"), beside the usual partition fields:
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +45,10 @@ def lower(stages: Stages, heads: list[ExitHead]) -> StagedProgram:
     the head are lowered the first time and kept on ``stages`` (``Stages.lowered``):
     methods are lowered one by one, so a program whose stages come from there has
     the same bytes as one lowered whole, and a retrain (new heads, same stages)
-    lowers only its exits (the kws stages: most of a minute here)."""
+    lowers only its exits (the kws stages: most of a minute here). Stages with the
+    same graphs and weights lowered earlier in this process are taken from there
+    (`_lowered_stages`), so another learner or export of the same full model does
+    not lower them again."""
     from executorch.exir import EdgeProgramManager
 
     fresh, exits, order = {}, {}, []
@@ -65,7 +71,7 @@ def lower(stages: Stages, heads: list[ExitHead]) -> StagedProgram:
 
     with quiet_pytree_notes():
         if stages.lowered is None:
-            stages.lowered = to_xnnpack(fresh)
+            stages.lowered = _lowered_stages(fresh, tuple(stages.input_example.shape))
         parts = [stages.lowered] + ([to_xnnpack(exits)] if exits else [])
         methods = {name: p.exported_program(name) for p in parts for name in p.methods}
         whole = EdgeProgramManager({name: methods[name] for name in order},
@@ -73,6 +79,51 @@ def lower(stages: Stages, heads: list[ExitHead]) -> StagedProgram:
         buffer = whole.to_executorch().buffer
     return StagedProgram(buffer, list(stages.stage_flops), exit_flops,
                          stages.head_flops)
+
+
+# Stages lowered in this process, by what was lowered (graphs, weights, input shape):
+# learners and exports of the same full model (a server's tasks restarted, several
+# learners, the test suite) lower its stages once. Bounded: each holds the stages'
+# weights.
+_STAGES_CACHE: OrderedDict[str, object] = OrderedDict()
+_STAGES_CACHE_SIZE = 4
+_STAGES_LOCK = threading.Lock()
+
+
+def _fingerprint(programs: dict, input_shape: tuple[int, ...]) -> str:
+    """A digest of exported programs: each method's graph code, its placeholders'
+    shapes and dtypes, and every weight and constant's bytes."""
+    h = hashlib.sha256(repr(input_shape).encode())
+    for name, ep in programs.items():
+        h.update(name.encode())
+        h.update(ep.graph_module.code.encode())
+        h.update(repr([(n.name, getattr(n.meta.get("val"), "shape", None),
+                        getattr(n.meta.get("val"), "dtype", None))
+                       for n in ep.graph.nodes if n.op == "placeholder"]).encode())
+        for key, value in sorted({**ep.state_dict, **ep.constants}.items()):
+            h.update(key.encode())
+            if isinstance(value, torch.Tensor):
+                t = value.detach().cpu().contiguous()
+                h.update(repr((t.dtype, tuple(t.shape))).encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            else:
+                h.update(repr(value).encode())
+    return h.hexdigest()
+
+
+def _lowered_stages(fresh: dict, input_shape: tuple[int, ...]):
+    """``to_xnnpack(fresh)``, or the same stages lowered earlier in this process."""
+    key = _fingerprint(fresh, input_shape)
+    with _STAGES_LOCK:
+        if key in _STAGES_CACHE:
+            _STAGES_CACHE.move_to_end(key)
+            return _STAGES_CACHE[key]
+    lowered = to_xnnpack(fresh)
+    with _STAGES_LOCK:
+        _STAGES_CACHE[key] = lowered
+        while len(_STAGES_CACHE) > _STAGES_CACHE_SIZE:
+            _STAGES_CACHE.popitem(last=False)
+    return lowered
 
 
 def run_exits(model: StagedModel, x: np.ndarray) -> tuple[list[ExitOutputs], np.ndarray]:

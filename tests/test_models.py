@@ -80,6 +80,39 @@ def test_front_end_constants_are_small(frontend_pte):
     assert frontend_pte.stat().st_size < 80 * 1024
 
 
+def test_norms_no_convolution_precedes_become_a_scale_and_shift_before_int8_conversion():
+    """The airbench block's norm after its max-pool is left by prepare_pt2e (the
+    others fold into their convolutions); quantize rewrites it as x * scale + shift,
+    the same numbers, so convert_pt2e has no norm to trace its QAT patterns for."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+    from knowcache.build import quantize
+    from knowcache.models.nets import VisionNet
+    from knowcache.models.resnet import ResNetConfig
+    cfg = ResNetConfig(in_channels=3, widths=(8, 16), blocks=(1, 1), strides=(2, 2),
+                       block="airbench")
+    net = VisionNet(cfg, 4, 0.5, 0.25).eval()
+    gen = torch.Generator().manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+    feats = net.features(torch.rand(1, 3, 16, 16, generator=gen) * 255)
+    graph = torch.export.export(net.backbone, (feats,)).module()
+    prepared = prepare_pt2e(graph, quantize._ptq_quantizer_class()().set_global(
+        get_symmetric_quantization_config(is_per_channel=True)))
+    norms = [n for n in prepared.graph.nodes if n.target is quantize._NORM]
+    assert len(norms) == 2          # one after each block's max-pool
+    with torch.no_grad():
+        before = prepared(feats)
+        assert quantize._norms_as_affine(prepared) == 2
+        after = prepared(feats)
+    assert not [n for n in prepared.graph.nodes if "batch_norm" in str(n.target)]
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
 def test_int8_export_round_trip(tmp_path):
     torch.manual_seed(0)
     cfg = FULL_CONFIGS["vision"].scaled(1 / 8)

@@ -47,6 +47,55 @@ def _ptq_quantizer_class() -> type:
     return PtqXnnpackQuantizer
 
 
+_NORM = torch.ops.aten.batch_norm.default
+
+
+def _norms_as_affine(graph: torch.fx.GraphModule) -> int:
+    """Rewrites each batch norm left in a prepared graph as ``x * scale + shift``
+    (per channel; the same float numbers to rounding); returns how many.
+
+    ``prepare_pt2e`` folds every norm that follows a convolution; the others (the
+    airbench block's, after its max-pool) stay, unannotated, between float values.
+    With any norm in the graph, ``convert_pt2e`` traces its 96 quantization-aware
+    conv + norm patterns to fold them (``_fold_conv_bn_qat``): about 75 s a program
+    on a 2-core CPU, and none can match after post-training preparation. As a
+    scale and shift (what XNNPACK lowers such a norm to anyway) nothing is traced."""
+    def tensor(node):
+        if node is None:
+            return None
+        value = graph
+        for part in node.target.split("."):
+            value = getattr(value, part)
+        return value
+
+    count = 0
+    for node in list(graph.graph.nodes):
+        if node.target is not _NORM or node.args[5]:       # a norm in training mode stays
+            continue
+        x, weight, bias, mean, var = (tensor(a) if i else a
+                                      for i, a in enumerate(node.args[:5]))
+        eps = node.args[7]
+        scale = torch.rsqrt(var + eps) * (1.0 if weight is None else weight)
+        shift = (0.0 if bias is None else bias) - mean * scale
+        shape = (1, -1) + (1,) * (node.meta["val"].dim() - 2)
+        names = (f"_norm_{count}_scale", f"_norm_{count}_shift")
+        graph.register_buffer(names[0], scale.reshape(shape).contiguous())
+        graph.register_buffer(names[1], shift.reshape(shape).contiguous())
+        with graph.graph.inserting_before(node):
+            mul = graph.graph.call_function(torch.ops.aten.mul.Tensor,
+                                            (x, graph.graph.get_attr(names[0])))
+            add = graph.graph.call_function(torch.ops.aten.add.Tensor,
+                                            (mul, graph.graph.get_attr(names[1])))
+        mul.meta["val"] = add.meta["val"] = node.meta["val"]
+        node.replace_all_uses_with(add)
+        graph.graph.erase_node(node)
+        count += 1
+    if count:
+        graph.graph.eliminate_dead_code()
+        graph.recompile()
+    return count
+
+
 @torch.no_grad()
 def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch: int = 32) -> QuantizedNet:
     """``model`` (KwsNet / VisionNet) with its backbone quantized to int8, calibrated on
@@ -64,4 +113,5 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch: int = 32) 
     prepared = prepare_pt2e(graph, quantizer)
     for i in range(len(feats)):   # the exported graph is batch 1, as on the device
         prepared(feats[i:i + 1])
+    _norms_as_affine(prepared)
     return QuantizedNet(model, convert_pt2e(prepared))

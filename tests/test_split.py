@@ -129,8 +129,8 @@ def test_a_retrain_lowers_only_the_exits_into_the_bytes_of_a_whole_lowering():
 
 def test_stages_with_the_same_graphs_and_weights_are_lowered_once_per_process(monkeypatch):
     """Another Stages of the same modules (another learner or export of the same full
-    model) takes the stages lowered before, with the same bytes; a changed weight or
-    input shape lowers them anew."""
+    model) takes the stages lowered before, with the same bytes; a changed weight
+    lowers them anew."""
     stages = _tiny_stages()
     head = ExitHead(4, len(TASK_LABELS), HEAD_CONFIG).eval()
     first = program.lower(stages, [head])

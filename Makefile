@@ -103,8 +103,16 @@ fuzz: $(FUZZER) setup
 test-cpp: build-cpp
 	ctest --preset host -j$(JOBS)
 
+# In two parts: every test not marked `serial` in TEST_WORKERS pytest-xdist workers (a
+# test file per worker at a time: module fixtures are built once), then the `serial`
+# ones alone (Ray clusters, CPU quotas, latency ratios: they need the machine to
+# themselves). Both parts always run; either failing fails the target.
+TEST_WORKERS ?= 2
 test-py: setup build-java
-	$(PY) -m pytest -q --durations=30
+	@rc=0; \
+	$(PY) -m pytest -q --durations=30 -n $(TEST_WORKERS) --dist loadfile -m "not serial" || rc=$$?; \
+	$(PY) -m pytest -q --durations=10 -m serial || rc=$$?; \
+	exit $$rc
 
 ## test: the whole suite (C++ under ctest, then Python under pytest, which runs
 ## the aarch64 knowcache-device under qemu and the Java library's JUnit tests)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import pickle
 import socket
 import threading
 import time
@@ -56,6 +57,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for nodeid, reason in _skipped:
             terminalreporter.line(f"{nodeid}: {reason}")
 
+
+# `make test` runs the suite in two pytest-xdist workers (then the `serial` tests alone):
+# each worker gets its share of the cores, and so do the processes its tests start
+# (OpenMP threads spinning beside another worker's make a training several times slower).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    _threads = max(1, len(os.sched_getaffinity(0)) // WORKERS)
+    torch.set_num_threads(_threads)
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
 
 # Torch state every test starts from, whatever ran before it: pytest-randomly reseeds
 # `random` and NumPy, not torch. Its global RNG draws initial weights of any module
@@ -179,15 +189,38 @@ def tiny_models(tmp_path_factory) -> Path:
     return write_tiny_models(tmp_path_factory.mktemp("models") / "kws")
 
 
+def once_per_run(tmp_path_factory, name: str, make):
+    """``make(tmp_path_factory)``, called once per test run: under pytest-xdist the first
+    worker to ask makes it (holding a lock) and keeps a pickle of the result in the
+    run's temporary root; the other workers wait for it and read that. Whatever the
+    result names on disk stays where the maker wrote it, so tests must treat it as
+    read-only (copy what they change), as they do with any session fixture."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return make(tmp_path_factory)
+    from filelock import FileLock
+    root = tmp_path_factory.getbasetemp().parent       # shared by the run's workers
+    result = root / f"{name}.pickle"
+    with FileLock(str(root / f"{name}.lock")):
+        if result.is_file():
+            return pickle.loads(result.read_bytes())
+        value = make(tmp_path_factory)
+        result.write_bytes(pickle.dumps(value))
+        return value
+
+
 @pytest.fixture(scope="session")
 def quick_vision_build(tmp_path_factory):
     """The whole model build at toy scale (600 Fashion-MNIST images; the full
     model trains 8 epochs to about 70% accuracy, so teacher-student tests have a
     real teacher; students 3): full model, cached and generic students, 2
-    CacheNet partitions, int8 export, calibration.
+    CacheNet partitions, int8 export, calibration. Built once per run.
 
     Returns (models/vision folder, metrics, data, build log); ``folder.parent`` is a
     models root that `knowcache serve` and `knowcache bench` accept."""
+    return once_per_run(tmp_path_factory, "quick_vision_build", _quick_vision_build)
+
+
+def _quick_vision_build(tmp_path_factory):
     from knowcache.build import pipeline, publish
     from knowcache.data import images, store
 

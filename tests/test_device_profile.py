@@ -15,6 +15,9 @@ import pytest
 
 from knowcache.bench import device_profile as dp
 
+# serial: the quota tests compare the device's time with and without a quota
+pytestmark = pytest.mark.serial
+
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 
 

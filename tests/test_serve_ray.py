@@ -19,6 +19,9 @@ import pytest
 from knowcache.server import ServeConfig
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
+# serial: the session's Ray cluster needs the machine to itself (Makefile, test-py)
+pytestmark = pytest.mark.serial
+
 VISION = {"X-Knowcache-Dtype": "float32", "X-Knowcache-Shape": "1,1,28,28"}
 
 

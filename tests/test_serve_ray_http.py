@@ -25,7 +25,8 @@ from test_server_input import (  # noqa: F401
     test_every_v1_route_is_among_the_token_cases_and_the_ops_routes_are_open,
     test_the_token_is_checked_before_anything_else)
 
-pytestmark = pytest.mark.slow
+# serial: the session's Ray cluster needs the machine to itself (Makefile, test-py)
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -19,6 +19,9 @@ from knowcache.bench import device_profile as dp
 pytestmark = pytest.mark.serial
 
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
+# The shipped models: this module runs in the serial part, which would otherwise build
+# the toy vision models a second time for its one bench test.
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def _cgroup_writable() -> bool:
@@ -102,15 +105,13 @@ def test_the_quota_slows_cpu_bound_work_and_the_process_leaves_it_afterwards():
 
 
 @pytest.mark.slow
-def test_bench_on_the_board_profile_runs_the_device_slower_by_its_share(quick_vision_build,
-                                                                       tmp_path):
-    models_root = quick_vision_build[0].parent
+def test_bench_on_the_board_profile_runs_the_device_slower_by_its_share(tmp_path):
     reports = {}
     for profile, emulation in (("host", "scaled"), ("board", "scaled"), ("board", "cgroup")):
         out = tmp_path / f"{profile}-{emulation}.json"
         res = subprocess.run(
             [sys.executable, "-m", "knowcache.cli", "bench", "--task", "vision", "--models",
-             str(models_root), "--queries", "40", "--systems", "device_only,device_full",
+             str(MODELS), "--queries", "40", "--systems", "device_only,device_full",
              "--device-profile", profile, "--device-emulation", emulation, "--json", str(out)],
             capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
@@ -133,7 +134,7 @@ def test_bench_on_the_board_profile_runs_the_device_slower_by_its_share(quick_vi
     profile = quota["device"]["profile"]
     if _cgroup_writable():
         assert profile["method"] == "cgroup" and profile["cfs_quota_us"] == 1000
-        manifest = json.loads((quick_vision_build[0] / "manifest.json").read_text())
+        manifest = json.loads((MODELS / "vision" / "manifest.json").read_text())
         smallest = min((p for p in manifest["partitions"] if p["role"] != "staged"),
                        key=lambda p: p["bytes"])["id"]
         assert set(profile["measured"]) == {"full", smallest}

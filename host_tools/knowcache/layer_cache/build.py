@@ -13,7 +13,7 @@ import torch
 
 from knowcache import manifest
 from knowcache.atomic import replace_atomically
-from knowcache.data import Dataset
+from knowcache.data import Dataset, store
 from knowcache.data.dataset import model_input
 from knowcache.layer_cache import calibrate, distill, program
 from knowcache.layer_cache.heads import ExitHead, HeadConfig
@@ -85,11 +85,15 @@ def fit_heads(build: StagedBuild, features: list[np.ndarray], teacher: np.ndarra
 
 def export_program(build: StagedBuild, directory: Path, thresholds: list[dict],
                    target: float, version: int, calib_x: Optional[np.ndarray] = None,
-                   pid: str = STAGED_ID) -> tuple[dict, Path]:
+                   pid: str = STAGED_ID, calib_real: Optional[np.ndarray] = None,
+                   calib_selectors_saw: Optional[np.ndarray] = None) -> tuple[dict, Path]:
     """Lowers, writes ``<pid>.v<version>.pte`` and returns its manifest entry.
 
     With ``calib_x`` the thresholds are calibrated here, on the exported
-    program's own outputs; stage and exit times are measured either way."""
+    program's own outputs (``calib_real``: which of them are real recordings,
+    whose answers must meet the target on their own; ``calib_selectors_saw``:
+    which of them trained the selectors, left out of the learned gate's
+    calibration); stage and exit times are measured either way."""
     lowered = program.lower(build.stages, build.heads)
     name = f"{pid}.v{version}.pte"
     path = directory / name
@@ -109,16 +113,33 @@ def export_program(build: StagedBuild, directory: Path, thresholds: list[dict],
     us = program.measure_us(model, np.zeros(build.input_shape[1:], np.float32))
     if calib_x is not None:
         exits, final = program.run_exits(model, calib_x)
-        thresholds = calibrate.calibrate(exits, final.argmax(1), target,
-                                         costs=exit_costs(lowered.stage_flops))
+        answered, own = exit_costs(lowered.stage_flops, lowered.exit_flops,
+                                   lowered.head_flops)
+        n = len(calib_x)
+        real = np.zeros(n, bool) if calib_real is None else calib_real
+        saw = np.zeros(n, bool) if calib_selectors_saw is None else calib_selectors_saw
+        kw = dict(costs=answered, exit_costs=own)
+        thresholds = calibrate.calibrate(exits, final.argmax(1), target, subset=real,
+                                         kinds=tuple(g for g in calibrate.GATES if g != "learned"),
+                                         **kw)
+        unseen = [calibrate.ExitOutputs(e.logits[~saw], e.selector[~saw], e.feature[~saw])
+                  for e in exits]
+        learned = calibrate.calibrate(unseen, final[~saw].argmax(1), target, subset=real[~saw],
+                                      kinds=("learned",), **kw)
+        for t, lt in zip(thresholds, learned):
+            t.update(lt)
     return make_entry(thresholds or no_thresholds, us), path
 
 
-def exit_costs(stage_flops: list[int]) -> list[float]:
-    """Fraction of the whole model a query answered at each exit has cost (exit i
-    sits after stage i)."""
+def exit_costs(stage_flops: list[int], exit_flops: list[int], head_flops: int = 0
+               ) -> tuple[list[float], list[float]]:
+    """As fractions of the whole model (stages and head): what a query answered
+    at exit i has spent in the stages (exit i sits after stage i), and what
+    running exit i costs."""
+    whole = float(sum(stage_flops) + head_flops)
     cum = np.cumsum(stage_flops)
-    return [float(c / cum[-1]) for c in cum[:-1]]
+    return ([float(c / whole) for c in cum[:len(exit_flops)]],
+            [float(f / whole) for f in exit_flops])
 
 
 def load(entry: dict, directory: Path) -> StagedModel:
@@ -132,7 +153,7 @@ def run(record: ModelRecord, data: Dataset, out: Path, *, input_shape: list[int]
         log: Callable[[str], None] = print) -> dict:
     """Builds, exports and registers the staged program in ``out``; returns its entry."""
     build = prepare(record, input_shape, input_extra, seed=seed)
-    calib_x = None
+    calib_x = calib_real = calib_saw = None
     if not cold:
         rng = np.random.default_rng(seed)
         idx = rng.permutation(len(data.train))[:train_samples]
@@ -140,21 +161,29 @@ def run(record: ModelRecord, data: Dataset, out: Path, *, input_shape: list[int]
         feats, teacher = features_and_teacher(build, data.train.x[idx])
         # Half the validation split trains the selectors (the full model is
         # surer on its own training inputs than on new ones, so agreement
-        # learned there would be optimistic); the other half calibrates.
+        # learned there would be optimistic); the other half calibrates, and
+        # so do the real recordings of the first half for every gate but the
+        # learned one (whose selectors saw them): the thresholds must hold on
+        # real voices, and the few real validation speakers are all needed.
         val = rng.permutation(len(data.val))
+        real = store.is_real(data.val)
         sel, cal = val[:len(val) // 2], val[len(val) // 2:]
         fit_heads(build, feats, teacher, log=log,
                   selector_data=features_and_teacher(build, data.val.x[sel]))
+        cal = np.concatenate([cal, sel[real[sel]]])
         calib_x = model_input(build.task, data.val.x[cal])
-        log(f"calibrating thresholds on {len(calib_x)} validation inputs for "
-            f">= {target:.1%} agreement...")
+        calib_real = real[cal]
+        calib_saw = np.isin(cal, sel)
+        log(f"calibrating thresholds on {len(calib_x)} validation inputs "
+            f"({int(calib_real.sum())} real recordings) for >= {target:.1%} agreement...")
     current = manifest.load(out)
     old = current.entry(STAGED_ID)
     # Never below the manifest's next version either: a plain `knowcache export` drops
     # the staged entry but bumps the manifest, so a staged program exported after it
     # does not restart at 1 under a version (and file name) devices already saw.
     version = max(old["version"] + 1 if old else 1, current.version + 1)
-    entry, path = export_program(build, out, [], target, version, calib_x)
+    entry, path = export_program(build, out, [], target, version, calib_x,
+                                 calib_real=calib_real, calib_selectors_saw=calib_saw)
     manifest.update(out, entry)
     if old and old["file"] != entry["file"]:
         (out / old["file"]).unlink(missing_ok=True)

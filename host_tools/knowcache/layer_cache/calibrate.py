@@ -100,23 +100,34 @@ def lower_bound(agree: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
 def calibrate(exits: list[ExitOutputs], reference: np.ndarray, target: float,
               capacity: int = 512, kinds: tuple[str, ...] = GATES,
               costs: list[float] | None = None, per_exit: float = PER_EXIT_AGREEMENT,
-              z: float = CONFIDENCE_Z) -> list[dict]:
+              z: float = CONFIDENCE_Z, exit_costs: list[float] | None = None,
+              subset: np.ndarray | None = None) -> list[dict]:
     """Thresholds per exit: [{"learned": t | None, ...}, ...]; ``reference`` is
     the full model's answer for each calibration sample, in stream order.
 
-    Per gate kind, the thresholds that spend the fewest FLOPs (``costs[i]``:
-    the fraction of the whole model a query answered at exit i costs; by
-    default exits are assumed to get cheaper the earlier they are) such that
-    (a) every exit's accepted answers agree with the full model >= ``per_exit``
-    and (b) all answers together (exits, and the full model for the rest)
-    agree >= ``target``, judged by the Wilson lower bound (``z`` standard
-    errors). Searched over a grid of score quantiles per exit (exhaustive:
+    Per gate kind, the thresholds that spend the fewest FLOPs such that
+    (a) every exit's accepted answers agree with the full model >= ``per_exit``,
+    (b) all answers together (exits, and the full model for the rest) agree
+    >= ``target``, judged by the Wilson lower bound (``z`` standard errors), and
+    (c) so do the answers on ``subset`` (a mask: the real recordings among
+    synthesized ones, so that the many synthesized samples cannot carry
+    thresholds the real voices do not support), as a plain rate: such a subset
+    is small. Costs are fractions of the whole model: ``costs[i]`` what a query
+    answered at exit i has spent in the stages (by default exits are assumed
+    to get cheaper the earlier they are), ``exit_costs[i]`` what running exit i
+    costs every query that reaches it (an exit without a threshold is not run;
+    default 0). Searched over a grid of score quantiles per exit (exhaustive:
     three exits make ~10^4 combinations)."""
     n_exits = len(exits)
     costs = list(costs) if costs is not None else [(i + 1) / (n_exits + 1)
                                                   for i in range(n_exits)]
+    own = list(exit_costs) if exit_costs is not None else [0.0] * n_exits
     result = [dict() for _ in exits]
     n = len(reference)
+    sub = np.zeros(n, bool) if subset is None else np.asarray(subset, bool)
+    if sub.shape != (n,):
+        raise ValueError(f"subset has {sub.shape} entries for {n} calibration samples")
+    sub_budget = (1 - target) * int(sub.sum())
     for kind in kinds:
         per = [scores(kind, out, reference, capacity) for out in exits]
         grids = []
@@ -125,9 +136,10 @@ def calibrate(exits: list[ExitOutputs], reference: np.ndarray, target: float,
             qs = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, QUANTILES))) \
                 if finite.size >= MIN_ACCEPTED else np.array([])
             grids.append([None, *qs.tolist()])
-        best = (1.0 + 1e-9, [None] * n_exits)      # cost of running everything, no exits
+        best = (float("inf"), [None] * n_exits)      # filled by running everything, no exits
 
-        def search(i: int, remaining: np.ndarray, errors: int, spent: float, chosen: list):
+        def search(i: int, remaining: np.ndarray, errors: int, sub_errors: int, spent: float,
+                   chosen: list):
             nonlocal best
             if i == n_exits:
                 total = spent + remaining.sum() * 1.0
@@ -138,18 +150,20 @@ def calibrate(exits: list[ExitOutputs], reference: np.ndarray, target: float,
             agree = answer == reference
             for t in grids[i]:
                 if t is None:
-                    search(i + 1, remaining, errors, spent, chosen + [None])
+                    search(i + 1, remaining, errors, sub_errors, spent, chosen + [None])
                     continue
                 hit = remaining & (score >= t)
                 k = int(hit.sum())
                 if k < MIN_ACCEPTED:
                     continue
-                wrong = int(k - (agree & hit).sum())
-                if not _holds(k - wrong, k, per_exit, 0.0) or errors + wrong > (1 - target) * n:
+                wrong_at = hit & ~agree
+                wrong, sub_wrong = int(wrong_at.sum()), int((wrong_at & sub).sum())
+                if not _holds(k - wrong, k, per_exit, 0.0) or errors + wrong > (1 - target) * n \
+                        or sub_errors + sub_wrong > sub_budget:
                     continue
-                search(i + 1, remaining & ~hit, errors + wrong, spent + k * costs[i],
-                       chosen + [t])
-        search(0, np.ones(n, bool), 0, 0.0, [])
+                search(i + 1, remaining & ~hit, errors + wrong, sub_errors + sub_wrong,
+                       spent + remaining.sum() * own[i] + k * costs[i], chosen + [t])
+        search(0, np.ones(n, bool), 0, 0, 0.0, [])
         for i, t in enumerate(best[1]):
             result[i][kind] = None if t is None else to_threshold(kind, t)
     return result

@@ -7,9 +7,14 @@ approximate cache looks up), standardizes it, and feeds a two-layer MLP
 predictor's hidden layer and probabilities and predicts whether the
 predictor agrees with the full model (GATI's selector).
 
-A *sequence* head (kws, on the speech embeddings: (B, 96, windows, 1)) keeps
-the whole sequence as its compact feature and reads it as the full model's
-keyword head does: two 1-D convolutions over time, max over time.
+A *sequence* head (kws, on the speech_embedding trunk) reads an activation as
+a sequence over time, as the full model's keyword head reads the embeddings:
+its compact feature is the activation average-pooled to a (time, frequency)
+grid (a (B, C, T, 1) sequence is kept whole), each time step's C x F values
+are the channels of two 1-D convolutions over time, then a max over time. On
+the trunk's activations it agrees with the full model far more often than a
+grid head does (real held-out voices, after the trunk's second and third
+cuts: 92% and 94% against 75% and 85%; docs/layer-caching.md).
 
 A *model head* (kws, on the embeddings) is the full model's own keyword head
 (its ensemble), frozen, with the spectrogram branch's features it cannot have
@@ -98,8 +103,10 @@ class ExitHead(nn.Module):
 
 
 class SequenceExitHead(ExitHead):
-    """On a (B, C, T, 1) sequence: the feature is the whole sequence (C x T), the
-    predictor two 1-D convolutions over time then a max over time."""
+    """On a (B, C, T, F) activation read as a sequence over T: the feature is the
+    activation average-pooled to the (time, frequency) grid (the whole sequence
+    when it is already (T, 1)); the predictor reads each time step's C x F
+    values as channels, two 1-D convolutions over time then a max over time."""
 
     def __init__(self, channels: int, classes: int, config: HeadConfig):
         self.channels = channels
@@ -108,15 +115,24 @@ class SequenceExitHead(ExitHead):
     @staticmethod
     def _encoder(channels: int, dim: int, config: HeadConfig) -> nn.Module:
         h = config.hidden
-        return nn.Sequential(nn.Conv1d(channels, h, 3, padding=1), nn.ReLU(),
+        return nn.Sequential(nn.Conv1d(channels * config.grid[1], h, 3, padding=1), nn.ReLU(),
                              nn.Conv1d(h, h, 3, padding=1), nn.ReLU())
 
     def feature(self, activation: torch.Tensor) -> torch.Tensor:
-        return activation.flatten(1)
+        if tuple(activation.shape[2:]) == self.grid:
+            return activation.flatten(1)
+        return F.adaptive_avg_pool2d(activation, self.grid).flatten(1)
+
+    def _sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C T F) -> (B, C F, T)."""
+        t, f = self.grid
+        if f == 1:
+            return x.reshape(x.shape[0], self.channels, t)
+        x = x.reshape(x.shape[0], self.channels, t, f).permute(0, 1, 3, 2)
+        return x.reshape(x.shape[0], self.channels * f, t)
 
     def encode(self, feature: torch.Tensor) -> torch.Tensor:
-        x = ((feature - self.mean) * self.inv_std).reshape(feature.shape[0], self.channels, -1)
-        return max_over_time(self.hidden(x))
+        return max_over_time(self.hidden(self._sequence((feature - self.mean) * self.inv_std)))
 
 
 class _MemberHidden(nn.Module):
@@ -169,7 +185,7 @@ class ModelHeadExit(SequenceExitHead):
 
     def encode(self, feature: torch.Tensor) -> torch.Tensor:
         # the head reads the embeddings as they are: no standardization
-        return self.hidden(feature.reshape(feature.shape[0], self.channels, -1))
+        return self.hidden(self._sequence(feature))
 
     def set_standardization(self, features: torch.Tensor) -> None:
         pass
@@ -180,16 +196,20 @@ def make(activation_shape: tuple[int, ...], classes: int, config: HeadConfig,
     """A cache head for a stage output of this shape (batch 1); ``model_head``: the
     full model's keyword head, for a ``model_head`` exit."""
     _, channels, h, w = activation_shape
-    if config.kind in ("sequence", "model_head"):
+    if config.kind == "model_head":
         if w != 1:
-            raise ValueError(f"a {config.kind} head needs a (B, C, T, 1) activation, got "
+            raise ValueError(f"a model_head exit needs a (B, C, T, 1) activation, got "
                              f"{tuple(activation_shape)}")
-        config = replace(config, grid=(h, 1))
-        if config.kind == "sequence":
-            return SequenceExitHead(channels, classes, config)
         if model_head is None:
             raise ValueError("a model_head exit needs the full model's keyword head")
-        return ModelHeadExit(channels, classes, config, model_head)
+        return ModelHeadExit(channels, classes, replace(config, grid=(h, 1)), model_head)
+    if config.kind == "sequence":
+        # a (T, 1) sequence is read whole; a wider activation is pooled to the grid
+        grid = (h, 1) if w == 1 else tuple(config.grid)
+        if grid[0] > h or grid[1] > w:
+            raise ValueError(f"a sequence head's grid {grid} is finer than its activation "
+                             f"{tuple(activation_shape)}")
+        return SequenceExitHead(channels, classes, replace(config, grid=grid))
     if config.kind != "grid":
         raise ValueError(f"unknown cache head kind {config.kind!r}; expected grid, sequence "
                          "or model_head")

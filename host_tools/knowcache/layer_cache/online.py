@@ -227,9 +227,13 @@ class OnlineLearner:
         for i, head in enumerate(heads):
             distill.fit(head, feats[i][train], teacher[train], dcfg)
         outs_cal = _head_outputs(heads, [f[cal] for f in feats])
-        costs = staged_build.exit_costs([s["flops"] for s in self.entry["staged"]["stages"]])
+        st = self.entry["staged"]
+        costs, own = staged_build.exit_costs([s["flops"] for s in st["stages"]],
+                                             [e["flops"] for e in st["exits"]],
+                                             st["head"]["flops"])
         thresholds = calibrate.calibrate(outs_cal, teacher[cal].argmax(1), cfg.target,
-                                         costs=costs, z=cfg.confidence_z, per_exit=cfg.per_exit)
+                                         costs=costs, exit_costs=own, z=cfg.confidence_z,
+                                         per_exit=cfg.per_exit)
         if self.tamper is not None:
             self.tamper(heads)
         ref = teacher[ver].argmax(1)

@@ -12,8 +12,9 @@ the spectrogram branch, which starts from the waveform, so it also reads the
 model input (its method takes it as a second argument) and passes the
 embeddings and the branch's pooled features on packed in one row; the head
 unpacks them and runs the keyword head (ensemble). The exits sit on the trunk
-(grid heads, 8 time x 2 mel cells) and on the embeddings (the full model's
-own keyword head without the branch, ``heads.ModelHeadExit``).
+(sequence heads: the activation pooled to half its time steps x 2 mel cells,
+read as a sequence over time) and on the embeddings (the full model's own
+keyword head without the branch, ``heads.ModelHeadExit``).
 
 Running the stages in order and then the head is exactly the network's
 forward pass.
@@ -21,7 +22,7 @@ forward pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -34,7 +35,9 @@ from knowcache.models.xnn_ops import with_channel
 
 # kws: the trunk is cut after these convolutions (each ends in a max-pool).
 KWS_CUTS = (2, 6, 10)
-KWS_TRUNK_GRID = (8, 2)
+# A trunk exit reads its activation as a sequence: time steps pooled in pairs,
+# mel bands pooled to 2 (docs/layer-caching.md).
+KWS_TRUNK_HEAD = HeadConfig(kind="sequence", hidden=128)
 
 
 class _Stem(nn.Module):
@@ -156,7 +159,8 @@ def split(net: nn.Module, input_example: torch.Tensor) -> Stages:
             shapes.append(tuple(x.shape))
     if isinstance(net, KwsNet):
         head = _KwsHead(net, shapes[-2][2])
-        configs = [HeadConfig(grid=KWS_TRUNK_GRID) for _ in KWS_CUTS]
+        configs = [replace(KWS_TRUNK_HEAD, grid=(-(-s[2] // 2), min(2, s[3])))
+                   for s in shapes[:len(KWS_CUTS)]]
         configs.append(HeadConfig(kind="model_head"))
         model_head = net.backbone.head
     else:

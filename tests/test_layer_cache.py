@@ -401,3 +401,30 @@ def test_bench_layer_cache_reports_every_gate_and_the_online_learner(staged_mode
     assert [w["requests"] for w in online["windows"]] == [60]
     assert {p.name for p in (tmp_path / "plots").iterdir()} >= {
         "vision-wifi-layer-cache-exits.png", "vision-wifi-layer-cache-online.png"}
+
+
+def test_augmented_exit_samples_carry_the_full_models_answers_on_them(quick_vision_build):
+    """Image heads also learn on augmented copies of the training inputs: the
+    teacher's probabilities must be the full model's on exactly those copies."""
+    from knowcache.build import training
+    record, data = _record(quick_vision_build), quick_vision_build[2]
+    build = staged_build.prepare(record, [1, 1, 28, 28], {})
+    assert build.stages.exit_training.augmented_copies == 1
+    x = data.train.x[:40]
+    plain = staged_build.features_and_teacher(build, x, batch=16)
+    feats, teacher = staged_build.features_and_teacher(build, x, batch=16,
+                                                       augment=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    net = record.build().eval()
+    with torch.no_grad():
+        want = torch.cat([torch.softmax(net(training.augment(
+            "vision", torch.from_numpy(model_input("vision", x[i:i + 16])), gen)), 1)
+            for i in range(0, 40, 16)]).numpy()
+    np.testing.assert_allclose(teacher, want, atol=1e-5)
+    assert not np.allclose(feats[0], plain[0][0])
+
+
+def test_distillation_schedule_is_checked():
+    from knowcache.layer_cache.distill import DistillConfig
+    with pytest.raises(ValueError, match="one_cycle"):
+        DistillConfig(schedule="cosine")

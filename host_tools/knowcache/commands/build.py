@@ -166,8 +166,9 @@ _OTHER_RECALL = click.option(
               help="With --staged: agreement with the full model that all answers together "
                    "must reach on validation data (Wilson lower bound; every exit's own "
                    "answers agree >= 99%).")
-@click.option("--train-samples", type=click.IntRange(min=100), default=20000, show_default=True,
-              help="With --staged: training inputs the heads are distilled on (labels unused).")
+@click.option("--train-samples", type=click.IntRange(min=100), default=None,
+              help="With --staged: training inputs the heads are distilled on (labels unused; "
+                   "default: kws 20,000, image tasks all, each also as one augmented copy).")
 @click.option("--sign", "sign_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Sign the manifest with this Ed25519 private key "
               "(`knowcache keys generate`); writes manifest.sig.")
@@ -212,7 +213,8 @@ def _sign(out: Path, sign_key: Path | None) -> None:
     _log(f"signed {out}/manifest.json: {path}")
 
 
-def _export_staged(cfg, out: Path, cold: bool, target: float, train_samples: int) -> None:
+def _export_staged(cfg, out: Path, cold: bool, target: float,
+                   train_samples: int | None) -> None:
     from knowcache import manifest
     from knowcache.layer_cache import build as staged_build
     from knowcache.models import ModelRecord

@@ -20,6 +20,9 @@ from knowcache.build.training import backward_kernels
 from knowcache.layer_cache.heads import ExitHead
 
 
+SCHEDULES = ("constant", "one_cycle")
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     epochs: int = 30
@@ -28,6 +31,15 @@ class DistillConfig:
     weight_decay: float = 1e-4
     selector_fraction: float = 0.3   # of the samples, kept for the selector
     seed: int = 0
+    # constant: Adam at ``lr`` throughout; one_cycle: warm up to ``lr`` over the
+    # first fifth of the steps, then anneal to ~0 (heads end less overconfident
+    # on inputs they did not train on: docs/layer-caching.md)
+    schedule: str = "constant"
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown distillation schedule {self.schedule!r}; expected one "
+                             f"of {SCHEDULES}")
 
 
 def fit(head: ExitHead, features: np.ndarray, teacher_probs: np.ndarray,
@@ -78,6 +90,9 @@ def _train(head: nn.Module, params, loss_of, idx: torch.Tensor, config: DistillC
     steps_per_epoch = max(1, (len(idx) + config.batch - 1) // config.batch)
     # Small online buffers get more passes so every retrain takes similar steps.
     epochs = max(config.epochs, min(200, 2000 // steps_per_epoch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=epochs * steps_per_epoch,
+                                                pct_start=0.2) \
+        if config.schedule == "one_cycle" else None
     with backward_kernels(torch.device("cpu"), head):
         for _ in range(epochs):
             perm = idx[torch.randperm(len(idx), generator=g)]
@@ -86,3 +101,5 @@ def _train(head: nn.Module, params, loss_of, idx: torch.Tensor, config: DistillC
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()

@@ -181,10 +181,8 @@ def run(record: ModelRecord, data: Dataset, out: Path, *, input_shape: list[int]
         # learned there would be optimistic). Every validation input calibrates
         # every gate but the learned one, which only the half its selectors did
         # not see calibrates: the other gates never read the selectors, and
-        # twice the inputs halve the spread of their thresholds (with the
-        # other half alone, CIFAR-10's confidence thresholds lost 0.55 point on
-        # the test split against a 0.5 budget). For kws, the few real
-        # validation speakers are all needed as well.
+        # twice the inputs narrow the spread of their thresholds. For kws, the
+        # few real validation speakers are all needed as well.
         val = rng.permutation(len(data.val))
         real = store.is_real(data.val)
         sel = val[:len(val) // 2]

@@ -168,7 +168,8 @@ _OTHER_RECALL = click.option(
                    "answers agree >= 99%).")
 @click.option("--train-samples", type=click.IntRange(min=100), default=None,
               help="With --staged: training inputs the heads are distilled on (labels unused; "
-                   "default: kws 20,000, image tasks all, each also as one augmented copy).")
+                   "default: kws 20,000; image tasks all of them, plus one augmented copy of "
+                   "each).")
 @click.option("--sign", "sign_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Sign the manifest with this Ed25519 private key "
               "(`knowcache keys generate`); writes manifest.sig.")

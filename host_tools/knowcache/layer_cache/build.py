@@ -170,10 +170,10 @@ def run(record: ModelRecord, data: Dataset, out: Path, *, input_shape: list[int]
         log(f"computing exit features of {len(idx)} training inputs"
             + (f" and {copies} augmented cop{'y' if copies == 1 else 'ies'} of each" if copies
                else "") + " (labels unused)...")
-        parts = [features_and_teacher(build, data.train.x[idx])]
+        x_train = data.train.x[idx]
         gen = torch.Generator().manual_seed(seed)
-        parts += [features_and_teacher(build, data.train.x[idx], augment=gen)
-                  for _ in range(copies)]
+        parts = [features_and_teacher(build, x_train)]
+        parts += [features_and_teacher(build, x_train, augment=gen) for _ in range(copies)]
         feats = [np.concatenate([p[0][i] for p in parts]) for i in range(len(build.heads))]
         teacher = np.concatenate([p[1] for p in parts])
         # Half the validation split trains the selectors (the full model is
@@ -184,14 +184,12 @@ def run(record: ModelRecord, data: Dataset, out: Path, *, input_shape: list[int]
         # twice the inputs narrow the spread of their thresholds. For kws, the
         # few real validation speakers are all needed as well.
         val = rng.permutation(len(data.val))
-        real = store.is_real(data.val)
-        sel = val[:len(val) // 2]
+        half = len(val) // 2
         fit_heads(build, feats, teacher, recipe.distill, log=log,
-                  selector_data=features_and_teacher(build, data.val.x[sel]))
-        cal = val
-        calib_x = model_input(build.task, data.val.x[cal])
-        calib_real = real[cal]
-        calib_saw = np.isin(cal, sel)
+                  selector_data=features_and_teacher(build, data.val.x[val[:half]]))
+        calib_x = model_input(build.task, data.val.x[val])
+        calib_real = store.is_real(data.val)[val]
+        calib_saw = np.arange(len(val)) < half
         log(f"calibrating thresholds on {len(calib_x)} validation inputs "
             f"({int(calib_real.sum())} real recordings; the learned gate on the "
             f"{int((~calib_saw).sum())} its selectors did not see) for >= {target:.1%} "

@@ -90,9 +90,10 @@ def _train(head: nn.Module, params, loss_of, idx: torch.Tensor, config: DistillC
     steps_per_epoch = max(1, (len(idx) + config.batch - 1) // config.batch)
     # Small online buffers get more passes so every retrain takes similar steps.
     epochs = max(config.epochs, min(200, 2000 // steps_per_epoch))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=epochs * steps_per_epoch,
-                                                pct_start=0.2) \
-        if config.schedule == "one_cycle" else None
+    sched = None
+    if config.schedule == "one_cycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, config.lr, total_steps=epochs * steps_per_epoch, pct_start=0.2)
     with backward_kernels(torch.device("cpu"), head):
         for _ in range(epochs):
             perm = idx[torch.randperm(len(idx), generator=g)]

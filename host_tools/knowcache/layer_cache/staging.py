@@ -185,11 +185,12 @@ def split(net: nn.Module, input_example: torch.Tensor) -> Stages:
                    for s in shapes[:len(KWS_CUTS)]]
         configs.append(HeadConfig(kind="model_head"))
         model_head = net.backbone.head
+        training = KWS_EXIT_TRAINING
     else:
         head = _Head(net)
         configs = [HeadConfig(grid=grid_for(s)) for s in shapes[:-1]]
         model_head = None
+        training = IMAGE_EXIT_TRAINING
     head_flops = flops.count(head, x)
     return Stages(modules, head, input_example, shapes, costs, head_flops, configs,
-                  model_head=model_head,
-                  exit_training=KWS_EXIT_TRAINING if isinstance(net, KwsNet) else IMAGE_EXIT_TRAINING)
+                  model_head=model_head, exit_training=training)

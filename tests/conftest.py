@@ -140,11 +140,13 @@ def spoken_words(words) -> list[np.ndarray]:
     return out
 
 
-def program_calls(pte: bytes) -> tuple[int, list[str]]:
-    """What an ExecuTorch program runs: its XNNPACK delegate calls and the
-    operators it runs outside them (portable kernels), by name."""
+def program_calls(pte: bytes, method: str | None = None) -> tuple[int, list[str]]:
+    """What an ExecuTorch program's method (default: its first) runs: its XNNPACK
+    delegate calls and the operators it runs outside them (portable kernels), by
+    name."""
     from executorch.exir._serialize._program import deserialize_pte_binary
-    plan = deserialize_pte_binary(pte).program.execution_plan[0]
+    plans = deserialize_pte_binary(pte).program.execution_plan
+    plan = plans[0] if method is None else next(p for p in plans if p.name == method)
     calls, ops = 0, []
     for instruction in plan.chains[0].instructions:
         args = instruction.instr_args

@@ -96,6 +96,60 @@ def test_staged_program_equals_the_whole_model_when_no_exit_fires(staged_models,
     assert total == full_flops
 
 
+def test_every_exit_runs_inside_one_xnnpack_call(staged_models):
+    """A cache head is paid by every query that reaches it: no portable kernel
+    (ExecuTorch's adaptive pooling was one) may split it out of XNNPACK."""
+    from conftest import program_calls
+    models, entry, _ = staged_models
+    pte = (models / entry["file"]).read_bytes()
+    for e in entry["staged"]["exits"]:
+        assert program_calls(pte, e["method"]) == (1, []), e["method"]
+
+
+@pytest.mark.parametrize("shape,grid", [((2, 48, 14, 14), (4, 4)), ((2, 96, 7, 7), (2, 2)),
+                                        ((2, 64, 16, 16), (4, 4)), ((1, 3, 9, 10), (4, 3)),
+                                        ((1, 5, 13, 1), (5, 1))])
+def test_grid_pooling_equals_adaptive_pooling(shape, grid):
+    from knowcache.build.lower import lower_to_pte
+    from knowcache.layer_cache.heads import HeadConfig, make
+    from knowcache.models.xnn_ops import GridMean
+    from conftest import program_calls
+    x = torch.randn(shape)
+    want = torch.nn.functional.adaptive_avg_pool2d(x, grid)
+    # for the map it was made for, and for any other (adaptive pooling itself)
+    torch.testing.assert_close(GridMean(grid, shape[2:])(x), want)
+    torch.testing.assert_close(GridMean(grid, (shape[2] + 1, shape[3]))(x), want)
+    if shape[3] > 1:
+        head = make((1, *shape[1:]), 10, HeadConfig(grid=grid)).eval()
+        torch.testing.assert_close(head.feature(x), want.flatten(1))
+        assert "pool.weights" not in head.state_dict()
+        assert program_calls(lower_to_pte(head, (x[:1],))) == (1, [])
+
+
+def test_model_head_exit_is_the_keyword_heads_without_the_branch_in_one_xnnpack_call():
+    """kws's last exit answers as the full model's keyword head ensemble would with
+    the spectrogram branch dropped (its features zero), as one XNNPACK call."""
+    from knowcache.build.lower import lower_to_pte
+    from knowcache.layer_cache.heads import HeadConfig, make
+    from knowcache.models.nets import EmbeddingHeadConfig, HeadEnsemble
+    from conftest import program_calls
+    torch.manual_seed(0)
+    config = EmbeddingHeadConfig(hidden=16, members=3, side_hidden=8,
+                                 spectrogram={"resnet": {"widths": [4, 12]}, "classes": 5})
+    ensemble = HeadEnsemble(config, 5).eval()
+    e = torch.randn(2, 17, 96)
+    with torch.no_grad():
+        want = torch.stack([m.fc(torch.cat([torch.relu(m.conv2(torch.relu(
+            m.conv1(e.transpose(1, 2))))).amax(2), torch.zeros(2, 8)], 1))
+            for m in ensemble.members]).mean(0)
+        head = make((1, 96, 17, 1), 5, HeadConfig(kind="model_head"), ensemble).eval()
+        activation = e.transpose(1, 2).reshape(2, 96, 17, 1)
+        logits, _, feature = head(activation)
+    torch.testing.assert_close(logits, want)
+    torch.testing.assert_close(feature, activation.flatten(1))
+    assert program_calls(lower_to_pte(head, (torch.randn(1, 96, 17, 1),))) == (1, [])
+
+
 def test_a_staged_export_after_a_plain_one_keeps_versions_rising(staged_models, tmp_path,
                                                                   quick_vision_build):
     """A plain `knowcache export` drops the staged entry and bumps the manifest; the

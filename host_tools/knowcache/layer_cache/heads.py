@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from knowcache.models.xnn_ops import max_over_time, mean_of
+from knowcache.models.xnn_ops import GridMean, max_over_time, mean_of
 
 
 SELECTOR_BOUND = 16.0
@@ -57,10 +57,14 @@ class ExitHead(nn.Module):
     # Whether distillation trains the predictor (else only the selector learns).
     trainable_predictor = True
 
-    def __init__(self, channels: int, classes: int, config: HeadConfig = HeadConfig()):
+    def __init__(self, channels: int, classes: int, config: HeadConfig = HeadConfig(),
+                 spatial: tuple[int, int] | None = None):
         super().__init__()
         self.config = config
         self.grid = tuple(config.grid)
+        # the activation's (height, width), where known: pooling it to the grid
+        # then runs inside XNNPACK whether or not the grid divides it
+        self.pool = GridMean(self.grid, spatial)
         dim = channels * self.grid[0] * self.grid[1]
         self.feature_dim = dim
         self.register_buffer("mean", torch.zeros(dim))
@@ -76,7 +80,7 @@ class ExitHead(nn.Module):
 
     def feature(self, activation: torch.Tensor) -> torch.Tensor:
         """The compact feature: average-pooled to the grid, flattened."""
-        return F.adaptive_avg_pool2d(activation, self.grid).flatten(1)
+        return self.pool(activation).flatten(1)
 
     def encode(self, feature: torch.Tensor) -> torch.Tensor:
         """The predictor's hidden layer (what the selector reads)."""
@@ -108,9 +112,10 @@ class SequenceExitHead(ExitHead):
     when it is already (T, 1)); the predictor reads each time step's C x F
     values as channels, two 1-D convolutions over time then a max over time."""
 
-    def __init__(self, channels: int, classes: int, config: HeadConfig):
+    def __init__(self, channels: int, classes: int, config: HeadConfig,
+                 spatial: tuple[int, int] | None = None):
         self.channels = channels
-        super().__init__(channels, classes, config)
+        super().__init__(channels, classes, config, spatial)
 
     @staticmethod
     def _encoder(channels: int, dim: int, config: HeadConfig) -> nn.Module:
@@ -121,7 +126,7 @@ class SequenceExitHead(ExitHead):
     def feature(self, activation: torch.Tensor) -> torch.Tensor:
         if tuple(activation.shape[2:]) == self.grid:
             return activation.flatten(1)
-        return F.adaptive_avg_pool2d(activation, self.grid).flatten(1)
+        return self.pool(activation).flatten(1)
 
     def _sequence(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C T F) -> (B, C F, T)."""
@@ -147,18 +152,21 @@ class _MemberHidden(nn.Module):
                           for m in self.members], 1)
 
 
-class _MemberLogits(nn.Module):
-    """The heads' classifiers on their hidden parts, branch features zero, averaged."""
+class _MemberLogits(nn.Linear):
+    """The heads' classifiers on their hidden parts, branch features zero, averaged:
+    one linear layer over all members' hidden parts (each member's weights for its
+    own part, divided by their number; the mean of their biases), which XNNPACK
+    runs as one matmul with constant weights (slices of a weight are not
+    constants to it: three member classifiers ran as portable ``addmm``)."""
 
     def __init__(self, members: list[nn.Module]):
-        super().__init__()
-        self.fcs = nn.ModuleList(m.fc for m in members)
-        self.width = members[0].conv2.out_channels
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        w = self.width
-        return mean_of([F.linear(h[:, i * w:(i + 1) * w], fc.weight[:, :w], fc.bias)
-                        for i, fc in enumerate(self.fcs)])
+        width = members[0].conv2.out_channels
+        classes = members[0].fc.out_features
+        super().__init__(width * len(members), classes)
+        with torch.no_grad():
+            self.weight.copy_(torch.cat([m.fc.weight[:, :width] for m in members], 1)
+                              / len(members))
+            self.bias.copy_(mean_of([m.fc.bias for m in members]))
 
 
 class ModelHeadExit(SequenceExitHead):
@@ -209,11 +217,11 @@ def make(activation_shape: tuple[int, ...], classes: int, config: HeadConfig,
         if grid[0] > h or grid[1] > w:
             raise ValueError(f"a sequence head's grid {grid} is finer than its activation "
                              f"{tuple(activation_shape)}")
-        return SequenceExitHead(channels, classes, replace(config, grid=grid))
+        return SequenceExitHead(channels, classes, replace(config, grid=grid), (h, w))
     if config.kind != "grid":
         raise ValueError(f"unknown cache head kind {config.kind!r}; expected grid, sequence "
                          "or model_head")
-    return ExitHead(channels, classes, config)
+    return ExitHead(channels, classes, config, (h, w))
 
 
 def grid_for(activation_shape: tuple[int, ...]) -> tuple[int, int]:

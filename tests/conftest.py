@@ -157,6 +157,13 @@ def program_calls(pte: bytes, method: str | None = None) -> tuple[int, list[str]
     return calls, ops
 
 
+def exits_outside_xnnpack(pte: bytes, staged: dict) -> dict[str, tuple[int, list[str]]]:
+    """The exits of a staged program (``staged``: its manifest entry) that are not
+    exactly one XNNPACK call with no operator beside it: method -> program_calls."""
+    calls = {e["method"]: program_calls(pte, e["method"]) for e in staged["staged"]["exits"]}
+    return {m: c for m, c in calls.items() if c != (1, [])}
+
+
 # Operators a kws program may run outside XNNPACK: the zero padding it builds
 # (tensors of a constant) and the input's alias.
 SETUP_OPS = {"aten::full", "aten::alias_copy"}

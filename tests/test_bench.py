@@ -311,7 +311,7 @@ def test_layer_caching_is_judged_against_its_tasks_goals():
     assert not cifar["flops_met"] and not cifar["latency_met"] and cifar["fidelity_met"]
     console = Console(record=True, width=250)
     console.print(reports.layer_cache_table({
-        "layer_cache_targets": {"layer_cache": cifar},
+        "task": "cifar10", "layer_cache_targets": {"layer_cache": cifar},
         "systems": {"layer_cache": {**systems["layer_cache"], "flops_per_query": 1e8,
                                     "accuracy": 0.9, "lookup_us_per_query": 50.0,
                                     "exit_histogram": {"exit_0": 3, "whole_model": 7}}}}))

@@ -356,8 +356,7 @@ def layer_cache_targets(systems: dict, task: str) -> dict:
         s = systems.get(name)
         if s is None or "latency_saved" not in s or s["fidelity"] is None:
             continue
-        out[name] = {"goal": goal.to_dict(),
-                     "flops_saved": s["flops_saved"],
+        out[name] = {"flops_saved": s["flops_saved"],
                      "flops_met": s["flops_saved"] >= goal.flops_saved,
                      "latency_saved": s["latency_saved"],
                      "latency_met": s["latency_saved"] >= goal.latency_saved,

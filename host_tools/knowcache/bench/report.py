@@ -11,6 +11,7 @@ from rich.table import Table
 
 from knowcache.atomic import replace_atomically
 from knowcache.bench import papers
+from knowcache.layer_cache import goals
 
 COLORS = {"cloud_only": "#4c72b0", "device_only": "#dd8452", "two_stage": "#55a868",
           "cachenet": "#c44e52", "device_full": "#8172b3", "generic_gate": "#937860",
@@ -98,10 +99,10 @@ def targets_table(report: dict) -> Table:
 
 def layer_cache_table(report: dict) -> Table:
     rows = report.get("layer_cache_targets", {})
-    goal = next(iter(rows.values()))["goal"] if rows else {}
-    t = Table(title="layer caching (vs running the whole model on the device, device_full)" + (
-        f": targets >= {goal['flops_saved']:.0%} fewer FLOPs, >= {goal['latency_saved']:.0%} "
-        f"lower latency, fidelity loss < {goal['fidelity_loss'] * 100:.1f} pt" if goal else ""))
+    goal = goals.for_task(report["task"])
+    t = Table(title="layer caching (vs running the whole model on the device, device_full): "
+                    f"targets >= {goal.flops_saved:.0%} fewer FLOPs, >= {goal.latency_saved:.0%} "
+                    f"lower latency, fidelity loss < {goal.fidelity_loss * 100:.1f} pt")
     t.add_column("system (gate)", no_wrap=True, min_width=12)
     for col in ("MFLOPs/q", "FLOPs saved", "latency saved", "fid loss pt", "acc", "exits",
                 "lookup us/q"):

@@ -7,7 +7,7 @@ fewer FLOPs and 46% lower latency."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -15,9 +15,6 @@ class Goals:
     flops_saved: float
     latency_saved: float
     fidelity_loss: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 DEFAULT = Goals(flops_saved=0.50, latency_saved=0.40, fidelity_loss=0.005)

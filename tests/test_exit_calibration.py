@@ -4,6 +4,8 @@ thresholds are known."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -61,6 +63,81 @@ def test_an_exit_that_costs_more_than_it_saves_stays_off():
                                **kw)[0]["confidence"] is not None
     assert calibrate.calibrate(exits, reference, 0.995, exit_costs=[0.75],
                                **kw)[0]["confidence"] is None
+
+
+def _graded_exits(n: int, costs: list[float], seed: int) -> tuple[list[ExitOutputs], np.ndarray]:
+    """Exits that agree with the reference more often the surer they are, later
+    exits more than earlier ones."""
+    rng = np.random.default_rng(seed)
+    reference = rng.integers(0, 5, n)
+    exits = []
+    for i in range(len(costs)):
+        peak = rng.uniform(0.0, 6.0, n) * (0.6 + 0.2 * i)
+        right = rng.random(n) < 1 - 0.6 * np.exp(-1.2 * peak)
+        exits.append(_exit(np.where(right, reference, rng.integers(0, 5, n)), peak))
+    return exits, reference
+
+
+def _spent(exits, reference, thresholds, costs, kind="confidence") -> float:
+    where, _ = calibrate.simulate(exits, reference, thresholds, kind)
+    return float(np.where(where >= 0, np.asarray(costs)[where], 1.0).mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_exit_takes_the_cheapest_threshold_of_all_its_scores(seed):
+    """With one exit the search is exact: no threshold among all the exit's own
+    scores meets the same rules at a lower cost (checked here by trying each)."""
+    exits, reference = _graded_exits(2000, [0.4], seed)
+    target, z = 0.995, 1.0
+    got = calibrate.calibrate(exits, reference, target, kinds=("confidence",), costs=[0.4], z=z)
+    score, answer = calibrate.scores("confidence", exits[0], reference, 512)
+    n, best = len(reference), 1.0
+    for t in np.unique(score):
+        hit = score >= t
+        k, wrong = int(hit.sum()), int((hit & (answer != reference)).sum())
+        if (k >= calibrate.MIN_ACCEPTED and k - wrong >= calibrate.PER_EXIT_AGREEMENT * k
+                and calibrate.lower_bound(np.array(n - wrong, float), np.array(n, float), z)
+                >= target):
+            best = min(best, (0.4 * k + n - k) / n)
+    assert best < 1.0, "the stream should let the exit answer something"
+    assert _spent(exits, reference, got, [0.4]) == pytest.approx(best)
+    # the accepted answers keep the target on the calibration stream itself
+    _, given = calibrate.simulate(exits, reference, got, "confidence")
+    assert (given == reference).mean() >= target
+
+
+def test_refined_search_never_costs_more_than_the_quantile_grid():
+    """Three exits: the thresholds cost no more than the best on the plain grid of
+    score quantiles (all exits), and every accepted slice keeps its agreement."""
+    costs = [0.2, 0.5, 0.75]
+    exits, reference = _graded_exits(3000, costs, 3)
+    target = 0.995
+    got = calibrate.calibrate(exits, reference, target, kinds=("confidence",), costs=costs,
+                              z=0.0)
+    per = [calibrate.scores("confidence", e, reference, 512) for e in exits]
+    grids = [[None, *np.unique(np.quantile(s, np.linspace(0, 1, calibrate.QUANTILES)))]
+             for s, _ in per]
+    agree = [answer == reference for _, answer in per]
+    grid_best = 1.0
+    for combo in itertools.product(*grids):
+        left, spent, wrong, ok = np.ones(len(reference), bool), 0.0, 0, True
+        for (score, _), right, t, cost in zip(per, agree, combo, costs):
+            if t is None:
+                continue
+            hit = left & (score >= t)
+            k = int(hit.sum())
+            ok &= k >= calibrate.MIN_ACCEPTED and (right[hit].mean() if k else 0) \
+                >= calibrate.PER_EXIT_AGREEMENT
+            spent, wrong, left = spent + cost * k, wrong + int((hit & ~right).sum()), left & ~hit
+        if ok and wrong <= (1 - target) * len(reference):
+            grid_best = min(grid_best, (spent + left.sum()) / len(reference))
+    assert grid_best < 1.0
+    assert _spent(exits, reference, got, costs) <= grid_best + 1e-12
+    where, given = calibrate.simulate(exits, reference, got, "confidence")
+    assert (given == reference).mean() >= target
+    for i in range(3):
+        if got[i]["confidence"] is not None:
+            assert (given == reference)[where == i].mean() >= calibrate.PER_EXIT_AGREEMENT
 
 
 def test_sequence_head_pools_a_wide_activation_and_reads_it_over_time():

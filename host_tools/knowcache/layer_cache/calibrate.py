@@ -18,6 +18,7 @@ scores (higher = surer), as the C++ gates compute them:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -116,8 +117,10 @@ def calibrate(exits: list[ExitOutputs], reference: np.ndarray, target: float,
     answered at exit i has spent in the stages (by default exits are assumed
     to get cheaper the earlier they are), ``exit_costs[i]`` what running exit i
     costs every query that reaches it (an exit without a threshold is not run;
-    default 0). Searched over a grid of score quantiles per exit (exhaustive:
-    three exits make ~10^4 combinations)."""
+    default 0). The earlier exits' thresholds are searched over a grid of
+    score quantiles (exhaustive: three exits make ~400 combinations), then each
+    is refined between its grid neighbours; the last exit's threshold is the
+    best of all its scores for each of those choices (``_Search``)."""
     n_exits = len(exits)
     costs = list(costs) if costs is not None else [(i + 1) / (n_exits + 1)
                                                   for i in range(n_exits)]
@@ -127,46 +130,136 @@ def calibrate(exits: list[ExitOutputs], reference: np.ndarray, target: float,
     sub = np.zeros(n, bool) if subset is None else np.asarray(subset, bool)
     if sub.shape != (n,):
         raise ValueError(f"subset has {sub.shape} entries for {n} calibration samples")
-    sub_budget = (1 - target) * int(sub.sum())
+    if not exits:
+        return result
     for kind in kinds:
         per = [scores(kind, out, reference, capacity) for out in exits]
-        grids = []
-        for score, answer in per:
-            finite = score[np.isfinite(score)]
-            qs = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, QUANTILES))) \
-                if finite.size >= MIN_ACCEPTED else np.array([])
-            grids.append([None, *qs.tolist()])
-        best = (float("inf"), [None] * n_exits)      # filled by running everything, no exits
+        search = _Search(per, reference, costs, own, sub, target, per_exit, z)
+        grids = [search.grid(i, np.linspace(0.0, 1.0, QUANTILES)) for i in range(n_exits - 1)]
+        cost, chosen = search.best_over(grids)
+        # Refine each earlier exit between its grid neighbours, QUANTILES levels
+        # finer; the last exit is exact either way.
+        step = 1.0 / (QUANTILES - 1)
+        for i in range(n_exits - 1):
+            if chosen[i] is None:
+                continue
+            level = search.level(i, chosen[i])
+            fine = [[t] for t in chosen[:-1]]
+            fine[i] = search.grid(i, np.linspace(max(0.0, level - step),
+                                                 min(1.0, level + step), QUANTILES), off=False)
+            refined = search.best_over(fine)
+            if refined[0] < cost:
+                cost, chosen = refined
+        for i, t in enumerate(chosen):
+            result[i][kind] = None if t is None else to_threshold(kind, t)
+    return result
 
-        def search(i: int, remaining: np.ndarray, errors: int, sub_errors: int, spent: float,
-                   chosen: list):
-            nonlocal best
-            if i == n_exits:
-                total = spent + remaining.sum() * 1.0
-                if total / n < best[0] and _holds(n - errors, n, target, z):
-                    best = (total / n, list(chosen))
+
+class _Search:
+    """The cheapest thresholds (scores, higher = surer) for one gate kind: a grid
+    of candidates for every exit but the last (exhaustive), and for the last
+    exit the best threshold over all its scores, found at once from the
+    remaining samples sorted by score."""
+
+    def __init__(self, per, reference, costs, own, sub, target, per_exit, z):
+        self.per, self.reference = per, reference
+        self.agree = [answer == reference for _, answer in per]
+        self.costs, self.own, self.sub = costs, own, sub
+        self.target, self.per_exit, self.z = target, per_exit, z
+        self.n = len(reference)
+        self.sub_budget = (1 - target) * int(sub.sum())
+
+    def finite(self, i: int) -> np.ndarray:
+        score = self.per[i][0]
+        return score[np.isfinite(score)]
+
+    def grid(self, i: int, levels: np.ndarray, off: bool = True) -> list:
+        """Candidate thresholds at quantile ``levels`` of exit i's scores (and
+        None, the exit off, when ``off``)."""
+        finite = self.finite(i)
+        qs = np.unique(np.quantile(finite, levels)) if finite.size >= MIN_ACCEPTED else []
+        return ([None] if off else []) + [float(q) for q in qs]
+
+    def level(self, i: int, t: float) -> float:
+        """The quantile level of threshold ``t`` among exit i's scores."""
+        finite = self.finite(i)
+        return float((finite < t).mean()) if finite.size else 0.0
+
+    def best_over(self, grids: list[list]) -> tuple[float, list]:
+        """(mean cost, thresholds) of the cheapest choice from ``grids`` for the
+        earlier exits and any threshold for the last; all-off if none holds."""
+        n_exits = len(self.per)
+        best = [float("inf"), [None] * n_exits]
+
+        def walk(i: int, remaining: np.ndarray, errors: int, sub_errors: int, spent: float,
+                 chosen: list):
+            if i == n_exits - 1:
+                cost, t = self._last(remaining, errors, sub_errors, spent)
+                if cost < best[0]:
+                    best[:] = [cost, chosen + [t]]
                 return
-            score, answer = per[i]
-            agree = answer == reference
+            score = self.per[i][0]
             for t in grids[i]:
                 if t is None:
-                    search(i + 1, remaining, errors, sub_errors, spent, chosen + [None])
+                    walk(i + 1, remaining, errors, sub_errors, spent, chosen + [None])
                     continue
                 hit = remaining & (score >= t)
                 k = int(hit.sum())
                 if k < MIN_ACCEPTED:
                     continue
-                wrong_at = hit & ~agree
-                wrong, sub_wrong = int(wrong_at.sum()), int((wrong_at & sub).sum())
-                if not _holds(k - wrong, k, per_exit, 0.0) or errors + wrong > (1 - target) * n \
-                        or sub_errors + sub_wrong > sub_budget:
+                wrong_at = hit & ~self.agree[i]
+                wrong, sub_wrong = int(wrong_at.sum()), int((wrong_at & self.sub).sum())
+                if not _holds(k - wrong, k, self.per_exit, 0.0) \
+                        or errors + wrong > (1 - self.target) * self.n \
+                        or sub_errors + sub_wrong > self.sub_budget:
                     continue
-                search(i + 1, remaining & ~hit, errors + wrong, sub_errors + sub_wrong,
-                       spent + remaining.sum() * own[i] + k * costs[i], chosen + [t])
-        search(0, np.ones(n, bool), 0, 0, 0.0, [])
-        for i, t in enumerate(best[1]):
-            result[i][kind] = None if t is None else to_threshold(kind, t)
-    return result
+                walk(i + 1, remaining & ~hit, errors + wrong, sub_errors + sub_wrong,
+                     spent + remaining.sum() * self.own[i] + k * self.costs[i], chosen + [t])
+
+        walk(0, np.ones(self.n, bool), 0, 0, 0.0, [])
+        return best[0], best[1]
+
+    def _last(self, remaining: np.ndarray, errors: int, sub_errors: int,
+              spent: float) -> tuple[float, Optional[float]]:
+        """(mean cost, threshold or None) of the last exit's best choice."""
+        i = len(self.per) - 1
+        left = int(remaining.sum())
+        off = (spent + left) / self.n if _holds(self.n - errors, self.n, self.target,
+                                                 self.z) else float("inf")
+        score = self.per[i][0][remaining]
+        keep = np.isfinite(score)
+        if keep.sum() < MIN_ACCEPTED:
+            return off, None
+        score = score[keep]
+        order = np.argsort(-score, kind="stable")
+        s = score[order]
+        wrong = np.cumsum(~self.agree[i][remaining][keep][order])
+        sub_wrong = np.cumsum((~self.agree[i] & self.sub)[remaining][keep][order])
+        # a threshold at s[j] takes every sample scoring >= s[j]: the ends of ties
+        ends = np.flatnonzero(np.append(s[1:] < s[:-1], True))
+        k = ends + 1
+        wrong, sub_wrong = wrong[ends], sub_wrong[ends]
+        total = errors + wrong
+        ok = ((k >= MIN_ACCEPTED) & ((k - wrong) >= self.per_exit * k)
+              & (total <= (1 - self.target) * self.n)
+              & (sub_errors + sub_wrong <= self.sub_budget))
+        if self.z > 0:
+            ok &= lower_bound(self.n - total.astype(float), np.full(len(k), float(self.n)),
+                              self.z) >= self.target
+        else:
+            ok &= (self.n - total) >= self.target * self.n
+        if not ok.any():
+            return off, None
+        cost = (spent + left * self.own[i] + k * self.costs[i] + (left - k)) / self.n
+        cost = np.where(ok, cost, np.inf)
+        j = int(cost.argmin())
+        if cost[j] >= off:
+            return off, None
+        # halfway to the next lower score: the same samples, with a margin for the
+        # runtime's float32 gate
+        at = ends[j]
+        t = float(s[at]) if at + 1 == len(s) else float((s[at] + s[at + 1]) / 2)
+        return float(cost[j]), t
 
 
 def _holds(agree: int, n: int, target: float, z: float) -> bool:

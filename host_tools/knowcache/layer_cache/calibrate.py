@@ -162,12 +162,19 @@ class _Search:
     remaining samples sorted by score."""
 
     def __init__(self, per, reference, costs, own, sub, target, per_exit, z):
-        self.per, self.reference = per, reference
+        self.per = per
         self.agree = [answer == reference for _, answer in per]
         self.costs, self.own, self.sub = costs, own, sub
         self.target, self.per_exit, self.z = target, per_exit, z
         self.n = len(reference)
         self.sub_budget = (1 - target) * int(sub.sum())
+        # the last exit's finite scores, surest first, sorted once for every choice
+        last = per[-1][0]
+        self.order = np.flatnonzero(np.isfinite(last))[np.argsort(-last[np.isfinite(last)],
+                                                                  kind="stable")]
+        self.sorted = last[self.order]
+        self.sorted_wrong = ~self.agree[-1][self.order]
+        self.sorted_sub_wrong = self.sorted_wrong & sub[self.order]
 
     def finite(self, i: int) -> np.ndarray:
         score = self.per[i][0]
@@ -226,28 +233,21 @@ class _Search:
         left = int(remaining.sum())
         off = (spent + left) / self.n if _holds(self.n - errors, self.n, self.target,
                                                  self.z) else float("inf")
-        score = self.per[i][0][remaining]
-        keep = np.isfinite(score)
-        if keep.sum() < MIN_ACCEPTED:
+        take = remaining[self.order]
+        if take.sum() < MIN_ACCEPTED:
             return off, None
-        score = score[keep]
-        order = np.argsort(-score, kind="stable")
-        s = score[order]
-        wrong = np.cumsum(~self.agree[i][remaining][keep][order])
-        sub_wrong = np.cumsum((~self.agree[i] & self.sub)[remaining][keep][order])
+        s = self.sorted[take]
+        wrong = np.cumsum(self.sorted_wrong[take])
+        sub_wrong = np.cumsum(self.sorted_sub_wrong[take])
         # a threshold at s[j] takes every sample scoring >= s[j]: the ends of ties
         ends = np.flatnonzero(np.append(s[1:] < s[:-1], True))
         k = ends + 1
         wrong, sub_wrong = wrong[ends], sub_wrong[ends]
         total = errors + wrong
-        ok = ((k >= MIN_ACCEPTED) & ((k - wrong) >= self.per_exit * k)
+        ok = ((k >= MIN_ACCEPTED) & _holds(k - wrong, k, self.per_exit, 0.0)
               & (total <= (1 - self.target) * self.n)
-              & (sub_errors + sub_wrong <= self.sub_budget))
-        if self.z > 0:
-            ok &= lower_bound(self.n - total.astype(float), np.full(len(k), float(self.n)),
-                              self.z) >= self.target
-        else:
-            ok &= (self.n - total) >= self.target * self.n
+              & (sub_errors + sub_wrong <= self.sub_budget)
+              & _holds(self.n - total, self.n, self.target, self.z))
         if not ok.any():
             return off, None
         cost = (spent + left * self.own[i] + k * self.costs[i] + (left - k)) / self.n
@@ -262,12 +262,13 @@ class _Search:
         return float(cost[j]), t
 
 
-def _holds(agree: int, n: int, target: float, z: float) -> bool:
-    if n == 0:
-        return True
-    if z <= 0:
-        return agree / n >= target
-    return float(lower_bound(np.array(agree, float), np.array(n, float), z)) >= target
+def _holds(agree, n, target: float, z: float):
+    """Whether ``agree`` of ``n`` reach ``target`` (plain rate, or its Wilson lower
+    bound for ``z`` > 0); elementwise for arrays. Nothing accepted always holds."""
+    agree, n = np.asarray(agree, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = agree / n if z <= 0 else lower_bound(agree, n, z)
+    return (n == 0) | (rate >= target)
 
 
 def simulate(exits: list[ExitOutputs], reference: np.ndarray, thresholds: list[dict],
